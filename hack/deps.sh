@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what rotor's tests and demo need on a Debian machine, and nothing that is
+# already there: curl and openssl (test harness), kubectl (demo), PostgreSQL (SQL
+# provider tests), Python + helm-python-sdk (chart tests), lua5.1 + lua-cjson (Argo CD
+# health check tests). The Kubernetes control plane comes from hack/envtest.sh.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO="sudo"
+
+if ! command -v cargo >/dev/null; then
+  echo "deps: no Rust toolchain: install one with rustup (https://rustup.rs), Rust >= 1.89" >&2
+  exit 1
+fi
+for component in rustfmt clippy; do
+  if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
+    rustup component add "$component"
+  fi
+done
+
+missing=()
+need() { command -v "$1" >/dev/null 2>&1 || missing+=("$2"); }
+need curl curl
+need openssl openssl
+need kubectl kubernetes-client
+if [[ ${#missing[@]} -gt 0 ]]; then
+  echo "deps: installing ${missing[*]}" >&2
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi

@@ -1,0 +1,155 @@
+//! `SecretRotation.status`: what rotor did, for people and for tools such as Argo CD.
+//! Never a credential value: slot ids and fingerprints only.
+
+use super::Strategy;
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Observed state of a SecretRotation.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretRotationStatus {
+    /// Pending, Rotating, Success or Failed.
+    #[serde(default)]
+    pub rotation_status: RotationPhase,
+
+    /// The provider in use (random, supabase, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+
+    /// The strategy in effect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<Strategy>,
+
+    /// The slot (0 or 1) whose credential is in the target Secret.
+    #[serde(default)]
+    #[schemars(range(max = 1))]
+    pub active_index: u8,
+
+    /// The two credential slots: ids and fingerprints, never values.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slots: Vec<SlotStatus>,
+
+    /// When rotor last started a rotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rotation_attempted_at: Option<DateTime<Utc>>,
+
+    /// When a rotation last completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rotated_at: Option<DateTime<Utc>>,
+
+    /// What happened last, in words.
+    #[serde(default)]
+    pub last_rotation_message: String,
+
+    /// When rotor will rotate next (or retry a failed rotation). Unset when only manual
+    /// rotation is enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_rotation_at: Option<DateTime<Utc>>,
+
+    /// Failed attempts since the last successful rotation.
+    #[serde(default)]
+    pub failed_attempts: u32,
+
+    /// Completed rotations.
+    #[serde(default)]
+    pub rotation_count: u64,
+
+    /// The last `rotor.dev/rotate` annotation value that was acted upon.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_rotate_token: Option<String>,
+
+    /// A rotation that was started and has not completed; a restarted operator
+    /// resumes it instead of starting another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_flight: Option<InFlightRotation>,
+
+    /// The Secret rotor writes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_secret: Option<String>,
+
+    /// The metadata.generation this status reflects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// Ready, Progressing and Degraded, in metav1.Condition shape.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// The phase of the rotation lifecycle.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum RotationPhase {
+    /// Nothing issued yet.
+    #[default]
+    Pending,
+    /// A rotation is under way.
+    Rotating,
+    /// The last rotation completed.
+    Success,
+    /// The last rotation failed or the spec is invalid; see lastRotationMessage.
+    Failed,
+}
+
+/// One credential slot.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SlotStatus {
+    /// 0 or 1.
+    #[schemars(range(max = 1))]
+    pub index: u8,
+    /// The credential's id at the provider.
+    pub id: String,
+    /// `sha256:` and the first 8 hex digits of the SHA-256 of the secret value.
+    pub fingerprint: String,
+    /// When the credential was issued.
+    pub issued_at: DateTime<Utc>,
+    /// active (in the target Secret) or previous (still valid, kept for consumers that have not reloaded).
+    pub state: SlotState,
+}
+
+/// What a slot's credential is doing.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum SlotState {
+    /// In the target Secret; consumers use it.
+    Active,
+    /// The one before; still valid until the next rotation revokes it.
+    Previous,
+}
+
+/// A started rotation, recorded before rotor acts so a restart resumes it.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InFlightRotation {
+    /// The slot being filled.
+    #[schemars(range(max = 1))]
+    pub target_index: u8,
+    /// The deterministic name of the credential being issued.
+    pub credential_name: String,
+    /// What started it: initial, schedule, manual, targetMissing or retry.
+    pub trigger: String,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+}
+
+/// A metav1.Condition.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// Ready, Progressing or Degraded.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// True, False or Unknown.
+    pub status: String,
+    /// A CamelCase reason.
+    pub reason: String,
+    /// Human-readable detail.
+    pub message: String,
+    /// When status last changed.
+    pub last_transition_time: DateTime<Utc>,
+    /// The generation the condition was set for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}

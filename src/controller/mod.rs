@@ -1,0 +1,124 @@
+//! The Kubernetes shell around the rotation core: watch SecretRotations and the
+//! Secrets rotor owns, reconcile, write Secrets and status, publish Events.
+
+mod reconcile;
+pub mod secret;
+pub mod status;
+pub mod validate;
+
+use crate::api::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, SecretRotation};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::Client;
+use kube::api::{Api, ListParams};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::{Controller, controller, watcher};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How the controller runs.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Watch one namespace only; `None` watches all.
+    pub namespace: Option<String>,
+    /// How many SecretRotations are reconciled at once.
+    pub concurrency: u16,
+    /// Name reported on Events (the pod name in a cluster).
+    pub instance: Option<String>,
+}
+
+/// What every reconcile needs.
+pub struct Context {
+    pub client: Client,
+    pub reporter: Reporter,
+    pub settings: Settings,
+}
+
+impl Context {
+    /// A recorder for one Event. kube's Recorder folds Events with the same reason
+    /// into a series that keeps the first note, so a second rotation within minutes
+    /// would show the first one's text; rotor publishes only on real transitions, so
+    /// every Event is created on its own.
+    pub fn recorder(&self) -> Recorder {
+        Recorder::new(self.client.clone(), self.reporter.clone())
+    }
+}
+
+/// Errors that end a reconcile early; the error policy requeues.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("the SecretRotation CRD is not served ({0}); install it with `kubectl apply -f crds/`")]
+    CrdMissing(#[source] kube::Error),
+    #[error("SecretRotation has no namespace")]
+    NoNamespace,
+}
+
+impl Error {
+    /// A label for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Kube(_) => "kube",
+            Self::CrdMissing(_) => "crd_missing",
+            Self::NoNamespace => "no_namespace",
+        }
+    }
+}
+
+fn error_policy(sr: Arc<SecretRotation>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(
+        namespace = sr.metadata.namespace.as_deref().unwrap_or_default(),
+        name = sr.metadata.name.as_deref().unwrap_or_default(),
+        error = %error,
+        kind = error.kind(),
+        "reconcile failed; retrying in 15s"
+    );
+    Action::requeue(Duration::from_secs(15))
+}
+
+use kube::runtime::controller::Action;
+
+/// Runs the controller until SIGINT or SIGTERM.
+pub async fn run(client: Client, settings: Settings) -> Result<(), Error> {
+    let (rotations, secrets): (Api<SecretRotation>, Api<Secret>) = match &settings.namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client.clone())),
+    };
+    rotations
+        .list(&ListParams::default().limit(1))
+        .await
+        .map_err(Error::CrdMissing)?;
+
+    let reporter = Reporter {
+        controller: "rotor".into(),
+        instance: settings.instance.clone(),
+    };
+    let ctx = Arc::new(Context {
+        reporter,
+        client,
+        settings: settings.clone(),
+    });
+    tracing::info!(
+        namespace = settings.namespace.as_deref().unwrap_or("<all>"),
+        "rotor controller starting"
+    );
+    let own_secrets =
+        watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
+    Controller::new(rotations, watcher::Config::default().any_semantic())
+        .owns(secrets, own_secrets)
+        .with_config(controller::Config::default().concurrency(settings.concurrency))
+        .shutdown_on_signal()
+        .run(reconcile::reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "controller event");
+            }
+        })
+        .await;
+    tracing::info!("rotor controller stopped");
+    Ok(())
+}

@@ -1,0 +1,411 @@
+//! One reconcile: validate → read the target → decide → rotate or settle → status.
+
+use super::secret::{self, Target};
+use super::status::{self, Reason};
+use super::validate::{self, SpecError, ValidSpec};
+use super::{Context, Error};
+use crate::api::{
+    InFlightRotation, ROTATE_ANNOTATION, SecretRotation, SecretRotationStatus, Strategy,
+};
+use crate::rotation::{self, Decision, Observed, Slot, Trigger};
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::{Resource, ResourceExt};
+use secrecy::SecretString;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{info, warn};
+
+/// How often a conflict with a foreign Secret is looked at again.
+const CONFLICT_RECHECK: Duration = Duration::from_secs(60);
+
+pub async fn reconcile(sr: Arc<SecretRotation>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = sr.namespace().ok_or(Error::NoNamespace)?;
+    let run = Run {
+        rotations: Api::namespaced(ctx.client.clone(), &ns),
+        secrets: Api::namespaced(ctx.client.clone(), &ns),
+        old: sr.status.clone().unwrap_or_default(),
+        now: Utc::now()
+            .duration_trunc(TimeDelta::seconds(1))
+            .unwrap_or_else(|_| Utc::now()),
+        sr,
+        ctx,
+    };
+    let spec = match validate::validate(&run.sr.spec) {
+        Ok(spec) => spec,
+        Err(e) => return run.invalid_spec(e).await,
+    };
+    let existing = run.secrets.get_opt(&run.sr.spec.target.name).await?;
+    let target = Target::classify(existing, &run.sr);
+    if matches!(target, Target::Foreign) {
+        return run.conflict().await;
+    }
+    let observed = Observed {
+        now: run.now,
+        has_active: !run.old.slots.is_empty(),
+        in_flight: run.old.in_flight.is_some(),
+        target_complete: target.is_complete(&spec),
+        last_rotated_at: run.old.last_rotated_at,
+        last_attempted_at: run.old.last_rotation_attempted_at,
+        failed_attempts: run.old.failed_attempts,
+        rotate_token: run
+            .sr
+            .annotations()
+            .get(ROTATE_ANNOTATION)
+            .map(String::as_str),
+        handled_token: run.old.last_handled_rotate_token.as_deref(),
+    };
+    match rotation::decide(&observed, &spec.schedule) {
+        Decision::Rotate(trigger) => run.rotate(&spec, &target, trigger).await,
+        Decision::WaitUntil(at) => run.settle(&spec, &target, Some(at)).await,
+        Decision::Idle => run.settle(&spec, &target, None).await,
+    }
+}
+
+/// The state of one reconcile.
+struct Run {
+    sr: Arc<SecretRotation>,
+    ctx: Arc<Context>,
+    rotations: Api<SecretRotation>,
+    secrets: Api<Secret>,
+    old: SecretRotationStatus,
+    now: DateTime<Utc>,
+}
+
+impl Run {
+    fn generation(&self) -> Option<i64> {
+        self.sr.meta().generation
+    }
+
+    fn base_status(&self) -> SecretRotationStatus {
+        let mut s = self.old.clone();
+        s.provider = Some(self.sr.spec.provider.kind().into());
+        s.target_secret = Some(self.sr.spec.target.name.clone());
+        s
+    }
+
+    async fn write_status(&self, status: &SecretRotationStatus) -> Result<(), Error> {
+        if *status != self.old {
+            status::write(&self.rotations, &self.sr, status).await?;
+        }
+        Ok(())
+    }
+
+    async fn publish(&self, type_: EventType, reason: &str, action: &str, note: String) {
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(e) = self
+            .ctx
+            .recorder()
+            .publish(&event, &self.sr.object_ref(&()))
+            .await
+        {
+            warn!(error = %e, reason, "publishing an Event failed");
+        }
+    }
+
+    /// A spec rotor cannot act on: say what to fix, once, and wait for a change.
+    async fn invalid_spec(&self, error: SpecError) -> Result<Action, Error> {
+        let message = format!("invalid spec: {error}");
+        self.stop_with(Reason::InvalidSpec, message).await?;
+        Ok(Action::await_change())
+    }
+
+    async fn conflict(&self) -> Result<Action, Error> {
+        let message = format!(
+            "target Secret {:?} exists and is not managed by this SecretRotation; rotor will not overwrite it: delete it or choose another spec.target.name",
+            self.sr.spec.target.name
+        );
+        self.stop_with(Reason::TargetConflict, message).await?;
+        Ok(Action::requeue(CONFLICT_RECHECK))
+    }
+
+    async fn stop_with(&self, reason: Reason, message: String) -> Result<(), Error> {
+        let mut status = self.base_status();
+        status.next_rotation_at = None;
+        let first_time = self.old.last_rotation_message != message;
+        status::set_phase(
+            &mut status,
+            reason,
+            message.clone(),
+            self.generation(),
+            self.now,
+        );
+        self.write_status(&status).await?;
+        if first_time {
+            warn!(namespace = ?self.sr.namespace(), name = %self.sr.name_any(), reason = reason.as_str(), %message);
+            self.publish(EventType::Warning, reason.as_str(), "Validate", message)
+                .await;
+        }
+        Ok(())
+    }
+
+    /// Nothing to rotate: keep the Secret in its desired shape (labels, keys) with the
+    /// values it has, and record when the next rotation is due.
+    async fn settle(
+        &self,
+        spec: &ValidSpec,
+        target: &Target,
+        next: Option<DateTime<Utc>>,
+    ) -> Result<Action, Error> {
+        let mut status = self.base_status();
+        status.strategy = Some(spec.strategy);
+        status.next_rotation_at = next;
+        let pair = status::slot_pair(&self.old);
+        if let (Some(active), Target::Ours(_)) = (pair.active_slot(), target) {
+            let values = target.active_values(
+                spec,
+                spec.provider.secret_output(),
+                Some(&active.fingerprint),
+            );
+            if !values.is_empty() {
+                let previous = target.previous_values(spec);
+                self.apply_secret(
+                    spec,
+                    &values,
+                    &previous,
+                    pair.active.unwrap_or(0),
+                    &active.fingerprint,
+                )
+                .await?;
+            }
+        }
+        let (reason, message) = match self.old.rotation_status {
+            // A failed rotation waits for its retry: keep saying why.
+            _ if self.old.failed_attempts > 0 => (
+                Reason::RotationFailed,
+                self.old.last_rotation_message.clone(),
+            ),
+            _ if pair.active.is_none() => (
+                Reason::Pending,
+                "waiting for the first rotation".to_string(),
+            ),
+            crate::api::RotationPhase::Success => {
+                (Reason::Rotated, self.old.last_rotation_message.clone())
+            }
+            _ => (Reason::Rotated, describe_active(&pair, spec.strategy)),
+        };
+        status::set_phase(&mut status, reason, message, self.generation(), self.now);
+        self.write_status(&status).await?;
+        Ok(requeue_at(next, self.now))
+    }
+
+    /// One rotation, recorded before it acts so that a restart resumes it.
+    async fn rotate(
+        &self,
+        spec: &ValidSpec,
+        target: &Target,
+        trigger: Trigger,
+    ) -> Result<Action, Error> {
+        let mut pair = status::slot_pair(&self.old);
+        let plan = pair.plan(spec.strategy);
+        let sequence = self.old.rotation_count + 1;
+        let uid = self.sr.uid().unwrap_or_default();
+        let credential_name = match &self.old.in_flight {
+            Some(f) if f.target_index == plan.target => f.credential_name.clone(),
+            _ => rotation::credential_name(&uid, sequence),
+        };
+        info!(namespace = ?self.sr.namespace(), name = %self.sr.name_any(), trigger = trigger.as_str(), slot = plan.target, credential = %credential_name, "rotating");
+
+        let mut status = self.base_status();
+        status.strategy = Some(spec.strategy);
+        status.in_flight = Some(InFlightRotation {
+            target_index: plan.target,
+            credential_name: credential_name.clone(),
+            trigger: trigger.as_str().into(),
+            started_at: self
+                .old
+                .in_flight
+                .as_ref()
+                .map_or(self.now, |f| f.started_at),
+        });
+        status.last_rotation_attempted_at = Some(self.now);
+        if let Some(token) = self.sr.annotations().get(crate::api::ROTATE_ANNOTATION) {
+            // Any rotation satisfies a pending request: one token, at most one rotation.
+            status.last_handled_rotate_token = Some(token.clone());
+        }
+        let message = format!(
+            "rotating ({}): issuing a credential into slot {}",
+            trigger.as_str(),
+            plan.target
+        );
+        status::set_phase(
+            &mut status,
+            Reason::Rotating,
+            message,
+            self.generation(),
+            self.now,
+        );
+        self.write_status(&status).await?;
+
+        let credential =
+            match rotation::execute(spec.provider.as_ref(), &plan, &credential_name).await {
+                Ok(c) => c,
+                Err(e) => return self.fail(status, trigger, e.to_string(), false).await,
+            };
+        let fingerprint = credential.fingerprint();
+        let active_before = pair.active_slot().map(|s| s.fingerprint.clone());
+        let previous = match spec.strategy {
+            Strategy::DualPhase => target.active_values(
+                spec,
+                spec.provider.secret_output(),
+                active_before.as_deref(),
+            ),
+            Strategy::SinglePhase => BTreeMap::new(),
+        };
+        let values = secret::values_of(&credential, spec);
+        if let Err(e) = self
+            .apply_secret(spec, &values, &previous, plan.target, &fingerprint)
+            .await
+        {
+            return self
+                .fail(
+                    status,
+                    trigger,
+                    format!("writing Secret {:?} failed: {e}", self.sr.spec.target.name),
+                    true,
+                )
+                .await;
+        }
+        drop(values);
+        drop(credential);
+
+        pair.complete(
+            &plan,
+            Slot {
+                id: credential_name,
+                fingerprint: fingerprint.clone(),
+                issued_at: self.now,
+            },
+        );
+        status::set_slots(&mut status, &pair);
+        status.in_flight = None;
+        status.failed_attempts = 0;
+        status.rotation_count = sequence;
+        status.last_rotated_at = Some(self.now);
+        status.next_rotation_at = spec.schedule.auto.then(|| {
+            rotation::next_rotation_at(self.now, spec.schedule.interval, spec.schedule.at_utc)
+        });
+        let message = describe_active(&pair, spec.strategy);
+        status::set_phase(
+            &mut status,
+            Reason::Rotated,
+            message.clone(),
+            self.generation(),
+            self.now,
+        );
+        self.write_status(&status).await?;
+        info!(namespace = ?self.sr.namespace(), name = %self.sr.name_any(), trigger = trigger.as_str(), slot = plan.target, %fingerprint, rotation = sequence, "rotated");
+        self.publish(
+            EventType::Normal,
+            "Rotated",
+            "Rotate",
+            format!("{message} (trigger: {})", trigger.as_str()),
+        )
+        .await;
+        if spec.strategy == Strategy::SinglePhase {
+            self.publish(
+                EventType::Warning,
+                "SinglePhaseRotation",
+                "Rotate",
+                "the previous credential stopped working at this rotation; consumers fail until they reload the Secret".into(),
+            )
+            .await;
+        }
+        Ok(requeue_at(status.next_rotation_at, self.now))
+    }
+
+    async fn fail(
+        &self,
+        mut status: SecretRotationStatus,
+        trigger: Trigger,
+        error: String,
+        keep_in_flight: bool,
+    ) -> Result<Action, Error> {
+        if !keep_in_flight {
+            status.in_flight = None;
+        }
+        status.failed_attempts = self.old.failed_attempts + 1;
+        let retry_in = rotation::retry_backoff(status.failed_attempts);
+        let retry_at = self.now + TimeDelta::from_std(retry_in).unwrap_or_default();
+        status.next_rotation_at = Some(retry_at);
+        let pair = status::slot_pair(&status);
+        let still = match pair.active {
+            Some(a) => format!("the credential in slot {a} stays active"),
+            None => "no credential has been issued yet".into(),
+        };
+        let message = format!(
+            "rotation failed ({}, attempt {}): {error}; {still}; retrying at {}",
+            trigger.as_str(),
+            status.failed_attempts,
+            retry_at.to_rfc3339()
+        );
+        status::set_phase(
+            &mut status,
+            Reason::RotationFailed,
+            message.clone(),
+            self.generation(),
+            self.now,
+        );
+        self.write_status(&status).await?;
+        warn!(namespace = ?self.sr.namespace(), name = %self.sr.name_any(), trigger = trigger.as_str(), attempt = status.failed_attempts, %message, "rotation failed");
+        self.publish(EventType::Warning, "RotationFailed", "Rotate", message)
+            .await;
+        Ok(Action::requeue(retry_in))
+    }
+
+    async fn apply_secret(
+        &self,
+        spec: &ValidSpec,
+        values: &BTreeMap<String, SecretString>,
+        previous: &BTreeMap<String, SecretString>,
+        active_slot: u8,
+        fingerprint: &str,
+    ) -> Result<(), kube::Error> {
+        let mut desired =
+            secret::desired(&self.sr, spec, values, previous, active_slot, fingerprint);
+        let params = PatchParams::apply(crate::api::FIELD_MANAGER).force();
+        let result = self
+            .secrets
+            .patch(&self.sr.spec.target.name, &params, &Patch::Apply(&desired))
+            .await;
+        secret::scrub(&mut desired);
+        result.map(|mut written| secret::scrub(&mut written))
+    }
+}
+
+fn describe_active(pair: &crate::rotation::SlotPair, strategy: Strategy) -> String {
+    let Some(active) = pair.active else {
+        return "waiting for the first rotation".into();
+    };
+    let fp = pair
+        .active_slot()
+        .map(|s| s.fingerprint.as_str())
+        .unwrap_or_default();
+    match (strategy, pair.previous_slot()) {
+        (Strategy::DualPhase, Some(_)) => format!(
+            "rotated: slot {active} active ({fp}), slot {} kept valid until the next rotation",
+            1 - active
+        ),
+        _ => format!("rotated: slot {active} active ({fp})"),
+    }
+}
+
+fn requeue_at(at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Action {
+    match at {
+        Some(at) => {
+            let wait = (at - now).to_std().unwrap_or_default();
+            Action::requeue(wait.clamp(Duration::from_secs(1), Duration::from_secs(365 * 86_400)))
+        }
+        None => Action::await_change(),
+    }
+}

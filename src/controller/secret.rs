@@ -1,0 +1,182 @@
+//! The target Secret: reading what it holds, and writing it by server-side apply.
+
+use super::validate::{ValidSpec, previous_key};
+use crate::api::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, OWNER_LABEL, SecretRotation};
+use crate::providers::Credential;
+use crate::rotation;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::{Resource, ResourceExt};
+use secrecy::{ExposeSecret, SecretString};
+use std::collections::BTreeMap;
+
+/// Annotation on the target Secret: the active slot.
+pub const ACTIVE_SLOT_ANNOTATION: &str = "rotor.dev/active-slot";
+/// Annotation on the target Secret: the active credential's fingerprint.
+pub const FINGERPRINT_ANNOTATION: &str = "rotor.dev/fingerprint";
+
+/// What exists under the target name.
+pub enum Target {
+    Missing,
+    /// A Secret controlled by this SecretRotation.
+    Ours(Box<Secret>),
+    /// A Secret rotor must not touch.
+    Foreign,
+}
+
+impl Target {
+    pub fn classify(secret: Option<Secret>, owner: &SecretRotation) -> Self {
+        let Some(secret) = secret else {
+            return Self::Missing;
+        };
+        let uid = owner.uid();
+        let controlled = secret
+            .owner_references()
+            .iter()
+            .any(|r| r.controller == Some(true) && Some(&r.uid) == uid.as_ref());
+        if controlled {
+            Self::Ours(Box::new(secret))
+        } else {
+            Self::Foreign
+        }
+    }
+
+    fn value(&self, key: &str) -> Option<SecretString> {
+        let Self::Ours(secret) = self else {
+            return None;
+        };
+        let bytes = secret.data.as_ref()?.get(key)?;
+        String::from_utf8(bytes.0.clone())
+            .ok()
+            .map(SecretString::from)
+    }
+
+    /// Whether every mapped key is present.
+    pub fn is_complete(&self, spec: &ValidSpec) -> bool {
+        spec.mapping
+            .iter()
+            .all(|(_, key)| self.value(key).is_some())
+    }
+
+    /// The values consumers hold now, by Secret key: the mapped keys, or — when a
+    /// rotation died after writing the Secret but before recording it — the
+    /// `_PREVIOUS` keys, whichever matches the active slot's fingerprint.
+    pub fn active_values(
+        &self,
+        spec: &ValidSpec,
+        secret_output: &str,
+        active_fingerprint: Option<&str>,
+    ) -> BTreeMap<String, SecretString> {
+        let read = |suffixed: bool| -> BTreeMap<String, SecretString> {
+            spec.mapping
+                .iter()
+                .filter_map(|(_, key)| {
+                    let from = if suffixed {
+                        previous_key(key)
+                    } else {
+                        key.clone()
+                    };
+                    self.value(&from).map(|v| (key.clone(), v))
+                })
+                .collect()
+        };
+        let Some(expected) = active_fingerprint else {
+            return read(false);
+        };
+        let Some((_, secret_key)) = spec.mapping.iter().find(|(o, _)| o == secret_output) else {
+            return read(false);
+        };
+        for suffixed in [false, true] {
+            let values = read(suffixed);
+            if values
+                .get(secret_key)
+                .map(|v| rotation::fingerprint(v.expose_secret()))
+                .as_deref()
+                == Some(expected)
+            {
+                return values;
+            }
+        }
+        BTreeMap::new()
+    }
+
+    /// The `_PREVIOUS` values the Secret holds now, by mapped key.
+    pub fn previous_values(&self, spec: &ValidSpec) -> BTreeMap<String, SecretString> {
+        spec.mapping
+            .iter()
+            .filter_map(|(_, key)| self.value(&previous_key(key)).map(|v| (key.clone(), v)))
+            .collect()
+    }
+}
+
+/// The values to write, by Secret key, from a freshly issued credential.
+pub fn values_of(credential: &Credential, spec: &ValidSpec) -> BTreeMap<String, SecretString> {
+    spec.mapping
+        .iter()
+        .filter_map(|(output, key)| {
+            credential
+                .outputs
+                .get(output.as_str())
+                .map(|v| (key.clone(), v.clone()))
+        })
+        .collect()
+}
+
+/// The whole desired Secret: the active values under the mapped keys and, with
+/// keepPrevious, the previous ones under `<KEY>_PREVIOUS`.
+pub fn desired(
+    owner: &SecretRotation,
+    spec: &ValidSpec,
+    active: &BTreeMap<String, SecretString>,
+    previous: &BTreeMap<String, SecretString>,
+    active_slot: u8,
+    fingerprint: &str,
+) -> Secret {
+    let template = owner.spec.target.template.clone().unwrap_or_default();
+    let mut labels = template.labels;
+    labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY_VALUE.into());
+    labels.insert(OWNER_LABEL.into(), owner.name_any());
+    let mut annotations = template.annotations;
+    annotations.insert(ACTIVE_SLOT_ANNOTATION.into(), active_slot.to_string());
+    annotations.insert(FINGERPRINT_ANNOTATION.into(), fingerprint.into());
+
+    let mut data = BTreeMap::new();
+    for (key, value) in active {
+        data.insert(
+            key.clone(),
+            ByteString(value.expose_secret().as_bytes().to_vec()),
+        );
+    }
+    if spec.keep_previous {
+        for (key, value) in previous {
+            data.insert(
+                previous_key(key),
+                ByteString(value.expose_secret().as_bytes().to_vec()),
+            );
+        }
+    }
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(owner.spec.target.name.clone()),
+            namespace: owner.namespace(),
+            labels: Some(labels),
+            annotations: Some(annotations),
+            owner_references: owner.controller_owner_ref(&()).map(|r| vec![r]),
+            ..ObjectMeta::default()
+        },
+        type_: Some(template.type_.unwrap_or_else(|| "Opaque".into())),
+        data: Some(data),
+        ..Secret::default()
+    }
+}
+
+/// Overwrites the value bytes of a Secret built by [`desired`] once it is sent.
+pub fn scrub(secret: &mut Secret) {
+    use zeroize::Zeroize;
+    if let Some(data) = secret.data.as_mut() {
+        for v in data.values_mut() {
+            v.0.zeroize();
+        }
+    }
+}

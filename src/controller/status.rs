@@ -1,0 +1,164 @@
+//! Status: slots, phase, conditions, and the one server-side apply that writes them.
+
+use crate::api::{
+    Condition, FIELD_MANAGER, RotationPhase, SecretRotation, SecretRotationStatus, SlotState,
+    SlotStatus,
+};
+use crate::rotation::{Slot, SlotPair};
+use chrono::{DateTime, Utc};
+use kube::api::{Api, Patch, PatchParams};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+/// The slot pair recorded in status.
+pub fn slot_pair(status: &SecretRotationStatus) -> SlotPair {
+    let mut pair = SlotPair::default();
+    for s in &status.slots {
+        if s.index < 2 {
+            pair.slots[usize::from(s.index)] = Some(Slot {
+                id: s.id.clone(),
+                fingerprint: s.fingerprint.clone(),
+                issued_at: s.issued_at,
+            });
+        }
+    }
+    if pair.slots[usize::from(status.active_index.min(1))].is_some() {
+        pair.active = Some(status.active_index.min(1));
+    }
+    pair
+}
+
+/// Writes a slot pair into status.
+pub fn set_slots(status: &mut SecretRotationStatus, pair: &SlotPair) {
+    status.active_index = pair.active.unwrap_or(0);
+    status.slots = (0u8..2)
+        .filter_map(|i| {
+            pair.slots[usize::from(i)].as_ref().map(|s| SlotStatus {
+                index: i,
+                id: s.id.clone(),
+                fingerprint: s.fingerprint.clone(),
+                issued_at: s.issued_at,
+                state: if pair.active == Some(i) {
+                    SlotState::Active
+                } else {
+                    SlotState::Previous
+                },
+            })
+        })
+        .collect();
+}
+
+/// Why the resource is in its phase, for the conditions' reasons.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    Pending,
+    Rotating,
+    Rotated,
+    RotationFailed,
+    InvalidSpec,
+    TargetConflict,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "Pending",
+            Self::Rotating => "Rotating",
+            Self::Rotated => "Rotated",
+            Self::RotationFailed => "RotationFailed",
+            Self::InvalidSpec => "InvalidSpec",
+            Self::TargetConflict => "TargetConflict",
+        }
+    }
+}
+
+/// Sets phase, message and the Ready / Progressing / Degraded conditions together, so
+/// they never disagree. A condition keeps its lastTransitionTime while its status holds.
+pub fn set_phase(
+    status: &mut SecretRotationStatus,
+    reason: Reason,
+    message: String,
+    generation: Option<i64>,
+    now: DateTime<Utc>,
+) {
+    let has_active = !status.slots.is_empty();
+    status.rotation_status = match reason {
+        Reason::Pending => RotationPhase::Pending,
+        Reason::Rotating => RotationPhase::Rotating,
+        Reason::Rotated => RotationPhase::Success,
+        Reason::RotationFailed | Reason::InvalidSpec | Reason::TargetConflict => {
+            RotationPhase::Failed
+        }
+    };
+    let managed = !matches!(reason, Reason::InvalidSpec | Reason::TargetConflict);
+    let ready = has_active && managed;
+    let ready_reason = match reason {
+        _ if ready && reason == Reason::Rotated => "CredentialActive",
+        _ if ready => "PreviousCredentialActive",
+        Reason::InvalidSpec | Reason::TargetConflict | Reason::RotationFailed => reason.as_str(),
+        _ => "NoCredentialYet",
+    };
+    let progressing = reason == Reason::Rotating;
+    let degraded = matches!(
+        reason,
+        Reason::RotationFailed | Reason::InvalidSpec | Reason::TargetConflict
+    );
+    let wanted = [
+        ("Ready", ready, ready_reason),
+        (
+            "Progressing",
+            progressing,
+            if progressing { "Rotating" } else { "Idle" },
+        ),
+        (
+            "Degraded",
+            degraded,
+            if degraded {
+                reason.as_str()
+            } else {
+                "AsExpected"
+            },
+        ),
+    ];
+    let previous = std::mem::take(&mut status.conditions);
+    status.conditions = wanted
+        .into_iter()
+        .map(|(type_, on, why)| {
+            let status_word = if on { "True" } else { "False" };
+            let since = previous
+                .iter()
+                .find(|c| c.type_ == type_ && c.status == status_word)
+                .map_or(now, |c| c.last_transition_time);
+            Condition {
+                type_: type_.into(),
+                status: status_word.into(),
+                reason: why.into(),
+                message: message.clone(),
+                last_transition_time: since,
+                observed_generation: generation,
+            }
+        })
+        .collect();
+    status.last_rotation_message = message;
+    status.observed_generation = generation;
+}
+
+/// Replaces the whole status (server-side apply, rotor's field manager).
+pub async fn write(
+    api: &Api<SecretRotation>,
+    sr: &SecretRotation,
+    status: &SecretRotationStatus,
+) -> Result<(), kube::Error> {
+    let patch = json!({
+        "apiVersion": SecretRotation::api_version(&()),
+        "kind": SecretRotation::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &sr.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}

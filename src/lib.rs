@@ -1,0 +1,11 @@
+//! rotor: a Kubernetes operator that rotates credentials with zero downtime.
+//!
+//! - [`api`]: the `SecretRotation` custom resource (the CRD schema's source).
+//! - [`rotation`]: the pure dual-phase state machine and the schedule.
+//! - [`providers`]: where credentials come from, one module per provider.
+//! - [`controller`]: the Kubernetes shell: watch, reconcile, Secret, status, Events.
+
+pub mod api;
+pub mod controller;
+pub mod providers;
+pub mod rotation;

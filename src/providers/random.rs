@@ -1,0 +1,150 @@
+//! `provider.random`: a value drawn from the operating system's CSPRNG. No external
+//! system, so revoking is a no-op and the value is valid wherever it is deployed.
+
+use super::{Credential, Provider, ProviderError, Revocation};
+use crate::api::RandomSpec;
+use async_trait::async_trait;
+use rand::{Rng, distr::Uniform};
+use secrecy::{ExposeSecret, SecretString};
+use std::collections::BTreeMap;
+
+const OUTPUT: &str = "value";
+
+/// Generates random values.
+#[derive(Debug)]
+pub struct RandomProvider {
+    length: usize,
+    charset: &'static [u8],
+}
+
+fn charset(name: &str) -> Option<&'static [u8]> {
+    Some(match name {
+        "alphanumeric" => b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
+        "alphabetic" => b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz",
+        "numeric" => b"0123456789",
+        "hex" => b"0123456789abcdef",
+        "base64url" => b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_",
+        "printable" => b"!\"#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`abcdefghijklmnopqrstuvwxyz{|}~",
+        _ => return None,
+    })
+}
+
+impl RandomProvider {
+    pub fn new(spec: &RandomSpec) -> Result<Self, ProviderError> {
+        let charset = charset(&spec.charset).ok_or_else(|| {
+            ProviderError::InvalidConfig(format!(
+                "random.charset {:?} is unknown: use alphanumeric, alphabetic, numeric, hex, base64url or printable",
+                spec.charset
+            ))
+        })?;
+        if !(8..=4096).contains(&spec.length) {
+            return Err(ProviderError::InvalidConfig(format!(
+                "random.length {} is out of range: use 8 to 4096",
+                spec.length
+            )));
+        }
+        Ok(Self {
+            length: spec.length as usize,
+            charset,
+        })
+    }
+}
+
+#[async_trait]
+impl Provider for RandomProvider {
+    fn kind(&self) -> &'static str {
+        "random"
+    }
+
+    fn outputs(&self) -> &'static [&'static str] {
+        &[OUTPUT]
+    }
+
+    fn secret_output(&self) -> &'static str {
+        OUTPUT
+    }
+
+    async fn issue(&self, name: &str) -> Result<Credential, ProviderError> {
+        let pick = Uniform::new(0, self.charset.len()).expect("charsets are never empty");
+        let value: String = rand::rng()
+            .sample_iter(pick)
+            .take(self.length)
+            .map(|i| char::from(self.charset[i]))
+            .collect();
+        Ok(Credential {
+            id: name.to_string(),
+            outputs: BTreeMap::from([(OUTPUT, SecretString::from(value))]),
+            secret_output: OUTPUT,
+        })
+    }
+
+    async fn test(&self, credential: &Credential) -> Result<(), ProviderError> {
+        let value = credential
+            .outputs
+            .get(OUTPUT)
+            .ok_or_else(|| ProviderError::TestFailed("no value was generated".into()))?
+            .expose_secret();
+        let well_formed =
+            value.len() == self.length && value.bytes().all(|b| self.charset.contains(&b));
+        if well_formed {
+            Ok(())
+        } else {
+            Err(ProviderError::TestFailed(
+                "the generated value does not match length and charset".into(),
+            ))
+        }
+    }
+
+    async fn revoke(&self, _id: &str) -> Result<Revocation, ProviderError> {
+        Ok(Revocation::Revoked)
+    }
+
+    async fn list_own(&self, _prefix: &str) -> Result<Vec<String>, ProviderError> {
+        Ok(Vec::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(length: u32, charset: &str) -> RandomSpec {
+        RandomSpec {
+            length,
+            charset: charset.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn values_have_length_and_charset_and_differ() {
+        let p = RandomProvider::new(&spec(40, "hex")).unwrap();
+        let a = p.issue("a").await.unwrap();
+        let b = p.issue("b").await.unwrap();
+        p.test(&a).await.unwrap();
+        let va = a.outputs["value"].expose_secret();
+        assert_eq!(va.len(), 40);
+        assert!(
+            va.bytes()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
+        assert_ne!(va, b.outputs["value"].expose_secret());
+    }
+
+    #[test]
+    fn unknown_charset_and_bad_length_are_config_errors() {
+        let err = RandomProvider::new(&spec(32, "emoji")).unwrap_err();
+        assert!(
+            err.to_string().contains("charset \"emoji\" is unknown"),
+            "{err}"
+        );
+        assert!(RandomProvider::new(&spec(4, "hex")).is_err());
+    }
+
+    #[tokio::test]
+    async fn debug_output_never_shows_the_value() {
+        let p = RandomProvider::new(&spec(32, "alphanumeric")).unwrap();
+        let c = p.issue("x").await.unwrap();
+        let debug = format!("{c:?}");
+        assert!(!debug.contains(c.outputs["value"].expose_secret()));
+    }
+}

@@ -1,0 +1,594 @@
+//! The controller against a real kube-apiserver: rotation, schedule, manual
+//! rotation, conflicts, invalid specs and restarts, as a user sees them.
+
+mod support;
+
+use kube::Api;
+use rotor::api::{RotationPhase, SecretRotation, SlotState};
+use support::*;
+
+const SAMPLE: &str = "session-key";
+const TARGET: &str = "app-session-key";
+
+fn rotation_yaml(name: &str, target: &str, extra_spec: &str) -> String {
+    format!(
+        "apiVersion: rotor.dev/v1alpha1\nkind: SecretRotation\nmetadata:\n  name: {name}\nspec:\n  provider:\n    random: {{length: 24, charset: hex}}\n  secretsMapping:\n    value: TOKEN\n  target:\n    name: {target}\n    keepPrevious: true\n{extra_spec}"
+    )
+}
+
+#[tokio::test]
+async fn sample_first_rotation_fills_secret_status_and_events() {
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "first-rotation").await;
+    let op = Operator::start(&ns);
+    apply_yaml(&client, &ns, &sample("random.yaml"))
+        .await
+        .unwrap();
+
+    let sr = wait_status(&client, &ns, SAMPLE, 60, "rotated", |s| {
+        s.rotation_status == RotationPhase::Success
+    })
+    .await;
+    let status = sr.status.unwrap();
+    let secret = get_secret(&client, &ns, TARGET)
+        .await
+        .expect("target Secret created");
+    let value = secret_value(&secret, "SESSION_SECRET").unwrap();
+    assert_eq!(value.len(), 48);
+    assert!(value.chars().all(|c| c.is_ascii_alphanumeric()));
+    assert!(
+        secret_value(&secret, "SESSION_SECRET_PREVIOUS").is_none(),
+        "nothing was active before"
+    );
+
+    // Status: slot 0 active, fingerprint of the value, times and conditions.
+    assert_eq!(status.active_index, 0);
+    assert_eq!(status.rotation_count, 1);
+    assert_eq!(status.provider.as_deref(), Some("random"));
+    assert_eq!(status.slots.len(), 1);
+    assert_eq!(
+        status.slots[0].fingerprint,
+        rotor::rotation::fingerprint(&value)
+    );
+    assert_eq!(status.slots[0].state, SlotState::Active);
+    assert!(status.slots[0].id.starts_with("rotor-"));
+    let last = status.last_rotated_at.unwrap();
+    assert_eq!(status.last_rotation_attempted_at, Some(last));
+    let next = status.next_rotation_at.unwrap();
+    assert!(next >= last + chrono::Duration::days(30) && next < last + chrono::Duration::days(31));
+    assert_eq!(next.format("%H:%M:%S").to_string(), "03:00:00");
+    assert_eq!(status.observed_generation, sr.metadata.generation);
+    assert_eq!(condition(&status, "Ready").status, "True");
+    assert_eq!(condition(&status, "Degraded").status, "False");
+    assert_eq!(condition(&status, "Progressing").status, "False");
+    assert!(status.in_flight.is_none());
+    assert!(
+        status.last_rotation_message.contains("slot 0 active"),
+        "{}",
+        status.last_rotation_message
+    );
+
+    // The Secret: owned by the SecretRotation, labelled, template labels applied.
+    let owner = &secret.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str(), owner.controller),
+        ("SecretRotation", SAMPLE, Some(true))
+    );
+    let labels = secret.metadata.labels.clone().unwrap();
+    assert_eq!(labels["app.kubernetes.io/managed-by"], "rotor");
+    assert_eq!(labels["app.kubernetes.io/part-of"], "web");
+    assert_eq!(
+        secret.metadata.annotations.as_ref().unwrap()["rotor.dev/fingerprint"],
+        status.slots[0].fingerprint
+    );
+    let managers: Vec<_> = secret
+        .metadata
+        .managed_fields
+        .unwrap()
+        .into_iter()
+        .filter_map(|m| m.manager)
+        .collect();
+    assert_eq!(
+        managers,
+        vec!["rotor".to_string()],
+        "written by server-side apply as rotor only"
+    );
+
+    // Event.
+    let reasons = event_reasons(&client, &ns, SAMPLE).await;
+    assert_eq!(reasons, vec!["Rotated".to_string()]);
+
+    // Printer columns as `kubectl get srot` shows them.
+    let table = get_table(&client, &ns).await;
+    let cols: Vec<String> = table["columnDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        cols,
+        [
+            "Name",
+            "Provider",
+            "Status",
+            "Active",
+            "Last Rotated",
+            "Next Rotation",
+            "Age"
+        ]
+    );
+    let cells = &table["rows"][0]["cells"];
+    assert_eq!(
+        (cells[1].as_str(), cells[2].as_str(), cells[3].as_i64()),
+        (Some("random"), Some("Success"), Some(0))
+    );
+
+    assert_no_leak(&client, &ns, SAMPLE, &op.logs(), &[value]).await;
+}
+
+async fn get_table(client: &kube::Client, ns: &str) -> serde_json::Value {
+    let req = http::Request::get(format!(
+        "/apis/rotor.dev/v1alpha1/namespaces/{ns}/secretrotations"
+    ))
+    .header("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
+    .body(Vec::new())
+    .unwrap();
+    client.request(req).await.unwrap()
+}
+
+#[tokio::test]
+async fn due_rotation_flips_active_slot_and_keeps_previous() {
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "due-rotation").await;
+    let op = Operator::start(&ns);
+    apply_yaml(
+        &client,
+        &ns,
+        &rotation_yaml(
+            "fast",
+            "fast-secret",
+            "  schedule: {rotationInterval: 10s}\n",
+        ),
+    )
+    .await
+    .unwrap();
+
+    let first = wait_status(&client, &ns, "fast", 60, "rotated once", |s| {
+        s.rotation_count == 1
+    })
+    .await
+    .status
+    .unwrap();
+    let v1 = secret_value(
+        &get_secret(&client, &ns, "fast-secret").await.unwrap(),
+        "TOKEN",
+    )
+    .unwrap();
+    let second = wait_status(&client, &ns, "fast", 40, "rotated twice", |s| {
+        s.rotation_count == 2
+    })
+    .await
+    .status
+    .unwrap();
+    let secret = get_secret(&client, &ns, "fast-secret").await.unwrap();
+    let v2 = secret_value(&secret, "TOKEN").unwrap();
+
+    assert_eq!(first.active_index, 0);
+    assert_eq!(
+        second.active_index, 1,
+        "the new credential went into the other slot"
+    );
+    assert_ne!(v1, v2);
+    assert_eq!(
+        secret_value(&secret, "TOKEN_PREVIOUS").as_deref(),
+        Some(v1.as_str())
+    );
+    let interval = second.last_rotated_at.unwrap() - first.last_rotated_at.unwrap();
+    assert!(
+        interval >= chrono::Duration::seconds(10),
+        "rotated after {interval} instead of 10s"
+    );
+    let states: Vec<_> = second.slots.iter().map(|s| (s.index, s.state)).collect();
+    assert_eq!(
+        states,
+        vec![(0, SlotState::Previous), (1, SlotState::Active)]
+    );
+    assert_eq!(
+        second.slots[0].fingerprint,
+        rotor::rotation::fingerprint(&v1)
+    );
+    assert_eq!(
+        second.slots[1].fingerprint,
+        rotor::rotation::fingerprint(&v2)
+    );
+    assert!(
+        second.last_rotation_message.contains("slot 0 kept valid"),
+        "{}",
+        second.last_rotation_message
+    );
+
+    // The third rotation reuses slot 0: the value from two rotations ago is gone.
+    wait_status(&client, &ns, "fast", 40, "rotated three times", |s| {
+        s.rotation_count == 3
+    })
+    .await;
+    let secret = get_secret(&client, &ns, "fast-secret").await.unwrap();
+    let v3 = secret_value(&secret, "TOKEN").unwrap();
+    assert_eq!(
+        secret_value(&secret, "TOKEN_PREVIOUS").as_deref(),
+        Some(v2.as_str())
+    );
+    assert!(![v3.as_str(), v2.as_str()].contains(&v1.as_str()));
+    op.kill();
+    assert_no_leak(&client, &ns, "fast", &op.logs(), &[v1, v2, v3]).await;
+}
+
+#[tokio::test]
+async fn manual_annotation_rotates_exactly_once_across_reapplies() {
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "manual").await;
+    let _op = Operator::start(&ns);
+    let manifest = |token: &str, label: &str| {
+        rotation_yaml(
+            "manual",
+            "manual-secret",
+            "  schedule: {autoRotation: false}\n",
+        )
+        .replace(
+            "  name: manual\n",
+            &format!("  name: manual\n  annotations: {{rotor.dev/rotate: \"{token}\"}}\n"),
+        )
+        .replace(
+            "keepPrevious: true\n",
+            &format!("keepPrevious: true\n    template: {{labels: {{sync: \"{label}\"}}}}\n"),
+        )
+    };
+    // Created without a token: one rotation fills the Secret, then nothing is scheduled.
+    apply_yaml(
+        &client,
+        &ns,
+        &rotation_yaml(
+            "manual",
+            "manual-secret",
+            "  schedule: {autoRotation: false}\n",
+        ),
+    )
+    .await
+    .unwrap();
+    let s = wait_status(&client, &ns, "manual", 60, "filled", |s| {
+        s.rotation_count == 1
+    })
+    .await
+    .status
+    .unwrap();
+    assert!(
+        s.next_rotation_at.is_none(),
+        "autoRotation: false schedules nothing"
+    );
+
+    apply_yaml(&client, &ns, &manifest("token-a", "1"))
+        .await
+        .unwrap();
+    let s = wait_status(&client, &ns, "manual", 30, "rotated by token-a", |s| {
+        s.rotation_count == 2
+    })
+    .await
+    .status
+    .unwrap();
+    assert_eq!(s.last_handled_rotate_token.as_deref(), Some("token-a"));
+    let value_after_a = secret_value(
+        &get_secret(&client, &ns, "manual-secret").await.unwrap(),
+        "TOKEN",
+    );
+
+    // Argo CD syncs re-apply the same manifest (same token) with other changes.
+    for sync in 2..=4 {
+        let applied = apply_yaml(&client, &ns, &manifest("token-a", &sync.to_string()))
+            .await
+            .unwrap();
+        let generation = applied[0].metadata.generation;
+        wait_status(&client, &ns, "manual", 30, "re-synced", |s| {
+            s.observed_generation == generation
+        })
+        .await;
+    }
+    let s = Api::<SecretRotation>::namespaced(client.clone(), &ns)
+        .get("manual")
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+    assert_eq!(
+        s.rotation_count, 2,
+        "re-applying the same token must not rotate again"
+    );
+    let secret = get_secret(&client, &ns, "manual-secret").await.unwrap();
+    assert_eq!(secret_value(&secret, "TOKEN"), value_after_a);
+    assert_eq!(
+        secret.metadata.labels.unwrap()["sync"],
+        "4",
+        "template changes reach the Secret without a rotation"
+    );
+
+    apply_yaml(&client, &ns, &manifest("token-b", "4"))
+        .await
+        .unwrap();
+    wait_status(&client, &ns, "manual", 30, "rotated by token-b", |s| {
+        s.rotation_count == 3
+    })
+    .await;
+    let reasons = event_reasons(&client, &ns, "manual").await;
+    assert!(reasons.iter().all(|r| r == "Rotated"), "{reasons:?}");
+}
+
+#[tokio::test]
+async fn foreign_secret_is_never_overwritten() {
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "conflict").await;
+    let _op = Operator::start(&ns);
+    apply_yaml(&client, &ns, "apiVersion: v1\nkind: Secret\nmetadata:\n  name: precious\nstringData:\n  TOKEN: hand-made-value-1234\n").await.unwrap();
+    apply_yaml(&client, &ns, &rotation_yaml("grabby", "precious", ""))
+        .await
+        .unwrap();
+
+    let s = wait_status(&client, &ns, "grabby", 60, "refusing", |s| {
+        s.rotation_status == RotationPhase::Failed
+    })
+    .await
+    .status
+    .unwrap();
+    assert!(
+        s.last_rotation_message
+            .contains("\"precious\" exists and is not managed by this SecretRotation"),
+        "{}",
+        s.last_rotation_message
+    );
+    assert_eq!(condition(&s, "Degraded").reason, "TargetConflict");
+    assert_eq!(condition(&s, "Ready").status, "False");
+    assert!(s.slots.is_empty(), "nothing issued");
+    let secret = get_secret(&client, &ns, "precious").await.unwrap();
+    assert_eq!(
+        secret_value(&secret, "TOKEN").as_deref(),
+        Some("hand-made-value-1234")
+    );
+    assert!(secret.metadata.owner_references.is_none());
+    let events = events_for(&client, &ns, "grabby").await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        (events[0].type_.as_deref(), events[0].reason.as_deref()),
+        (Some("Warning"), Some("TargetConflict"))
+    );
+}
+
+#[tokio::test]
+async fn invalid_specs_get_a_clear_status_and_recover_when_fixed() {
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "invalid").await;
+    let op = Operator::start(&ns);
+
+    // What the schema can express is refused by the API server itself.
+    for (bad, why) in [
+        ("  schedule: {rotateAtUtc: {hours: 24}}\n", "hours"),
+        (
+            "  schedule: {rotationInterval: \"thirty days\"}\n",
+            "rotationInterval",
+        ),
+    ] {
+        let err = apply_yaml(&client, &ns, &rotation_yaml("bad", "bad-secret", bad))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains(why), "{err}");
+    }
+    let no_provider = rotation_yaml("bad", "bad-secret", "")
+        .replace("    random: {length: 24, charset: hex}\n", "    {}\n");
+    assert!(
+        apply_yaml(&client, &ns, &no_provider).await.is_err(),
+        "a provider is required"
+    );
+
+    // What only rotor can judge ends in status.
+    let unknown_output =
+        rotation_yaml("wrong", "wrong-secret", "").replace("value: TOKEN", "apiKey: TOKEN");
+    apply_yaml(&client, &ns, &unknown_output).await.unwrap();
+    let s = wait_status(&client, &ns, "wrong", 60, "failed", |s| {
+        s.rotation_status == RotationPhase::Failed
+    })
+    .await
+    .status
+    .unwrap();
+    assert_eq!(
+        s.last_rotation_message,
+        "invalid spec: spec.secretsMapping names output \"apiKey\", which the random provider does not have (it has: value)"
+    );
+    assert_eq!(
+        (
+            condition(&s, "Degraded").status.as_str(),
+            condition(&s, "Degraded").reason.as_str()
+        ),
+        ("True", "InvalidSpec")
+    );
+    assert!(get_secret(&client, &ns, "wrong-secret").await.is_none());
+
+    let zero = rotation_yaml(
+        "zero",
+        "zero-secret",
+        "  schedule: {rotationInterval: 0d}\n",
+    );
+    apply_yaml(&client, &ns, &zero).await.unwrap();
+    let s = wait_status(&client, &ns, "zero", 60, "failed", |s| {
+        s.rotation_status == RotationPhase::Failed
+    })
+    .await
+    .status
+    .unwrap();
+    assert!(
+        s.last_rotation_message
+            .contains("rotationInterval must be greater than zero"),
+        "{}",
+        s.last_rotation_message
+    );
+
+    // No retry storm: a few seconds later there is still exactly one Event and no attempt.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let events = event_reasons(&client, &ns, "wrong").await;
+    assert_eq!(events, vec!["InvalidSpec".to_string()]);
+    let s = Api::<SecretRotation>::namespaced(client.clone(), &ns)
+        .get("wrong")
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+    assert!(s.last_rotation_attempted_at.is_none());
+    let reconciles = op.logs().matches("invalid spec").count();
+    assert!(
+        reconciles <= 2,
+        "logged the invalid spec {reconciles} times"
+    );
+
+    // Fixing the spec recovers.
+    apply_yaml(&client, &ns, &rotation_yaml("wrong", "wrong-secret", ""))
+        .await
+        .unwrap();
+    let s = wait_status(&client, &ns, "wrong", 30, "recovered", |s| {
+        s.rotation_status == RotationPhase::Success
+    })
+    .await
+    .status
+    .unwrap();
+    assert_eq!(condition(&s, "Degraded").status, "False");
+    assert!(get_secret(&client, &ns, "wrong-secret").await.is_some());
+}
+
+#[tokio::test]
+async fn restarted_operator_resumes_without_a_second_rotation() {
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "restart").await;
+    let op = Operator::start(&ns);
+    apply_yaml(&client, &ns, &rotation_yaml("steady", "steady-secret", ""))
+        .await
+        .unwrap();
+    let s = wait_status(&client, &ns, "steady", 60, "rotated", |s| {
+        s.rotation_count == 1
+    })
+    .await
+    .status
+    .unwrap();
+    let value = secret_value(
+        &get_secret(&client, &ns, "steady-secret").await.unwrap(),
+        "TOKEN",
+    )
+    .unwrap();
+    op.kill();
+
+    // A plain restart: nothing is due, so nothing rotates.
+    let op = Operator::start(&ns);
+    let applied = apply_yaml(
+        &client,
+        &ns,
+        &rotation_yaml(
+            "steady",
+            "steady-secret",
+            "  schedule: {rotationInterval: 29d}\n",
+        ),
+    )
+    .await
+    .unwrap();
+    let generation = applied[0].metadata.generation;
+    let after = wait_status(&client, &ns, "steady", 30, "observed", |s| {
+        s.observed_generation == generation
+    })
+    .await
+    .status
+    .unwrap();
+    assert_eq!(after.rotation_count, 1);
+    assert_eq!(after.slots, s.slots);
+    assert_eq!(
+        secret_value(
+            &get_secret(&client, &ns, "steady-secret").await.unwrap(),
+            "TOKEN"
+        )
+        .as_deref(),
+        Some(value.as_str())
+    );
+    op.kill();
+
+    // A crash mid-way: the intent was recorded, then the process died.
+    let api: Api<SecretRotation> = Api::namespaced(client.clone(), &ns);
+    let mut status = after.clone();
+    status.rotation_status = RotationPhase::Rotating;
+    status.in_flight = Some(rotor::api::InFlightRotation {
+        target_index: 1,
+        credential_name: "rotor-crashed-2".into(),
+        trigger: "schedule".into(),
+        started_at: chrono::Utc::now(),
+    });
+    let patch = serde_json::json!({"apiVersion": "rotor.dev/v1alpha1", "kind": "SecretRotation", "status": status});
+    api.patch_status(
+        "steady",
+        &kube::api::PatchParams::apply("rotor").force(),
+        &kube::api::Patch::Apply(&patch),
+    )
+    .await
+    .unwrap();
+
+    let op = Operator::start(&ns);
+    let resumed = wait_status(&client, &ns, "steady", 30, "resumed", |s| {
+        s.rotation_status == RotationPhase::Success
+    })
+    .await
+    .status
+    .unwrap();
+    assert_eq!(
+        resumed.rotation_count, 2,
+        "the interrupted rotation completes once"
+    );
+    assert_eq!(resumed.active_index, 1);
+    assert_eq!(
+        resumed.slots[1].id, "rotor-crashed-2",
+        "resumed under the recorded name"
+    );
+    assert!(resumed.in_flight.is_none());
+    let secret = get_secret(&client, &ns, "steady-secret").await.unwrap();
+    assert_eq!(
+        secret_value(&secret, "TOKEN_PREVIOUS").as_deref(),
+        Some(value.as_str())
+    );
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(
+        api.get("steady")
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .rotation_count,
+        2
+    );
+    assert_no_leak(&client, &ns, "steady", &op.logs(), &[value]).await;
+}
+
+#[tokio::test]
+async fn deleted_target_secret_is_refilled() {
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "refill").await;
+    let _op = Operator::start(&ns);
+    apply_yaml(&client, &ns, &rotation_yaml("refill", "refill-secret", ""))
+        .await
+        .unwrap();
+    wait_status(&client, &ns, "refill", 60, "rotated", |s| {
+        s.rotation_count == 1
+    })
+    .await;
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), &ns)
+        .delete("refill-secret", &Default::default())
+        .await
+        .unwrap();
+    let s = wait_status(&client, &ns, "refill", 30, "refilled", |s| {
+        s.rotation_count == 2
+    })
+    .await
+    .status
+    .unwrap();
+    assert!(get_secret(&client, &ns, "refill-secret").await.is_some());
+    assert_eq!(s.active_index, 1);
+}

@@ -1,0 +1,200 @@
+//! Small helpers over kube for tests: apply manifests, wait for conditions, read Events.
+
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::core::GroupVersionKind;
+use kube::{Client, ResourceExt};
+use rotor::api::{SecretRotation, SecretRotationStatus};
+use std::time::Duration;
+
+/// Server-side applies every document of a YAML stream into `namespace` (unless a
+/// document names its own, or is cluster-scoped).
+pub async fn apply_yaml(
+    client: &Client,
+    namespace: &str,
+    yaml: &str,
+) -> Result<Vec<DynamicObject>, kube::Error> {
+    let mut applied = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(yaml) {
+        let value = serde_yaml::Value::deserialize(doc).expect("valid YAML");
+        if value.is_null() {
+            continue;
+        }
+        let obj: DynamicObject = serde_yaml::from_value(value).expect("a Kubernetes object");
+        let types = obj.types.clone().expect("apiVersion and kind");
+        let gvk = GroupVersionKind::try_from(&types).expect("gvk");
+        let (resource, caps) = kube::discovery::pinned_kind(client, &gvk).await?;
+        let api: Api<DynamicObject> = if caps.scope == kube::discovery::Scope::Cluster {
+            Api::all_with(client.clone(), &resource)
+        } else {
+            Api::namespaced_with(
+                client.clone(),
+                obj.namespace().as_deref().unwrap_or(namespace),
+                &resource,
+            )
+        };
+        let name = obj.name_any();
+        applied.push(
+            api.patch(
+                &name,
+                &PatchParams::apply("rotor-tests").force(),
+                &Patch::Apply(&obj),
+            )
+            .await?,
+        );
+    }
+    Ok(applied)
+}
+
+use serde::Deserialize;
+
+/// A sample manifest from config/samples/.
+pub fn sample(name: &str) -> String {
+    std::fs::read_to_string(format!(
+        "{}/config/samples/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+pub async fn wait_crd_established(client: &Client, name: &str) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let cond = kube::runtime::conditions::is_crd_established();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        kube::runtime::wait::await_condition(api, name, cond),
+    )
+    .await
+    .expect("CRD established within 30s")
+    .unwrap();
+}
+
+/// Creates a fresh namespace named after the test.
+pub async fn namespace(client: &Client, name: &str) -> String {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
+    match api.create(&PostParams::default(), &ns).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => panic!("creating namespace {name}: {e}"),
+    }
+    name.to_string()
+}
+
+/// Waits (bounded) until the SecretRotation's status satisfies `pred`; returns it.
+pub async fn wait_status(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    secs: u64,
+    what: &str,
+    pred: impl Fn(&SecretRotationStatus) -> bool,
+) -> SecretRotation {
+    let api: Api<SecretRotation> = Api::namespaced(client.clone(), ns);
+    let cond =
+        move |obj: Option<&SecretRotation>| obj.and_then(|o| o.status.as_ref()).is_some_and(&pred);
+    match tokio::time::timeout(
+        Duration::from_secs(secs),
+        kube::runtime::wait::await_condition(api.clone(), name, cond),
+    )
+    .await
+    {
+        Ok(Ok(Some(obj))) => obj,
+        other => {
+            let now = api.get_opt(name).await.ok().flatten();
+            panic!(
+                "{ns}/{name}: not {what} within {secs}s ({other:?}); status now: {}",
+                serde_json::to_string_pretty(&now.and_then(|o| o.status)).unwrap()
+            )
+        }
+    }
+}
+
+pub async fn get_secret(client: &Client, ns: &str, name: &str) -> Option<Secret> {
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .unwrap()
+}
+
+/// The value under `key`, as text.
+pub fn secret_value(secret: &Secret, key: &str) -> Option<String> {
+    secret
+        .data
+        .as_ref()?
+        .get(key)
+        .map(|b| String::from_utf8(b.0.clone()).unwrap())
+}
+
+/// Events about the object `name` in `ns`, oldest first.
+pub async fn events_for(client: &Client, ns: &str, name: &str) -> Vec<Event> {
+    let api: Api<Event> = Api::namespaced(client.clone(), ns);
+    let mut events: Vec<Event> = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .collect();
+    events.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
+    events
+}
+
+/// The reasons of those Events.
+pub async fn event_reasons(client: &Client, ns: &str, name: &str) -> Vec<String> {
+    events_for(client, ns, name)
+        .await
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect()
+}
+
+/// Fails when any `values` occurs in the operator's log, the Events, or the status.
+pub async fn assert_no_leak(client: &Client, ns: &str, name: &str, log: &str, values: &[String]) {
+    let status = Api::<SecretRotation>::namespaced(client.clone(), ns)
+        .get(name)
+        .await
+        .unwrap()
+        .status;
+    let status = serde_json::to_string(&status).unwrap();
+    let events = serde_json::to_string(&events_for(client, ns, name).await).unwrap();
+    for v in values {
+        assert!(
+            v.len() >= 8,
+            "scanning for a value too short to be meaningful"
+        );
+        assert!(
+            !log.contains(v.as_str()),
+            "a credential value appears in the operator log"
+        );
+        assert!(
+            !status.contains(v.as_str()),
+            "a credential value appears in status"
+        );
+        assert!(
+            !events.contains(v.as_str()),
+            "a credential value appears in an Event"
+        );
+    }
+}
+
+/// Applies a merge patch to a SecretRotation.
+pub async fn patch_rotation(client: &Client, ns: &str, name: &str, patch: serde_json::Value) {
+    Api::<SecretRotation>::namespaced(client.clone(), ns)
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+}
+
+/// The condition of `type_` in a status.
+pub fn condition<'a>(status: &'a SecretRotationStatus, type_: &str) -> &'a rotor::api::Condition {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .unwrap_or_else(|| panic!("no {type_} condition in {status:?}"))
+}
