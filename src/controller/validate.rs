@@ -145,8 +145,11 @@ fn is_secret_key(key: &str) -> bool {
 mod tests {
     use super::*;
 
+    /// Parsed as the API server hands it over: JSON (serde_yaml would want YAML tags
+    /// for the provider enum).
     fn spec(yaml: &str) -> SecretRotationSpec {
-        serde_yaml::from_str(yaml).unwrap()
+        let value: serde_json::Value = serde_yaml::from_str(yaml).unwrap();
+        serde_json::from_value(value).unwrap()
     }
 
     const BASE: &str = "provider: {random: {length: 16}}\nsecretsMapping: {value: TOKEN}\ntarget: {name: t, keepPrevious: true}\n";
