@@ -22,6 +22,8 @@ need() { command -v "$1" >/dev/null 2>&1 || missing+=("$2"); }
 need curl curl
 need openssl openssl
 need kubectl kubernetes-client
+need runuser util-linux
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 if [[ ${#missing[@]} -gt 0 ]]; then
   echo "deps: installing ${missing[*]}" >&2
   $SUDO apt-get update -qq

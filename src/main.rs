@@ -6,6 +6,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use rotor::api::{ROTATE_ANNOTATION, SecretRotation};
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(
@@ -62,6 +63,29 @@ struct RunArgs {
     /// Log filter (tracing EnvFilter syntax), e.g. info or rotor=debug.
     #[arg(long, default_value = "info", env = "ROTOR_LOG")]
     log_level: String,
+    /// Allow provider endpoints (HTTP APIs and database hosts) that resolve to
+    /// loopback, private or link-local addresses. Off by default: a tenant must not use
+    /// rotor to reach services inside the cluster network.
+    #[arg(long, env = "ROTOR_ALLOW_PRIVATE_ENDPOINTS")]
+    allow_private_endpoints: bool,
+    /// Retries of a provider call after 429, 5xx or a transport error.
+    #[arg(long, default_value_t = 4)]
+    http_max_retries: u32,
+    /// First retry backoff (doubles per retry, with jitter), e.g. 500ms.
+    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+    http_backoff: Duration,
+    /// Longest wait between two attempts; a longer Retry-After fails the attempt.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    http_max_wait: Duration,
+    /// Timeout of one provider HTTP request.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    http_timeout: Duration,
+    /// How often to poll a system that is updating (a Convox rack).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    poll_interval: Duration,
+    /// How long to wait for such an update.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    update_timeout: Duration,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -91,7 +115,21 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         instance: std::env::var("POD_NAME")
             .ok()
             .or_else(|| std::env::var("HOSTNAME").ok()),
+        http: rotor::providers::HttpSettings {
+            allow_private_endpoints: args.allow_private_endpoints,
+            max_retries: args.http_max_retries,
+            backoff_base: args.http_backoff,
+            max_wait: args.http_max_wait,
+            timeout: args.http_timeout,
+            poll_interval: args.poll_interval,
+            update_timeout: args.update_timeout,
+        },
     };
+    if args.allow_private_endpoints {
+        tracing::warn!(
+            "--allow-private-endpoints: provider endpoints may reach loopback and private addresses"
+        );
+    }
     rotor::controller::run(client, settings).await?;
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The Kubernetes shell around the rotation core: watch SecretRotations and the
 //! Secrets rotor owns, reconcile, write Secrets and status, publish Events.
 
+pub mod credentials;
 mod reconcile;
 pub mod secret;
 pub mod status;
@@ -25,11 +26,14 @@ pub struct Settings {
     pub concurrency: u16,
     /// Name reported on Events (the pod name in a cluster).
     pub instance: Option<String>,
+    /// How providers make HTTP calls (and whether private endpoints are allowed).
+    pub http: crate::providers::HttpSettings,
 }
 
 /// What every reconcile needs.
 pub struct Context {
     pub client: Client,
+    pub http: crate::providers::HttpClient,
     pub reporter: Reporter,
     pub settings: Settings,
 }
@@ -99,6 +103,7 @@ pub async fn run(client: Client, settings: Settings) -> Result<(), Error> {
     };
     let ctx = Arc::new(Context {
         reporter,
+        http: crate::providers::HttpClient::new(settings.http.clone()),
         client,
         settings: settings.clone(),
     });

@@ -1,5 +1,6 @@
 //! One reconcile: validate → read the target → decide → rotate or settle → status.
 
+use super::credentials::{self, PendingAdminKey, Unresolved};
 use super::secret::{self, Target};
 use super::status::{self, Reason};
 use super::validate::{self, SpecError, ValidSpec};
@@ -7,6 +8,7 @@ use super::{Context, Error};
 use crate::api::{
     InFlightRotation, ROTATE_ANNOTATION, SecretRotation, SecretRotationStatus, Strategy,
 };
+use crate::providers::{BuildContext, NameParts, NoStash, Stash};
 use crate::rotation::{self, Decision, Observed, Slot, Trigger};
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use k8s_openapi::api::core::v1::Secret;
@@ -22,6 +24,8 @@ use tracing::{info, warn};
 
 /// How often a conflict with a foreign Secret is looked at again.
 const CONFLICT_RECHECK: Duration = Duration::from_secs(60);
+/// How often missing admin credentials are looked for again.
+const CREDENTIALS_RECHECK: Duration = Duration::from_secs(30);
 
 pub async fn reconcile(sr: Arc<SecretRotation>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = sr.namespace().ok_or(Error::NoNamespace)?;
@@ -35,7 +39,19 @@ pub async fn reconcile(sr: Arc<SecretRotation>, ctx: Arc<Context>) -> Result<Act
         sr,
         ctx,
     };
-    let spec = match validate::validate(&run.sr.spec) {
+    let secrets = match credentials::resolve(&run.sr, &run.secrets).await {
+        Ok(s) => s,
+        Err(Unresolved::Spec(e)) => return run.invalid_spec(e).await,
+        Err(Unresolved::Missing(why)) => return run.credentials_missing(why).await,
+        Err(Unresolved::Kube(e)) => return Err(e.into()),
+    };
+    let uid = run.sr.uid().unwrap_or_default();
+    let build = BuildContext {
+        secrets: &secrets,
+        http: &run.ctx.http,
+        uid: &uid,
+    };
+    let spec = match validate::validate(&run.sr.spec, &build) {
         Ok(spec) => spec,
         Err(e) => return run.invalid_spec(e).await,
     };
@@ -129,6 +145,13 @@ impl Run {
         Ok(Action::requeue(CONFLICT_RECHECK))
     }
 
+    async fn credentials_missing(&self, why: String) -> Result<Action, Error> {
+        let message =
+            format!("provider credentials unavailable: {why}; rotor looks again every 30s");
+        self.stop_with(Reason::CredentialsMissing, message).await?;
+        Ok(Action::requeue(CREDENTIALS_RECHECK))
+    }
+
     async fn stop_with(&self, reason: Reason, message: String) -> Result<(), Error> {
         let mut status = self.base_status();
         status.next_rotation_at = None;
@@ -210,9 +233,20 @@ impl Run {
         let plan = pair.plan(spec.strategy);
         let sequence = self.old.rotation_count + 1;
         let uid = self.sr.uid().unwrap_or_default();
-        let credential_name = match &self.old.in_flight {
-            Some(f) if f.target_index == plan.target => f.credential_name.clone(),
-            _ => rotation::credential_name(&uid, sequence),
+        let resumed = self
+            .old
+            .in_flight
+            .as_ref()
+            .filter(|f| f.target_index == plan.target);
+        // Millisecond precision: providers name credentials after it (Convex).
+        let started_at = resumed.map_or_else(Utc::now, |f| f.started_at);
+        let credential_name = match resumed {
+            Some(f) => f.credential_name.clone(),
+            None => spec.provider.credential_name(&NameParts {
+                uid: &uid,
+                sequence,
+                started_at,
+            }),
         };
         info!(namespace = ?self.sr.namespace(), name = %self.sr.name_any(), trigger = trigger.as_str(), slot = plan.target, credential = %credential_name, "rotating");
 
@@ -222,11 +256,7 @@ impl Run {
             target_index: plan.target,
             credential_name: credential_name.clone(),
             trigger: trigger.as_str().into(),
-            started_at: self
-                .old
-                .in_flight
-                .as_ref()
-                .map_or(self.now, |f| f.started_at),
+            started_at,
         });
         status.last_rotation_attempted_at = Some(self.now);
         if let Some(token) = self.sr.annotations().get(crate::api::ROTATE_ANNOTATION) {
@@ -247,11 +277,41 @@ impl Run {
         );
         self.write_status(&status).await?;
 
-        let credential =
-            match rotation::execute(spec.provider.as_ref(), &plan, &credential_name).await {
-                Ok(c) => c,
-                Err(e) => return self.fail(status, trigger, e.to_string(), false).await,
-            };
+        let admin = spec.provider.replaces_admin_credential();
+        let stash: Box<dyn Stash + '_> = match admin {
+            Some(admin) => Box::new(PendingAdminKey {
+                secrets: &self.secrets,
+                admin,
+            }),
+            None => Box::new(NoStash),
+        };
+        let credential = match rotation::execute(
+            spec.provider.as_ref(),
+            &plan,
+            &credential_name,
+            stash.as_ref(),
+        )
+        .await
+        {
+            Ok(c) => c,
+            // A single-phase provider may have replaced the credential before failing:
+            // keep the rotation in flight so the retry resumes with the pending key.
+            Err(e) => {
+                return self
+                    .fail(status, trigger, e.to_string(), admin.is_some())
+                    .await;
+            }
+        };
+        if let (Some(admin), Some(value)) =
+            (admin, credential.outputs.get(credential.secret_output))
+            && let Err(e) = credentials::promote_admin(&self.secrets, admin, value).await
+        {
+            let why = format!(
+                "recording the new admin credential in Secret {:?} failed: {e}",
+                admin.name
+            );
+            return self.fail(status, trigger, why, true).await;
+        }
         let fingerprint = credential.fingerprint();
         let active_before = pair.active_slot().map(|s| s.fingerprint.clone());
         let previous = match spec.strategy {
@@ -277,12 +337,11 @@ impl Run {
                 .await;
         }
         drop(values);
-        drop(credential);
 
         pair.complete(
             &plan,
             Slot {
-                id: credential_name,
+                id: credential.id.clone(),
                 fingerprint: fingerprint.clone(),
                 issued_at: self.now,
             },

@@ -57,6 +57,7 @@ pub enum Reason {
     RotationFailed,
     InvalidSpec,
     TargetConflict,
+    CredentialsMissing,
 }
 
 impl Reason {
@@ -68,6 +69,7 @@ impl Reason {
             Self::RotationFailed => "RotationFailed",
             Self::InvalidSpec => "InvalidSpec",
             Self::TargetConflict => "TargetConflict",
+            Self::CredentialsMissing => "CredentialsMissing",
         }
     }
 }
@@ -86,23 +88,28 @@ pub fn set_phase(
         Reason::Pending => RotationPhase::Pending,
         Reason::Rotating => RotationPhase::Rotating,
         Reason::Rotated => RotationPhase::Success,
-        Reason::RotationFailed | Reason::InvalidSpec | Reason::TargetConflict => {
-            RotationPhase::Failed
-        }
+        Reason::RotationFailed
+        | Reason::InvalidSpec
+        | Reason::TargetConflict
+        | Reason::CredentialsMissing => RotationPhase::Failed,
     };
-    let managed = !matches!(reason, Reason::InvalidSpec | Reason::TargetConflict);
-    let ready = has_active && managed;
+    // Stopped: rotor cannot manage the credential until something changes.
+    let stopped = matches!(
+        reason,
+        Reason::InvalidSpec | Reason::TargetConflict | Reason::CredentialsMissing
+    );
+    let ready = has_active && !stopped;
     let ready_reason = match reason {
         _ if ready && reason == Reason::Rotated => "CredentialActive",
         _ if ready => "PreviousCredentialActive",
-        Reason::InvalidSpec | Reason::TargetConflict | Reason::RotationFailed => reason.as_str(),
+        Reason::InvalidSpec
+        | Reason::TargetConflict
+        | Reason::RotationFailed
+        | Reason::CredentialsMissing => reason.as_str(),
         _ => "NoCredentialYet",
     };
     let progressing = reason == Reason::Rotating;
-    let degraded = matches!(
-        reason,
-        Reason::RotationFailed | Reason::InvalidSpec | Reason::TargetConflict
-    );
+    let degraded = stopped || reason == Reason::RotationFailed;
     let wanted = [
         ("Ready", ready, ready_reason),
         (

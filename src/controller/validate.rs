@@ -2,7 +2,7 @@
 //! never see raw user input, and every error names the field and how to fix it.
 
 use crate::api::{IntervalError, SecretRotationSpec, Strategy};
-use crate::providers::{self, Provider, ProviderError};
+use crate::providers::{self, BuildContext, Provider, ProviderError};
 use crate::rotation::{MIN_INTERVAL, Schedule};
 
 /// A spec that passed every check.
@@ -56,10 +56,16 @@ pub enum SpecError {
         "spec.secretsMapping writes Secret key {0:?} more than once (keepPrevious adds <KEY>_PREVIOUS)"
     )]
     DuplicateKey(String),
+    #[error(
+        "{field} points to namespace {namespace:?}: rotor reads Secrets only from the SecretRotation's own namespace"
+    )]
+    CrossNamespace { field: String, namespace: String },
+    #[error("{0} is also the target Secret: rotor would overwrite the credential it needs")]
+    RefIsTarget(String),
 }
 
-/// Checks a spec.
-pub fn validate(spec: &SecretRotationSpec) -> Result<ValidSpec, SpecError> {
+/// Checks a spec; `ctx` carries the resolved Secrets the provider reads.
+pub fn validate(spec: &SecretRotationSpec, ctx: &BuildContext<'_>) -> Result<ValidSpec, SpecError> {
     let interval = spec.schedule.rotation_interval.duration()?;
     if interval < MIN_INTERVAL {
         return Err(SpecError::IntervalTooShort(
@@ -76,7 +82,7 @@ pub fn validate(spec: &SecretRotationSpec) -> Result<ValidSpec, SpecError> {
         Some(t) => Some((t.hours, t.minutes)),
         None => None,
     };
-    let provider = providers::build(&spec.provider)?;
+    let provider = providers::build(&spec.provider, ctx)?;
     let strategy = spec.strategy.unwrap_or_else(|| provider.default_strategy());
     if !provider.supports(strategy) {
         return Err(SpecError::Strategy {
@@ -144,6 +150,20 @@ fn is_secret_key(key: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::providers::{HttpClient, HttpSettings, Secrets};
+
+    fn validate(spec: &SecretRotationSpec) -> Result<ValidSpec, SpecError> {
+        let http = HttpClient::new(HttpSettings::default());
+        let secrets = Secrets::default();
+        super::validate(
+            spec,
+            &BuildContext {
+                secrets: &secrets,
+                http: &http,
+                uid: "uid",
+            },
+        )
+    }
 
     /// Parsed as the API server hands it over: JSON (serde_yaml would want YAML tags
     /// for the provider enum).

@@ -1,12 +1,11 @@
 //! `provider.random`: a value drawn from the operating system's CSPRNG. No external
 //! system, so revoking is a no-op and the value is valid wherever it is deployed.
 
-use super::{Credential, Provider, ProviderError, Revocation};
+use super::{Credential, IssueRequest, Provider, ProviderError, Revocation};
 use crate::api::RandomSpec;
 use async_trait::async_trait;
 use rand::{Rng, distr::Uniform};
 use secrecy::{ExposeSecret, SecretString};
-use std::collections::BTreeMap;
 
 const OUTPUT: &str = "value";
 
@@ -64,18 +63,20 @@ impl Provider for RandomProvider {
         OUTPUT
     }
 
-    async fn issue(&self, name: &str) -> Result<Credential, ProviderError> {
+    async fn issue(&self, request: &IssueRequest<'_>) -> Result<Credential, ProviderError> {
         let pick = Uniform::new(0, self.charset.len()).expect("charsets are never empty");
         let value: String = rand::rng()
             .sample_iter(pick)
             .take(self.length)
             .map(|i| char::from(self.charset[i]))
             .collect();
-        Ok(Credential {
-            id: name.to_string(),
-            outputs: BTreeMap::from([(OUTPUT, SecretString::from(value))]),
-            secret_output: OUTPUT,
-        })
+        let credential = Credential::single(request.name, OUTPUT, SecretString::from(value));
+        request
+            .stash
+            .keep(&credential)
+            .await
+            .map_err(ProviderError::Stash)?;
+        Ok(credential)
     }
 
     async fn test(&self, credential: &Credential) -> Result<(), ProviderError> {
@@ -107,6 +108,15 @@ impl Provider for RandomProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::providers::NoStash;
+
+    fn issue(name: &str) -> IssueRequest<'_> {
+        IssueRequest {
+            name,
+            slot: 0,
+            stash: &NoStash,
+        }
+    }
 
     fn spec(length: u32, charset: &str) -> RandomSpec {
         RandomSpec {
@@ -118,8 +128,8 @@ mod tests {
     #[tokio::test]
     async fn values_have_length_and_charset_and_differ() {
         let p = RandomProvider::new(&spec(40, "hex")).unwrap();
-        let a = p.issue("a").await.unwrap();
-        let b = p.issue("b").await.unwrap();
+        let a = p.issue(&issue("a")).await.unwrap();
+        let b = p.issue(&issue("b")).await.unwrap();
         p.test(&a).await.unwrap();
         let va = a.outputs["value"].expose_secret();
         assert_eq!(va.len(), 40);
@@ -143,7 +153,7 @@ mod tests {
     #[tokio::test]
     async fn debug_output_never_shows_the_value() {
         let p = RandomProvider::new(&spec(32, "alphanumeric")).unwrap();
-        let c = p.issue("x").await.unwrap();
+        let c = p.issue(&issue("x")).await.unwrap();
         let debug = format!("{c:?}");
         assert!(!debug.contains(c.outputs["value"].expose_secret()));
     }

@@ -1,7 +1,7 @@
 //! The provider calls of one rotation, in their safe order.
 
 use super::RotationPlan;
-use crate::providers::{Credential, Provider, ProviderError};
+use crate::providers::{Credential, IssueRequest, Provider, ProviderError, Stash};
 
 /// Why a rotation did not produce a usable credential. In every case the active
 /// credential is untouched.
@@ -15,12 +15,14 @@ pub enum RotationError {
     Test(#[source] ProviderError),
 }
 
-/// Revokes what the target slot still holds, issues a new credential named `name`,
-/// and tests it. A credential that fails its test is revoked again at once.
+/// Revokes what the target slot still holds, issues a new credential named `name`
+/// (kept in `stash` the moment it exists), and tests it. A credential that fails its
+/// test is revoked again at once.
 pub async fn execute<P: Provider + ?Sized>(
     provider: &P,
     plan: &RotationPlan,
     name: &str,
+    stash: &dyn Stash,
 ) -> Result<Credential, RotationError> {
     if let Some(old) = &plan.revoke_before_issue {
         provider
@@ -28,7 +30,15 @@ pub async fn execute<P: Provider + ?Sized>(
             .await
             .map_err(RotationError::RevokeOld)?;
     }
-    let credential = provider.issue(name).await.map_err(RotationError::Issue)?;
+    let request = IssueRequest {
+        name,
+        slot: plan.target,
+        stash,
+    };
+    let credential = provider
+        .issue(&request)
+        .await
+        .map_err(RotationError::Issue)?;
     if let Err(e) = provider.test(&credential).await {
         if let Err(revoke) = provider.revoke(&credential.id).await {
             tracing::warn!(id = %credential.id, error = %revoke, "revoking the credential that failed its test failed; the orphan sweep will retry");
@@ -46,7 +56,7 @@ mod tests {
     use crate::rotation::{Slot, SlotPair};
     use async_trait::async_trait;
     use secrecy::SecretString;
-    use std::collections::{BTreeMap, BTreeSet};
+    use std::collections::BTreeSet;
     use std::sync::Mutex;
 
     /// A provider that remembers which credentials are live.
@@ -69,17 +79,18 @@ mod tests {
         fn secret_output(&self) -> &'static str {
             "value"
         }
-        async fn issue(&self, name: &str) -> Result<Credential, ProviderError> {
+        async fn issue(&self, request: &IssueRequest<'_>) -> Result<Credential, ProviderError> {
+            let name = request.name;
             if self.fail_issue {
                 return Err(ProviderError::Unavailable("down".into()));
             }
             *self.issued.lock().unwrap() += 1;
             self.live.lock().unwrap().insert(name.into());
-            Ok(Credential {
-                id: name.into(),
-                outputs: BTreeMap::from([("value", SecretString::from(format!("v-{name}")))]),
-                secret_output: "value",
-            })
+            Ok(Credential::single(
+                name,
+                "value",
+                SecretString::from(format!("v-{name}")),
+            ))
         }
         async fn test(&self, c: &Credential) -> Result<(), ProviderError> {
             if self.fail_test || !self.live.lock().unwrap().contains(&c.id) {
@@ -108,7 +119,13 @@ mod tests {
 
     async fn rotate(fake: &Fake, pair: &mut SlotPair, n: u32) -> Result<(), RotationError> {
         let plan = pair.plan(Strategy::DualPhase);
-        let c = execute(fake, &plan, &format!("rotor-c{n}")).await?;
+        let c = execute(
+            fake,
+            &plan,
+            &format!("rotor-c{n}"),
+            &crate::providers::NoStash,
+        )
+        .await?;
         pair.complete(
             &plan,
             Slot {

@@ -8,7 +8,9 @@
 //! and removes the scratch directory when the binary exits normally.
 #![allow(dead_code)]
 
+pub mod fakes;
 pub mod kube_util;
+pub mod postgres;
 
 use std::io::Write;
 use std::net::TcpListener;

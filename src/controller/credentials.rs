@@ -1,0 +1,111 @@
+//! The Secrets a provider reads (admin credentials, header values, CAs), resolved in
+//! the SecretRotation's own namespace only, and the admin credential a single-phase
+//! provider replaces (kept under `<key>.pending` until the rotation is recorded).
+
+use super::validate::SpecError;
+use crate::api::{SecretKeyRef, SecretRotation};
+use crate::providers::{Credential, Secrets, Stash, pending_key};
+use async_trait::async_trait;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
+use secrecy::{ExposeSecret, SecretString};
+
+/// Why the provider's Secrets could not be read.
+pub enum Unresolved {
+    Spec(SpecError),
+    /// A Secret or key that may still appear (rechecked later).
+    Missing(String),
+    Kube(kube::Error),
+}
+
+/// Reads every Secret key the provider names.
+pub async fn resolve(sr: &SecretRotation, secrets: &Api<Secret>) -> Result<Secrets, Unresolved> {
+    let ns = sr.namespace().unwrap_or_default();
+    let mut out = Secrets::default();
+    for r in sr.spec.provider.secret_refs() {
+        if let Some(other) = r.namespace.as_ref().filter(|n| **n != ns) {
+            return Err(Unresolved::Spec(SpecError::CrossNamespace {
+                field: format!("the reference to Secret {:?}", r.name),
+                namespace: other.clone(),
+            }));
+        }
+        if r.name == sr.spec.target.name {
+            return Err(Unresolved::Spec(SpecError::RefIsTarget(format!(
+                "Secret {:?}",
+                r.name
+            ))));
+        }
+        let secret = secrets.get_opt(&r.name).await.map_err(Unresolved::Kube)?;
+        let Some(secret) = secret else {
+            return Err(Unresolved::Missing(format!(
+                "Secret {:?} (admin credentials) does not exist in namespace {ns:?}",
+                r.name
+            )));
+        };
+        let data = secret.data.unwrap_or_default();
+        let text = |key: &str| {
+            data.get(key)
+                .map(|b| SecretString::from(String::from_utf8_lossy(&b.0).into_owned()))
+        };
+        let value = text(&r.key).ok_or_else(|| {
+            Unresolved::Missing(format!("Secret {:?} has no key {:?}", r.name, r.key))
+        })?;
+        out.0.insert((r.name.clone(), r.key.clone()), value);
+        if let Some(pending) = text(&pending_key(&r.key)) {
+            out.0.insert((r.name.clone(), pending_key(&r.key)), pending);
+        }
+    }
+    Ok(out)
+}
+
+/// Keeps a single-phase provider's new admin credential under `<key>.pending` in its
+/// Secret before the provider applies it.
+pub struct PendingAdminKey<'a> {
+    pub secrets: &'a Api<Secret>,
+    pub admin: &'a SecretKeyRef,
+}
+
+#[async_trait]
+impl Stash for PendingAdminKey<'_> {
+    async fn keep(&self, credential: &Credential) -> Result<(), String> {
+        let value = credential
+            .outputs
+            .get(credential.secret_output)
+            .ok_or("no secret output")?;
+        let mut data = serde_json::Map::new();
+        data.insert(pending_key(&self.admin.key), encoded(value));
+        patch_data(self.secrets, &self.admin.name, data)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Makes the new credential the admin credential and drops the pending copy.
+pub async fn promote_admin(
+    secrets: &Api<Secret>,
+    admin: &SecretKeyRef,
+    value: &SecretString,
+) -> Result<(), kube::Error> {
+    let mut data = serde_json::Map::new();
+    data.insert(admin.key.clone(), encoded(value));
+    data.insert(pending_key(&admin.key), serde_json::Value::Null);
+    patch_data(secrets, &admin.name, data).await
+}
+
+fn encoded(value: &SecretString) -> serde_json::Value {
+    serde_json::to_value(ByteString(value.expose_secret().as_bytes().to_vec())).unwrap_or_default()
+}
+
+async fn patch_data(
+    secrets: &Api<Secret>,
+    name: &str,
+    data: serde_json::Map<String, serde_json::Value>,
+) -> Result<(), kube::Error> {
+    let patch = serde_json::json!({ "data": data });
+    secrets
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map(|_| ())
+}

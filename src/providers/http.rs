@@ -1,0 +1,329 @@
+//! `provider.http`: any HTTP API that issues and revokes keys, configured per
+//! operation (URL, method, headers with values from Secrets, body template) with
+//! JSONPath (RFC 9535) expressions that pull the key and its id from responses.
+//! Placeholders: `{{name}}` (issue), `{{id}}` and `{{key}}` (test, revoke).
+
+use super::{
+    BuildContext, Credential, HttpClient, IssueRequest, Provider, ProviderError, Revocation,
+};
+use crate::api::{HttpRequestSpec, HttpSpec};
+use async_trait::async_trait;
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use reqwest::Method;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json_path::JsonPath;
+
+const OUTPUT: &str = "apiKey";
+
+pub struct HttpProvider {
+    http: HttpClient,
+    issue: Operation,
+    test: Option<Operation>,
+    revoke: Option<Operation>,
+    list: Option<(Operation, JsonPath, Option<JsonPath>)>,
+    key_path: JsonPath,
+    id_path: Option<JsonPath>,
+}
+
+struct Operation {
+    what: &'static str,
+    method: Method,
+    url: String,
+    headers: Vec<(String, HeaderValue)>,
+    body: Option<String>,
+    json_body: bool,
+}
+
+enum HeaderValue {
+    Literal(String),
+    Secret(String, SecretString),
+}
+
+/// Placeholder values for one request.
+#[derive(Default)]
+struct Vars<'a> {
+    name: Option<&'a str>,
+    id: Option<&'a str>,
+    key: Option<&'a str>,
+}
+
+impl Vars<'_> {
+    fn render(&self, template: &str, encode: impl Fn(&str) -> String) -> String {
+        let mut out = template.to_string();
+        for (placeholder, value) in [
+            ("{{name}}", self.name),
+            ("{{id}}", self.id),
+            ("{{key}}", self.key),
+        ] {
+            if let Some(v) = value {
+                out = out.replace(placeholder, &encode(v));
+            }
+        }
+        out
+    }
+}
+
+fn path(expr: &str, field: &str) -> Result<JsonPath, ProviderError> {
+    JsonPath::parse(expr).map_err(|e| {
+        ProviderError::InvalidConfig(format!("http.{field} {expr:?} is not a JSONPath: {e}"))
+    })
+}
+
+impl Operation {
+    fn new(
+        what: &'static str,
+        spec: &HttpRequestSpec,
+        default_method: Method,
+        ctx: &BuildContext<'_>,
+    ) -> Result<Self, ProviderError> {
+        let method = match spec.method.as_deref() {
+            None => default_method,
+            Some(m) => m.parse::<Method>().map_err(|_| {
+                ProviderError::InvalidConfig(format!("http {what}: method {m:?} is not HTTP"))
+            })?,
+        };
+        // Check the URL with every placeholder filled, as it will be sent.
+        let sample = Vars {
+            name: Some("x"),
+            id: Some("x"),
+            key: Some("x"),
+        }
+        .render(&spec.url, str::to_string);
+        ctx.http.check_url(&sample)?;
+        let mut json_body = true;
+        let mut headers = Vec::new();
+        for h in &spec.headers {
+            if h.name.eq_ignore_ascii_case("content-type") {
+                json_body = h.value.as_deref().is_some_and(|v| v.contains("json"));
+            }
+            let value = match (&h.value, &h.value_from) {
+                (Some(v), None) => HeaderValue::Literal(v.clone()),
+                (None, Some(r)) => HeaderValue::Secret(
+                    h.value_prefix.clone().unwrap_or_default(),
+                    ctx.secrets.get(r)?.clone(),
+                ),
+                _ => {
+                    return Err(ProviderError::InvalidConfig(format!(
+                        "http {what}: header {:?} needs exactly one of value and valueFrom",
+                        h.name
+                    )));
+                }
+            };
+            headers.push((h.name.clone(), value));
+        }
+        Ok(Self {
+            what,
+            method,
+            url: spec.url.clone(),
+            headers,
+            body: spec.body.clone(),
+            json_body,
+        })
+    }
+
+    async fn send(
+        &self,
+        http: &HttpClient,
+        vars: &Vars<'_>,
+    ) -> Result<super::client::Reply, ProviderError> {
+        let url = vars.render(&self.url, |v| {
+            utf8_percent_encode(v, NON_ALPHANUMERIC).to_string()
+        });
+        let json_escape = |v: &str| {
+            let quoted = serde_json::to_string(v).unwrap_or_default();
+            quoted[1..quoted.len() - 1].to_string()
+        };
+        let body = self.body.as_ref().map(|b| {
+            if self.json_body {
+                vars.render(b, json_escape)
+            } else {
+                vars.render(b, str::to_string)
+            }
+        });
+        http.send(self.what, |c| {
+            let mut req = c.request(self.method.clone(), &url);
+            for (name, value) in &self.headers {
+                let value = match value {
+                    HeaderValue::Literal(v) => vars.render(v, str::to_string),
+                    HeaderValue::Secret(prefix, s) => format!("{prefix}{}", s.expose_secret()),
+                };
+                req = req.header(name, value);
+            }
+            if let Some(body) = &body {
+                if self.json_body
+                    && !self
+                        .headers
+                        .iter()
+                        .any(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+                {
+                    req = req.header("Content-Type", "application/json");
+                }
+                req = req.body(body.clone());
+            }
+            req
+        })
+        .await
+    }
+}
+
+fn first_string(path: &JsonPath, value: &serde_json::Value) -> Option<String> {
+    path.query(value).all().into_iter().find_map(|v| match v {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    })
+}
+
+impl HttpProvider {
+    pub fn new(spec: &HttpSpec, ctx: &BuildContext<'_>) -> Result<Self, ProviderError> {
+        let list = match &spec.list {
+            Some(l) => Some((
+                Operation::new("listing keys", &l.request, Method::GET, ctx)?,
+                path(&l.name_path, "list.namePath")?,
+                l.id_path
+                    .as_deref()
+                    .map(|p| path(p, "list.idPath"))
+                    .transpose()?,
+            )),
+            None => None,
+        };
+        Ok(Self {
+            http: ctx.http.clone(),
+            issue: Operation::new("issuing a key", &spec.issue, Method::POST, ctx)?,
+            test: spec
+                .test
+                .as_ref()
+                .map(|t| Operation::new("testing the new key", t, Method::GET, ctx))
+                .transpose()?,
+            revoke: spec
+                .revoke
+                .as_ref()
+                .map(|r| Operation::new("revoking a key", r, Method::DELETE, ctx))
+                .transpose()?,
+            list,
+            key_path: path(&spec.key_path, "keyPath")?,
+            id_path: spec
+                .id_path
+                .as_deref()
+                .map(|p| path(p, "idPath"))
+                .transpose()?,
+        })
+    }
+}
+
+#[async_trait]
+impl Provider for HttpProvider {
+    fn kind(&self) -> &'static str {
+        "http"
+    }
+
+    fn outputs(&self) -> &'static [&'static str] {
+        &[OUTPUT]
+    }
+
+    fn secret_output(&self) -> &'static str {
+        OUTPUT
+    }
+
+    async fn issue(&self, request: &IssueRequest<'_>) -> Result<Credential, ProviderError> {
+        let vars = Vars {
+            name: Some(request.name),
+            ..Vars::default()
+        };
+        let reply = self.issue.send(&self.http, &vars).await?;
+        if !reply.is_success() {
+            return Err(reply.error("issuing a key"));
+        }
+        let body: serde_json::Value = reply.json("issuing a key")?;
+        let key = first_string(&self.key_path, &body)
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| {
+                ProviderError::BadResponse("the issue response has no string at keyPath".into())
+            })?;
+        let id = match &self.id_path {
+            Some(p) => first_string(p, &body).ok_or_else(|| {
+                ProviderError::BadResponse("the issue response has no string at idPath".into())
+            })?,
+            None => request.name.to_string(),
+        };
+        let credential = Credential::single(id, OUTPUT, SecretString::from(key));
+        request
+            .stash
+            .keep(&credential)
+            .await
+            .map_err(ProviderError::Stash)?;
+        Ok(credential)
+    }
+
+    async fn test(&self, credential: &Credential) -> Result<(), ProviderError> {
+        let Some(test) = &self.test else {
+            return Ok(());
+        };
+        let key = credential.outputs.get(OUTPUT).map(|s| s.expose_secret());
+        let vars = Vars {
+            id: Some(&credential.id),
+            key,
+            ..Vars::default()
+        };
+        let reply = test.send(&self.http, &vars).await?;
+        if reply.is_success() {
+            Ok(())
+        } else {
+            Err(ProviderError::TestFailed(
+                reply.error("the test request").to_string(),
+            ))
+        }
+    }
+
+    async fn revoke(&self, id: &str) -> Result<Revocation, ProviderError> {
+        let Some(revoke) = &self.revoke else {
+            return Ok(Revocation::Revoked);
+        };
+        let reply = revoke
+            .send(
+                &self.http,
+                &Vars {
+                    id: Some(id),
+                    ..Vars::default()
+                },
+            )
+            .await?;
+        match reply.status {
+            404 | 410 => Ok(Revocation::AlreadyGone),
+            _ if reply.is_success() => Ok(Revocation::Revoked),
+            _ => Err(reply.error("revoking a key")),
+        }
+    }
+
+    async fn list_own(&self, prefix: &str) -> Result<Vec<String>, ProviderError> {
+        let Some((list, name_path, id_path)) = &self.list else {
+            return Ok(Vec::new());
+        };
+        let reply = list.send(&self.http, &Vars::default()).await?;
+        if !reply.is_success() {
+            return Err(reply.error("listing keys"));
+        }
+        let body: serde_json::Value = reply.json("listing keys")?;
+        let names: Vec<String> = name_path
+            .query(&body)
+            .all()
+            .into_iter()
+            .map(|v| v.as_str().unwrap_or_default().to_string())
+            .collect();
+        let ids: Vec<String> = match id_path {
+            Some(p) => p
+                .query(&body)
+                .all()
+                .into_iter()
+                .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+                .collect(),
+            None => names.clone(),
+        };
+        Ok(names
+            .into_iter()
+            .zip(ids)
+            .filter(|(n, _)| n.starts_with(prefix))
+            .map(|(_, id)| id)
+            .collect())
+    }
+}

@@ -1,0 +1,394 @@
+//! `provider.postgres`: a PostgreSQL login rotated across two users.
+//!
+//! Slot 0 and slot 1 are two users (`<username>_a` / `<username>_b`, or two named
+//! users) that share a role. A rotation sets the inactive user's password; the active
+//! user keeps working until the rotation after. The password is sent as a SCRAM-SHA-256
+//! verifier computed here, so the plaintext never reaches the server or its logs.
+//! Revoking clears the user's password and ends its sessions.
+
+use super::{
+    BuildContext, Credential, IssueRequest, Provider, ProviderError, Revocation, endpoint,
+    random_alphanumeric,
+};
+use crate::api::PostgresSpec;
+use async_trait::async_trait;
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use postgres_protocol::escape::{escape_identifier, escape_literal};
+use rustls::pki_types::pem::PemObject;
+use secrecy::{ExposeSecret, SecretString};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+const PASSWORD_LENGTH: usize = 32;
+
+pub struct PostgresProvider {
+    host: String,
+    port: u16,
+    database: String,
+    ssl_mode: SslMode,
+    admin_user: String,
+    admin_password: SecretString,
+    users: [String; 2],
+    member_of: Option<String>,
+    allow_private: bool,
+}
+
+#[derive(Clone)]
+enum SslMode {
+    Disable,
+    Require,
+    VerifyFull(Arc<rustls::ClientConfig>),
+}
+
+impl SslMode {
+    fn as_str(&self) -> &'static str {
+        match self {
+            Self::Disable => "disable",
+            Self::Require => "require",
+            Self::VerifyFull(_) => "verify-full",
+        }
+    }
+}
+
+fn check_identifier(name: &str, field: &str) -> Result<(), ProviderError> {
+    if name.is_empty() || name.len() > 63 {
+        return Err(ProviderError::InvalidConfig(format!(
+            "postgres.{field} {name:?} must be 1 to 63 bytes"
+        )));
+    }
+    Ok(())
+}
+
+impl PostgresProvider {
+    pub fn new(spec: &PostgresSpec, ctx: &BuildContext<'_>) -> Result<Self, ProviderError> {
+        let users = match (&spec.username, &spec.usernames) {
+            (Some(base), None) => [format!("{base}_a"), format!("{base}_b")],
+            (None, Some(list)) if list.len() == 2 && list[0] != list[1] => {
+                [list[0].clone(), list[1].clone()]
+            }
+            _ => {
+                return Err(ProviderError::InvalidConfig(
+                    "postgres: set either username (users <username>_a and <username>_b) or usernames (two different users)".into(),
+                ));
+            }
+        };
+        for u in &users {
+            check_identifier(u, "username")?;
+        }
+        check_identifier(&spec.admin_username, "adminUsername")?;
+        if let Some(role) = &spec.member_of {
+            check_identifier(role, "memberOf")?;
+        }
+        let ssl_mode = match spec.ssl_mode.as_str() {
+            "disable" => SslMode::Disable,
+            "require" => SslMode::Require,
+            "verify-full" => SslMode::VerifyFull(Arc::new(verifying_config(spec, ctx)?)),
+            other => {
+                return Err(ProviderError::InvalidConfig(format!(
+                    "postgres.sslMode {other:?} is unknown: use disable, require or verify-full"
+                )));
+            }
+        };
+        Ok(Self {
+            host: spec.host.clone(),
+            port: spec.port,
+            database: spec.database.clone(),
+            ssl_mode,
+            admin_user: spec.admin_username.clone(),
+            admin_password: ctx.secrets.get(&spec.credentials_ref)?.clone(),
+            users,
+            member_of: spec.member_of.clone(),
+            allow_private: ctx.http.settings.allow_private_endpoints,
+        })
+    }
+
+    async fn connect(
+        &self,
+        user: &str,
+        password: &str,
+    ) -> Result<tokio_postgres::Client, ProviderError> {
+        let addrs = endpoint::resolve(&self.host, self.port, self.allow_private).await?;
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host(&self.host)
+            .hostaddr(addrs[0].ip())
+            .port(self.port)
+            .user(user)
+            .password(password)
+            .dbname(&self.database)
+            .application_name("rotor")
+            .connect_timeout(Duration::from_secs(10));
+        let unavailable = |e: tokio_postgres::Error| classify(e, user);
+        let client = match &self.ssl_mode {
+            SslMode::Disable => {
+                config.ssl_mode(tokio_postgres::config::SslMode::Disable);
+                let (client, conn) = config
+                    .connect(tokio_postgres::NoTls)
+                    .await
+                    .map_err(unavailable)?;
+                tokio::spawn(conn);
+                client
+            }
+            SslMode::Require | SslMode::VerifyFull(_) => {
+                config.ssl_mode(tokio_postgres::config::SslMode::Require);
+                let tls = match &self.ssl_mode {
+                    SslMode::VerifyFull(c) => (**c).clone(),
+                    _ => unverified_config(),
+                };
+                let connector = tokio_postgres_rustls::MakeRustlsConnect::new(tls);
+                let (client, conn) = config.connect(connector).await.map_err(unavailable)?;
+                tokio::spawn(conn);
+                client
+            }
+        };
+        Ok(client)
+    }
+
+    async fn admin(&self) -> Result<tokio_postgres::Client, ProviderError> {
+        self.connect(&self.admin_user, self.admin_password.expose_secret())
+            .await
+    }
+
+    fn uri(&self, user: &str, password: &str) -> String {
+        let enc = |s: &str| utf8_percent_encode(s, NON_ALPHANUMERIC).to_string();
+        format!(
+            "postgresql://{}:{}@{}:{}/{}?sslmode={}",
+            enc(user),
+            enc(password),
+            self.host,
+            self.port,
+            enc(&self.database),
+            self.ssl_mode.as_str()
+        )
+    }
+}
+
+/// Turns a driver error into a message that says what failed, never with a password.
+fn classify(e: tokio_postgres::Error, user: &str) -> ProviderError {
+    match e.as_db_error() {
+        Some(db) if db.code() == &tokio_postgres::error::SqlState::INVALID_PASSWORD => {
+            ProviderError::Unauthorized {
+                status: 401,
+                message: format!("PostgreSQL refused the password of {user:?}"),
+            }
+        }
+        Some(db) => ProviderError::Rejected {
+            status: 400,
+            message: format!("PostgreSQL ({}): {}", db.code().code(), db.message()),
+        },
+        None => ProviderError::Unavailable(format!("PostgreSQL: {e}")),
+    }
+}
+
+fn sql_error(e: tokio_postgres::Error, what: &str) -> ProviderError {
+    match e.as_db_error() {
+        Some(db) => ProviderError::Rejected {
+            status: 400,
+            message: format!("{what}: {} ({})", db.message(), db.code().code()),
+        },
+        None => ProviderError::Unavailable(format!("{what}: {e}")),
+    }
+}
+
+fn verifying_config(
+    spec: &PostgresSpec,
+    ctx: &BuildContext<'_>,
+) -> Result<rustls::ClientConfig, ProviderError> {
+    let mut roots = rustls::RootCertStore::empty();
+    match &spec.ca_ref {
+        Some(r) => {
+            let pem = ctx.secrets.get(r)?.expose_secret().to_string();
+            for cert in rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes()) {
+                let cert = cert.map_err(|e| {
+                    ProviderError::InvalidConfig(format!("postgres.caRef: not PEM: {e}"))
+                })?;
+                roots.add(cert).map_err(|e| {
+                    ProviderError::InvalidConfig(format!("postgres.caRef: bad certificate: {e}"))
+                })?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    Ok(rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+/// sslmode=require: encrypted, the certificate not checked (libpq's meaning).
+fn unverified_config() -> rustls::ClientConfig {
+    rustls::ClientConfig::builder()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate))
+        .with_no_client_auth()
+}
+
+#[derive(Debug)]
+struct AcceptAnyCertificate;
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        let algs = rustls::crypto::ring::default_provider().signature_verification_algorithms;
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &algs)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        let algs = rustls::crypto::ring::default_provider().signature_verification_algorithms;
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &algs)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+#[async_trait]
+impl Provider for PostgresProvider {
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn outputs(&self) -> &'static [&'static str] {
+        &["username", "password", "uri"]
+    }
+
+    fn secret_output(&self) -> &'static str {
+        "password"
+    }
+
+    async fn issue(&self, request: &IssueRequest<'_>) -> Result<Credential, ProviderError> {
+        let user = &self.users[usize::from(request.slot.min(1))];
+        let password = random_alphanumeric(PASSWORD_LENGTH);
+        let credential = Credential {
+            id: user.clone(),
+            outputs: BTreeMap::from([
+                ("username", SecretString::from(user.clone())),
+                (
+                    "uri",
+                    SecretString::from(self.uri(user, password.expose_secret())),
+                ),
+                ("password", password.clone()),
+            ]),
+            secret_output: "password",
+        };
+        request
+            .stash
+            .keep(&credential)
+            .await
+            .map_err(ProviderError::Stash)?;
+        let verifier =
+            postgres_protocol::password::scram_sha_256(password.expose_secret().as_bytes());
+        let admin = self.admin().await?;
+        let exists = admin
+            .query_opt(
+                "SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1",
+                &[user],
+            )
+            .await
+            .map_err(|e| sql_error(e, "looking up the user"))?
+            .is_some();
+        let ident = escape_identifier(user);
+        if exists {
+            let sql = format!(
+                "ALTER ROLE {ident} WITH LOGIN PASSWORD {}",
+                escape_literal(&verifier)
+            );
+            admin
+                .batch_execute(&sql)
+                .await
+                .map_err(|e| sql_error(e, "setting the password"))?;
+        } else {
+            let sql = format!(
+                "CREATE ROLE {ident} WITH LOGIN PASSWORD {}",
+                escape_literal(&verifier)
+            );
+            admin
+                .batch_execute(&sql)
+                .await
+                .map_err(|e| sql_error(e, "creating the user"))?;
+            if let Some(role) = &self.member_of {
+                let grant = format!("GRANT {} TO {ident}", escape_identifier(role));
+                admin
+                    .batch_execute(&grant)
+                    .await
+                    .map_err(|e| sql_error(e, "granting the shared role"))?;
+            }
+        }
+        Ok(credential)
+    }
+
+    async fn test(&self, credential: &Credential) -> Result<(), ProviderError> {
+        let password = credential
+            .outputs
+            .get("password")
+            .map(|p| p.expose_secret())
+            .unwrap_or_default();
+        let client = self
+            .connect(&credential.id, password)
+            .await
+            .map_err(|e| ProviderError::TestFailed(e.to_string()))?;
+        client
+            .simple_query("SELECT 1")
+            .await
+            .map_err(|e| ProviderError::TestFailed(format!("SELECT 1: {e}")))?;
+        Ok(())
+    }
+
+    async fn revoke(&self, id: &str) -> Result<Revocation, ProviderError> {
+        let admin = self.admin().await?;
+        let exists = admin
+            .query_opt(
+                "SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1",
+                &[&id],
+            )
+            .await
+            .map_err(|e| sql_error(e, "looking up the user"))?
+            .is_some();
+        if !exists {
+            return Ok(Revocation::AlreadyGone);
+        }
+        let sql = format!("ALTER ROLE {} WITH PASSWORD NULL", escape_identifier(id));
+        admin
+            .batch_execute(&sql)
+            .await
+            .map_err(|e| sql_error(e, "clearing the password"))?;
+        admin
+            .execute("SELECT pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity WHERE usename = $1", &[&id])
+            .await
+            .map_err(|e| sql_error(e, "ending the user's sessions"))?;
+        Ok(Revocation::Revoked)
+    }
+
+    async fn list_own(&self, _prefix: &str) -> Result<Vec<String>, ProviderError> {
+        let admin = self.admin().await?;
+        let names: Vec<&str> = self.users.iter().map(String::as_str).collect();
+        let rows = admin
+            .query("SELECT rolname FROM pg_catalog.pg_roles WHERE rolname = ANY($1) AND rolpassword IS NOT NULL", &[&names])
+            .await
+            .map_err(|e| sql_error(e, "listing the users"))?;
+        Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+    }
+}

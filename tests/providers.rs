@@ -1,0 +1,721 @@
+//! Every provider end to end: the sample from config/samples/ applied to the real API
+//! server, the operator running, the vendor played by a fake that follows the
+//! documented API (or a real PostgreSQL). Assertions are made on the vendor's side too.
+
+mod support;
+
+use rotor::api::{RotationPhase, SecretRotation};
+use support::fakes::{self, Knobs};
+use support::*;
+
+/// Flags for an operator talking to fakes on 127.0.0.1, with short waits.
+const FAST: &[&str] = &[
+    "--allow-private-endpoints",
+    "--http-backoff",
+    "50ms",
+    "--http-max-retries",
+    "2",
+    "--poll-interval",
+    "100ms",
+    "--update-timeout",
+    "15s",
+];
+
+async fn rotate(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    token: &str,
+    expected_count: u64,
+) -> SecretRotation {
+    patch_rotation(
+        client,
+        ns,
+        name,
+        serde_json::json!({"metadata": {"annotations": {"rotor.dev/rotate": token}}}),
+    )
+    .await;
+    wait_status(
+        client,
+        ns,
+        name,
+        60,
+        &format!("rotation {expected_count}"),
+        |s| s.rotation_count == expected_count && s.rotation_status == RotationPhase::Success,
+    )
+    .await
+}
+
+async fn value(client: &kube::Client, ns: &str, secret: &str, key: &str) -> Option<String> {
+    get_secret(client, ns, secret)
+        .await
+        .and_then(|s| secret_value(&s, key))
+}
+
+#[tokio::test]
+async fn supabase_sample_rotates_keys_at_the_vendor() {
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "supabase").await;
+    let fake = fakes::supabase("abcdefghijklmnopqrst").await;
+    let admin = fake.lock().admin_token.clone();
+    let op = Operator::start_with(&ns, FAST);
+    let manifest = sample("supabase.yaml")
+        .replace("https://api.supabase.com", &fake.url)
+        .replace("sbp_REPLACE_WITH_YOUR_PERSONAL_ACCESS_TOKEN", &admin);
+    apply_yaml(&client, &ns, &manifest).await.unwrap();
+    let first = wait_status(&client, &ns, "supabase-secret-key", 60, "rotated", |s| {
+        s.rotation_count == 1
+    })
+    .await;
+    let s1 = first.status.unwrap();
+    let k1 = value(&client, &ns, "supabase-secret-key", "SUPABASE_SECRET_KEY")
+        .await
+        .unwrap();
+    {
+        let vendor = fake.lock();
+        assert_eq!(vendor.creates, 1);
+        let key = vendor
+            .key(&s1.slots[0].id)
+            .expect("the slot id is the vendor's key id");
+        assert_eq!(key.api_key, k1, "the Secret holds the vendor's key");
+        assert_eq!(key.key_type, "secret");
+        assert!(key.name.starts_with("rotor_"), "{}", key.name);
+    }
+    assert_eq!(s1.slots[0].fingerprint, rotor::rotation::fingerprint(&k1));
+
+    let s2 = rotate(&client, &ns, "supabase-secret-key", "r2", 2)
+        .await
+        .status
+        .unwrap();
+    let k2 = value(&client, &ns, "supabase-secret-key", "SUPABASE_SECRET_KEY")
+        .await
+        .unwrap();
+    assert_eq!(
+        value(
+            &client,
+            &ns,
+            "supabase-secret-key",
+            "SUPABASE_SECRET_KEY_PREVIOUS"
+        )
+        .await
+        .as_deref(),
+        Some(k1.as_str())
+    );
+    {
+        let vendor = fake.lock();
+        assert_eq!(vendor.creates, 2);
+        assert!(
+            vendor.deleted_ids.is_empty(),
+            "both keys stay valid after the second rotation"
+        );
+        assert_eq!(vendor.live().len(), 2);
+    }
+    let s3 = rotate(&client, &ns, "supabase-secret-key", "r3", 3)
+        .await
+        .status
+        .unwrap();
+    {
+        let vendor = fake.lock();
+        assert_eq!(vendor.creates, 3, "exactly one key per rotation");
+        assert_eq!(
+            vendor.deleted_ids,
+            vec![s1.slots[0].id.clone()],
+            "the key issued two rotations ago is deleted"
+        );
+        let live: Vec<&str> = vendor.live().iter().map(|k| k.id.as_str()).collect();
+        assert_eq!(live.len(), 2);
+        assert!(live.contains(&s2.slots[1].id.as_str()) && live.contains(&s3.slots[0].id.as_str()));
+    }
+    let events = event_reasons(&client, &ns, "supabase-secret-key").await;
+    assert_eq!(events, vec!["Rotated"; 3]);
+    let k3 = value(&client, &ns, "supabase-secret-key", "SUPABASE_SECRET_KEY")
+        .await
+        .unwrap();
+    assert_no_leak(
+        &client,
+        &ns,
+        "supabase-secret-key",
+        &op.logs(),
+        &[k1, k2, k3, admin],
+    )
+    .await;
+}
+
+/// Applies the Supabase sample against `fake`, waits for the first rotation, and
+/// returns the key the Secret holds.
+async fn supabase_ready(
+    client: &kube::Client,
+    ns: &str,
+    fake: &fakes::Fake<fakes::Supabase>,
+) -> String {
+    let admin = fake.lock().admin_token.clone();
+    let manifest = sample("supabase.yaml")
+        .replace("https://api.supabase.com", &fake.url)
+        .replace("sbp_REPLACE_WITH_YOUR_PERSONAL_ACCESS_TOKEN", &admin);
+    apply_yaml(client, ns, &manifest).await.unwrap();
+    wait_status(client, ns, "supabase-secret-key", 60, "rotated", |s| {
+        s.rotation_count == 1
+    })
+    .await;
+    value(client, ns, "supabase-secret-key", "SUPABASE_SECRET_KEY")
+        .await
+        .unwrap()
+}
+
+/// Asks for a rotation that must fail, and checks what the user sees: Failed with
+/// `expected` in the message, Degraded, a Warning Event, the old key still in the
+/// Secret and still live at the vendor.
+async fn expect_failed_rotation(
+    client: &kube::Client,
+    ns: &str,
+    token: &str,
+    expected: &str,
+    old: &str,
+) -> rotor::api::SecretRotationStatus {
+    patch_rotation(
+        client,
+        ns,
+        "supabase-secret-key",
+        serde_json::json!({"metadata": {"annotations": {"rotor.dev/rotate": token}}}),
+    )
+    .await;
+    let s = wait_status(client, ns, "supabase-secret-key", 60, "failed", |s| {
+        s.rotation_status == RotationPhase::Failed
+            && s.last_handled_rotate_token.as_deref() == Some(token)
+    })
+    .await
+    .status
+    .unwrap();
+    assert!(
+        s.last_rotation_message.contains(expected),
+        "wanted {expected:?} in {:?}",
+        s.last_rotation_message
+    );
+    assert!(
+        s.last_rotation_message
+            .contains("the credential in slot 0 stays active"),
+        "{}",
+        s.last_rotation_message
+    );
+    assert_eq!(
+        (
+            condition(&s, "Degraded").status.as_str(),
+            condition(&s, "Degraded").reason.as_str()
+        ),
+        ("True", "RotationFailed")
+    );
+    assert_eq!(
+        (
+            condition(&s, "Ready").status.as_str(),
+            condition(&s, "Ready").reason.as_str()
+        ),
+        ("True", "PreviousCredentialActive")
+    );
+    assert_eq!(
+        value(client, ns, "supabase-secret-key", "SUPABASE_SECRET_KEY")
+            .await
+            .as_deref(),
+        Some(old)
+    );
+    assert!(s.next_rotation_at.is_some(), "a retry is scheduled");
+    let events = event_reasons(client, ns, "supabase-secret-key").await;
+    assert_eq!(events.last().map(String::as_str), Some("RotationFailed"));
+    s
+}
+
+#[tokio::test]
+async fn supabase_failures_leave_the_old_key_in_place() {
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "supabase-failures").await;
+    let fake = fakes::supabase("abcdefghijklmnopqrst").await;
+    let op = Operator::start_with(&ns, FAST);
+    let old = supabase_ready(&client, &ns, &fake).await;
+
+    // 429 storm: every attempt rate limited; retried (2 retries) honouring X-RateLimit-Reset.
+    fake.lock().knobs = Knobs {
+        rate_limit_next: 1000,
+        ..Knobs::default()
+    };
+    let started = std::time::Instant::now();
+    expect_failed_rotation(&client, &ns, "storm", "rate limited by the provider: listing Supabase API keys: Too many requests (gave up after 3 attempts)", &old).await;
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(2),
+        "the reset header was honoured"
+    );
+    assert_eq!(fake.lock().rate_limited, 3);
+
+    // 5xx: vendor trouble.
+    fake.lock().knobs = Knobs {
+        unavailable_next: 1000,
+        ..Knobs::default()
+    };
+    expect_failed_rotation(
+        &client,
+        &ns,
+        "down-5xx",
+        "HTTP 503: upstream unavailable",
+        &old,
+    )
+    .await;
+
+    // 401 on the admin token: fails at once, with the vendor's message.
+    fake.lock().knobs = Knobs::default();
+    let good_admin =
+        std::mem::replace(&mut fake.lock().admin_token, "sbp_rotated_elsewhere".into());
+    let before = fake.lock().requests;
+    expect_failed_rotation(
+        &client,
+        &ns,
+        "unauthorized",
+        "rejected the admin credential (401)",
+        &old,
+    )
+    .await;
+    assert_eq!(fake.lock().requests - before, 1, "4xx is not retried");
+    fake.lock().admin_token = good_admin;
+
+    // Garbage JSON.
+    fake.lock().knobs = Knobs {
+        garbage: true,
+        ..Knobs::default()
+    };
+    expect_failed_rotation(
+        &client,
+        &ns,
+        "answered something rotor cannot read",
+        "",
+        &old,
+    )
+    .await
+    .failed_attempts;
+    // The new key fails its test: revoked again at once, the old one stays.
+    fake.lock().knobs = Knobs {
+        fail_test: true,
+        ..Knobs::default()
+    };
+    let s = expect_failed_rotation(
+        &client,
+        &ns,
+        "test-fails",
+        "failed its test and was revoked",
+        &old,
+    )
+    .await;
+    assert_eq!(s.failed_attempts, 5);
+    {
+        let vendor = fake.lock();
+        let live: Vec<&str> = vendor.live().iter().map(|k| k.api_key.as_str()).collect();
+        assert_eq!(live, vec![old.as_str()], "only the old key is live");
+        assert_eq!(
+            vendor.deleted_ids.len(),
+            1,
+            "the key that failed its test was deleted"
+        );
+    }
+
+    // Vendor down: connection refused.
+    fake.lock().knobs = Knobs::default();
+    fake.stop();
+    expect_failed_rotation(&client, &ns, "down", "the provider is unavailable", &old).await;
+
+    assert_no_leak(&client, &ns, "supabase-secret-key", &op.logs(), &[old]).await;
+}
+
+#[tokio::test]
+async fn transient_429_is_retried_within_one_rotation() {
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "supabase-429").await;
+    let fake = fakes::supabase("abcdefghijklmnopqrst").await;
+    let _op = Operator::start_with(&ns, FAST);
+    fake.lock().knobs = Knobs {
+        rate_limit_next: 2,
+        ..Knobs::default()
+    };
+    supabase_ready(&client, &ns, &fake).await;
+    let vendor = fake.lock();
+    assert_eq!((vendor.rate_limited, vendor.creates), (2, 1));
+}
+
+#[tokio::test]
+async fn convex_sample_rotates_tokens_and_tests_with_the_new_one() {
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "convex").await;
+    let fake = fakes::convex().await;
+    let admin = fake.lock().admin_token.clone();
+    let op = Operator::start_with(&ns, FAST);
+    let manifest = sample("convex.yaml")
+        .replace("https://api.convex.dev", &fake.url)
+        .replace("REPLACE_WITH_YOUR_CONVEX_ACCESS_TOKEN", &admin);
+    apply_yaml(&client, &ns, &manifest).await.unwrap();
+    let s1 = wait_status(&client, &ns, "convex-deploy-key", 60, "rotated", |s| {
+        s.rotation_count == 1
+    })
+    .await
+    .status
+    .unwrap();
+    let t1 = value(&client, &ns, "convex-deploy-key", "CONVEX_ACCESS_KEY")
+        .await
+        .unwrap();
+    let name1 = s1.slots[0].id.clone();
+    {
+        let vendor = fake.lock();
+        assert_eq!(vendor.tokens.get(&name1), Some(&t1));
+        let (prefix, ms) = name1.rsplit_once('-').unwrap();
+        assert!(
+            prefix.starts_with("rotor-") && ms.parse::<i64>().unwrap() > 1_700_000_000_000,
+            "{name1}"
+        );
+        assert_eq!(
+            vendor.lists_by_new_token, 1,
+            "the new token was tested by listing with it"
+        );
+    }
+    rotate(&client, &ns, "convex-deploy-key", "r2", 2).await;
+    rotate(&client, &ns, "convex-deploy-key", "r3", 3).await;
+    let t3 = value(&client, &ns, "convex-deploy-key", "CONVEX_ACCESS_KEY")
+        .await
+        .unwrap();
+    let vendor = fake.lock();
+    assert_eq!(vendor.creates, 3);
+    assert_eq!(
+        vendor.deleted,
+        vec![name1],
+        "deleted by name, two rotations later"
+    );
+    assert_eq!(vendor.tokens.len(), 2);
+    assert_eq!(vendor.lists_by_new_token, 3);
+    drop(vendor);
+    assert_no_leak(
+        &client,
+        &ns,
+        "convex-deploy-key",
+        &op.logs(),
+        &[t1, t3, admin],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn convox_sample_replaces_the_rack_key_and_keeps_it() {
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "convox").await;
+    let initial = "InitialRackKey0123456789";
+    let fake = fakes::convox(initial).await;
+    let op = Operator::start_with(&ns, FAST);
+    let manifest = sample("convox.yaml")
+        .replace("https://rack.example.com", &fake.url)
+        .replace("REPLACE_WITH_THE_CURRENT_RACK_API_KEY", initial);
+    apply_yaml(&client, &ns, &manifest).await.unwrap();
+    let s = wait_status(&client, &ns, "convox-rack-key", 60, "rotated", |s| {
+        s.rotation_count == 1
+    })
+    .await
+    .status
+    .unwrap();
+    let k1 = value(&client, &ns, "convox-rack-key", "CONVOX_PASSWORD")
+        .await
+        .unwrap();
+    {
+        let rack = fake.lock();
+        assert_eq!(
+            rack.password, k1,
+            "the rack runs with the key in the target Secret"
+        );
+        assert_eq!(rack.puts, 1);
+        assert!(
+            rack.raw_put_bodies[0].starts_with("parameters=Password%3D"),
+            "{}",
+            rack.raw_put_bodies[0].len()
+        );
+        assert!(
+            rack.refused_during_update > 0,
+            "rotor polled through the update"
+        );
+        assert_eq!(k1.len(), 32);
+    }
+    let admin = get_secret(&client, &ns, "convox-rack-admin").await.unwrap();
+    assert_eq!(
+        secret_value(&admin, "rackKey").as_deref(),
+        Some(k1.as_str()),
+        "rotor holds the rack key"
+    );
+    assert!(
+        secret_value(&admin, "rackKey.pending").is_none(),
+        "no pending key left"
+    );
+    assert_eq!(s.strategy, Some(rotor::api::Strategy::SinglePhase));
+    assert_eq!(s.slots.len(), 1);
+    let events = events_for(&client, &ns, "convox-rack-key").await;
+    let warning = events
+        .iter()
+        .find(|e| e.reason.as_deref() == Some("SinglePhaseRotation"))
+        .expect("a downtime warning");
+    assert_eq!(warning.type_.as_deref(), Some("Warning"));
+
+    rotate(&client, &ns, "convox-rack-key", "r2", 2).await;
+    let k2 = value(&client, &ns, "convox-rack-key", "CONVOX_PASSWORD")
+        .await
+        .unwrap();
+    assert_ne!(k1, k2);
+    assert_eq!(fake.lock().password, k2);
+    assert_eq!(fake.lock().puts, 2);
+    let admin = get_secret(&client, &ns, "convox-rack-admin").await.unwrap();
+    assert_eq!(
+        secret_value(&admin, "rackKey").as_deref(),
+        Some(k2.as_str())
+    );
+    assert!(
+        value(&client, &ns, "convox-rack-key", "CONVOX_PASSWORD_PREVIOUS")
+            .await
+            .is_none()
+    );
+    assert_no_leak(
+        &client,
+        &ns,
+        "convox-rack-key",
+        &op.logs(),
+        &[k1, k2, initial.to_string()],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn convox_crash_after_the_put_resumes_with_the_pending_key() {
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "convox-crash").await;
+    let initial = "InitialRackKey0123456789";
+    let fake = fakes::convox(initial).await;
+    // The rack update takes long enough to kill the operator in the middle of it.
+    fake.lock().update_takes = std::time::Duration::from_secs(3);
+    let op = Operator::start_with(&ns, FAST);
+    let manifest = sample("convox.yaml")
+        .replace("https://rack.example.com", &fake.url)
+        .replace("REPLACE_WITH_THE_CURRENT_RACK_API_KEY", initial);
+    apply_yaml(&client, &ns, &manifest).await.unwrap();
+    // Wait for the PUT, then kill the operator while the rack updates.
+    for _ in 0..200 {
+        if fake.lock().puts == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(fake.lock().puts, 1);
+    op.kill();
+    let admin = get_secret(&client, &ns, "convox-rack-admin").await.unwrap();
+    let pending =
+        secret_value(&admin, "rackKey.pending").expect("the new key was kept before the PUT");
+    assert_eq!(secret_value(&admin, "rackKey").as_deref(), Some(initial));
+
+    let _op = Operator::start_with(&ns, FAST);
+    let s = wait_status(&client, &ns, "convox-rack-key", 60, "resumed", |s| {
+        s.rotation_count == 1
+    })
+    .await
+    .status
+    .unwrap();
+    assert_eq!(
+        fake.lock().puts,
+        1,
+        "the resumed rotation did not set another key"
+    );
+    assert_eq!(fake.lock().password, pending);
+    assert_eq!(
+        value(&client, &ns, "convox-rack-key", "CONVOX_PASSWORD")
+            .await
+            .as_deref(),
+        Some(pending.as_str())
+    );
+    let admin = get_secret(&client, &ns, "convox-rack-admin").await.unwrap();
+    assert_eq!(
+        secret_value(&admin, "rackKey").as_deref(),
+        Some(pending.as_str())
+    );
+    assert!(secret_value(&admin, "rackKey.pending").is_none());
+    assert_eq!(s.rotation_status, RotationPhase::Success);
+}
+
+#[tokio::test]
+async fn http_sample_issues_tests_and_revokes_through_configured_requests() {
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "http").await;
+    let fake = fakes::key_api().await;
+    let admin = fake.lock().admin_token.clone();
+    let op = Operator::start_with(&ns, FAST);
+    let manifest = sample("http.yaml")
+        .replace("https://api.example.com", &fake.url)
+        .replace("REPLACE_WITH_AN_ADMIN_TOKEN", &admin);
+    apply_yaml(&client, &ns, &manifest).await.unwrap();
+    let s1 = wait_status(&client, &ns, "partner-api-key", 60, "rotated", |s| {
+        s.rotation_count == 1
+    })
+    .await
+    .status
+    .unwrap();
+    let k1 = value(&client, &ns, "partner-api-key", "PARTNER_API_KEY")
+        .await
+        .unwrap();
+    assert_eq!(s1.slots[0].id, "key_1", "the id comes from idPath");
+    {
+        let api = fake.lock();
+        assert_eq!(api.keys["key_1"].1, k1);
+        assert!(
+            api.keys["key_1"].0.starts_with("rotor-"),
+            "the name went into the body template"
+        );
+        assert_eq!(api.whoami_ok, 1, "tested with the new key");
+    }
+    rotate(&client, &ns, "partner-api-key", "r2", 2).await;
+    rotate(&client, &ns, "partner-api-key", "r3", 3).await;
+    let api = fake.lock();
+    assert_eq!(api.creates, 3);
+    assert_eq!(api.deleted, vec!["key_1".to_string()]);
+    let mut live: Vec<&String> = api.keys.keys().collect();
+    live.sort();
+    assert_eq!(live, vec!["key_2", "key_3"]);
+    drop(api);
+    assert_no_leak(&client, &ns, "partner-api-key", &op.logs(), &[k1, admin]).await;
+}
+
+#[tokio::test]
+async fn postgres_sample_rotates_across_two_users_on_a_real_server() {
+    let pg = postgres::postgres();
+    // A fresh server per test binary: the database and the shared role are new.
+    pg.admin_sql("CREATE DATABASE app").await;
+    pg.admin_sql("CREATE ROLE app_rw").await;
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "postgres").await;
+    let op = Operator::start_with(&ns, FAST);
+    let manifest = sample("postgres.yaml")
+        .replace("host: postgres.example.com", "host: 127.0.0.1")
+        .replace("port: 5432", &format!("port: {}", pg.port))
+        .replace("sslMode: require", "sslMode: disable")
+        .replace("REPLACE_WITH_THE_ADMIN_PASSWORD", &pg.admin_password);
+    apply_yaml(&client, &ns, &manifest).await.unwrap();
+    wait_status(&client, &ns, "app-db-login", 60, "rotated", |s| {
+        s.rotation_count == 1
+    })
+    .await;
+    let login = |n: u32| {
+        let client = client.clone();
+        let ns = ns.clone();
+        async move {
+            let _ = n;
+            let s = get_secret(&client, &ns, "app-db-login").await.unwrap();
+            (
+                secret_value(&s, "DB_USER").unwrap(),
+                secret_value(&s, "DB_PASSWORD").unwrap(),
+                secret_value(&s, "DATABASE_URL").unwrap(),
+            )
+        }
+    };
+    let (u1, p1, uri1) = login(1).await;
+    assert_eq!(u1, "app_a");
+    assert!(
+        pg.can_login(&u1, &p1, "app").await,
+        "the active user logs in"
+    );
+    assert_eq!(
+        uri1,
+        format!(
+            "postgresql://app%5Fa:{p1}@127.0.0.1:{}/app?sslmode=disable",
+            pg.port
+        )
+    );
+
+    rotate(&client, &ns, "app-db-login", "r2", 2).await;
+    let (u2, p2, _) = login(2).await;
+    assert_eq!(u2, "app_b");
+    assert!(pg.can_login(&u2, &p2, "app").await, "the new user logs in");
+    assert!(
+        pg.can_login(&u1, &p1, "app").await,
+        "the previous user still logs in"
+    );
+
+    rotate(&client, &ns, "app-db-login", "r3", 3).await;
+    let (u3, p3, _) = login(3).await;
+    assert_eq!(u3, "app_a");
+    assert!(pg.can_login(&u3, &p3, "app").await);
+    assert!(
+        pg.can_login(&u2, &p2, "app").await,
+        "the previous one still works"
+    );
+    assert!(
+        !pg.can_login(&u1, &p1, "app").await,
+        "the password from two rotations ago is dead"
+    );
+    assert_no_leak(
+        &client,
+        &ns,
+        "app-db-login",
+        &op.logs(),
+        &[p1, p2, p3, pg.admin_password.clone()],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn endpoint_safety_and_namespace_rules() {
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "guards").await;
+    let fake = fakes::supabase("abcdefghijklmnopqrst").await;
+    let admin = fake.lock().admin_token.clone();
+    // No --allow-private-endpoints: the fake on 127.0.0.1 is refused.
+    let _op = Operator::start(&ns);
+    let manifest = sample("supabase.yaml")
+        .replace("https://api.supabase.com", &fake.url)
+        .replace("sbp_REPLACE_WITH_YOUR_PERSONAL_ACCESS_TOKEN", &admin);
+    apply_yaml(&client, &ns, &manifest).await.unwrap();
+    let s = wait_status(&client, &ns, "supabase-secret-key", 60, "refused", |s| {
+        s.rotation_status == RotationPhase::Failed
+    })
+    .await
+    .status
+    .unwrap();
+    assert!(
+        s.last_rotation_message
+            .contains("--allow-private-endpoints"),
+        "{}",
+        s.last_rotation_message
+    );
+    assert_eq!(
+        fake.lock().requests,
+        0,
+        "no request reached the internal address"
+    );
+
+    let cross = manifest
+        .replace("name: supabase-secret-key\nspec", "name: cross\nspec")
+        .replace(
+            "        key: accessToken\n",
+            "        key: accessToken\n        namespace: kube-system\n",
+        );
+    apply_yaml(&client, &ns, &cross).await.unwrap();
+    let s = wait_status(&client, &ns, "cross", 60, "refused", |s| {
+        s.rotation_status == RotationPhase::Failed
+    })
+    .await
+    .status
+    .unwrap();
+    assert!(s.last_rotation_message.contains("namespace \"kube-system\": rotor reads Secrets only from the SecretRotation's own namespace"), "{}", s.last_rotation_message);
+
+    let missing = manifest
+        .replace("name: supabase-secret-key\nspec", "name: missing\nspec")
+        .replace(
+            "name: supabase-admin\n        key",
+            "name: nowhere\n        key",
+        );
+    apply_yaml(&client, &ns, &missing).await.unwrap();
+    let s = wait_status(&client, &ns, "missing", 60, "waiting", |s| {
+        s.rotation_status == RotationPhase::Failed
+    })
+    .await
+    .status
+    .unwrap();
+    assert!(
+        s.last_rotation_message
+            .contains("Secret \"nowhere\" (admin credentials) does not exist"),
+        "{}",
+        s.last_rotation_message
+    );
+    assert_eq!(condition(&s, "Degraded").reason, "CredentialsMissing");
+}

@@ -1,0 +1,551 @@
+//! Vendor fakes on 127.0.0.1 that follow the documented APIs: paths, auth headers,
+//! status codes, 429 with rate-limit headers, 404 on deleting a gone key, the Convox
+//! updating → running cycle. Each counts what it was asked, so tests assert on the
+//! vendor's side.
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Failure knobs shared by the fakes.
+#[derive(Default, Debug)]
+pub struct Knobs {
+    /// Answer the next N requests with 429.
+    pub rate_limit_next: u32,
+    /// Answer the next N requests with 503.
+    pub unavailable_next: u32,
+    /// Answer every create with a body that is not JSON.
+    pub garbage: bool,
+    /// Make reading a key back (the test call) fail.
+    pub fail_test: bool,
+}
+
+pub struct Fake<S> {
+    pub url: String,
+    pub state: Arc<Mutex<S>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl<S> Fake<S> {
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, S> {
+        self.state.lock().unwrap()
+    }
+
+    /// Stops answering (the vendor is down: connections are refused).
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+impl<S> Drop for Fake<S> {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve<S: Send + 'static>(router: Router, state: Arc<Mutex<S>>) -> Fake<S> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        axum::serve(listener, router).await.unwrap();
+    });
+    Fake { url, state, task }
+}
+
+fn random_token(prefix: &str) -> String {
+    use rand::Rng;
+    let tail: String = rand::rng()
+        .sample_iter(rand::distr::Alphanumeric)
+        .take(40)
+        .map(char::from)
+        .collect();
+    format!("{prefix}{tail}")
+}
+
+fn message(status: StatusCode, text: &str) -> Response {
+    (status, Json(json!({ "message": text }))).into_response()
+}
+
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("authorization")?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::to_string)
+}
+
+/// Applies the 429 / 503 knobs; `None` lets the request through.
+fn injected(knobs: &mut Knobs, remaining: u32) -> Option<Response> {
+    if knobs.rate_limit_next > 0 {
+        knobs.rate_limit_next -= 1;
+        let mut r = message(StatusCode::TOO_MANY_REQUESTS, "Too many requests");
+        let h = r.headers_mut();
+        h.insert("x-ratelimit-limit", "120".parse().unwrap());
+        h.insert("x-ratelimit-remaining", "0".parse().unwrap());
+        h.insert("x-ratelimit-reset", "1".parse().unwrap());
+        return Some(r);
+    }
+    if knobs.unavailable_next > 0 {
+        knobs.unavailable_next -= 1;
+        return Some(message(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "upstream unavailable",
+        ));
+    }
+    let _ = remaining;
+    None
+}
+
+// ---------------------------------------------------------------- Supabase
+
+#[derive(Clone, Debug)]
+pub struct SupabaseKey {
+    pub id: String,
+    pub name: String,
+    pub key_type: String,
+    pub api_key: String,
+    pub deleted: bool,
+}
+
+#[derive(Default, Debug)]
+pub struct Supabase {
+    pub admin_token: String,
+    pub project_ref: String,
+    pub keys: Vec<SupabaseKey>,
+    pub creates: u32,
+    pub deleted_ids: Vec<String>,
+    pub deletes_of_gone: u32,
+    pub requests: u32,
+    pub rate_limited: u32,
+    pub knobs: Knobs,
+}
+
+impl Supabase {
+    pub fn live(&self) -> Vec<&SupabaseKey> {
+        self.keys.iter().filter(|k| !k.deleted).collect()
+    }
+
+    pub fn key(&self, id: &str) -> Option<&SupabaseKey> {
+        self.keys.iter().find(|k| k.id == id)
+    }
+}
+
+type Sb = State<Arc<Mutex<Supabase>>>;
+
+fn supabase_gate(s: &mut Supabase, headers: &HeaderMap, project: &str) -> Option<Response> {
+    s.requests += 1;
+    if let Some(r) = injected(&mut s.knobs, 119) {
+        s.rate_limited += 1;
+        return Some(r);
+    }
+    if bearer(headers).as_deref() != Some(s.admin_token.as_str()) {
+        return Some(message(StatusCode::UNAUTHORIZED, "Unauthorized"));
+    }
+    if project != s.project_ref {
+        return Some(message(StatusCode::NOT_FOUND, "Project not found"));
+    }
+    None
+}
+
+fn key_json(k: &SupabaseKey, reveal: bool) -> Value {
+    let shown = if reveal {
+        k.api_key.clone()
+    } else {
+        format!("{}••••", &k.api_key[..14])
+    };
+    json!({
+        "api_key": shown, "id": k.id, "type": k.key_type, "prefix": &k.api_key[..14], "name": k.name,
+        "description": "", "hash": "h", "inserted_at": "2026-11-23T00:00:00Z", "updated_at": "2026-11-23T00:00:00Z"
+    })
+}
+
+async fn sb_create(
+    State(st): Sb,
+    Path(project): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut s = st.lock().unwrap();
+    if let Some(r) = supabase_gate(&mut s, &headers, &project) {
+        return r;
+    }
+    let Ok(req) = serde_json::from_slice::<Value>(&body) else {
+        return message(StatusCode::BAD_REQUEST, "invalid JSON");
+    };
+    let name = req["name"].as_str().unwrap_or_default().to_string();
+    let key_type = req["type"].as_str().unwrap_or_default().to_string();
+    let name_ok = (4..=64).contains(&name.len())
+        && name.starts_with(|c: char| c == '_' || c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c == '_' || c.is_ascii_lowercase() || c.is_ascii_digit());
+    if !name_ok {
+        return message(
+            StatusCode::BAD_REQUEST,
+            "name must match ^[a-z_][a-z0-9_]+$",
+        );
+    }
+    if !["publishable", "secret"].contains(&key_type.as_str()) {
+        return message(
+            StatusCode::BAD_REQUEST,
+            "type must be publishable or secret",
+        );
+    }
+    if s.knobs.garbage {
+        return (StatusCode::CREATED, "<html>oops</html>").into_response();
+    }
+    s.creates += 1;
+    let key = SupabaseKey {
+        id: format!("{:08x}-0000-4000-8000-{:012x}", s.creates, s.creates),
+        name,
+        api_key: random_token(if key_type == "secret" {
+            "sb_secret_"
+        } else {
+            "sb_publishable_"
+        }),
+        key_type,
+        deleted: false,
+    };
+    s.keys.push(key.clone());
+    let reveal = q.get("reveal").is_some_and(|v| v == "true");
+    (StatusCode::CREATED, Json(key_json(&key, reveal))).into_response()
+}
+
+async fn sb_list(State(st): Sb, Path(project): Path<String>, headers: HeaderMap) -> Response {
+    let mut s = st.lock().unwrap();
+    if let Some(r) = supabase_gate(&mut s, &headers, &project) {
+        return r;
+    }
+    let keys: Vec<Value> = s.live().into_iter().map(|k| key_json(k, false)).collect();
+    Json(keys).into_response()
+}
+
+async fn sb_get(
+    State(st): Sb,
+    Path((project, id)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let mut s = st.lock().unwrap();
+    if let Some(r) = supabase_gate(&mut s, &headers, &project) {
+        return r;
+    }
+    if s.knobs.fail_test {
+        return message(StatusCode::NOT_FOUND, "API key not found");
+    }
+    match s.key(&id).filter(|k| !k.deleted) {
+        Some(k) => Json(key_json(k, q.get("reveal").is_some_and(|v| v == "true"))).into_response(),
+        None => message(StatusCode::NOT_FOUND, "API key not found"),
+    }
+}
+
+async fn sb_delete(
+    State(st): Sb,
+    Path((project, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let mut s = st.lock().unwrap();
+    if let Some(r) = supabase_gate(&mut s, &headers, &project) {
+        return r;
+    }
+    let Some(key) = s.keys.iter_mut().find(|k| k.id == id && !k.deleted) else {
+        s.deletes_of_gone += 1;
+        return message(StatusCode::NOT_FOUND, "API key not found");
+    };
+    key.deleted = true;
+    let body = key_json(key, false);
+    s.deleted_ids.push(id);
+    Json(body).into_response()
+}
+
+pub async fn supabase(project_ref: &str) -> Fake<Supabase> {
+    let state = Arc::new(Mutex::new(Supabase {
+        admin_token: random_token("sbp_"),
+        project_ref: project_ref.into(),
+        ..Supabase::default()
+    }));
+    let router = Router::new()
+        .route(
+            "/v1/projects/{project}/api-keys",
+            post(sb_create).get(sb_list),
+        )
+        .route(
+            "/v1/projects/{project}/api-keys/{id}",
+            get(sb_get).delete(sb_delete),
+        )
+        .with_state(state.clone());
+    serve(router, state).await
+}
+
+// ---------------------------------------------------------------- Convex
+
+#[derive(Default, Debug)]
+pub struct Convex {
+    pub admin_token: String,
+    /// name → token
+    pub tokens: HashMap<String, String>,
+    pub creates: u32,
+    pub deleted: Vec<String>,
+    pub lists_by_new_token: u32,
+    pub knobs: Knobs,
+}
+
+type Cx = State<Arc<Mutex<Convex>>>;
+
+fn convex_auth(s: &Convex, headers: &HeaderMap) -> Result<String, Response> {
+    let token =
+        bearer(headers).ok_or_else(|| message(StatusCode::UNAUTHORIZED, "missing token"))?;
+    if token == s.admin_token || s.tokens.values().any(|t| *t == token) {
+        Ok(token)
+    } else {
+        Err(message(StatusCode::UNAUTHORIZED, "invalid token"))
+    }
+}
+
+async fn cx_create(State(st): Cx, headers: HeaderMap, Json(req): Json<Value>) -> Response {
+    let mut s = st.lock().unwrap();
+    if let Some(r) = injected(&mut s.knobs, 0) {
+        return r;
+    }
+    if let Err(r) = convex_auth(&s, &headers) {
+        return r;
+    }
+    let Some(name) = req["name"].as_str().filter(|n| !n.is_empty()) else {
+        return message(StatusCode::BAD_REQUEST, "name is required");
+    };
+    if s.tokens.contains_key(name) {
+        return message(StatusCode::CONFLICT, "a token with this name exists");
+    }
+    s.creates += 1;
+    let token = random_token("cvx_pat_");
+    s.tokens.insert(name.to_string(), token.clone());
+    Json(json!({ "accessToken": token })).into_response()
+}
+
+async fn cx_list(State(st): Cx, headers: HeaderMap) -> Response {
+    let mut s = st.lock().unwrap();
+    let token = match convex_auth(&s, &headers) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    if token != s.admin_token {
+        s.lists_by_new_token += 1;
+    }
+    let mut names: Vec<&String> = s.tokens.keys().collect();
+    names.sort();
+    Json(json!({ "tokens": names.iter().map(|n| json!({"name": n})).collect::<Vec<_>>() }))
+        .into_response()
+}
+
+async fn cx_delete(State(st): Cx, headers: HeaderMap, Json(req): Json<Value>) -> Response {
+    let mut s = st.lock().unwrap();
+    if let Err(r) = convex_auth(&s, &headers) {
+        return r;
+    }
+    let id = req["id"].as_str().unwrap_or_default().to_string();
+    if s.tokens.remove(&id).is_none() {
+        return message(StatusCode::NOT_FOUND, "token not found");
+    }
+    s.deleted.push(id);
+    Json(json!({})).into_response()
+}
+
+pub async fn convex() -> Fake<Convex> {
+    let state = Arc::new(Mutex::new(Convex {
+        admin_token: random_token("cvx_admin_"),
+        ..Convex::default()
+    }));
+    let router = Router::new()
+        .route("/v1/create_personal_access_token", post(cx_create))
+        .route("/v1/list_personal_access_tokens", get(cx_list))
+        .route("/v1/delete_personal_access_token", post(cx_delete))
+        .with_state(state.clone());
+    serve(router, state).await
+}
+
+// ---------------------------------------------------------------- Convox
+
+#[derive(Debug)]
+pub struct Convox {
+    pub password: String,
+    /// Set by a PUT: the new password and when the update finishes.
+    pub updating: Option<(String, Instant)>,
+    pub update_takes: Duration,
+    pub puts: u32,
+    pub raw_put_bodies: Vec<String>,
+    pub refused_during_update: u32,
+}
+
+type Cv = State<Arc<Mutex<Convox>>>;
+
+fn basic_password(headers: &HeaderMap) -> Option<String> {
+    use base64::Engine;
+    let v = headers
+        .get("authorization")?
+        .to_str()
+        .ok()?
+        .strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD.decode(v).ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    Some(text.split_once(':')?.1.to_string())
+}
+
+fn convox_tick(s: &mut Convox) {
+    if let Some((new, until)) = s.updating.clone() {
+        if Instant::now() >= until {
+            s.password = new;
+            s.updating = None;
+        }
+    }
+}
+
+async fn cv_get(State(st): Cv, headers: HeaderMap) -> Response {
+    let mut s = st.lock().unwrap();
+    convox_tick(&mut s);
+    if s.updating.is_some() {
+        // During the update neither key works.
+        s.refused_during_update += 1;
+        return (StatusCode::UNAUTHORIZED, "invalid authentication").into_response();
+    }
+    if basic_password(&headers).as_deref() != Some(s.password.as_str()) {
+        return (StatusCode::UNAUTHORIZED, "invalid authentication").into_response();
+    }
+    Json(json!({ "name": "rack", "status": "running", "version": "20261101" })).into_response()
+}
+
+async fn cv_put(State(st): Cv, headers: HeaderMap, body: String) -> Response {
+    let mut s = st.lock().unwrap();
+    convox_tick(&mut s);
+    if s.updating.is_some() || basic_password(&headers).as_deref() != Some(s.password.as_str()) {
+        return (StatusCode::UNAUTHORIZED, "invalid authentication").into_response();
+    }
+    s.raw_put_bodies.push(body.clone());
+    let Some(encoded) = body.strip_prefix("parameters=Password%3D") else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "expected parameters=Password%3D...",
+        )
+            .into_response();
+    };
+    let new: String = url::form_urlencoded::parse(format!("p={encoded}").as_bytes())
+        .next()
+        .unwrap()
+        .1
+        .into_owned();
+    if new.is_empty() || new.len() > 50 || !new.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return (
+            StatusCode::BAD_REQUEST,
+            "password must be 1-50 alphanumeric characters",
+        )
+            .into_response();
+    }
+    s.puts += 1;
+    let until = Instant::now() + s.update_takes;
+    s.updating = Some((new, until));
+    Json(json!({ "name": "rack", "status": "updating" })).into_response()
+}
+
+pub async fn convox(initial_password: &str) -> Fake<Convox> {
+    let state = Arc::new(Mutex::new(Convox {
+        password: initial_password.into(),
+        updating: None,
+        update_takes: Duration::from_millis(600),
+        puts: 0,
+        raw_put_bodies: Vec::new(),
+        refused_during_update: 0,
+    }));
+    let router = Router::new()
+        .route("/system", get(cv_get).put(cv_put))
+        .with_state(state.clone());
+    serve(router, state).await
+}
+
+// ---------------------------------------------------------------- generic HTTP API (the guide's /admin/keys)
+
+#[derive(Default, Debug)]
+pub struct KeyApi {
+    pub admin_token: String,
+    /// id → (name, key)
+    pub keys: HashMap<String, (String, String)>,
+    pub creates: u32,
+    pub deleted: Vec<String>,
+    pub whoami_ok: u32,
+}
+
+type Ka = State<Arc<Mutex<KeyApi>>>;
+
+async fn ka_create(State(st): Ka, headers: HeaderMap, Json(req): Json<Value>) -> Response {
+    let mut s = st.lock().unwrap();
+    if bearer(&headers).as_deref() != Some(s.admin_token.as_str()) {
+        return message(StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+    s.creates += 1;
+    let id = format!("key_{}", s.creates);
+    let key = random_token("gk_");
+    let name = req["name"].as_str().unwrap_or_default().to_string();
+    s.keys.insert(id.clone(), (name.clone(), key.clone()));
+    (
+        StatusCode::CREATED,
+        Json(json!({ "data": { "id": id, "key": key, "name": name } })),
+    )
+        .into_response()
+}
+
+async fn ka_list(State(st): Ka, headers: HeaderMap) -> Response {
+    let s = st.lock().unwrap();
+    if bearer(&headers).as_deref() != Some(s.admin_token.as_str()) {
+        return message(StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+    let mut keys: Vec<Value> = s
+        .keys
+        .iter()
+        .map(|(id, (name, _))| json!({"id": id, "name": name}))
+        .collect();
+    keys.sort_by_key(|k| k["id"].as_str().unwrap().to_string());
+    Json(json!({ "keys": keys })).into_response()
+}
+
+async fn ka_delete(State(st): Ka, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    let mut s = st.lock().unwrap();
+    if bearer(&headers).as_deref() != Some(s.admin_token.as_str()) {
+        return message(StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+    if s.keys.remove(&id).is_none() {
+        return message(StatusCode::NOT_FOUND, "no such key");
+    }
+    s.deleted.push(id);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn ka_whoami(State(st): Ka, headers: HeaderMap) -> Response {
+    let mut s = st.lock().unwrap();
+    let token = bearer(&headers).unwrap_or_default();
+    if s.keys.values().any(|(_, k)| *k == token) {
+        s.whoami_ok += 1;
+        Json(json!({ "ok": true })).into_response()
+    } else {
+        message(StatusCode::UNAUTHORIZED, "unknown key")
+    }
+}
+
+pub async fn key_api() -> Fake<KeyApi> {
+    let state = Arc::new(Mutex::new(KeyApi {
+        admin_token: random_token("admin_"),
+        ..KeyApi::default()
+    }));
+    let router = Router::new()
+        .route("/admin/keys", post(ka_create).get(ka_list))
+        .route("/admin/keys/{id}", axum::routing::delete(ka_delete))
+        .route("/whoami", get(ka_whoami))
+        .with_state(state.clone());
+    serve(router, state).await
+}
