@@ -301,14 +301,10 @@ pub struct Convex {
 
 type Cx = State<Arc<Mutex<Convex>>>;
 
-fn convex_auth(s: &Convex, headers: &HeaderMap) -> Result<String, Response> {
-    let token =
-        bearer(headers).ok_or_else(|| message(StatusCode::UNAUTHORIZED, "missing token"))?;
-    if token == s.admin_token || s.tokens.values().any(|t| *t == token) {
-        Ok(token)
-    } else {
-        Err(message(StatusCode::UNAUTHORIZED, "invalid token"))
-    }
+/// The caller's token if it is the admin's or a live one.
+fn convex_auth(s: &Convex, headers: &HeaderMap) -> Option<String> {
+    let token = bearer(headers)?;
+    (token == s.admin_token || s.tokens.values().any(|t| *t == token)).then_some(token)
 }
 
 async fn cx_create(State(st): Cx, headers: HeaderMap, Json(req): Json<Value>) -> Response {
@@ -316,8 +312,8 @@ async fn cx_create(State(st): Cx, headers: HeaderMap, Json(req): Json<Value>) ->
     if let Some(r) = injected(&mut s.knobs, 0) {
         return r;
     }
-    if let Err(r) = convex_auth(&s, &headers) {
-        return r;
+    if convex_auth(&s, &headers).is_none() {
+        return message(StatusCode::UNAUTHORIZED, "invalid token");
     }
     let Some(name) = req["name"].as_str().filter(|n| !n.is_empty()) else {
         return message(StatusCode::BAD_REQUEST, "name is required");
@@ -333,9 +329,8 @@ async fn cx_create(State(st): Cx, headers: HeaderMap, Json(req): Json<Value>) ->
 
 async fn cx_list(State(st): Cx, headers: HeaderMap) -> Response {
     let mut s = st.lock().unwrap();
-    let token = match convex_auth(&s, &headers) {
-        Ok(t) => t,
-        Err(r) => return r,
+    let Some(token) = convex_auth(&s, &headers) else {
+        return message(StatusCode::UNAUTHORIZED, "invalid token");
     };
     if token != s.admin_token {
         s.lists_by_new_token += 1;
@@ -348,8 +343,8 @@ async fn cx_list(State(st): Cx, headers: HeaderMap) -> Response {
 
 async fn cx_delete(State(st): Cx, headers: HeaderMap, Json(req): Json<Value>) -> Response {
     let mut s = st.lock().unwrap();
-    if let Err(r) = convex_auth(&s, &headers) {
-        return r;
+    if convex_auth(&s, &headers).is_none() {
+        return message(StatusCode::UNAUTHORIZED, "invalid token");
     }
     let id = req["id"].as_str().unwrap_or_default().to_string();
     if s.tokens.remove(&id).is_none() {
@@ -400,11 +395,11 @@ fn basic_password(headers: &HeaderMap) -> Option<String> {
 }
 
 fn convox_tick(s: &mut Convox) {
-    if let Some((new, until)) = s.updating.clone() {
-        if Instant::now() >= until {
-            s.password = new;
-            s.updating = None;
-        }
+    if let Some((new, until)) = s.updating.clone()
+        && Instant::now() >= until
+    {
+        s.password = new;
+        s.updating = None;
     }
 }
 
