@@ -5,7 +5,9 @@
 //! - [`providers`]: where credentials come from, one module per provider.
 //! - [`controller`]: the Kubernetes shell: watch, reconcile, Secret, status, Events.
 
+pub mod admin;
 pub mod api;
 pub mod controller;
+pub mod leader;
 pub mod providers;
 pub mod rotation;

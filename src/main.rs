@@ -86,6 +86,19 @@ struct RunArgs {
     /// How long to wait for such an update.
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     update_timeout: Duration,
+    /// Address of the admin server (/metrics, /livez, /readyz); "off" disables it.
+    #[arg(long, default_value = "0.0.0.0:8080", env = "ROTOR_METRICS_ADDRESS")]
+    metrics_address: String,
+    /// Elect a leader on a Lease so that only one replica reconciles.
+    #[arg(long, env = "ROTOR_LEADER_ELECT")]
+    leader_elect: bool,
+    /// Name of the Lease, in the operator's namespace (POD_NAMESPACE, default rotor-system).
+    #[arg(long, default_value = "rotor-leader")]
+    lease_name: String,
+    /// How long a lease is valid without renewal: a standby takes over at most this long
+    /// after the leader dies.
+    #[arg(long, default_value_t = 15)]
+    lease_duration_seconds: u64,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -109,6 +122,17 @@ async fn main() -> anyhow::Result<()> {
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging(args.log_format, &args.log_level)?;
     let client = client(&args.cluster).await?;
+    let health = rotor::admin::Health::default();
+    if args.metrics_address != "off" {
+        let addr: std::net::SocketAddr =
+            args.metrics_address.parse().context("--metrics-address")?;
+        let listener_health = health.clone();
+        tokio::spawn(async move {
+            if let Err(e) = rotor::admin::serve(addr, listener_health).await {
+                tracing::error!(error = %e, "admin server failed");
+            }
+        });
+    }
     let settings = rotor::controller::Settings {
         namespace: args.cluster.namespace.clone(),
         concurrency: args.concurrency,
@@ -130,8 +154,43 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             "--allow-private-endpoints: provider endpoints may reach loopback and private addresses"
         );
     }
-    rotor::controller::run(client, settings).await?;
+    if !args.leader_elect {
+        rotor::controller::run(client, settings, health).await?;
+        return Ok(());
+    }
+    let lease = rotor::leader::LeaseSettings {
+        namespace: operator_namespace(),
+        name: args.lease_name.clone(),
+        identity: settings
+            .instance
+            .clone()
+            .unwrap_or_else(|| format!("rotor-{}", std::process::id())),
+        duration_secs: args.lease_duration_seconds.max(3),
+        grace_secs: (args.lease_duration_seconds / 3).max(1),
+    };
+    // A standby is ready: a rolling update must not wait for it to become leader.
+    health.set_ready(true);
+    let holding = tokio::select! {
+        held = rotor::leader::acquire(client.clone(), &lease) => held.context("leader election")?,
+        _ = tokio::signal::ctrl_c() => return Ok(()),
+    };
+    health.set_ready(false);
+    tokio::select! {
+        result = rotor::controller::run(client, settings, health) => result?,
+        _ = rotor::leader::lost(holding) => {
+            tracing::error!("lost the leader lease; exiting so a standby takes over");
+            std::process::exit(1);
+        }
+    }
     Ok(())
+}
+
+/// The operator's own namespace (KEK Secret, Lease): POD_NAMESPACE, else rotor-system.
+fn operator_namespace() -> String {
+    std::env::var("POD_NAMESPACE")
+        .ok()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "rotor-system".into())
 }
 
 async fn rotate(name: &str, cluster: &ClusterArgs) -> anyhow::Result<()> {

@@ -2,6 +2,7 @@
 //! Secrets rotor owns, reconcile, write Secrets and status, publish Events.
 
 pub mod credentials;
+pub mod metrics;
 mod reconcile;
 pub mod secret;
 pub mod status;
@@ -13,7 +14,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
 use kube::api::{Api, ListParams};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::{Controller, controller, watcher};
+use kube::runtime::{Controller, WatchStreamExt, controller, reflector, watcher};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +34,7 @@ pub struct Settings {
 /// What every reconcile needs.
 pub struct Context {
     pub client: Client,
+    pub metrics: Arc<metrics::Metrics>,
     pub http: crate::providers::HttpClient,
     pub reporter: Reporter,
     pub settings: Settings,
@@ -57,6 +59,8 @@ pub enum Error {
     CrdMissing(#[source] kube::Error),
     #[error("SecretRotation has no namespace")]
     NoNamespace,
+    #[error("the SecretRotation changed while it was reconciled")]
+    Stale,
 }
 
 impl Error {
@@ -66,11 +70,18 @@ impl Error {
             Self::Kube(_) => "kube",
             Self::CrdMissing(_) => "crd_missing",
             Self::NoNamespace => "no_namespace",
+            Self::Stale => "stale",
         }
     }
 }
 
-fn error_policy(sr: Arc<SecretRotation>, error: &Error, _ctx: Arc<Context>) -> Action {
+fn error_policy(sr: Arc<SecretRotation>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics
+        .reconcile_errors
+        .get_or_create(&metrics::ErrorLabels {
+            error: error.kind().into(),
+        })
+        .inc();
     tracing::warn!(
         namespace = sr.metadata.namespace.as_deref().unwrap_or_default(),
         name = sr.metadata.name.as_deref().unwrap_or_default(),
@@ -83,8 +94,13 @@ fn error_policy(sr: Arc<SecretRotation>, error: &Error, _ctx: Arc<Context>) -> A
 
 use kube::runtime::controller::Action;
 
-/// Runs the controller until SIGINT or SIGTERM.
-pub async fn run(client: Client, settings: Settings) -> Result<(), Error> {
+/// Runs the controller until SIGINT or SIGTERM. `health` turns ready once the watch
+/// caches have synced, and carries the metrics.
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    health: crate::admin::Health,
+) -> Result<(), Error> {
     let (rotations, secrets): (Api<SecretRotation>, Api<Secret>) = match &settings.namespace {
         Some(ns) => (
             Api::namespaced(client.clone(), ns),
@@ -103,6 +119,7 @@ pub async fn run(client: Client, settings: Settings) -> Result<(), Error> {
     };
     let ctx = Arc::new(Context {
         reporter,
+        metrics: health.metrics.clone(),
         http: crate::providers::HttpClient::new(settings.http.clone()),
         client,
         settings: settings.clone(),
@@ -113,10 +130,25 @@ pub async fn run(client: Client, settings: Settings) -> Result<(), Error> {
     );
     let own_secrets =
         watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
-    Controller::new(rotations, watcher::Config::default().any_semantic())
-        .owns(secrets, own_secrets)
-        .with_config(controller::Config::default().concurrency(settings.concurrency))
-        .shutdown_on_signal()
+    // Ready once the SecretRotation watch has listed everything. Watching the
+    // watcher's own InitDone, because Store::wait_until_ready wakes only one waiter
+    // and the controller's runner is already waiting on it.
+    let (reader, writer) = reflector::store();
+    let synced = health.clone();
+    let main_watch = watcher(rotations, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .inspect(move |event| {
+            if matches!(event, Ok(watcher::Event::InitDone)) {
+                tracing::info!("watches synced; ready");
+                synced.set_ready(true);
+            }
+        });
+    let controller =
+        Controller::for_stream(reflector(writer, main_watch).applied_objects(), reader)
+            .owns(secrets, own_secrets)
+            .with_config(controller::Config::default().concurrency(settings.concurrency))
+            .shutdown_on_signal();
+    controller
         .run(reconcile::reconcile, error_policy, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {

@@ -27,16 +27,31 @@ const CONFLICT_RECHECK: Duration = Duration::from_secs(60);
 /// How often missing admin credentials are looked for again.
 const CREDENTIALS_RECHECK: Duration = Duration::from_secs(30);
 
-pub async fn reconcile(sr: Arc<SecretRotation>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let ns = sr.namespace().ok_or(Error::NoNamespace)?;
+pub async fn reconcile(cached: Arc<SecretRotation>, ctx: Arc<Context>) -> Result<Action, Error> {
+    match reconcile_fresh(cached, ctx).await {
+        // Someone wrote the object after we read it: the watch brings the new one.
+        Err(Error::Stale) => Ok(Action::requeue(Duration::from_millis(500))),
+        other => other,
+    }
+}
+
+async fn reconcile_fresh(cached: Arc<SecretRotation>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = cached.namespace().ok_or(Error::NoNamespace)?;
+    let rotations: Api<SecretRotation> = Api::namespaced(ctx.client.clone(), &ns);
+    // Decide on the object as it is now, never on the cache: a cache that lags behind
+    // rotor's own last write would make it rotate twice.
+    let Some(sr) = rotations.get_opt(&cached.name_any()).await? else {
+        return Ok(Action::await_change());
+    };
     let run = Run {
-        rotations: Api::namespaced(ctx.client.clone(), &ns),
+        rotations,
         secrets: Api::namespaced(ctx.client.clone(), &ns),
         old: sr.status.clone().unwrap_or_default(),
         now: Utc::now()
             .duration_trunc(TimeDelta::seconds(1))
             .unwrap_or_else(|_| Utc::now()),
-        sr,
+        resource_version: std::sync::Mutex::new(sr.resource_version()),
+        sr: Arc::new(sr),
         ctx,
     };
     let secrets = match credentials::resolve(&run.sr, &run.secrets).await {
@@ -90,6 +105,9 @@ struct Run {
     secrets: Api<Secret>,
     old: SecretRotationStatus,
     now: DateTime<Utc>,
+    /// The resourceVersion the first status write must find (compare-and-swap);
+    /// `None` once that write has committed the reconcile's decision.
+    resource_version: std::sync::Mutex<Option<String>>,
 }
 
 impl Run {
@@ -105,10 +123,23 @@ impl Run {
     }
 
     async fn write_status(&self, status: &SecretRotationStatus) -> Result<(), Error> {
-        if *status != self.old {
-            status::write(&self.rotations, &self.sr, status).await?;
+        if *status == self.old {
+            return Ok(());
         }
-        Ok(())
+        let expected = self.resource_version.lock().expect("not poisoned").clone();
+        match status::write(&self.rotations, &self.sr, expected.as_deref(), status).await {
+            Ok(()) => {
+                // The decision is committed: this reconcile owns what follows, and a
+                // user's edit meanwhile must not fail its later writes.
+                *self.resource_version.lock().expect("not poisoned") = None;
+                Ok(())
+            }
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                tracing::debug!(name = %self.sr.name_any(), "object changed since it was read; reconciling again");
+                Err(Error::Stale)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn publish(&self, type_: EventType, reason: &str, action: &str, note: String) {
@@ -165,7 +196,7 @@ impl Run {
         );
         self.write_status(&status).await?;
         if first_time {
-            warn!(namespace = ?self.sr.namespace(), name = %self.sr.name_any(), reason = reason.as_str(), %message);
+            warn!(namespace = self.sr.namespace().as_deref().unwrap_or_default(), name = %self.sr.name_any(), reason = reason.as_str(), %message);
             self.publish(EventType::Warning, reason.as_str(), "Validate", message)
                 .await;
         }
@@ -219,7 +250,25 @@ impl Run {
         };
         status::set_phase(&mut status, reason, message, self.generation(), self.now);
         self.write_status(&status).await?;
+        self.export_schedule(&status);
         Ok(requeue_at(next, self.now))
+    }
+
+    fn export_schedule(&self, status: &SecretRotationStatus) {
+        let ts = |t: Option<DateTime<Utc>>| t.map(|t| t.timestamp() as f64);
+        self.ctx.metrics.schedule(
+            &self.sr.namespace().unwrap_or_default(),
+            &self.sr.name_any(),
+            ts(status.next_rotation_at),
+            ts(status.last_rotated_at),
+        );
+    }
+
+    fn export_rotation(&self, success: bool) {
+        let elapsed = (Utc::now() - self.now).num_milliseconds().max(0) as f64 / 1000.0;
+        self.ctx
+            .metrics
+            .rotation(self.sr.spec.provider.kind(), success, elapsed);
     }
 
     /// One rotation, recorded before it acts so that a restart resumes it.
@@ -248,7 +297,7 @@ impl Run {
                 started_at,
             }),
         };
-        info!(namespace = ?self.sr.namespace(), name = %self.sr.name_any(), trigger = trigger.as_str(), slot = plan.target, credential = %credential_name, "rotating");
+        info!(namespace = self.sr.namespace().as_deref().unwrap_or_default(), name = %self.sr.name_any(), trigger = trigger.as_str(), slot = plan.target, credential = %credential_name, "rotating");
 
         let mut status = self.base_status();
         status.strategy = Some(spec.strategy);
@@ -363,7 +412,7 @@ impl Run {
             self.now,
         );
         self.write_status(&status).await?;
-        info!(namespace = ?self.sr.namespace(), name = %self.sr.name_any(), trigger = trigger.as_str(), slot = plan.target, %fingerprint, rotation = sequence, "rotated");
+        info!(namespace = self.sr.namespace().as_deref().unwrap_or_default(), name = %self.sr.name_any(), trigger = trigger.as_str(), slot = plan.target, %fingerprint, rotation = sequence, "rotated");
         self.publish(
             EventType::Normal,
             "Rotated",
@@ -380,6 +429,8 @@ impl Run {
             )
             .await;
         }
+        self.export_rotation(true);
+        self.export_schedule(&status);
         Ok(requeue_at(status.next_rotation_at, self.now))
     }
 
@@ -397,6 +448,8 @@ impl Run {
         let retry_in = rotation::retry_backoff(status.failed_attempts);
         let retry_at = self.now + TimeDelta::from_std(retry_in).unwrap_or_default();
         status.next_rotation_at = Some(retry_at);
+        self.export_rotation(false);
+        self.export_schedule(&status);
         let pair = status::slot_pair(&status);
         let still = match pair.active {
             Some(a) => format!("the credential in slot {a} stays active"),
@@ -416,7 +469,7 @@ impl Run {
             self.now,
         );
         self.write_status(&status).await?;
-        warn!(namespace = ?self.sr.namespace(), name = %self.sr.name_any(), trigger = trigger.as_str(), attempt = status.failed_attempts, %message, "rotation failed");
+        warn!(namespace = self.sr.namespace().as_deref().unwrap_or_default(), name = %self.sr.name_any(), trigger = trigger.as_str(), attempt = status.failed_attempts, %message, "rotation failed");
         self.publish(EventType::Warning, "RotationFailed", "Rotate", message)
             .await;
         Ok(Action::requeue(retry_in))

@@ -150,17 +150,23 @@ pub fn set_phase(
     status.observed_generation = generation;
 }
 
-/// Replaces the whole status (server-side apply, rotor's field manager).
+/// Replaces the whole status (server-side apply, rotor's field manager). With
+/// `resource_version`, only if the object is still at that version: a writer that
+/// decided on an older object gets 409 Conflict and must not act.
 pub async fn write(
     api: &Api<SecretRotation>,
     sr: &SecretRotation,
+    resource_version: Option<&str>,
     status: &SecretRotationStatus,
 ) -> Result<(), kube::Error> {
-    let patch = json!({
+    let mut patch = json!({
         "apiVersion": SecretRotation::api_version(&()),
         "kind": SecretRotation::kind(&()),
         "status": status,
     });
+    if let Some(rv) = resource_version {
+        patch["metadata"] = json!({ "resourceVersion": rv });
+    }
     api.patch_status(
         &sr.name_any(),
         &PatchParams::apply(FIELD_MANAGER).force(),

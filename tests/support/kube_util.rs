@@ -198,3 +198,21 @@ pub fn condition<'a>(status: &'a SecretRotationStatus, type_: &str) -> &'a rotor
         .find(|c| c.type_ == type_)
         .unwrap_or_else(|| panic!("no {type_} condition in {status:?}"))
 }
+
+/// Waits (bounded) until at least `n` Events regard `name`; returns their reasons.
+pub async fn wait_events(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    n: usize,
+    secs: u64,
+) -> Vec<String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let reasons = event_reasons(client, ns, name).await;
+        if reasons.len() >= n || std::time::Instant::now() >= deadline {
+            return reasons;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -333,6 +333,8 @@ impl ControlPlane {
 pub struct Operator {
     pub pid: u32,
     pub log: PathBuf,
+    /// The admin server (/metrics, /livez, /readyz), on loopback.
+    pub admin_url: String,
 }
 
 impl Operator {
@@ -341,21 +343,39 @@ impl Operator {
     }
 
     pub fn start_with(namespace: &str, extra: &[&str]) -> Self {
+        Self::start_env(namespace, extra, &[])
+    }
+
+    pub fn start_env(namespace: &str, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let plane = control_plane();
         static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let log = plane.dir.join(format!("operator-{namespace}-{n}.log"));
         let file = std::fs::File::create(&log).unwrap();
+        let admin = format!("127.0.0.1:{}", free_port());
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_rotor"));
-        cmd.args(["run", "--namespace", namespace, "--log-format", "json"])
-            .args(extra)
-            .env("KUBECONFIG", &plane.kubeconfig)
-            .env("ROTOR_LOG", "info,rotor=debug")
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .stdin(Stdio::null());
+        cmd.args([
+            "run",
+            "--namespace",
+            namespace,
+            "--log-format",
+            "json",
+            "--metrics-address",
+            &admin,
+        ])
+        .args(extra)
+        .envs(env.iter().copied())
+        .env("KUBECONFIG", &plane.kubeconfig)
+        .env("ROTOR_LOG", "info,rotor=debug")
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .stdin(Stdio::null());
         let pid = spawn(cmd);
-        Self { pid, log }
+        Self {
+            pid,
+            log,
+            admin_url: format!("http://{admin}"),
+        }
     }
 
     /// SIGKILL, as a crash would.

@@ -1,0 +1,201 @@
+//! Prometheus metrics. Labels carry names, providers and results — never values.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RotationLabels {
+    pub provider: String,
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderLabels {
+    pub provider: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResourceLabels {
+    pub namespace: String,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub error: String,
+}
+
+/// Every metric rotor exports.
+pub struct Metrics {
+    pub registry: Registry,
+    pub rotations: Family<RotationLabels, Counter>,
+    pub rotation_duration: Family<ProviderLabels, Histogram>,
+    pub failures: Family<ProviderLabels, Counter>,
+    pub next_rotation: Family<ResourceLabels, Gauge<f64, AtomicU64>>,
+    pub last_rotated: Family<ResourceLabels, Gauge<f64, AtomicU64>>,
+    pub orphans_swept: Family<ProviderLabels, Counter>,
+    pub webhook_failures: Counter,
+    pub reconcile_errors: Family<ErrorLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("rotor");
+        let rotations = Family::<RotationLabels, Counter>::default();
+        registry.register(
+            "rotations",
+            "Rotations by provider and result (success, failure)",
+            rotations.clone(),
+        );
+        let rotation_duration = Family::<ProviderLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0])
+        });
+        registry.register(
+            "rotation_duration_seconds",
+            "Time from the start of a rotation to its end",
+            rotation_duration.clone(),
+        );
+        let failures = Family::<ProviderLabels, Counter>::default();
+        registry.register(
+            "rotation_failures",
+            "Failed rotation attempts by provider",
+            failures.clone(),
+        );
+        let next_rotation = Family::<ResourceLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "next_rotation_timestamp_seconds",
+            "When each SecretRotation rotates next (unix time)",
+            next_rotation.clone(),
+        );
+        let last_rotated = Family::<ResourceLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "credential_last_rotated_timestamp_seconds",
+            "When the active credential was issued (unix time); its age is time() minus this",
+            last_rotated.clone(),
+        );
+        let orphans_swept = Family::<ProviderLabels, Counter>::default();
+        registry.register(
+            "orphans_swept",
+            "Credentials found at a provider in no slot and revoked",
+            orphans_swept.clone(),
+        );
+        let webhook_failures = Counter::default();
+        registry.register(
+            "webhook_failures",
+            "Notification webhooks that could not be delivered",
+            webhook_failures.clone(),
+        );
+        let reconcile_errors = Family::<ErrorLabels, Counter>::default();
+        registry.register(
+            "reconcile_errors",
+            "Reconciles that ended in an error, by kind",
+            reconcile_errors.clone(),
+        );
+        Self {
+            registry,
+            rotations,
+            rotation_duration,
+            failures,
+            next_rotation,
+            last_rotated,
+            orphans_swept,
+            webhook_failures,
+            reconcile_errors,
+        }
+    }
+}
+
+impl Metrics {
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String");
+        out
+    }
+
+    pub fn rotation(&self, provider: &str, success: bool, seconds: f64) {
+        let result = if success { "success" } else { "failure" };
+        self.rotations
+            .get_or_create(&RotationLabels {
+                provider: provider.into(),
+                result: result.into(),
+            })
+            .inc();
+        self.rotation_duration
+            .get_or_create(&ProviderLabels {
+                provider: provider.into(),
+            })
+            .observe(seconds);
+        if !success {
+            self.failures
+                .get_or_create(&ProviderLabels {
+                    provider: provider.into(),
+                })
+                .inc();
+        }
+    }
+
+    pub fn schedule(
+        &self,
+        namespace: &str,
+        name: &str,
+        next: Option<f64>,
+        last_rotated: Option<f64>,
+    ) {
+        let labels = ResourceLabels {
+            namespace: namespace.into(),
+            name: name.into(),
+        };
+        match next {
+            Some(t) => {
+                self.next_rotation.get_or_create(&labels).set(t);
+            }
+            None => {
+                self.next_rotation.remove(&labels);
+            }
+        }
+        if let Some(t) = last_rotated {
+            self.last_rotated.get_or_create(&labels).set(t);
+        }
+    }
+
+    pub fn forget(&self, namespace: &str, name: &str) {
+        let labels = ResourceLabels {
+            namespace: namespace.into(),
+            name: name.into(),
+        };
+        self.next_rotation.remove(&labels);
+        self.last_rotated.remove(&labels);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rotations_failures_and_schedule_are_exported() {
+        let m = super::Metrics::default();
+        m.rotation("supabase", true, 0.3);
+        m.rotation("supabase", false, 1.5);
+        m.schedule("shop", "key", Some(1_800_000_000.0), Some(1_700_000_000.0));
+        let text = m.encode();
+        for line in [
+            r#"rotor_rotations_total{provider="supabase",result="success"} 1"#,
+            r#"rotor_rotations_total{provider="supabase",result="failure"} 1"#,
+            r#"rotor_rotation_failures_total{provider="supabase"} 1"#,
+            r#"rotor_rotation_duration_seconds_count{provider="supabase"} 2"#,
+            r#"rotor_next_rotation_timestamp_seconds{namespace="shop",name="key"} 1800000000.0"#,
+            r#"rotor_credential_last_rotated_timestamp_seconds{namespace="shop",name="key"} 1700000000.0"#,
+            "rotor_webhook_failures_total 0",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+        m.forget("shop", "key");
+        assert!(!m.encode().contains("namespace=\"shop\""));
+    }
+}

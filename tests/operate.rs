@@ -1,0 +1,166 @@
+//! Operating rotor: metrics and health endpoints, and leader election between two
+//! replicas on a real API server.
+
+mod support;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Api;
+use rotor::api::RotationPhase;
+use std::time::{Duration, Instant};
+use support::*;
+
+async fn http_get(url: &str) -> (u16, String) {
+    let out = tokio::process::Command::new("curl")
+        .args(["-s", "-m", "5", "-o", "-", "-w", "\n%{http_code}", url])
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+#[tokio::test]
+async fn metrics_and_health_after_a_rotation() {
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "metrics").await;
+    let op = Operator::start(&ns);
+    // Ready once the watches have synced.
+    let mut ready = (0, String::new());
+    for _ in 0..100 {
+        ready = http_get(&format!("{}/readyz", op.admin_url)).await;
+        if ready.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(ready, (200, "ok".to_string()));
+    assert_eq!(http_get(&format!("{}/livez", op.admin_url)).await.0, 200);
+
+    apply_yaml(&client, &ns, &sample("random.yaml"))
+        .await
+        .unwrap();
+    let sr = wait_status(&client, &ns, "session-key", 60, "rotated", |s| {
+        s.rotation_status == RotationPhase::Success
+    })
+    .await;
+    let (code, body) = http_get(&format!("{}/metrics", op.admin_url)).await;
+    assert_eq!(code, 200);
+    assert!(
+        body.contains(r#"rotor_rotations_total{provider="random",result="success"} 1"#),
+        "{body}"
+    );
+    assert!(
+        body.contains(r#"rotor_rotation_duration_seconds_count{provider="random"} 1"#),
+        "{body}"
+    );
+    let next = sr.status.unwrap().next_rotation_at.unwrap().timestamp();
+    let gauge = format!(
+        r#"rotor_next_rotation_timestamp_seconds{{namespace="{ns}",name="session-key"}} {next}"#
+    );
+    assert!(body.contains(&gauge), "missing {gauge} in\n{body}");
+    assert!(
+        body.contains("rotor_credential_last_rotated_timestamp_seconds{"),
+        "{body}"
+    );
+    assert!(body.contains("rotor_webhook_failures_total 0"), "{body}");
+    assert!(
+        !body.contains("result=\"failure\""),
+        "no failure was counted: {body}"
+    );
+    let value = secret_value(
+        &get_secret(&client, &ns, "app-session-key").await.unwrap(),
+        "SESSION_SECRET",
+    )
+    .unwrap();
+    assert!(!body.contains(&value), "a value in the metrics");
+}
+
+#[tokio::test]
+async fn two_replicas_one_leader_and_a_takeover_without_double_rotation() {
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "leader").await;
+    let flags = ["--leader-elect", "--lease-duration-seconds", "6"];
+    let a = Operator::start_env(
+        &ns,
+        &flags,
+        &[("POD_NAMESPACE", &ns), ("POD_NAME", "replica-a")],
+    );
+    // Let replica a take the lease first, so the test knows who leads.
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    let holder = |l: Option<Lease>| l.and_then(|l| l.spec).and_then(|s| s.holder_identity);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while holder(leases.get_opt("rotor-leader").await.unwrap()).as_deref() != Some("replica-a") {
+        assert!(Instant::now() < deadline, "replica-a never took the lease");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let b = Operator::start_env(
+        &ns,
+        &flags,
+        &[("POD_NAMESPACE", &ns), ("POD_NAME", "replica-b")],
+    );
+    // The standby is ready too, so a rolling update does not stall.
+    let mut standby_ready = 0;
+    for _ in 0..100 {
+        standby_ready = http_get(&format!("{}/readyz", b.admin_url)).await.0;
+        if standby_ready == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(standby_ready, 200);
+
+    let manifest = "apiVersion: rotor.dev/v1alpha1\nkind: SecretRotation\nmetadata:\n  name: ha\nspec:\n  provider: {random: {length: 16}}\n  schedule: {autoRotation: false}\n  secretsMapping: {value: V}\n  target: {name: ha-secret}\n";
+    apply_yaml(&client, &ns, manifest).await.unwrap();
+    wait_status(&client, &ns, "ha", 60, "rotated", |s| s.rotation_count == 1).await;
+    assert_eq!(
+        wait_events(&client, &ns, "ha", 1, 10).await,
+        vec!["Rotated"]
+    );
+    assert!(a.logs().contains("\"rotating\""), "the leader rotated");
+    assert!(b.logs().contains("waiting for leadership"));
+    assert!(
+        !b.logs().contains("\"rotating\""),
+        "the standby must not reconcile"
+    );
+
+    a.kill();
+    let killed = Instant::now();
+    patch_rotation(
+        &client,
+        &ns,
+        "ha",
+        serde_json::json!({"metadata": {"annotations": {"rotor.dev/rotate": "after-failover"}}}),
+    )
+    .await;
+    wait_status(&client, &ns, "ha", 60, "rotated by the new leader", |s| {
+        s.rotation_count == 2
+    })
+    .await;
+    let takeover = killed.elapsed();
+    assert!(
+        takeover < Duration::from_secs(20),
+        "took over after {takeover:?} (lease 6s)"
+    );
+    // Exactly one rotation per request: two Rotated Events, rotationCount 2.
+    let reasons = wait_events(&client, &ns, "ha", 2, 10).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        event_reasons(&client, &ns, "ha").await,
+        vec!["Rotated", "Rotated"],
+        "{reasons:?}"
+    );
+    let s = Api::<rotor::api::SecretRotation>::namespaced(client.clone(), &ns)
+        .get("ha")
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+    assert_eq!(s.rotation_count, 2);
+    assert!(b.logs().contains("acquired leadership") && b.logs().contains("\"rotated\""));
+    assert_eq!(
+        holder(leases.get_opt("rotor-leader").await.unwrap()).as_deref(),
+        Some("replica-b")
+    );
+    eprintln!("leader takeover measured: {takeover:?}");
+}
