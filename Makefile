@@ -27,10 +27,14 @@ lint:
 build:
 	cargo build --locked
 
-## crd: regenerate crds/ from the Rust types
+CRD_COPIES := crds/secretrotation.yaml config/crd/secretrotation.yaml charts/rotor/crds/secretrotation.yaml
+
+## crd: regenerate the CRD (crds/, config/crd/, charts/rotor/crds/) from the Rust types
 crd:
 	cargo run -q --locked -- crd > crds/secretrotation.yaml
+	cp crds/secretrotation.yaml config/crd/secretrotation.yaml
+	cp crds/secretrotation.yaml charts/rotor/crds/secretrotation.yaml
 
 check-crd:
-	@cargo run -q --locked -- crd | diff -u crds/secretrotation.yaml - \
-	  || { echo "crds/secretrotation.yaml is stale: run 'make crd'"; exit 1; }
+	@for f in $(CRD_COPIES); do cargo run -q --locked -- crd | diff -u $$f - \
+	  || { echo "$$f is stale: run 'make crd'"; exit 1; }; done

@@ -24,8 +24,19 @@ need openssl openssl
 need kubectl kubernetes-client
 need runuser util-linux
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
+need lua5.1 lua5.1
+[[ -e /usr/lib/x86_64-linux-gnu/lua/5.1/cjson.so ]] || compgen -G "/usr/lib/*/lua/5.1/cjson.so" >/dev/null || missing+=(lua-cjson)
+python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 if [[ ${#missing[@]} -gt 0 ]]; then
   echo "deps: installing ${missing[*]}" >&2
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# The real Helm v4 library for the chart tests (there is no helm binary here).
+VENV="${ROTOR_CACHE:-$HOME/.cache/rotor}/venv"
+if ! "$VENV/bin/python" -c 'import helm_python' 2>/dev/null; then
+  echo "deps: installing helm-python-sdk into $VENV" >&2
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check helm-python-sdk==0.2.2
 fi

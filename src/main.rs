@@ -39,7 +39,8 @@ enum Command {
 /// How to reach the cluster: the usual kubeconfig resolution, kubectl-style flags.
 #[derive(Args, Clone, Debug)]
 struct ClusterArgs {
-    /// Namespace (default: the kubeconfig context's; for `run`, all namespaces).
+    /// Namespace (default: the kubeconfig context's; for `run`, all namespaces, or a
+    /// comma-separated list).
     #[arg(short = 'n', long, env = "ROTOR_NAMESPACE")]
     namespace: Option<String>,
     /// Kubeconfig context to use.
@@ -134,7 +135,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         });
     }
     let settings = rotor::controller::Settings {
-        namespace: args.cluster.namespace.clone(),
+        namespaces: args
+            .cluster
+            .namespace
+            .iter()
+            .flat_map(|n| n.split(','))
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(String::from)
+            .collect(),
         concurrency: args.concurrency,
         instance: std::env::var("POD_NAME")
             .ok()

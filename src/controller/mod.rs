@@ -21,8 +21,8 @@ use std::time::Duration;
 /// How the controller runs.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// Watch one namespace only; `None` watches all.
-    pub namespace: Option<String>,
+    /// Watch these namespaces only; empty watches all.
+    pub namespaces: Vec<String>,
     /// How many SecretRotations are reconciled at once.
     pub concurrency: u16,
     /// Name reported on Events (the pod name in a cluster).
@@ -94,25 +94,31 @@ fn error_policy(sr: Arc<SecretRotation>, error: &Error, ctx: Arc<Context>) -> Ac
 
 use kube::runtime::controller::Action;
 
-/// Runs the controller until SIGINT or SIGTERM. `health` turns ready once the watch
-/// caches have synced, and carries the metrics.
+/// Runs the controller until SIGINT or SIGTERM: one watch per namespace in
+/// `settings.namespaces` (all namespaces when empty). `health` turns ready once every
+/// watch has listed its objects, and carries the metrics.
 pub async fn run(
     client: Client,
     settings: Settings,
     health: crate::admin::Health,
 ) -> Result<(), Error> {
-    let (rotations, secrets): (Api<SecretRotation>, Api<Secret>) = match &settings.namespace {
-        Some(ns) => (
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-        ),
-        None => (Api::all(client.clone()), Api::all(client.clone())),
+    let scopes: Vec<Option<String>> = if settings.namespaces.is_empty() {
+        vec![None]
+    } else {
+        settings.namespaces.iter().cloned().map(Some).collect()
     };
-    rotations
-        .list(&ListParams::default().limit(1))
-        .await
-        .map_err(Error::CrdMissing)?;
-
+    let api = |ns: &Option<String>| -> Api<SecretRotation> {
+        ns.as_ref().map_or_else(
+            || Api::all(client.clone()),
+            |ns| Api::namespaced(client.clone(), ns),
+        )
+    };
+    for scope in &scopes {
+        api(scope)
+            .list(&ListParams::default().limit(1))
+            .await
+            .map_err(Error::CrdMissing)?;
+    }
     let reporter = Reporter {
         controller: "rotor".into(),
         instance: settings.instance.clone(),
@@ -121,41 +127,51 @@ pub async fn run(
         reporter,
         metrics: health.metrics.clone(),
         http: crate::providers::HttpClient::new(settings.http.clone()),
-        client,
+        client: client.clone(),
         settings: settings.clone(),
     });
-    tracing::info!(
-        namespace = settings.namespace.as_deref().unwrap_or("<all>"),
-        "rotor controller starting"
-    );
-    let own_secrets =
-        watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
-    // Ready once the SecretRotation watch has listed everything. Watching the
-    // watcher's own InitDone, because Store::wait_until_ready wakes only one waiter
-    // and the controller's runner is already waiting on it.
-    let (reader, writer) = reflector::store();
-    let synced = health.clone();
-    let main_watch = watcher(rotations, watcher::Config::default().any_semantic())
-        .default_backoff()
-        .inspect(move |event| {
-            if matches!(event, Ok(watcher::Event::InitDone)) {
-                tracing::info!("watches synced; ready");
-                synced.set_ready(true);
-            }
-        });
-    let controller =
+    let scope_names: Vec<&str> = scopes
+        .iter()
+        .map(|s| s.as_deref().unwrap_or("<all>"))
+        .collect();
+    tracing::info!(namespaces = ?scope_names, "rotor controller starting");
+    let unsynced = Arc::new(std::sync::atomic::AtomicUsize::new(scopes.len()));
+    let controllers = scopes.iter().map(|scope| {
+        let secrets: Api<Secret> = scope.as_ref().map_or_else(
+            || Api::all(client.clone()),
+            |ns| Api::namespaced(client.clone(), ns),
+        );
+        let own_secrets =
+            watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
+        // Ready once every SecretRotation watch has listed everything. Watching the
+        // watcher's own InitDone, because Store::wait_until_ready wakes only one
+        // waiter and the controller's runner is already waiting on it.
+        let (reader, writer) = reflector::store();
+        let (synced, unsynced) = (health.clone(), unsynced.clone());
+        let mut first = true;
+        let main_watch = watcher(api(scope), watcher::Config::default().any_semantic())
+            .default_backoff()
+            .inspect(move |event| {
+                if first && matches!(event, Ok(watcher::Event::InitDone)) {
+                    first = false;
+                    if unsynced.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+                        tracing::info!("watches synced; ready");
+                        synced.set_ready(true);
+                    }
+                }
+            });
         Controller::for_stream(reflector(writer, main_watch).applied_objects(), reader)
             .owns(secrets, own_secrets)
             .with_config(controller::Config::default().concurrency(settings.concurrency))
-            .shutdown_on_signal();
-    controller
-        .run(reconcile::reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "controller event");
-            }
-        })
-        .await;
+            .shutdown_on_signal()
+            .run(reconcile::reconcile, error_policy, ctx.clone())
+            .for_each(|result| async move {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "controller event");
+                }
+            })
+    });
+    futures::future::join_all(controllers).await;
     tracing::info!("rotor controller stopped");
     Ok(())
 }

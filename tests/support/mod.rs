@@ -364,9 +364,9 @@ impl Operator {
             &admin,
         ])
         .args(extra)
-        .envs(env.iter().copied())
         .env("KUBECONFIG", &plane.kubeconfig)
         .env("ROTOR_LOG", "info,rotor=debug")
+        .envs(env.iter().copied())
         .stdout(file.try_clone().unwrap())
         .stderr(file)
         .stdin(Stdio::null());

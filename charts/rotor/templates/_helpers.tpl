@@ -1,0 +1,50 @@
+{{- define "rotor.name" -}}
+{{- .Chart.Name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "rotor.fullname" -}}
+{{- if contains .Chart.Name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{- define "rotor.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{ include "rotor.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "rotor.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "rotor.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "rotor.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "rotor.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* What rotor needs wherever it watches SecretRotations. */}}
+{{- define "rotor.watchRules" -}}
+- apiGroups: ["rotor.dev"]
+  resources: ["secretrotations"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["rotor.dev"]
+  resources: ["secretrotations/status"]
+  verbs: ["patch"]
+- apiGroups: ["rotor.dev"]
+  resources: ["secretrotations/finalizers"]
+  verbs: ["update"]
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end }}
