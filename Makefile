@@ -9,6 +9,7 @@ export CARGO_TARGET_DIR
 ## test: install everything needed, then fmt check, clippy, unit and integration tests
 test: deps envtest lint check-crd
 	KUBEBUILDER_ASSETS="$$(hack/envtest.sh)" cargo test --all-targets --locked
+	hack/check-static.sh
 
 ## demo: local kube-apiserver + etcd, the CRD, the operator, a sample rotating
 demo: deps envtest build

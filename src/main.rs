@@ -32,6 +32,16 @@ enum Command {
         #[command(flatten)]
         cluster: ClusterArgs,
     },
+    /// Show what the controller would do for each SecretRotation; changes nothing.
+    Plan {
+        /// Only this SecretRotation.
+        name: Option<String>,
+        /// All namespaces.
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
     /// Print the version.
     Version,
 }
@@ -116,6 +126,11 @@ async fn main() -> anyhow::Result<()> {
         Command::Version => println!("rotor {}", env!("CARGO_PKG_VERSION")),
         Command::Run(args) => run(args).await?,
         Command::Rotate { name, cluster } => rotate(&name, &cluster).await?,
+        Command::Plan {
+            name,
+            all_namespaces,
+            cluster,
+        } => plan(name.as_deref(), all_namespaces, &cluster).await?,
     }
     Ok(())
 }
@@ -219,6 +234,36 @@ async fn rotate(name: &str, cluster: &ClusterArgs) -> anyhow::Result<()> {
     .await
     .with_context(|| format!("setting {ROTATE_ANNOTATION} on {ns}/{name}"))?;
     println!("secretrotation.rotor.dev/{name} rotation requested ({ROTATE_ANNOTATION}={token})");
+    Ok(())
+}
+
+async fn plan(
+    name: Option<&str>,
+    all_namespaces: bool,
+    cluster: &ClusterArgs,
+) -> anyhow::Result<()> {
+    let client = client(cluster).await?;
+    let ns = if all_namespaces && name.is_none() {
+        None
+    } else {
+        Some(
+            cluster
+                .namespace
+                .clone()
+                .unwrap_or_else(|| client.default_namespace().to_string()),
+        )
+    };
+    let rows = rotor::controller::plan::plan(client, ns.as_deref(), name).await?;
+    println!(
+        "{:<16} {:<28} {:<9} {:<9} {:<26} ACTION",
+        "NAMESPACE", "NAME", "PROVIDER", "STATUS", "NEXT ROTATION"
+    );
+    for r in rows {
+        println!(
+            "{:<16} {:<28} {:<9} {:<9} {:<26} {}",
+            r.namespace, r.name, r.provider, r.status, r.next_rotation, r.action
+        );
+    }
     Ok(())
 }
 

@@ -164,3 +164,103 @@ async fn two_replicas_one_leader_and_a_takeover_without_double_rotation() {
     );
     eprintln!("leader takeover measured: {takeover:?}");
 }
+
+fn rotor_cli(args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rotor"))
+        .args(args)
+        .env("KUBECONFIG", &control_plane().kubeconfig)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "rotor {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn plan_line<'a>(plan: &'a str, name: &str) -> &'a str {
+    plan.lines()
+        .find(|l| l.split_whitespace().nth(1) == Some(name))
+        .unwrap_or_else(|| panic!("{name} not in\n{plan}"))
+}
+
+#[tokio::test]
+async fn plan_shows_what_would_happen_and_rotate_asks_for_a_rotation() {
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "plan").await;
+    apply_yaml(&client, &ns, &sample("random.yaml"))
+        .await
+        .unwrap();
+    let manual = "apiVersion: rotor.dev/v1alpha1\nkind: SecretRotation\nmetadata:\n  name: manual\nspec:\n  provider: {random: {length: 16}}\n  schedule: {autoRotation: false}\n  secretsMapping: {value: V}\n  target: {name: manual-secret}\n";
+    apply_yaml(&client, &ns, manual).await.unwrap();
+    apply_yaml(
+        &client,
+        &ns,
+        &manual
+            .replace("name: manual\n", "name: broken\n")
+            .replace("{value: V}", "{apiKey: V}"),
+    )
+    .await
+    .unwrap();
+
+    // Before any operator ran.
+    let plan = rotor_cli(&["plan", "-n", &ns]);
+    assert!(plan.starts_with("NAMESPACE"), "{plan}");
+    assert!(
+        plan_line(&plan, "session-key").ends_with("rotate now (initial): issue into slot 0"),
+        "{plan}"
+    );
+    assert!(
+        plan_line(&plan, "broken")
+            .contains("nothing: invalid spec: spec.secretsMapping names output \"apiKey\""),
+        "{plan}"
+    );
+    let before = Api::<rotor::api::SecretRotation>::namespaced(client.clone(), &ns)
+        .get("session-key")
+        .await
+        .unwrap();
+    assert!(before.status.is_none(), "plan changes nothing");
+
+    let _op = Operator::start(&ns);
+    let s = wait_status(&client, &ns, "session-key", 60, "rotated", |s| {
+        s.rotation_count == 1
+    })
+    .await
+    .status
+    .unwrap();
+    wait_status(&client, &ns, "manual", 60, "rotated", |s| {
+        s.rotation_count == 1
+    })
+    .await;
+    let plan = rotor_cli(&["plan", "-n", &ns]);
+    let next = s.next_rotation_at.unwrap().to_rfc3339();
+    assert!(
+        plan_line(&plan, "session-key").ends_with(&format!("rotate at {next}: issue into slot 1")),
+        "{plan}"
+    );
+    assert!(
+        plan_line(&plan, "manual")
+            .ends_with("nothing until a rotor.dev/rotate token (autoRotation: false)"),
+        "{plan}"
+    );
+    let one = rotor_cli(&["plan", "-n", &ns, "manual"]);
+    assert_eq!(one.lines().count(), 2, "{one}");
+
+    let said = rotor_cli(&["rotate", "manual", "-n", &ns]);
+    assert!(
+        said.starts_with("secretrotation.rotor.dev/manual rotation requested (rotor.dev/rotate="),
+        "{said}"
+    );
+    let s = wait_status(&client, &ns, "manual", 30, "rotated on request", |s| {
+        s.rotation_count == 2
+    })
+    .await
+    .status
+    .unwrap();
+    assert_eq!(s.active_index, 1);
+    assert_eq!(
+        rotor_cli(&["version"]).trim(),
+        format!("rotor {}", env!("CARGO_PKG_VERSION"))
+    );
+}

@@ -3,6 +3,7 @@
 
 pub mod credentials;
 pub mod metrics;
+pub mod plan;
 mod reconcile;
 pub mod secret;
 pub mod status;

@@ -75,25 +75,31 @@ async fn reconcile_fresh(cached: Arc<SecretRotation>, ctx: Arc<Context>) -> Resu
     if matches!(target, Target::Foreign) {
         return run.conflict().await;
     }
-    let observed = Observed {
-        now: run.now,
-        has_active: !run.old.slots.is_empty(),
-        in_flight: run.old.in_flight.is_some(),
-        target_complete: target.is_complete(&spec),
-        last_rotated_at: run.old.last_rotated_at,
-        last_attempted_at: run.old.last_rotation_attempted_at,
-        failed_attempts: run.old.failed_attempts,
-        rotate_token: run
-            .sr
-            .annotations()
-            .get(ROTATE_ANNOTATION)
-            .map(String::as_str),
-        handled_token: run.old.last_handled_rotate_token.as_deref(),
-    };
+    let observed = observe(&run.sr, &run.old, target.is_complete(&spec), run.now);
     match rotation::decide(&observed, &spec.schedule) {
         Decision::Rotate(trigger) => run.rotate(&spec, &target, trigger).await,
         Decision::WaitUntil(at) => run.settle(&spec, &target, Some(at)).await,
         Decision::Idle => run.settle(&spec, &target, None).await,
+    }
+}
+
+/// What the decision needs, from the resource, its status and its target Secret.
+pub fn observe<'a>(
+    sr: &'a SecretRotation,
+    status: &'a SecretRotationStatus,
+    target_complete: bool,
+    now: DateTime<Utc>,
+) -> Observed<'a> {
+    Observed {
+        now,
+        has_active: !status.slots.is_empty(),
+        in_flight: status.in_flight.is_some(),
+        target_complete,
+        last_rotated_at: status.last_rotated_at,
+        last_attempted_at: status.last_rotation_attempted_at,
+        failed_attempts: status.failed_attempts,
+        rotate_token: sr.annotations().get(ROTATE_ANNOTATION).map(String::as_str),
+        handled_token: status.last_handled_rotate_token.as_deref(),
     }
 }
 

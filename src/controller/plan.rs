@@ -1,0 +1,128 @@
+//! `rotor plan`: what the controller would do for each SecretRotation, computed by
+//! the same validation and decision code, changing nothing.
+
+use super::credentials::{self, Unresolved};
+use super::reconcile::observe;
+use super::secret::Target;
+use super::validate;
+use crate::api::SecretRotation;
+use crate::providers::{BuildContext, HttpClient, HttpSettings};
+use crate::rotation::{self, Decision};
+use chrono::Utc;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ListParams};
+use kube::{Client, ResourceExt};
+
+/// One line of the plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanRow {
+    pub namespace: String,
+    pub name: String,
+    pub provider: String,
+    pub status: String,
+    pub next_rotation: String,
+    pub action: String,
+}
+
+/// Plans every SecretRotation in `namespace` (all namespaces when `None`), or only
+/// `only` when given.
+pub async fn plan(
+    client: Client,
+    namespace: Option<&str>,
+    only: Option<&str>,
+) -> Result<Vec<PlanRow>, kube::Error> {
+    let api: Api<SecretRotation> = match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let mut items = match only {
+        Some(name) => vec![api.get(name).await?],
+        None => api.list(&ListParams::default()).await?.items,
+    };
+    items.sort_by_key(|sr| (sr.namespace(), sr.name_any()));
+    let http = HttpClient::new(HttpSettings::default());
+    let mut rows = Vec::new();
+    for sr in items {
+        let ns = sr.namespace().unwrap_or_default();
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+        let status = sr.status.clone().unwrap_or_default();
+        let action = describe(&sr, &status, &secrets, &http).await?;
+        rows.push(PlanRow {
+            namespace: ns,
+            name: sr.name_any(),
+            provider: sr.spec.provider.kind().into(),
+            status: format!("{:?}", status.rotation_status),
+            next_rotation: status
+                .next_rotation_at
+                .map_or_else(|| "-".into(), |t| t.to_rfc3339()),
+            action,
+        });
+    }
+    Ok(rows)
+}
+
+async fn describe(
+    sr: &SecretRotation,
+    status: &crate::api::SecretRotationStatus,
+    secrets: &Api<Secret>,
+    http: &HttpClient,
+) -> Result<String, kube::Error> {
+    let resolved = match credentials::resolve(sr, secrets).await {
+        Ok(r) => r,
+        Err(Unresolved::Spec(e)) => return Ok(format!("nothing: invalid spec: {e}")),
+        Err(Unresolved::Missing(why)) => {
+            return Ok(format!("nothing until the credentials exist: {why}"));
+        }
+        Err(Unresolved::Kube(e)) => return Err(e),
+    };
+    let uid = sr.uid().unwrap_or_default();
+    // Endpoint checks belong to the running operator's flags; plan judges the rest.
+    let lenient = HttpClient::new(HttpSettings {
+        allow_private_endpoints: true,
+        ..http.settings.clone()
+    });
+    let spec = match validate::validate(
+        &sr.spec,
+        &BuildContext {
+            secrets: &resolved,
+            http: &lenient,
+            uid: &uid,
+        },
+    ) {
+        Ok(s) => s,
+        Err(e) => return Ok(format!("nothing: invalid spec: {e}")),
+    };
+    let target = Target::classify(secrets.get_opt(&sr.spec.target.name).await?, sr);
+    if matches!(target, Target::Foreign) {
+        return Ok(format!(
+            "nothing: Secret {:?} exists and is not rotor's",
+            sr.spec.target.name
+        ));
+    }
+    let observed = observe(sr, status, target.is_complete(&spec), Utc::now());
+    let slot = status.slot_target_description(spec.strategy);
+    Ok(match rotation::decide(&observed, &spec.schedule) {
+        Decision::Rotate(trigger) => format!("rotate now ({}): {slot}", trigger.as_str()),
+        Decision::WaitUntil(at) if status.failed_attempts > 0 => {
+            format!(
+                "retry at {} (after {} failed attempts): {slot}",
+                at.to_rfc3339(),
+                status.failed_attempts
+            )
+        }
+        Decision::WaitUntil(at) => format!("rotate at {}: {slot}", at.to_rfc3339()),
+        Decision::Idle => "nothing until a rotor.dev/rotate token (autoRotation: false)".into(),
+    })
+}
+
+impl crate::api::SecretRotationStatus {
+    /// "issue into slot N, revoking <id>" for the next rotation.
+    fn slot_target_description(&self, strategy: crate::api::Strategy) -> String {
+        let plan = super::status::slot_pair(self).plan(strategy);
+        match (&plan.revoke_before_issue, &plan.replaces) {
+            (Some(id), _) => format!("issue into slot {}, revoking {id}", plan.target),
+            (None, Some(id)) => format!("replace {id} in place (single-phase)"),
+            (None, None) => format!("issue into slot {}", plan.target),
+        }
+    }
+}
