@@ -11,9 +11,10 @@ BIN="$TARGET_DIR/x86_64-unknown-linux-gnu/release/rotor"
 if ldd "$BIN" 2>&1 | grep -q "=>"; then
   echo "check-static: $BIN links shared libraries:" >&2; ldd "$BIN" >&2; exit 1
 fi
-ROOT="$(mktemp -d)"; trap 'rm -rf "$ROOT"' EXIT
+ROOT="$(mktemp -d)"; chmod 0755 "$ROOT"; trap 'rm -rf "$ROOT"' EXIT
 install -D -m 0755 "$BIN" "$ROOT/usr/local/bin/rotor"
-if [[ $(id -u) -eq 0 ]]; then run=(chroot --userspec=65532:65532 "$ROOT"); else run=(unshare --user --map-root-user chroot "$ROOT"); fi
+CHROOT="$(command -v chroot)"
+if [[ $(id -u) -eq 0 ]]; then run=("$CHROOT" --userspec=65532:65532 "$ROOT"); else run=("$(command -v unshare)" --user --map-root-user "$CHROOT" "$ROOT"); fi
 out="$(env -i PATH=/usr/local/bin "${run[@]}" /usr/local/bin/rotor --version)"
 want="rotor $(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)"
 [[ "$out" == "$want" ]] || { echo "check-static: got '$out', want '$want'" >&2; exit 1; }

@@ -3,6 +3,7 @@
 //! - [`api`]: the `SecretRotation` custom resource (the CRD schema's source).
 //! - [`rotation`]: the pure dual-phase state machine and the schedule.
 //! - [`providers`]: where credentials come from, one module per provider.
+//! - [`vault`]: envelope-encrypted storage of every issued credential, and the audit trail.
 //! - [`controller`]: the Kubernetes shell: watch, reconcile, Secret, status, Events.
 
 pub mod admin;
@@ -11,3 +12,4 @@ pub mod controller;
 pub mod leader;
 pub mod providers;
 pub mod rotation;
+pub mod vault;
