@@ -56,7 +56,7 @@ done
 kubectl create namespace $NS
 
 say "rotor run --namespace $NS   (logs: $DIR/rotor.log)"
-"$ROTOR" run --namespace $NS >"$DIR/rotor.log" 2>&1 &
+POD_NAMESPACE=$NS "$ROTOR" run --namespace $NS --metrics-address 127.0.0.1:0 >"$DIR/rotor.log" 2>&1 &
 PIDS+=($!)
 
 say "kubectl apply -f config/samples/random.yaml"

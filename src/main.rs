@@ -42,8 +42,37 @@ enum Command {
         #[command(flatten)]
         cluster: ClusterArgs,
     },
+    /// Emergency: issue and activate a new credential, then revoke both old slots at
+    /// once (sets the rotor.dev/revoke annotation).
+    Revoke {
+        /// Name of the SecretRotation.
+        name: String,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Print the audit trail of a SecretRotation (never values).
+    Audit {
+        /// Name of the SecretRotation.
+        name: String,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Manage the vault's key-encryption keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Print the version.
     Version,
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Add a KEK version and re-wrap every data key with it (ciphertexts untouched).
+    Rotate {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
 }
 
 /// How to reach the cluster: the usual kubeconfig resolution, kubectl-style flags.
@@ -97,6 +126,9 @@ struct RunArgs {
     /// How long to wait for such an update.
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     update_timeout: Duration,
+    /// How long the vault keeps a revoked credential's entry before cleanup deletes it.
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    vault_retention: Duration,
     /// Address of the admin server (/metrics, /livez, /readyz); "off" disables it.
     #[arg(long, default_value = "0.0.0.0:8080", env = "ROTOR_METRICS_ADDRESS")]
     metrics_address: String,
@@ -125,7 +157,22 @@ async fn main() -> anyhow::Result<()> {
         Command::Crd => print!("{}", rotor::api::crd_yaml()),
         Command::Version => println!("rotor {}", env!("CARGO_PKG_VERSION")),
         Command::Run(args) => run(args).await?,
-        Command::Rotate { name, cluster } => rotate(&name, &cluster).await?,
+        Command::Rotate { name, cluster } => {
+            annotate(&name, &cluster, ROTATE_ANNOTATION, "rotation").await?
+        }
+        Command::Revoke { name, cluster } => {
+            annotate(
+                &name,
+                &cluster,
+                rotor::api::REVOKE_ANNOTATION,
+                "emergency revoke",
+            )
+            .await?
+        }
+        Command::Audit { name, cluster } => audit(&name, &cluster).await?,
+        Command::Keys {
+            command: KeysCommand::Rotate { cluster },
+        } => keys_rotate(&cluster).await?,
         Command::Plan {
             name,
             all_namespaces,
@@ -163,6 +210,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         instance: std::env::var("POD_NAME")
             .ok()
             .or_else(|| std::env::var("HOSTNAME").ok()),
+        operator_namespace: operator_namespace(),
+        vault_retention: args.vault_retention,
         http: rotor::providers::HttpSettings {
             allow_private_endpoints: args.allow_private_endpoints,
             max_retries: args.http_max_retries,
@@ -217,23 +266,69 @@ fn operator_namespace() -> String {
         .unwrap_or_else(|| "rotor-system".into())
 }
 
-async fn rotate(name: &str, cluster: &ClusterArgs) -> anyhow::Result<()> {
+async fn annotate(
+    name: &str,
+    cluster: &ClusterArgs,
+    annotation: &str,
+    what: &str,
+) -> anyhow::Result<()> {
     let client = client(cluster).await?;
     let ns = cluster
         .namespace
         .clone()
         .unwrap_or_else(|| client.default_namespace().to_string());
     let api: Api<SecretRotation> = Api::namespaced(client, &ns);
-    let token = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ").to_string();
-    let patch = serde_json::json!({ "metadata": { "annotations": { ROTATE_ANNOTATION: token } } });
+    let token = format!(
+        "{}{}",
+        rotor::controller::ROTATE_TOKEN_PREFIX,
+        chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ")
+    );
+    let patch = serde_json::json!({ "metadata": { "annotations": { annotation: token } } });
     api.patch(
         name,
         &kube::api::PatchParams::default(),
         &kube::api::Patch::Merge(&patch),
     )
     .await
-    .with_context(|| format!("setting {ROTATE_ANNOTATION} on {ns}/{name}"))?;
-    println!("secretrotation.rotor.dev/{name} rotation requested ({ROTATE_ANNOTATION}={token})");
+    .with_context(|| format!("setting {annotation} on {ns}/{name}"))?;
+    println!("secretrotation.rotor.dev/{name} {what} requested ({annotation}={token})");
+    Ok(())
+}
+
+async fn audit(name: &str, cluster: &ClusterArgs) -> anyhow::Result<()> {
+    let client = client(cluster).await?;
+    let ns = cluster
+        .namespace
+        .clone()
+        .unwrap_or_else(|| client.default_namespace().to_string());
+    let records = rotor::vault::read_audit(&client, &ns, name).await?;
+    println!(
+        "{:<25} {:<11} {:<12} {:<40} {:<17} {:<17} DETAIL",
+        "TIME", "ACTOR", "ACTION", "CREDENTIAL", "OLD", "NEW"
+    );
+    for r in records {
+        println!(
+            "{:<25} {:<11} {:<12} {:<40} {:<17} {:<17} {}",
+            r.time.format("%Y-%m-%dT%H:%M:%S%.3fZ"),
+            r.actor,
+            r.action,
+            r.credential.as_deref().unwrap_or("-"),
+            r.old_fingerprint.as_deref().unwrap_or("-"),
+            r.new_fingerprint.as_deref().unwrap_or("-"),
+            r.detail.as_deref().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+async fn keys_rotate(cluster: &ClusterArgs) -> anyhow::Result<()> {
+    let client = client(cluster).await?;
+    let ns = cluster.namespace.clone().unwrap_or_else(operator_namespace);
+    let (version, rewrapped) = rotor::vault::rotate_keys(&client, &ns).await?;
+    println!(
+        "KEK v{version} added to {ns}/{}; {rewrapped} data keys re-wrapped",
+        rotor::vault::KEK_SECRET
+    );
     Ok(())
 }
 

@@ -23,6 +23,9 @@ pub const GROUP: &str = "rotor.dev";
 pub const FIELD_MANAGER: &str = "rotor";
 /// Annotation whose new value requests one rotation (GitOps-safe: handled once).
 pub const ROTATE_ANNOTATION: &str = "rotor.dev/rotate";
+/// Annotation whose new value requests an emergency revoke: issue and activate a new
+/// credential, then revoke both old slots at once (GitOps-safe: handled once).
+pub const REVOKE_ANNOTATION: &str = "rotor.dev/revoke";
 /// Label rotor puts on every object it writes, so it watches only its own Secrets.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 /// Value of [`MANAGED_BY_LABEL`].

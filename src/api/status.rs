@@ -60,6 +60,14 @@ pub struct SecretRotationStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_rotate_token: Option<String>,
 
+    /// The last `rotor.dev/revoke` annotation value that was acted upon.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_revoke_token: Option<String>,
+
+    /// The vault holding this resource's issued credentials (encrypted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault: Option<VaultStatus>,
+
     /// A rotation that was started and has not completed; a restarted operator
     /// resumes it instead of starting another.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -152,4 +160,16 @@ pub struct Condition {
     /// The generation the condition was set for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+}
+
+/// What status says about the vault.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VaultStatus {
+    /// Entries (credentials kept, including revoked ones awaiting expiry).
+    pub entries: u32,
+    /// An entry that cannot be opened, e.g. `key_version_unavailable` when its KEK
+    /// version was removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }

@@ -2,9 +2,11 @@
 //! Secrets rotor owns, reconcile, write Secrets and status, publish Events.
 
 pub mod credentials;
+mod failpoint;
 pub mod metrics;
 pub mod plan;
 mod reconcile;
+mod rotate;
 pub mod secret;
 pub mod status;
 pub mod validate;
@@ -30,7 +32,15 @@ pub struct Settings {
     pub instance: Option<String>,
     /// How providers make HTTP calls (and whether private endpoints are allowed).
     pub http: crate::providers::HttpSettings,
+    /// The operator's own namespace (the vault's KEK Secret, the Lease).
+    pub operator_namespace: String,
+    /// How long a revoked credential's vault entry is kept before cleanup.
+    pub vault_retention: Duration,
 }
+
+/// Tokens `rotor rotate` and `rotor revoke` write start with this, so the audit trail
+/// can tell the CLI from a hand-edited annotation.
+pub const ROTATE_TOKEN_PREFIX: &str = "cli-";
 
 /// What every reconcile needs.
 pub struct Context {
@@ -62,6 +72,8 @@ pub enum Error {
     NoNamespace,
     #[error("the SecretRotation changed while it was reconciled")]
     Stale,
+    #[error("the vault's key Secret cannot be read or created: {0}")]
+    Vault(#[source] crate::vault::VaultError),
 }
 
 impl Error {
@@ -72,6 +84,7 @@ impl Error {
             Self::CrdMissing(_) => "crd_missing",
             Self::NoNamespace => "no_namespace",
             Self::Stale => "stale",
+            Self::Vault(_) => "vault",
         }
     }
 }

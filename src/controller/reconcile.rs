@@ -1,15 +1,13 @@
 //! One reconcile: validate → read the target → decide → rotate or settle → status.
 
-use super::credentials::{self, PendingAdminKey, Unresolved};
+use super::credentials::{self, Unresolved};
 use super::secret::{self, Target};
 use super::status::{self, Reason};
 use super::validate::{self, SpecError, ValidSpec};
 use super::{Context, Error};
-use crate::api::{
-    InFlightRotation, ROTATE_ANNOTATION, SecretRotation, SecretRotationStatus, Strategy,
-};
-use crate::providers::{BuildContext, NameParts, NoStash, Stash};
-use crate::rotation::{self, Decision, Observed, Slot, Trigger};
+use crate::api::{ROTATE_ANNOTATION, SecretRotation, SecretRotationStatus, Strategy};
+use crate::providers::BuildContext;
+use crate::rotation::{self, Decision, Observed, Trigger};
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
@@ -20,7 +18,7 @@ use secrecy::SecretString;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::{info, warn};
+use tracing::warn;
 
 /// How often a conflict with a foreign Secret is looked at again.
 const CONFLICT_RECHECK: Duration = Duration::from_secs(60);
@@ -100,35 +98,40 @@ pub fn observe<'a>(
         failed_attempts: status.failed_attempts,
         rotate_token: sr.annotations().get(ROTATE_ANNOTATION).map(String::as_str),
         handled_token: status.last_handled_rotate_token.as_deref(),
+        revoke_token: sr
+            .annotations()
+            .get(crate::api::REVOKE_ANNOTATION)
+            .map(String::as_str),
+        handled_revoke_token: status.last_handled_revoke_token.as_deref(),
     }
 }
 
 /// The state of one reconcile.
-struct Run {
-    sr: Arc<SecretRotation>,
-    ctx: Arc<Context>,
-    rotations: Api<SecretRotation>,
-    secrets: Api<Secret>,
-    old: SecretRotationStatus,
-    now: DateTime<Utc>,
+pub(super) struct Run {
+    pub(super) sr: Arc<SecretRotation>,
+    pub(super) ctx: Arc<Context>,
+    pub(super) rotations: Api<SecretRotation>,
+    pub(super) secrets: Api<Secret>,
+    pub(super) old: SecretRotationStatus,
+    pub(super) now: DateTime<Utc>,
     /// The resourceVersion the first status write must find (compare-and-swap);
     /// `None` once that write has committed the reconcile's decision.
     resource_version: std::sync::Mutex<Option<String>>,
 }
 
 impl Run {
-    fn generation(&self) -> Option<i64> {
+    pub(super) fn generation(&self) -> Option<i64> {
         self.sr.meta().generation
     }
 
-    fn base_status(&self) -> SecretRotationStatus {
+    pub(super) fn base_status(&self) -> SecretRotationStatus {
         let mut s = self.old.clone();
         s.provider = Some(self.sr.spec.provider.kind().into());
         s.target_secret = Some(self.sr.spec.target.name.clone());
         s
     }
 
-    async fn write_status(&self, status: &SecretRotationStatus) -> Result<(), Error> {
+    pub(super) async fn write_status(&self, status: &SecretRotationStatus) -> Result<(), Error> {
         if *status == self.old {
             return Ok(());
         }
@@ -148,7 +151,7 @@ impl Run {
         }
     }
 
-    async fn publish(&self, type_: EventType, reason: &str, action: &str, note: String) {
+    pub(super) async fn publish(&self, type_: EventType, reason: &str, action: &str, note: String) {
         let event = Event {
             type_,
             reason: reason.into(),
@@ -255,12 +258,15 @@ impl Run {
             _ => (Reason::Rotated, describe_active(&pair, spec.strategy)),
         };
         status::set_phase(&mut status, reason, message, self.generation(), self.now);
+        if let Ok(vault) = self.vault().await {
+            status.vault = self.vault_status(&vault, spec).await;
+        }
         self.write_status(&status).await?;
         self.export_schedule(&status);
         Ok(requeue_at(next, self.now))
     }
 
-    fn export_schedule(&self, status: &SecretRotationStatus) {
+    pub(super) fn export_schedule(&self, status: &SecretRotationStatus) {
         let ts = |t: Option<DateTime<Utc>>| t.map(|t| t.timestamp() as f64);
         self.ctx.metrics.schedule(
             &self.sr.namespace().unwrap_or_default(),
@@ -270,177 +276,14 @@ impl Run {
         );
     }
 
-    fn export_rotation(&self, success: bool) {
+    pub(super) fn export_rotation(&self, success: bool) {
         let elapsed = (Utc::now() - self.now).num_milliseconds().max(0) as f64 / 1000.0;
         self.ctx
             .metrics
             .rotation(self.sr.spec.provider.kind(), success, elapsed);
     }
 
-    /// One rotation, recorded before it acts so that a restart resumes it.
-    async fn rotate(
-        &self,
-        spec: &ValidSpec,
-        target: &Target,
-        trigger: Trigger,
-    ) -> Result<Action, Error> {
-        let mut pair = status::slot_pair(&self.old);
-        let plan = pair.plan(spec.strategy);
-        let sequence = self.old.rotation_count + 1;
-        let uid = self.sr.uid().unwrap_or_default();
-        let resumed = self
-            .old
-            .in_flight
-            .as_ref()
-            .filter(|f| f.target_index == plan.target);
-        // Millisecond precision: providers name credentials after it (Convex).
-        let started_at = resumed.map_or_else(Utc::now, |f| f.started_at);
-        let credential_name = match resumed {
-            Some(f) => f.credential_name.clone(),
-            None => spec.provider.credential_name(&NameParts {
-                uid: &uid,
-                sequence,
-                started_at,
-            }),
-        };
-        info!(namespace = self.sr.namespace().as_deref().unwrap_or_default(), name = %self.sr.name_any(), trigger = trigger.as_str(), slot = plan.target, credential = %credential_name, "rotating");
-
-        let mut status = self.base_status();
-        status.strategy = Some(spec.strategy);
-        status.in_flight = Some(InFlightRotation {
-            target_index: plan.target,
-            credential_name: credential_name.clone(),
-            trigger: trigger.as_str().into(),
-            started_at,
-        });
-        status.last_rotation_attempted_at = Some(self.now);
-        if let Some(token) = self.sr.annotations().get(crate::api::ROTATE_ANNOTATION) {
-            // Any rotation satisfies a pending request: one token, at most one rotation.
-            status.last_handled_rotate_token = Some(token.clone());
-        }
-        let message = format!(
-            "rotating ({}): issuing a credential into slot {}",
-            trigger.as_str(),
-            plan.target
-        );
-        status::set_phase(
-            &mut status,
-            Reason::Rotating,
-            message,
-            self.generation(),
-            self.now,
-        );
-        self.write_status(&status).await?;
-
-        let admin = spec.provider.replaces_admin_credential();
-        let stash: Box<dyn Stash + '_> = match admin {
-            Some(admin) => Box::new(PendingAdminKey {
-                secrets: &self.secrets,
-                admin,
-            }),
-            None => Box::new(NoStash),
-        };
-        let credential = match rotation::execute(
-            spec.provider.as_ref(),
-            &plan,
-            &credential_name,
-            stash.as_ref(),
-        )
-        .await
-        {
-            Ok(c) => c,
-            // A single-phase provider may have replaced the credential before failing:
-            // keep the rotation in flight so the retry resumes with the pending key.
-            Err(e) => {
-                return self
-                    .fail(status, trigger, e.to_string(), admin.is_some())
-                    .await;
-            }
-        };
-        if let (Some(admin), Some(value)) =
-            (admin, credential.outputs.get(credential.secret_output))
-            && let Err(e) = credentials::promote_admin(&self.secrets, admin, value).await
-        {
-            let why = format!(
-                "recording the new admin credential in Secret {:?} failed: {e}",
-                admin.name
-            );
-            return self.fail(status, trigger, why, true).await;
-        }
-        let fingerprint = credential.fingerprint();
-        let active_before = pair.active_slot().map(|s| s.fingerprint.clone());
-        let previous = match spec.strategy {
-            Strategy::DualPhase => target.active_values(
-                spec,
-                spec.provider.secret_output(),
-                active_before.as_deref(),
-            ),
-            Strategy::SinglePhase => BTreeMap::new(),
-        };
-        let values = secret::values_of(&credential, spec);
-        if let Err(e) = self
-            .apply_secret(spec, &values, &previous, plan.target, &fingerprint)
-            .await
-        {
-            return self
-                .fail(
-                    status,
-                    trigger,
-                    format!("writing Secret {:?} failed: {e}", self.sr.spec.target.name),
-                    true,
-                )
-                .await;
-        }
-        drop(values);
-
-        pair.complete(
-            &plan,
-            Slot {
-                id: credential.id.clone(),
-                fingerprint: fingerprint.clone(),
-                issued_at: self.now,
-            },
-        );
-        status::set_slots(&mut status, &pair);
-        status.in_flight = None;
-        status.failed_attempts = 0;
-        status.rotation_count = sequence;
-        status.last_rotated_at = Some(self.now);
-        status.next_rotation_at = spec.schedule.auto.then(|| {
-            rotation::next_rotation_at(self.now, spec.schedule.interval, spec.schedule.at_utc)
-        });
-        let message = describe_active(&pair, spec.strategy);
-        status::set_phase(
-            &mut status,
-            Reason::Rotated,
-            message.clone(),
-            self.generation(),
-            self.now,
-        );
-        self.write_status(&status).await?;
-        info!(namespace = self.sr.namespace().as_deref().unwrap_or_default(), name = %self.sr.name_any(), trigger = trigger.as_str(), slot = plan.target, %fingerprint, rotation = sequence, "rotated");
-        self.publish(
-            EventType::Normal,
-            "Rotated",
-            "Rotate",
-            format!("{message} (trigger: {})", trigger.as_str()),
-        )
-        .await;
-        if spec.strategy == Strategy::SinglePhase {
-            self.publish(
-                EventType::Warning,
-                "SinglePhaseRotation",
-                "Rotate",
-                "the previous credential stopped working at this rotation; consumers fail until they reload the Secret".into(),
-            )
-            .await;
-        }
-        self.export_rotation(true);
-        self.export_schedule(&status);
-        Ok(requeue_at(status.next_rotation_at, self.now))
-    }
-
-    async fn fail(
+    pub(super) async fn fail(
         &self,
         mut status: SecretRotationStatus,
         trigger: Trigger,
@@ -481,7 +324,7 @@ impl Run {
         Ok(Action::requeue(retry_in))
     }
 
-    async fn apply_secret(
+    pub(super) async fn apply_secret(
         &self,
         spec: &ValidSpec,
         values: &BTreeMap<String, SecretString>,
@@ -501,7 +344,7 @@ impl Run {
     }
 }
 
-fn describe_active(pair: &crate::rotation::SlotPair, strategy: Strategy) -> String {
+pub(super) fn describe_active(pair: &crate::rotation::SlotPair, strategy: Strategy) -> String {
     let Some(active) = pair.active else {
         return "waiting for the first rotation".into();
     };
@@ -518,7 +361,7 @@ fn describe_active(pair: &crate::rotation::SlotPair, strategy: Strategy) -> Stri
     }
 }
 
-fn requeue_at(at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Action {
+pub(super) fn requeue_at(at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Action {
     match at {
         Some(at) => {
             let wait = (at - now).to_std().unwrap_or_default();

@@ -15,36 +15,75 @@ pub enum RotationError {
     Test(#[source] ProviderError),
 }
 
+/// A step of a rotation that has just happened (for the audit trail and crash tests).
+pub enum Step<'a> {
+    RevokedOld(&'a str),
+    Issued(&'a Credential),
+    Resumed(&'a Credential),
+    Tested(&'a Credential),
+    TestFailed(&'a Credential),
+}
+
+/// Told about every step as it happens.
+#[async_trait::async_trait]
+pub trait Observer: Send + Sync {
+    async fn step(&self, step: Step<'_>);
+}
+
+/// An observer that ignores everything.
+pub struct Silent;
+
+#[async_trait::async_trait]
+impl Observer for Silent {
+    async fn step(&self, _: Step<'_>) {}
+}
+
 /// Revokes what the target slot still holds, issues a new credential named `name`
-/// (kept in `stash` the moment it exists), and tests it. A credential that fails its
-/// test is revoked again at once.
+/// (kept in `stash` the moment it exists), and tests it. With `existing` — the
+/// credential a dead rotation already issued and kept — nothing is revoked or issued
+/// again: it is only tested. A credential that fails its test is revoked at once.
 pub async fn execute<P: Provider + ?Sized>(
     provider: &P,
     plan: &RotationPlan,
     name: &str,
     stash: &dyn Stash,
+    existing: Option<Credential>,
+    observer: &dyn Observer,
 ) -> Result<Credential, RotationError> {
-    if let Some(old) = &plan.revoke_before_issue {
-        provider
-            .revoke(old)
-            .await
-            .map_err(RotationError::RevokeOld)?;
-    }
-    let request = IssueRequest {
-        name,
-        slot: plan.target,
-        stash,
+    let credential = match existing {
+        Some(credential) => {
+            observer.step(Step::Resumed(&credential)).await;
+            credential
+        }
+        None => {
+            if let Some(old) = &plan.revoke_before_issue {
+                provider
+                    .revoke(old)
+                    .await
+                    .map_err(RotationError::RevokeOld)?;
+                observer.step(Step::RevokedOld(old)).await;
+            }
+            let request = IssueRequest {
+                name,
+                slot: plan.target,
+                stash,
+            };
+            let credential = provider
+                .issue(&request)
+                .await
+                .map_err(RotationError::Issue)?;
+            observer.step(Step::Issued(&credential)).await;
+            credential
+        }
     };
-    let credential = provider
-        .issue(&request)
-        .await
-        .map_err(RotationError::Issue)?;
     if let Err(e) = provider.test(&credential).await {
+        observer.step(Step::TestFailed(&credential)).await;
         if let Err(revoke) = provider.revoke(&credential.id).await {
             tracing::warn!(id = %credential.id, error = %revoke, "revoking the credential that failed its test failed; the orphan sweep will retry");
         }
         return Err(RotationError::Test(e));
     }
+    observer.step(Step::Tested(&credential)).await;
     Ok(credential)
 }
 
@@ -124,6 +163,8 @@ mod tests {
             &plan,
             &format!("rotor-c{n}"),
             &crate::providers::NoStash,
+            None,
+            &Silent,
         )
         .await?;
         pair.complete(
@@ -171,6 +212,35 @@ mod tests {
             broken.list_own("rotor-").await.unwrap(),
             vec!["rotor-c1".to_string()]
         );
+    }
+
+    #[tokio::test]
+    async fn a_kept_credential_is_resumed_not_issued_again() {
+        let fake = Fake::default();
+        let mut pair = SlotPair::default();
+        rotate(&fake, &mut pair, 1).await.unwrap();
+        // A dead rotation issued rotor-c2 and kept it; the resumed one only tests it.
+        let kept = fake
+            .issue(&IssueRequest {
+                name: "rotor-c2",
+                slot: 1,
+                stash: &crate::providers::NoStash,
+            })
+            .await
+            .unwrap();
+        let plan = pair.plan(Strategy::DualPhase);
+        let c = execute(
+            &fake,
+            &plan,
+            "rotor-c2",
+            &crate::providers::NoStash,
+            Some(kept),
+            &Silent,
+        )
+        .await
+        .unwrap();
+        assert_eq!(c.id, "rotor-c2");
+        assert_eq!(*fake.issued.lock().unwrap(), 2, "no second issue");
     }
 
     #[tokio::test]

@@ -6,7 +6,7 @@ mod engine;
 mod schedule;
 mod slots;
 
-pub use engine::{RotationError, execute};
+pub use engine::{Observer, RotationError, Silent, Step, execute};
 pub use schedule::{
     Decision, Observed, Schedule, Trigger, decide, next_rotation_at, retry_backoff,
 };

@@ -27,6 +27,8 @@ pub enum Trigger {
     Schedule,
     /// The last attempt failed and its backoff has elapsed.
     Retry,
+    /// A new `rotor.dev/revoke` token: replace the credential and revoke both old slots.
+    Emergency,
 }
 
 impl Trigger {
@@ -39,6 +41,7 @@ impl Trigger {
             Self::TargetMissing => "targetMissing",
             Self::Schedule => "schedule",
             Self::Retry => "retry",
+            Self::Emergency => "emergency",
         }
     }
 }
@@ -55,6 +58,8 @@ pub struct Observed<'a> {
     pub failed_attempts: u32,
     pub rotate_token: Option<&'a str>,
     pub handled_token: Option<&'a str>,
+    pub revoke_token: Option<&'a str>,
+    pub handled_revoke_token: Option<&'a str>,
 }
 
 /// What to do now.
@@ -106,6 +111,13 @@ pub fn retry_backoff(failed_attempts: u32) -> Duration {
 /// storm); then a started rotation is finished before anything else.
 pub fn decide(o: &Observed<'_>, schedule: &Schedule) -> Decision {
     let new_token = o.rotate_token.is_some_and(|t| Some(t) != o.handled_token);
+    // An emergency goes first: a leaked credential must not wait for a backoff.
+    if o.revoke_token
+        .is_some_and(|t| Some(t) != o.handled_revoke_token)
+        && o.has_active
+    {
+        return Decision::Rotate(Trigger::Emergency);
+    }
     if o.failed_attempts > 0 {
         if new_token {
             return Decision::Rotate(Trigger::Manual);
@@ -166,7 +178,31 @@ mod tests {
             failed_attempts: 0,
             rotate_token: None,
             handled_token: None,
+            revoke_token: None,
+            handled_revoke_token: None,
         }
+    }
+
+    #[test]
+    fn emergency_revoke_goes_first_and_once() {
+        let o = Observed {
+            revoke_token: Some("leak"),
+            failed_attempts: 2,
+            ..observed(t(4, 0))
+        };
+        assert_eq!(
+            decide(&o, &sched(true)),
+            Decision::Rotate(Trigger::Emergency)
+        );
+        let handled = Observed {
+            handled_revoke_token: Some("leak"),
+            failed_attempts: 0,
+            ..o
+        };
+        assert!(matches!(
+            decide(&handled, &sched(true)),
+            Decision::WaitUntil(_)
+        ));
     }
 
     fn sched(auto: bool) -> Schedule {

@@ -366,6 +366,11 @@ impl Operator {
         .args(extra)
         .env("KUBECONFIG", &plane.kubeconfig)
         .env("ROTOR_LOG", "info,rotor=debug")
+        // Its own operator namespace: each test gets its own vault KEK Secret.
+        .env(
+            "POD_NAMESPACE",
+            namespace.split(',').next().unwrap_or(namespace),
+        )
         .envs(env.iter().copied())
         .stdout(file.try_clone().unwrap())
         .stderr(file)

@@ -1,0 +1,531 @@
+//! One rotation, step by step, each step idempotent and recorded before the next:
+//! intent in status → revoke the target slot's old credential → issue (kept in the
+//! vault at once) → test → admin credential (single-phase) → target Secret → flip →
+//! mark revoked entries, clean up, sweep orphans.
+
+use super::credentials::{self, PendingAdminKey};
+use super::failpoint;
+use super::reconcile::{Run, describe_active, requeue_at};
+use super::secret::{self, Target};
+use super::status::{self, Reason};
+use super::validate::ValidSpec;
+use super::{Error, ROTATE_TOKEN_PREFIX};
+use crate::api::{InFlightRotation, REVOKE_ANNOTATION, ROTATE_ANNOTATION, Strategy};
+use crate::providers::{Credential, NameParts, Stash};
+use crate::rotation::{self, Observer, Slot, Step, Trigger};
+use crate::vault::{AuditRecord, Vault};
+use async_trait::async_trait;
+use chrono::Utc;
+use kube::ResourceExt;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use std::collections::BTreeMap;
+use tracing::{info, warn};
+
+/// Keeps every issued credential in the vault, then in the next stash (Convox's
+/// pending admin key), before the provider lets anything use it.
+struct KeepInVault<'a> {
+    vault: &'a Vault,
+    name: &'a str,
+    slot: u8,
+    sequence: u64,
+    next: Option<PendingAdminKey<'a>>,
+}
+
+#[async_trait]
+impl Stash for KeepInVault<'_> {
+    async fn keep(&self, credential: &Credential) -> Result<(), String> {
+        failpoint::reached("before_vault", self.sequence).await;
+        self.vault
+            .put(self.name, self.slot, credential)
+            .await
+            .map_err(|e| format!("vault: {e}"))?;
+        failpoint::reached("after_vault", self.sequence).await;
+        match &self.next {
+            Some(next) => next.keep(credential).await,
+            None => Ok(()),
+        }
+    }
+}
+
+/// Writes the audit trail as the steps happen, and hosts the crash points between them.
+struct Audit<'a> {
+    vault: &'a Vault,
+    actor: &'a str,
+    sequence: u64,
+    old_fingerprint: Option<String>,
+}
+
+impl Audit<'_> {
+    async fn record(
+        &self,
+        action: &str,
+        credential: Option<&str>,
+        old: Option<String>,
+        new: Option<String>,
+        detail: Option<String>,
+    ) {
+        let record = AuditRecord {
+            time: Utc::now(),
+            actor: self.actor.into(),
+            action: action.into(),
+            credential: credential.map(str::to_string),
+            old_fingerprint: old,
+            new_fingerprint: new,
+            detail,
+        };
+        if let Err(e) = self.vault.audit(record).await {
+            warn!(error = %e, action, "writing the audit trail failed");
+        }
+    }
+}
+
+#[async_trait]
+impl Observer for Audit<'_> {
+    async fn step(&self, step: Step<'_>) {
+        match step {
+            Step::RevokedOld(id) => {
+                self.record(
+                    "revoke",
+                    Some(id),
+                    None,
+                    None,
+                    Some("issued two rotations ago".into()),
+                )
+                .await;
+                failpoint::reached("after_revoke_old", self.sequence).await;
+            }
+            Step::Issued(c) => {
+                self.record("issue", Some(&c.id), None, Some(c.fingerprint()), None)
+                    .await
+            }
+            Step::Resumed(c) => {
+                self.record(
+                    "issue",
+                    Some(&c.id),
+                    None,
+                    Some(c.fingerprint()),
+                    Some("resumed from the vault".into()),
+                )
+                .await;
+            }
+            Step::Tested(c) => {
+                self.record(
+                    "test",
+                    Some(&c.id),
+                    None,
+                    Some(c.fingerprint()),
+                    Some("passed".into()),
+                )
+                .await;
+                failpoint::reached("after_test", self.sequence).await;
+            }
+            Step::TestFailed(c) => {
+                let detail = Some("failed; the new credential is revoked".into());
+                self.record(
+                    "test",
+                    Some(&c.id),
+                    self.old_fingerprint.clone(),
+                    Some(c.fingerprint()),
+                    detail,
+                )
+                .await;
+            }
+        }
+    }
+}
+
+/// Who asked: a schedule, a person (annotation, or the CLI's token), or the operator.
+fn actor(trigger: Trigger, token: Option<&str>) -> &'static str {
+    match trigger {
+        Trigger::Schedule => "schedule",
+        Trigger::Manual | Trigger::Emergency
+            if token.is_some_and(|t| t.starts_with(ROTATE_TOKEN_PREFIX)) =>
+        {
+            "cli"
+        }
+        Trigger::Manual | Trigger::Emergency => "annotation",
+        _ => "operator",
+    }
+}
+
+impl Run {
+    /// Opens this resource's vault (loading the current KEKs).
+    pub(super) async fn vault(&self) -> Result<Vault, crate::vault::VaultError> {
+        let ring =
+            crate::vault::load_keyring(&self.ctx.client, &self.ctx.settings.operator_namespace)
+                .await?;
+        Ok(Vault::new(&self.ctx.client, &self.sr, ring))
+    }
+
+    pub(super) async fn rotate(
+        &self,
+        spec: &ValidSpec,
+        target: &Target,
+        trigger: Trigger,
+    ) -> Result<Action, Error> {
+        let mut pair = status::slot_pair(&self.old);
+        let plan = pair.plan(spec.strategy);
+        let sequence = self.old.rotation_count + 1;
+        let uid = self.sr.uid().unwrap_or_default();
+        let resumed = self
+            .old
+            .in_flight
+            .as_ref()
+            .filter(|f| f.target_index == plan.target);
+        // Millisecond precision: providers name credentials after it (Convex).
+        let started_at = resumed.map_or_else(Utc::now, |f| f.started_at);
+        let credential_name = match resumed {
+            Some(f) => f.credential_name.clone(),
+            None => spec.provider.credential_name(&NameParts {
+                uid: &uid,
+                sequence,
+                started_at,
+            }),
+        };
+        let annotations = self.sr.annotations();
+        let token = match trigger {
+            Trigger::Emergency => annotations.get(REVOKE_ANNOTATION),
+            _ => annotations.get(ROTATE_ANNOTATION),
+        };
+        let actor = actor(trigger, token.map(String::as_str));
+        let ns = self.sr.namespace().unwrap_or_default();
+        info!(namespace = %ns, name = %self.sr.name_any(), trigger = trigger.as_str(), slot = plan.target, credential = %credential_name, "rotating");
+
+        // 1. Intent, before anything external happens (compare-and-swap on the object).
+        let mut status = self.base_status();
+        status.strategy = Some(spec.strategy);
+        status.in_flight = Some(InFlightRotation {
+            target_index: plan.target,
+            credential_name: credential_name.clone(),
+            trigger: trigger.as_str().into(),
+            started_at,
+        });
+        status.last_rotation_attempted_at = Some(self.now);
+        // Any rotation satisfies a pending request: one token, at most one rotation.
+        if let Some(t) = annotations.get(ROTATE_ANNOTATION) {
+            status.last_handled_rotate_token = Some(t.clone());
+        }
+        if trigger == Trigger::Emergency
+            && let Some(t) = annotations.get(REVOKE_ANNOTATION)
+        {
+            status.last_handled_revoke_token = Some(t.clone());
+        }
+        let message = format!(
+            "rotating ({}): issuing a credential into slot {}",
+            trigger.as_str(),
+            plan.target
+        );
+        status::set_phase(
+            &mut status,
+            Reason::Rotating,
+            message,
+            self.generation(),
+            self.now,
+        );
+        self.write_status(&status).await?;
+        failpoint::reached("after_intent", sequence).await;
+
+        let vault = match self.vault().await {
+            Ok(v) => v,
+            Err(e) => {
+                return self
+                    .fail(
+                        status,
+                        trigger,
+                        format!("the vault is unavailable: {e}"),
+                        false,
+                    )
+                    .await;
+            }
+        };
+        // 2. A dual-phase credential a dead rotation issued and kept is resumed, never
+        // issued twice. (Single-phase providers resume through their pending key.)
+        let mut existing = None;
+        if resumed.is_some() && spec.strategy == Strategy::DualPhase {
+            match vault
+                .get(
+                    &credential_name,
+                    spec.provider.outputs(),
+                    spec.provider.secret_output(),
+                )
+                .await
+            {
+                Ok(Some((_, Ok(credential)))) => existing = Some(credential),
+                Ok(Some((entry, Err(e)))) => {
+                    warn!(credential = %entry.name, error = %e, "the kept credential cannot be opened; revoking it and issuing anew");
+                    let _ = spec.provider.revoke(&entry.id).await;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    return self
+                        .fail(
+                            status,
+                            trigger,
+                            format!("the vault is unavailable: {e}"),
+                            true,
+                        )
+                        .await;
+                }
+            }
+        }
+        let admin = spec.provider.replaces_admin_credential();
+        let stash = KeepInVault {
+            vault: &vault,
+            name: &credential_name,
+            slot: plan.target,
+            sequence,
+            next: admin.map(|admin| PendingAdminKey {
+                secrets: &self.secrets,
+                admin,
+            }),
+        };
+        let active_before = pair.active_slot().cloned();
+        let audit = Audit {
+            vault: &vault,
+            actor,
+            sequence,
+            old_fingerprint: active_before.as_ref().map(|s| s.fingerprint.clone()),
+        };
+        // 3–5. Revoke the target slot's old credential, issue, keep, test.
+        let credential = match rotation::execute(
+            spec.provider.as_ref(),
+            &plan,
+            &credential_name,
+            &stash,
+            existing,
+            &audit,
+        )
+        .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                audit
+                    .record("failure", None, None, None, Some(e.to_string()))
+                    .await;
+                // A single-phase provider may have replaced the credential before
+                // failing: keep the rotation in flight so the retry resumes it.
+                return self
+                    .fail(status, trigger, e.to_string(), admin.is_some())
+                    .await;
+            }
+        };
+        let mut revoked: Vec<String> = plan.revoke_before_issue.iter().cloned().collect();
+        // 6. The admin credential a single-phase provider replaced.
+        if let (Some(admin), Some(value)) =
+            (admin, credential.outputs.get(credential.secret_output))
+            && let Err(e) = credentials::promote_admin(&self.secrets, admin, value).await
+        {
+            let why = format!(
+                "recording the new admin credential in Secret {:?} failed: {e}",
+                admin.name
+            );
+            return self.fail(status, trigger, why, true).await;
+        }
+        // 7. The target Secret.
+        let fingerprint = credential.fingerprint();
+        let previous = match (spec.strategy, trigger) {
+            (Strategy::DualPhase, Trigger::Emergency) | (Strategy::SinglePhase, _) => {
+                BTreeMap::new()
+            }
+            (Strategy::DualPhase, _) => target.active_values(
+                spec,
+                spec.provider.secret_output(),
+                active_before.as_ref().map(|s| s.fingerprint.as_str()),
+            ),
+        };
+        let values = secret::values_of(&credential, spec);
+        if let Err(e) = self
+            .apply_secret(spec, &values, &previous, plan.target, &fingerprint)
+            .await
+        {
+            let why = format!("writing Secret {:?} failed: {e}", self.sr.spec.target.name);
+            return self.fail(status, trigger, why, true).await;
+        }
+        drop(values);
+        failpoint::reached("after_secret", sequence).await;
+
+        // 8. Emergency: the other slot goes too, now that nobody is handed it.
+        if trigger == Trigger::Emergency
+            && let Some(previous_slot) = pair.active_slot().cloned()
+        {
+            match spec.provider.revoke(&previous_slot.id).await {
+                Ok(_) => {
+                    audit
+                        .record(
+                            "revoke",
+                            Some(&previous_slot.id),
+                            Some(previous_slot.fingerprint.clone()),
+                            None,
+                            Some("emergency".into()),
+                        )
+                        .await;
+                    revoked.push(previous_slot.id.clone());
+                    pair.slots[usize::from(pair.active.unwrap_or(0))] = None;
+                }
+                Err(e) => {
+                    let why = format!(
+                        "emergency revoke of {} failed: {e}; the new credential is active",
+                        previous_slot.id
+                    );
+                    audit
+                        .record(
+                            "failure",
+                            Some(&previous_slot.id),
+                            None,
+                            None,
+                            Some(why.clone()),
+                        )
+                        .await;
+                    warn!(%why);
+                }
+            }
+        }
+        // 9. Flip.
+        pair.complete(
+            &plan,
+            Slot {
+                id: credential.id.clone(),
+                fingerprint: fingerprint.clone(),
+                issued_at: self.now,
+            },
+        );
+        status::set_slots(&mut status, &pair);
+        status.in_flight = None;
+        status.failed_attempts = 0;
+        status.rotation_count = sequence;
+        status.last_rotated_at = Some(self.now);
+        status.next_rotation_at = spec.schedule.auto.then(|| {
+            rotation::next_rotation_at(self.now, spec.schedule.interval, spec.schedule.at_utc)
+        });
+        let message = match trigger {
+            Trigger::Emergency => format!(
+                "emergency revoke: slot {} active ({fingerprint}); every older credential revoked",
+                plan.target
+            ),
+            _ => describe_active(&pair, spec.strategy),
+        };
+        status::set_phase(
+            &mut status,
+            Reason::Rotated,
+            message.clone(),
+            self.generation(),
+            self.now,
+        );
+        let vault_status = self.vault_status(&vault, spec).await;
+        status.vault = vault_status;
+        self.write_status(&status).await?;
+        audit
+            .record(
+                "activate",
+                Some(&credential.id),
+                audit.old_fingerprint.clone(),
+                Some(fingerprint.clone()),
+                Some(format!("slot {}", plan.target)),
+            )
+            .await;
+        failpoint::reached("after_flip", sequence).await;
+        info!(namespace = %ns, name = %self.sr.name_any(), trigger = trigger.as_str(), slot = plan.target, %fingerprint, rotation = sequence, "rotated");
+        let reason = if trigger == Trigger::Emergency {
+            "EmergencyRevoked"
+        } else {
+            "Rotated"
+        };
+        self.publish(
+            EventType::Normal,
+            reason,
+            "Rotate",
+            format!("{message} (trigger: {})", trigger.as_str()),
+        )
+        .await;
+        if spec.strategy == Strategy::SinglePhase {
+            self.publish(
+                EventType::Warning,
+                "SinglePhaseRotation",
+                "Rotate",
+                "the previous credential stopped working at this rotation; consumers fail until they reload the Secret".into(),
+            )
+            .await;
+        }
+        // 10. Housekeeping: expiry of revoked entries, and the orphan sweep.
+        let retention =
+            chrono::Duration::from_std(self.ctx.settings.vault_retention).unwrap_or_default();
+        if let Err(e) = vault.mark_revoked(&revoked, retention).await {
+            warn!(error = %e, "marking revoked vault entries failed");
+        }
+        if let Err(e) = vault.cleanup(Utc::now()).await {
+            warn!(error = %e, "vault cleanup failed");
+        }
+        self.sweep(spec, &pair, &vault, &uid).await;
+        self.export_rotation(true);
+        self.export_schedule(&status);
+        Ok(requeue_at(status.next_rotation_at, self.now))
+    }
+
+    /// Revokes credentials rotor created at the provider that are in no slot.
+    async fn sweep(
+        &self,
+        spec: &ValidSpec,
+        pair: &crate::rotation::SlotPair,
+        vault: &Vault,
+        uid: &str,
+    ) {
+        let prefix = spec.provider.name_prefix(uid);
+        let keep: Vec<&str> = pair.slots.iter().flatten().map(|s| s.id.as_str()).collect();
+        let listed = match spec.provider.list_own(&prefix).await {
+            Ok(ids) => ids,
+            Err(e) => {
+                warn!(error = %e, "listing credentials for the orphan sweep failed");
+                return;
+            }
+        };
+        let audit = Audit {
+            vault,
+            actor: "operator",
+            sequence: 0,
+            old_fingerprint: None,
+        };
+        for orphan in listed.iter().filter(|id| !keep.contains(&id.as_str())) {
+            match spec.provider.revoke(orphan).await {
+                Ok(_) => {
+                    info!(credential = %orphan, "revoked an orphaned credential");
+                    audit
+                        .record(
+                            "revoke",
+                            Some(orphan),
+                            None,
+                            None,
+                            Some("orphan sweep".into()),
+                        )
+                        .await;
+                    self.ctx
+                        .metrics
+                        .orphans_swept
+                        .get_or_create(&super::metrics::ProviderLabels {
+                            provider: spec.provider.kind().into(),
+                        })
+                        .inc();
+                }
+                Err(e) => warn!(credential = %orphan, error = %e, "revoking an orphan failed"),
+            }
+        }
+    }
+
+    /// What status says about the vault.
+    pub(super) async fn vault_status(
+        &self,
+        vault: &Vault,
+        spec: &ValidSpec,
+    ) -> Option<crate::api::VaultStatus> {
+        let entries = vault.entries().await.ok()?;
+        let problem = vault
+            .health(spec.provider.outputs(), spec.provider.secret_output())
+            .await
+            .ok()
+            .flatten();
+        Some(crate::api::VaultStatus {
+            entries: entries.len() as u32,
+            problem,
+        })
+    }
+}
