@@ -3,7 +3,7 @@
 tests: there is no helm binary here.
 
   helm.py lint   CHART [VALUES_JSON]             -> the lint report as JSON
-  helm.py render CHART NAMESPACE [VALUES_JSON]   -> the manifests (CRDs first) as YAML
+  helm.py render CHART NAMESPACE [VALUES_JSON] [RELEASE]  -> the manifests as YAML
 """
 import json
 import sys
@@ -27,8 +27,9 @@ def main() -> int:
     if cmd == "render":
         namespace = sys.argv[3]
         values = json.loads(sys.argv[4]) if len(sys.argv) > 4 else None
+        release = sys.argv[5] if len(sys.argv) > 5 else "rotor"
         loaded = helm_python.Chart.load(chart)
-        rendered = loaded.render(values, name="rotor", namespace=namespace, is_install=True)
+        rendered = loaded.render(values, name=release, namespace=namespace, is_install=True)
         docs = []
         for path in sorted(rendered):
             text = rendered[path].strip()

@@ -46,7 +46,17 @@ fn chart() -> String {
 
 /// Renders the chart; returns the documents as JSON values.
 fn render(namespace: &str, values: serde_json::Value) -> (String, Vec<serde_json::Value>) {
-    let yaml = helm(&["render", &chart(), namespace, &values.to_string()]);
+    render_release(namespace, values, "rotor")
+}
+
+/// Renders as release `release` (cluster-scoped names differ per release, so tests
+/// running in parallel do not rebind each other's ClusterRoleBinding).
+fn render_release(
+    namespace: &str,
+    values: serde_json::Value,
+    release: &str,
+) -> (String, Vec<serde_json::Value>) {
+    let yaml = helm(&["render", &chart(), namespace, &values.to_string(), release]);
     let docs = serde_yaml::Deserializer::from_str(&yaml)
         .map(|d| serde_json::to_value(serde_yaml::Value::deserialize(d).unwrap()).unwrap())
         .filter(|v| !v.is_null())
@@ -287,7 +297,7 @@ async fn rbac_is_least_privilege_proven_by_a_run_with_the_chart_token() {
     let client = control_plane().client().await;
     let home = namespace(&client, "rbac-system").await;
     let tenant = namespace(&client, "rbac-tenant").await;
-    let (yaml, _) = render(&home, serde_json::json!({}));
+    let (yaml, _) = render_release(&home, serde_json::json!({}), "rotor-rbac");
     apply_yaml(&client, &home, &yaml).await.unwrap();
 
     // A token for the chart's ServiceAccount, as a pod would have.
@@ -297,7 +307,7 @@ async fn rbac_is_least_privilege_proven_by_a_run_with_the_chart_token() {
     )
     .unwrap();
     let issued: TokenRequest = sas
-        .create_subresource("token", "rotor", &PostParams::default(), &request)
+        .create_subresource("token", "rotor-rbac", &PostParams::default(), &request)
         .await
         .expect("TokenRequest");
     let token = issued.status.unwrap().token;
@@ -355,7 +365,7 @@ async fn rbac_is_least_privilege_proven_by_a_run_with_the_chart_token() {
     );
 
     let role = Api::<ClusterRole>::all(client.clone())
-        .get("rotor")
+        .get("rotor-rbac")
         .await
         .unwrap();
     let granted: Vec<(String, String, Vec<String>)> = role

@@ -239,10 +239,12 @@ impl Run {
                     .await;
             }
         };
-        // 2. A dual-phase credential a dead rotation issued and kept is resumed, never
-        // issued twice. (Single-phase providers resume through their pending key.)
+        // 2. A credential a dead rotation issued and kept is resumed, never issued
+        // twice. Dual-phase: the vendor made it, so it is ours. Single-phase: it may not
+        // have been applied yet, so it counts only if it works (else the provider's own
+        // pending-key logic decides).
         let mut existing = None;
-        if resumed.is_some() && spec.strategy == Strategy::DualPhase {
+        if resumed.is_some() {
             match vault
                 .get(
                     &credential_name,
@@ -251,10 +253,18 @@ impl Run {
                 )
                 .await
             {
-                Ok(Some((_, Ok(credential)))) => existing = Some(credential),
+                Ok(Some((_, Ok(kept)))) => {
+                    let usable = spec.strategy == Strategy::DualPhase
+                        || spec.provider.test(&kept).await.is_ok();
+                    if usable {
+                        existing = Some(kept);
+                    }
+                }
                 Ok(Some((entry, Err(e)))) => {
                     warn!(credential = %entry.name, error = %e, "the kept credential cannot be opened; revoking it and issuing anew");
-                    let _ = spec.provider.revoke(&entry.id).await;
+                    if spec.strategy == Strategy::DualPhase {
+                        let _ = spec.provider.revoke(&entry.id).await;
+                    }
                 }
                 Ok(None) => {}
                 Err(e) => {
