@@ -44,7 +44,16 @@ async fn metrics_and_health_after_a_rotation() {
         s.rotation_status == RotationPhase::Success
     })
     .await;
-    let (code, body) = http_get(&format!("{}/metrics", op.admin_url)).await;
+    // Metrics are exported right after the status commit: poll briefly.
+    let mut scrape = (0, String::new());
+    for _ in 0..50 {
+        scrape = http_get(&format!("{}/metrics", op.admin_url)).await;
+        if scrape.1.contains("rotor_rotations_total") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (code, body) = scrape;
     assert_eq!(code, 200);
     assert!(
         body.contains(r#"rotor_rotations_total{provider="random",result="success"} 1"#),

@@ -425,6 +425,8 @@ impl Run {
         let vault_status = self.vault_status(&vault, spec).await;
         status.vault = vault_status;
         self.write_status(&status).await?;
+        self.export_rotation(true);
+        self.export_schedule(&status);
         audit
             .record(
                 "activate",
@@ -467,8 +469,6 @@ impl Run {
             warn!(error = %e, "vault cleanup failed");
         }
         self.sweep(spec, &pair, &vault, &uid).await;
-        self.export_rotation(true);
-        self.export_schedule(&status);
         Ok(requeue_at(status.next_rotation_at, self.now))
     }
 

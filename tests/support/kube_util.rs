@@ -153,7 +153,8 @@ pub async fn event_reasons(client: &Client, ns: &str, name: &str) -> Vec<String>
         .collect()
 }
 
-/// Fails when any `values` occurs in the operator's log, the Events, or the status.
+/// Fails when any `values` occurs in the operator's log, the Events, the status or the
+/// audit trail (which every rotation writes).
 pub async fn assert_no_leak(client: &Client, ns: &str, name: &str, log: &str, values: &[String]) {
     let status = Api::<SecretRotation>::namespaced(client.clone(), ns)
         .get(name)
@@ -162,7 +163,14 @@ pub async fn assert_no_leak(client: &Client, ns: &str, name: &str, log: &str, va
         .status;
     let status = serde_json::to_string(&status).unwrap();
     let events = serde_json::to_string(&events_for(client, ns, name).await).unwrap();
+    let trail = rotor::vault::read_audit(client, ns, name).await.unwrap();
+    assert!(!trail.is_empty(), "{name} has an audit trail");
+    let audit = serde_json::to_string(&trail).unwrap();
     for v in values {
+        assert!(
+            !audit.contains(v.as_str()),
+            "a credential value appears in the audit trail"
+        );
         assert!(
             v.len() >= 8,
             "scanning for a value too short to be meaningful"
