@@ -91,6 +91,9 @@ say "Events"
 kubectl get events.events.k8s.io --field-selector regarding.name=session-key -o custom-columns=TYPE:.type,REASON:.reason,NOTE:.note 2>/dev/null \
   || kubectl get events --field-selector involvedObject.name=session-key
 
+say "rotor audit session-key   (every step, fingerprints only)"
+"$ROTOR" audit session-key -n $NS
+
 if [[ -n "${DEMO_SECONDS:-}" ]]; then
   sleep "$DEMO_SECONDS"
 else
