@@ -4,53 +4,12 @@
 
 mod support;
 
-use rotor::api::{RotationPhase, SecretRotation};
+use rotor::api::RotationPhase;
 use support::fakes::{self, Knobs};
+use support::scenario::*;
 use support::*;
 
 /// Flags for an operator talking to fakes on 127.0.0.1, with short waits.
-const FAST: &[&str] = &[
-    "--allow-private-endpoints",
-    "--http-backoff",
-    "50ms",
-    "--http-max-retries",
-    "2",
-    "--poll-interval",
-    "100ms",
-    "--update-timeout",
-    "15s",
-];
-
-async fn rotate(
-    client: &kube::Client,
-    ns: &str,
-    name: &str,
-    token: &str,
-    expected_count: u64,
-) -> SecretRotation {
-    patch_rotation(
-        client,
-        ns,
-        name,
-        serde_json::json!({"metadata": {"annotations": {"rotor.dev/rotate": token}}}),
-    )
-    .await;
-    wait_status(
-        client,
-        ns,
-        name,
-        60,
-        &format!("rotation {expected_count}"),
-        |s| s.rotation_count == expected_count && s.rotation_status == RotationPhase::Success,
-    )
-    .await
-}
-
-async fn value(client: &kube::Client, ns: &str, secret: &str, key: &str) -> Option<String> {
-    get_secret(client, ns, secret)
-        .await
-        .and_then(|s| secret_value(&s, key))
-}
 
 #[tokio::test]
 async fn supabase_sample_rotates_keys_at_the_vendor() {
@@ -83,10 +42,7 @@ async fn supabase_sample_rotates_keys_at_the_vendor() {
     }
     assert_eq!(s1.slots[0].fingerprint, rotor::rotation::fingerprint(&k1));
 
-    let s2 = rotate(&client, &ns, "supabase-secret-key", "r2", 2)
-        .await
-        .status
-        .unwrap();
+    let s2 = rotate(&client, &ns, "supabase-secret-key", "r2", 2).await;
     let k2 = value(&client, &ns, "supabase-secret-key", "SUPABASE_SECRET_KEY")
         .await
         .unwrap();
@@ -110,10 +66,7 @@ async fn supabase_sample_rotates_keys_at_the_vendor() {
         );
         assert_eq!(vendor.live().len(), 2);
     }
-    let s3 = rotate(&client, &ns, "supabase-secret-key", "r3", 3)
-        .await
-        .status
-        .unwrap();
+    let s3 = rotate(&client, &ns, "supabase-secret-key", "r3", 3).await;
     {
         let vendor = fake.lock();
         assert_eq!(vendor.creates, 3, "exactly one key per rotation");

@@ -285,7 +285,11 @@ fn the_crd_is_the_same_bytes_everywhere() {
 /// The rules a full rotation needed, as the chart grants them. A widening of the
 /// ClusterRole shows up here as a diff.
 const EXPECTED_CLUSTER_RULES: &[(&str, &str, &[&str])] = &[
-    ("rotor.dev", "secretrotations", &["get", "list", "watch"]),
+    (
+        "rotor.dev",
+        "secretrotations",
+        &["get", "list", "watch", "patch"],
+    ),
     ("rotor.dev", "secretrotations/status", &["patch"]),
     ("rotor.dev", "secretrotations/finalizers", &["update"]),
     ("", "secrets", &["get", "list", "watch", "create", "patch"]),
@@ -357,6 +361,41 @@ async fn rbac_is_least_privilege_proven_by_a_run_with_the_chart_token() {
     assert_eq!(
         wait_events(&client, &tenant, "session-key", 2, 10).await,
         vec!["Rotated", "Rotated"]
+    );
+    // deletionPolicy Revoke: the finalizer is added, then removed after revoking.
+    patch_rotation(
+        &client,
+        &tenant,
+        "session-key",
+        serde_json::json!({"spec": {"deletionPolicy": "Revoke"}}),
+    )
+    .await;
+    let api: Api<SecretRotation> = Api::namespaced(client.clone(), &tenant);
+    for _ in 0..150 {
+        if api
+            .get("session-key")
+            .await
+            .unwrap()
+            .metadata
+            .finalizers
+            .is_some()
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    api.delete("session-key", &Default::default())
+        .await
+        .unwrap();
+    for _ in 0..150 {
+        if api.get_opt("session-key").await.unwrap().is_none() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(
+        api.get_opt("session-key").await.unwrap().is_none(),
+        "deleted through the finalizer"
     );
     let logs = op.logs();
     assert!(

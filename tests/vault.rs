@@ -8,55 +8,15 @@ mod support;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
-use rotor::api::{RotationPhase, SecretRotation};
+use rotor::api::SecretRotation;
 use std::time::Duration;
 use support::fakes;
+use support::scenario::*;
 use support::*;
 
-const FAST: &[&str] = &[
-    "--allow-private-endpoints",
-    "--http-backoff",
-    "50ms",
-    "--http-max-retries",
-    "2",
-    "--poll-interval",
-    "100ms",
-    "--update-timeout",
-    "15s",
-];
 const NAME: &str = "supabase-secret-key";
 const TARGET: &str = "supabase-secret-key";
 const KEY: &str = "SUPABASE_SECRET_KEY";
-
-async fn value(client: &kube::Client, ns: &str, secret: &str, key: &str) -> Option<String> {
-    get_secret(client, ns, secret)
-        .await
-        .and_then(|s| secret_value(&s, key))
-}
-
-async fn request(client: &kube::Client, ns: &str, name: &str, annotation: &str, token: &str) {
-    patch_rotation(
-        client,
-        ns,
-        name,
-        serde_json::json!({"metadata": {"annotations": {annotation: token}}}),
-    )
-    .await;
-}
-
-async fn rotated(
-    client: &kube::Client,
-    ns: &str,
-    name: &str,
-    count: u64,
-) -> rotor::api::SecretRotationStatus {
-    wait_status(client, ns, name, 60, &format!("rotation {count}"), |s| {
-        s.rotation_count == count && s.rotation_status == RotationPhase::Success
-    })
-    .await
-    .status
-    .unwrap()
-}
 
 /// Waits until the operator stops at its failpoint, then SIGKILLs it.
 async fn kill_at_failpoint(op: &Operator, point: &str) {
@@ -73,14 +33,6 @@ async fn kill_at_failpoint(op: &Operator, point: &str) {
     );
 }
 
-async fn supabase_setup(client: &kube::Client, ns: &str, fake: &fakes::Fake<fakes::Supabase>) {
-    let admin = fake.lock().admin_token.clone();
-    let manifest = sample("supabase.yaml")
-        .replace("https://api.supabase.com", &fake.url)
-        .replace("sbp_REPLACE_WITH_YOUR_PERSONAL_ACCESS_TOKEN", &admin);
-    apply_yaml(client, ns, &manifest).await.unwrap();
-}
-
 /// Two good rotations, then a third killed at `point`, then a restart: the third
 /// completes exactly once, the Secret holds a live key, the vendor holds exactly the
 /// two slot keys, the status tells the truth.
@@ -90,7 +42,7 @@ async fn dual_phase_crash_at(point: &str) {
     let fake = fakes::supabase("abcdefghijklmnopqrst").await;
     let crash = format!("{point}@3");
     let op = Operator::start_env(&ns, FAST, &[("ROTOR_TEST_CRASH_AT", crash.as_str())]);
-    supabase_setup(&client, &ns, &fake).await;
+    apply_supabase_sample(&client, &ns, &fake).await;
     rotated(&client, &ns, NAME, 1).await;
     request(&client, &ns, NAME, "rotor.dev/rotate", "two").await;
     let s2 = rotated(&client, &ns, NAME, 2).await;
@@ -262,7 +214,7 @@ async fn emergency_revoke_leaves_exactly_one_valid_key() {
     let ns = namespace(&client, "emergency").await;
     let fake = fakes::supabase("abcdefghijklmnopqrst").await;
     let _op = Operator::start_with(&ns, FAST);
-    supabase_setup(&client, &ns, &fake).await;
+    apply_supabase_sample(&client, &ns, &fake).await;
     rotated(&client, &ns, NAME, 1).await;
     request(&client, &ns, NAME, "rotor.dev/rotate", "two").await;
     rotated(&client, &ns, NAME, 2).await;
@@ -327,7 +279,7 @@ async fn orphans_are_swept_and_counted() {
     let ns = namespace(&client, "sweep").await;
     let fake = fakes::supabase("abcdefghijklmnopqrst").await;
     let op = Operator::start_with(&ns, FAST);
-    supabase_setup(&client, &ns, &fake).await;
+    apply_supabase_sample(&client, &ns, &fake).await;
     let s1 = rotated(&client, &ns, NAME, 1).await;
     // A key of this resource that is in no slot (what a rotation killed between the
     // vendor's answer and the vault leaves behind), and one of somebody else.
@@ -389,7 +341,7 @@ async fn the_vault_keeps_values_encrypted_expires_revoked_entries_and_survives_k
     let ns = namespace(&client, "vault").await;
     let fake = fakes::supabase("abcdefghijklmnopqrst").await;
     let _op = Operator::start_with(&ns, &[FAST, &["--vault-retention", "1s"]].concat());
-    supabase_setup(&client, &ns, &fake).await;
+    apply_supabase_sample(&client, &ns, &fake).await;
     let s = rotated(&client, &ns, NAME, 1).await;
     assert_eq!(
         s.vault.as_ref().map(|v| (v.entries, v.problem.clone())),
@@ -535,4 +487,84 @@ async fn the_vault_keeps_values_encrypted_expires_revoked_entries_and_survives_k
 fn base64_of(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[tokio::test]
+async fn deletion_policy_revoke_revokes_both_slots_and_retain_keeps_them() {
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "deletion").await;
+    let fake = fakes::supabase("abcdefghijklmnopqrst").await;
+    let _op = Operator::start_with(&ns, FAST);
+    apply_supabase_sample(&client, &ns, &fake).await;
+    rotated(&client, &ns, NAME, 1).await;
+    rotate(&client, &ns, NAME, "two", 2).await;
+    let api: Api<SecretRotation> = Api::namespaced(client.clone(), &ns);
+
+    // Retain (the default): deleting keeps both keys working.
+    let retained = api.get(NAME).await.unwrap();
+    assert!(
+        retained.metadata.finalizers.is_none(),
+        "no finalizer with Retain"
+    );
+    // Revoke: a finalizer holds the deletion until both slots are revoked.
+    patch_rotation(
+        &client,
+        &ns,
+        NAME,
+        serde_json::json!({"spec": {"deletionPolicy": "Revoke"}}),
+    )
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while api.get(NAME).await.unwrap().metadata.finalizers.is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the finalizer was never added"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(fake.lock().live().len(), 2);
+    api.delete(NAME, &Default::default()).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while api.get_opt(NAME).await.unwrap().is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "deletion never completed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        fake.lock().live().is_empty(),
+        "both slots revoked before the resource went away"
+    );
+    let reasons = event_reasons(&client, &ns, NAME).await;
+    assert!(
+        reasons.contains(&"RevokedOnDelete".to_string()),
+        "{reasons:?}"
+    );
+
+    // Retain: a second resource deleted without the policy leaves its key alive.
+    let manifest = sample("supabase.yaml")
+        .replace("https://api.supabase.com", &fake.url)
+        .replace(
+            "sbp_REPLACE_WITH_YOUR_PERSONAL_ACCESS_TOKEN",
+            &fake.lock().admin_token.clone(),
+        )
+        .replace("name: supabase-secret-key\nspec", "name: kept\nspec")
+        .replace(
+            "    name: supabase-secret-key\n    keepPrevious",
+            "    name: kept-secret\n    keepPrevious",
+        );
+    apply_yaml(&client, &ns, &manifest).await.unwrap();
+    rotated(&client, &ns, "kept", 1).await;
+    api.delete("kept", &Default::default()).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while api.get_opt("kept").await.unwrap().is_some() {
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        fake.lock().live().len(),
+        1,
+        "Retain keeps the credential working"
+    );
 }

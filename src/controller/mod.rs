@@ -2,6 +2,7 @@
 //! Secrets rotor owns, reconcile, write Secrets and status, publish Events.
 
 pub mod credentials;
+pub mod deletion;
 mod failpoint;
 pub mod metrics;
 pub mod plan;

@@ -52,6 +52,9 @@ async fn reconcile_fresh(cached: Arc<SecretRotation>, ctx: Arc<Context>) -> Resu
         sr: Arc::new(sr),
         ctx,
     };
+    if let Some(done) = run.sync_finalizer().await? {
+        return Ok(done);
+    }
     let secrets = match credentials::resolve(&run.sr, &run.secrets).await {
         Ok(s) => s,
         Err(Unresolved::Spec(e)) => return run.invalid_spec(e).await,

@@ -11,6 +11,7 @@
 pub mod fakes;
 pub mod kube_util;
 pub mod postgres;
+pub mod scenario;
 
 use std::io::Write;
 use std::net::TcpListener;

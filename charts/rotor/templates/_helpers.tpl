@@ -34,7 +34,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "rotor.watchRules" -}}
 - apiGroups: ["rotor.dev"]
   resources: ["secretrotations"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["rotor.dev"]
   resources: ["secretrotations/status"]
   verbs: ["patch"]

@@ -1,0 +1,68 @@
+//! Steps the provider and vault tests share.
+
+use super::fakes;
+use super::kube_util::*;
+use kube::Client;
+use rotor::api::{RotationPhase, SecretRotationStatus};
+
+/// Operator flags for talking to fakes on 127.0.0.1 with short waits.
+pub const FAST: &[&str] = &[
+    "--allow-private-endpoints",
+    "--http-backoff",
+    "50ms",
+    "--http-max-retries",
+    "2",
+    "--poll-interval",
+    "100ms",
+    "--update-timeout",
+    "15s",
+];
+
+/// The value under `key` in Secret `secret`.
+pub async fn value(client: &Client, ns: &str, secret: &str, key: &str) -> Option<String> {
+    get_secret(client, ns, secret)
+        .await
+        .and_then(|s| secret_value(&s, key))
+}
+
+/// Sets a request annotation (`rotor.dev/rotate`, `rotor.dev/revoke`, ...).
+pub async fn request(client: &Client, ns: &str, name: &str, annotation: &str, token: &str) {
+    patch_rotation(
+        client,
+        ns,
+        name,
+        serde_json::json!({"metadata": {"annotations": {annotation: token}}}),
+    )
+    .await;
+}
+
+/// Waits for the `count`-th completed rotation.
+pub async fn rotated(client: &Client, ns: &str, name: &str, count: u64) -> SecretRotationStatus {
+    wait_status(client, ns, name, 60, &format!("rotation {count}"), |s| {
+        s.rotation_count == count && s.rotation_status == RotationPhase::Success
+    })
+    .await
+    .status
+    .unwrap()
+}
+
+/// Asks for one rotation and waits until it is the `count`-th.
+pub async fn rotate(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    token: &str,
+    count: u64,
+) -> SecretRotationStatus {
+    request(client, ns, name, "rotor.dev/rotate", token).await;
+    rotated(client, ns, name, count).await
+}
+
+/// Applies the Supabase sample pointed at `fake`.
+pub async fn apply_supabase_sample(client: &Client, ns: &str, fake: &fakes::Fake<fakes::Supabase>) {
+    let admin = fake.lock().admin_token.clone();
+    let manifest = sample("supabase.yaml")
+        .replace("https://api.supabase.com", &fake.url)
+        .replace("sbp_REPLACE_WITH_YOUR_PERSONAL_ACCESS_TOKEN", &admin);
+    apply_yaml(client, ns, &manifest).await.unwrap();
+}
