@@ -101,15 +101,8 @@ async fn supabase_ready(
     ns: &str,
     fake: &fakes::Fake<fakes::Supabase>,
 ) -> String {
-    let admin = fake.lock().admin_token.clone();
-    let manifest = sample("supabase.yaml")
-        .replace("https://api.supabase.com", &fake.url)
-        .replace("sbp_REPLACE_WITH_YOUR_PERSONAL_ACCESS_TOKEN", &admin);
-    apply_yaml(client, ns, &manifest).await.unwrap();
-    wait_status(client, ns, "supabase-secret-key", 60, "rotated", |s| {
-        s.rotation_count == 1
-    })
-    .await;
+    apply_supabase_sample(client, ns, fake).await;
+    rotated(client, ns, "supabase-secret-key", 1).await;
     value(client, ns, "supabase-secret-key", "SUPABASE_SECRET_KEY")
         .await
         .unwrap()
@@ -299,12 +292,7 @@ async fn convex_sample_rotates_tokens_and_tests_with_the_new_one() {
         .replace("https://api.convex.dev", &fake.url)
         .replace("REPLACE_WITH_YOUR_CONVEX_ACCESS_TOKEN", &admin);
     apply_yaml(&client, &ns, &manifest).await.unwrap();
-    let s1 = wait_status(&client, &ns, "convex-deploy-key", 60, "rotated", |s| {
-        s.rotation_count == 1
-    })
-    .await
-    .status
-    .unwrap();
+    let s1 = rotated(&client, &ns, "convex-deploy-key", 1).await;
     let t1 = value(&client, &ns, "convex-deploy-key", "CONVEX_ACCESS_KEY")
         .await
         .unwrap();
@@ -359,12 +347,7 @@ async fn convox_sample_replaces_the_rack_key_and_keeps_it() {
         .replace("https://rack.example.com", &fake.url)
         .replace("REPLACE_WITH_THE_CURRENT_RACK_API_KEY", initial);
     apply_yaml(&client, &ns, &manifest).await.unwrap();
-    let s = wait_status(&client, &ns, "convox-rack-key", 60, "rotated", |s| {
-        s.rotation_count == 1
-    })
-    .await
-    .status
-    .unwrap();
+    let s = rotated(&client, &ns, "convox-rack-key", 1).await;
     let k1 = value(&client, &ns, "convox-rack-key", "CONVOX_PASSWORD")
         .await
         .unwrap();
@@ -498,12 +481,7 @@ async fn http_sample_issues_tests_and_revokes_through_configured_requests() {
         .replace("https://api.example.com", &fake.url)
         .replace("REPLACE_WITH_AN_ADMIN_TOKEN", &admin);
     apply_yaml(&client, &ns, &manifest).await.unwrap();
-    let s1 = wait_status(&client, &ns, "partner-api-key", 60, "rotated", |s| {
-        s.rotation_count == 1
-    })
-    .await
-    .status
-    .unwrap();
+    let s1 = rotated(&client, &ns, "partner-api-key", 1).await;
     let k1 = value(&client, &ns, "partner-api-key", "PARTNER_API_KEY")
         .await
         .unwrap();
