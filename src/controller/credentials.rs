@@ -20,6 +20,33 @@ pub enum Unresolved {
     Kube(kube::Error),
 }
 
+impl std::fmt::Display for Unresolved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Spec(e) => write!(f, "invalid spec: {e}"),
+            Self::Missing(why) => f.write_str(why),
+            Self::Kube(e) => write!(f, "Kubernetes API: {e}"),
+        }
+    }
+}
+
+/// The first step of every reconcile, of `rotor plan` and of revoke-on-delete:
+/// resolve the provider's Secrets and validate the spec into a checked value.
+pub async fn prepare(
+    sr: &SecretRotation,
+    secrets: &Api<Secret>,
+    http: &crate::providers::HttpClient,
+) -> Result<super::validate::ValidSpec, Unresolved> {
+    let resolved = resolve(sr, secrets).await?;
+    let uid = sr.uid().unwrap_or_default();
+    let build = crate::providers::BuildContext {
+        secrets: &resolved,
+        http,
+        uid: &uid,
+    };
+    super::validate::validate(&sr.spec, &build).map_err(Unresolved::Spec)
+}
+
 /// Reads every Secret key the provider names.
 pub async fn resolve(sr: &SecretRotation, secrets: &Api<Secret>) -> Result<Secrets, Unresolved> {
     let ns = sr.namespace().unwrap_or_default();

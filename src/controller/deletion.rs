@@ -3,11 +3,9 @@
 //! slots are revoked at the provider, and says so in an Event.
 
 use super::Error;
-use super::credentials::{self, Unresolved};
+use super::credentials;
 use super::reconcile::Run;
-use super::validate;
 use crate::api::DeletionPolicy;
-use crate::providers::BuildContext;
 use kube::ResourceExt;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -74,26 +72,16 @@ impl Run {
         let slots = super::status::slot_pair(&self.old);
         let ids: Vec<String> = slots.slots.iter().flatten().map(|s| s.id.clone()).collect();
         let outcome = async {
-            let secrets = match credentials::resolve(&self.sr, &self.secrets).await {
-                Ok(s) => s,
-                Err(Unresolved::Spec(e)) => return Err(e.to_string()),
-                Err(Unresolved::Missing(why)) => return Err(why),
-                Err(Unresolved::Kube(e)) => return Err(e.to_string()),
-            };
-            let uid = self.sr.uid().unwrap_or_default();
-            let build = BuildContext {
-                secrets: &secrets,
-                http: &self.ctx.http,
-                uid: &uid,
-            };
-            let spec = validate::validate(&self.sr.spec, &build).map_err(|e| e.to_string())?;
+            let spec = credentials::prepare(&self.sr, &self.secrets, &self.ctx.http)
+                .await
+                .map_err(|e| e.to_string())?;
             for id in &ids {
                 spec.provider
                     .revoke(id)
                     .await
                     .map_err(|e| format!("revoking {id}: {e}"))?;
             }
-            Ok(())
+            Ok::<(), String>(())
         }
         .await;
         match outcome {

@@ -4,9 +4,9 @@
 use super::credentials::{self, Unresolved};
 use super::reconcile::observe;
 use super::secret::Target;
-use super::validate;
+
 use crate::api::SecretRotation;
-use crate::providers::{BuildContext, HttpClient, HttpSettings};
+use crate::providers::{HttpClient, HttpSettings};
 use crate::rotation::{self, Decision};
 use chrono::Utc;
 use k8s_openapi::api::core::v1::Secret;
@@ -40,7 +40,11 @@ pub async fn plan(
         None => api.list(&ListParams::default()).await?.items,
     };
     items.sort_by_key(|sr| (sr.namespace(), sr.name_any()));
-    let http = HttpClient::new(HttpSettings::default());
+    // Endpoint checks belong to the running operator's flags; plan judges the rest.
+    let http = HttpClient::new(HttpSettings {
+        allow_private_endpoints: true,
+        ..HttpSettings::default()
+    });
     let mut rows = Vec::new();
     for sr in items {
         let ns = sr.namespace().unwrap_or_default();
@@ -67,30 +71,13 @@ async fn describe(
     secrets: &Api<Secret>,
     http: &HttpClient,
 ) -> Result<String, kube::Error> {
-    let resolved = match credentials::resolve(sr, secrets).await {
-        Ok(r) => r,
-        Err(Unresolved::Spec(e)) => return Ok(format!("nothing: invalid spec: {e}")),
+    let spec = match credentials::prepare(sr, secrets, http).await {
+        Ok(spec) => spec,
+        Err(e @ Unresolved::Spec(_)) => return Ok(format!("nothing: {e}")),
         Err(Unresolved::Missing(why)) => {
             return Ok(format!("nothing until the credentials exist: {why}"));
         }
         Err(Unresolved::Kube(e)) => return Err(e),
-    };
-    let uid = sr.uid().unwrap_or_default();
-    // Endpoint checks belong to the running operator's flags; plan judges the rest.
-    let lenient = HttpClient::new(HttpSettings {
-        allow_private_endpoints: true,
-        ..http.settings.clone()
-    });
-    let spec = match validate::validate(
-        &sr.spec,
-        &BuildContext {
-            secrets: &resolved,
-            http: &lenient,
-            uid: &uid,
-        },
-    ) {
-        Ok(s) => s,
-        Err(e) => return Ok(format!("nothing: invalid spec: {e}")),
     };
     let target = Target::classify(secrets.get_opt(&sr.spec.target.name).await?, sr);
     if matches!(target, Target::Foreign) {

@@ -3,10 +3,9 @@
 use super::credentials::{self, Unresolved};
 use super::secret::{self, Target};
 use super::status::{self, Reason};
-use super::validate::{self, SpecError, ValidSpec};
+use super::validate::{SpecError, ValidSpec};
 use super::{Context, Error};
 use crate::api::{ROTATE_ANNOTATION, SecretRotation, SecretRotationStatus, Strategy};
-use crate::providers::BuildContext;
 use crate::rotation::{self, Decision, Observed, Trigger};
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use k8s_openapi::api::core::v1::Secret;
@@ -55,21 +54,11 @@ async fn reconcile_fresh(cached: Arc<SecretRotation>, ctx: Arc<Context>) -> Resu
     if let Some(done) = run.sync_finalizer().await? {
         return Ok(done);
     }
-    let secrets = match credentials::resolve(&run.sr, &run.secrets).await {
-        Ok(s) => s,
+    let spec = match credentials::prepare(&run.sr, &run.secrets, &run.ctx.http).await {
+        Ok(spec) => spec,
         Err(Unresolved::Spec(e)) => return run.invalid_spec(e).await,
         Err(Unresolved::Missing(why)) => return run.credentials_missing(why).await,
         Err(Unresolved::Kube(e)) => return Err(e.into()),
-    };
-    let uid = run.sr.uid().unwrap_or_default();
-    let build = BuildContext {
-        secrets: &secrets,
-        http: &run.ctx.http,
-        uid: &uid,
-    };
-    let spec = match validate::validate(&run.sr.spec, &build) {
-        Ok(spec) => spec,
-        Err(e) => return run.invalid_spec(e).await,
     };
     let existing = run.secrets.get_opt(&run.sr.spec.target.name).await?;
     let target = Target::classify(existing, &run.sr);

@@ -527,14 +527,12 @@ impl Run {
         vault: &Vault,
         spec: &ValidSpec,
     ) -> Option<crate::api::VaultStatus> {
-        let entries = vault.entries().await.ok()?;
-        let problem = vault
-            .health(spec.provider.outputs(), spec.provider.secret_output())
+        let (entries, problem) = vault
+            .summary(spec.provider.outputs(), spec.provider.secret_output())
             .await
-            .ok()
-            .flatten();
+            .ok()?;
         Some(crate::api::VaultStatus {
-            entries: entries.len() as u32,
+            entries: entries as u32,
             problem,
         })
     }

@@ -363,24 +363,23 @@ impl Vault {
         Ok(removed)
     }
 
-    /// The first entry that cannot be opened, as the status should say it.
-    pub async fn health(
+    /// How many entries there are, and the first unrevoked one that cannot be opened
+    /// (as status should say it) — from one read of the vault Secret.
+    pub async fn summary(
         &self,
         outputs: &'static [&'static str],
         secret_output: &'static str,
-    ) -> Result<Option<String>, VaultError> {
-        for entry in self.entries().await? {
-            if entry.revoked_at.is_some() {
-                continue;
-            }
-            if let Err(e) = self.open(&entry, outputs, secret_output) {
-                return Ok(Some(format!(
-                    "vault entry {} (slot {}): {e}",
-                    entry.name, entry.slot
-                )));
-            }
-        }
-        Ok(None)
+    ) -> Result<(usize, Option<String>), VaultError> {
+        let entries = self.entries().await?;
+        let problem = entries
+            .iter()
+            .filter(|e| e.revoked_at.is_none())
+            .find_map(|entry| {
+                self.open(entry, outputs, secret_output)
+                    .err()
+                    .map(|e| format!("vault entry {} (slot {}): {e}", entry.name, entry.slot))
+            });
+        Ok((entries.len(), problem))
     }
 
     /// Appends to the audit trail (and logs the record).
