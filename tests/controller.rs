@@ -568,27 +568,108 @@ async fn restarted_operator_resumes_without_a_second_rotation() {
 }
 
 #[tokio::test]
-async fn deleted_target_secret_is_refilled() {
+async fn damaged_target_secret_is_restored_from_the_vault() {
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::{Patch, PatchParams};
+    use support::scenario::{rotate, rotated, value};
     let client = control_plane().client().await;
-    let ns = namespace(&client, "refill").await;
-    let _op = Operator::start(&ns);
-    apply_yaml(&client, &ns, &rotation_yaml("refill", "refill-secret", ""))
+    let ns = namespace(&client, "restore").await;
+    let name = "restore";
+    let target = "restore-secret";
+    let op = Operator::start(&ns);
+    apply_yaml(&client, &ns, &rotation_yaml(name, target, ""))
         .await
         .unwrap();
-    wait_status(&client, &ns, "refill", 60, "rotated", |s| {
-        s.rotation_count == 1
-    })
+    rotated(&client, &ns, name, 1).await;
+    let before = rotate(&client, &ns, name, "second", 2).await;
+    let token = value(&client, &ns, target, "TOKEN").await.unwrap();
+    let previous = value(&client, &ns, target, "TOKEN_PREVIOUS").await.unwrap();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+
+    // Deleted while the operator runs: the same two credentials come back.
+    secrets.delete(target, &Default::default()).await.unwrap();
+    wait_value(&client, &ns, target, "TOKEN", &token, 30).await;
+    assert_eq!(
+        value(&client, &ns, target, "TOKEN_PREVIOUS")
+            .await
+            .as_deref(),
+        Some(previous.as_str())
+    );
+
+    // Edited by hand: the active credential is put back.
+    secrets
+        .patch(
+            target,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"stringData": {"TOKEN": "typed-by-hand-0001"}})),
+        )
+        .await
+        .unwrap();
+    wait_value(&client, &ns, target, "TOKEN", &token, 30).await;
+
+    // Deleted while no operator runs: the next one restores it and says so.
+    op.kill();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    secrets.delete(target, &Default::default()).await.unwrap();
+    let plan = rotor_cli(&["plan", "-n", &ns, name]);
+    assert!(
+        plan.contains("restore Secret \"restore-secret\" from the vault"),
+        "{plan}"
+    );
+    let op = Operator::start(&ns);
+    wait_value(&client, &ns, target, "TOKEN", &token, 60).await;
+    assert_eq!(
+        value(&client, &ns, target, "TOKEN_PREVIOUS")
+            .await
+            .as_deref(),
+        Some(previous.as_str())
+    );
+    // The note says what happened and that nothing was issued.
+    wait_for_event(
+        &client,
+        &ns,
+        name,
+        "Restored",
+        "was deleted or lost a key: written again from the vault with the active credential",
+        30,
+    )
     .await;
-    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), &ns)
-        .delete("refill-secret", &Default::default())
+    let after = Api::<SecretRotation>::namespaced(client.clone(), &ns)
+        .get(name)
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+    assert_eq!(after.rotation_count, 2, "a restore is not a rotation");
+    assert_eq!(after.active_index, before.active_index);
+    assert_eq!(after.slots, before.slots);
+    let trail = rotor::vault::read_audit(&client, &ns, name).await.unwrap();
+    assert!(
+        trail.iter().any(|r| r.action == "restore"),
+        "the audit trail records the restore: {trail:?}"
+    );
+
+    // The vault gone as well: only a rotation can refill the Secret.
+    op.kill();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    secrets.delete(target, &Default::default()).await.unwrap();
+    secrets
+        .delete(&format!("rotor-vault-{name}"), &Default::default())
         .await
         .unwrap();
-    let s = wait_status(&client, &ns, "refill", 30, "refilled", |s| {
-        s.rotation_count == 2
-    })
-    .await
-    .status
-    .unwrap();
-    assert!(get_secret(&client, &ns, "refill-secret").await.is_some());
-    assert_eq!(s.active_index, 1);
+    let op = Operator::start(&ns);
+    let refilled = rotated(&client, &ns, name, 3).await;
+    assert_eq!(refilled.active_index, 1 - before.active_index);
+    let fresh = value(&client, &ns, target, "TOKEN").await.unwrap();
+    assert!(fresh != token && fresh != previous);
+    wait_for_event(
+        &client,
+        &ns,
+        name,
+        "Rotated",
+        "(trigger: targetMissing)",
+        30,
+    )
+    .await;
+    assert_no_leak(&client, &ns, name, &op.logs(), &[token, previous, fresh]).await;
 }

@@ -174,20 +174,6 @@ async fn two_replicas_one_leader_and_a_takeover_without_double_rotation() {
     eprintln!("leader takeover measured: {takeover:?}");
 }
 
-fn rotor_cli(args: &[&str]) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rotor"))
-        .args(args)
-        .env("KUBECONFIG", &control_plane().kubeconfig)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "rotor {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 fn plan_line<'a>(plan: &'a str, name: &str) -> &'a str {
     plan.lines()
         .find(|l| l.split_whitespace().nth(1) == Some(name))

@@ -195,17 +195,7 @@ single_phase_crash_tests! {
 }
 
 fn audit_text(ns: &str, name: &str) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rotor"))
-        .args(["audit", name, "-n", ns])
-        .env("KUBECONFIG", &control_plane().kubeconfig)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    rotor_cli(&["audit", name, "-n", ns])
 }
 
 #[tokio::test]
@@ -395,17 +385,8 @@ async fn the_vault_keeps_values_encrypted_expires_revoked_entries_and_survives_k
     assert_eq!(entries.keys().filter(|k| k.starts_with("e.")).count(), 3);
 
     // keys rotate: a new KEK version, every DEK re-wrapped, everything still readable.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rotor"))
-        .args(["keys", "rotate", "-n", &ns])
-        .env("KUBECONFIG", &control_plane().kubeconfig)
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && said.starts_with("KEK v2 added"),
-        "{said}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let said = rotor_cli(&["keys", "rotate", "-n", &ns]);
+    assert!(said.starts_with("KEK v2 added"), "{said}");
     let vault = secrets.get(&format!("rotor-vault-{NAME}")).await.unwrap();
     for (k, v) in vault.data.unwrap() {
         if k.starts_with("e.") {

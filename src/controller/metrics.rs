@@ -39,6 +39,7 @@ pub struct Metrics {
     pub next_rotation: Family<ResourceLabels, Gauge<f64, AtomicU64>>,
     pub last_rotated: Family<ResourceLabels, Gauge<f64, AtomicU64>>,
     pub orphans_swept: Family<ProviderLabels, Counter>,
+    pub secret_restores: Family<ProviderLabels, Counter>,
     pub webhook_failures: Counter,
     pub reconcile_errors: Family<ErrorLabels, Counter>,
 }
@@ -84,6 +85,12 @@ impl Default for Metrics {
             "Credentials found at a provider in no slot and revoked",
             orphans_swept.clone(),
         );
+        let secret_restores = Family::<ProviderLabels, Counter>::default();
+        registry.register(
+            "secret_restores",
+            "Target Secrets written again from the vault (deleted, lost a key, or edited)",
+            secret_restores.clone(),
+        );
         let webhook_failures = Counter::default();
         registry.register(
             "webhook_failures",
@@ -104,6 +111,7 @@ impl Default for Metrics {
             next_rotation,
             last_rotated,
             orphans_swept,
+            secret_restores,
             webhook_failures,
             reconcile_errors,
         }
@@ -183,6 +191,11 @@ mod tests {
         m.rotation("supabase", true, 0.3);
         m.rotation("supabase", false, 1.5);
         m.schedule("shop", "key", Some(1_800_000_000.0), Some(1_700_000_000.0));
+        m.secret_restores
+            .get_or_create(&super::ProviderLabels {
+                provider: "random".into(),
+            })
+            .inc();
         let text = m.encode();
         for line in [
             r#"rotor_rotations_total{provider="supabase",result="success"} 1"#,
@@ -191,6 +204,7 @@ mod tests {
             r#"rotor_rotation_duration_seconds_count{provider="supabase"} 2"#,
             r#"rotor_next_rotation_timestamp_seconds{namespace="shop",name="key"} 1800000000.0"#,
             r#"rotor_credential_last_rotated_timestamp_seconds{namespace="shop",name="key"} 1700000000.0"#,
+            r#"rotor_secret_restores_total{provider="random"} 1"#,
             "rotor_webhook_failures_total 0",
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");

@@ -7,6 +7,7 @@ mod failpoint;
 pub mod metrics;
 pub mod plan;
 mod reconcile;
+mod restore;
 mod rotate;
 pub mod secret;
 pub mod status;

@@ -89,6 +89,10 @@ async fn describe(
     let observed = observe(sr, status, target.is_complete(&spec), Utc::now());
     let slot = status.slot_target_description(spec.strategy);
     Ok(match rotation::decide(&observed, &spec.schedule) {
+        Decision::Rotate(rotation::Trigger::TargetMissing) if observed.has_active => format!(
+            "restore Secret {:?} from the vault (rotate now, targetMissing, if the vault lacks the active credential): {slot}",
+            sr.spec.target.name
+        ),
         Decision::Rotate(trigger) => format!("rotate now ({}): {slot}", trigger.as_str()),
         Decision::WaitUntil(at) if status.failed_attempts > 0 => {
             format!(

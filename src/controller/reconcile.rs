@@ -1,6 +1,7 @@
 //! One reconcile: validate → read the target → decide → rotate or settle → status.
 
 use super::credentials::{self, Unresolved};
+use super::restore::Damage;
 use super::secret::{self, Target};
 use super::status::{self, Reason};
 use super::validate::{SpecError, ValidSpec};
@@ -23,6 +24,8 @@ use tracing::warn;
 const CONFLICT_RECHECK: Duration = Duration::from_secs(60);
 /// How often missing admin credentials are looked for again.
 const CREDENTIALS_RECHECK: Duration = Duration::from_secs(30);
+/// When a restored Secret is looked at again (its own watch event usually comes first).
+const RESTORED_RECHECK: Duration = Duration::from_secs(1);
 
 pub async fn reconcile(cached: Arc<SecretRotation>, ctx: Arc<Context>) -> Result<Action, Error> {
     match reconcile_fresh(cached, ctx).await {
@@ -66,7 +69,15 @@ async fn reconcile_fresh(cached: Arc<SecretRotation>, ctx: Arc<Context>) -> Resu
         return run.conflict().await;
     }
     let observed = observe(&run.sr, &run.old, target.is_complete(&spec), run.now);
-    match rotation::decide(&observed, &spec.schedule) {
+    let decision = rotation::decide(&observed, &spec.schedule);
+    // A deleted or incomplete Secret gets the credentials it had back from the vault;
+    // only when the vault cannot give them does a rotation refill it.
+    if decision == Decision::Rotate(Trigger::TargetMissing)
+        && run.restore(&spec, Damage::Missing).await?
+    {
+        return Ok(Action::requeue(RESTORED_RECHECK));
+    }
+    match decision {
         Decision::Rotate(trigger) => run.rotate(&spec, &target, trigger).await,
         Decision::WaitUntil(at) => run.settle(&spec, &target, Some(at)).await,
         Decision::Idle => run.settle(&spec, &target, None).await,
@@ -222,7 +233,10 @@ impl Run {
                 spec.provider.secret_output(),
                 Some(&active.fingerprint),
             );
-            if !values.is_empty() {
+            if values.is_empty() {
+                // Edited by someone else: put the active credential back.
+                self.restore(spec, Damage::Changed).await?;
+            } else {
                 let previous = target.previous_values(spec);
                 self.apply_secret(
                     spec,

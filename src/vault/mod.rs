@@ -363,6 +363,32 @@ impl Vault {
         Ok(removed)
     }
 
+    /// The unrevoked credential with provider id `id` and fingerprint `fingerprint`
+    /// (a slot as status records it), opened. `Ok(None)` when the vault has no such
+    /// entry; the error when it has one that cannot be opened.
+    pub async fn find(
+        &self,
+        id: &str,
+        fingerprint: &str,
+        outputs: &'static [&'static str],
+        secret_output: &'static str,
+    ) -> Result<Option<Result<Credential, OpenError>>, VaultError> {
+        let entries = self.entries().await?;
+        Ok(entries
+            .iter()
+            .find(|e| e.id == id && e.fingerprint == fingerprint && e.revoked_at.is_none())
+            .map(|entry| {
+                self.open(entry, outputs, secret_output).and_then(|c| {
+                    // The AEAD vouches for the bytes; the fingerprint for the slot.
+                    if c.fingerprint() == entry.fingerprint {
+                        Ok(c)
+                    } else {
+                        Err(OpenError::Malformed)
+                    }
+                })
+            }))
+    }
+
     /// How many entries there are, and the first unrevoked one that cannot be opened
     /// (as status should say it) — from one read of the vault Secret.
     pub async fn summary(

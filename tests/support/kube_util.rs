@@ -129,6 +129,61 @@ pub fn secret_value(secret: &Secret, key: &str) -> Option<String> {
         .map(|b| String::from_utf8(b.0.clone()).unwrap())
 }
 
+/// Waits (bounded) until Secret `secret` holds `expected` under `key`.
+pub async fn wait_value(
+    client: &Client,
+    ns: &str,
+    secret: &str,
+    key: &str,
+    expected: &str,
+    secs: u64,
+) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let now = get_secret(client, ns, secret).await;
+        let found = now.as_ref().and_then(|s| secret_value(s, key));
+        if found.as_deref() == Some(expected) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{ns}/{secret}: {key} not back to the expected value within {secs}s (Secret {})",
+            if now.is_some() { "exists" } else { "absent" }
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits (bounded) for an Event about `name` with `reason` whose note contains `note`.
+pub async fn wait_for_event(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    reason: &str,
+    note: &str,
+    secs: u64,
+) -> Event {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let events = events_for(client, ns, name).await;
+        if let Some(e) = events.iter().find(|e| {
+            e.reason.as_deref() == Some(reason)
+                && e.note.as_deref().unwrap_or_default().contains(note)
+        }) {
+            return e.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{ns}/{name}: no {reason} Event saying {note:?} within {secs}s; reasons: {:?}",
+            events
+                .iter()
+                .filter_map(|e| e.reason.clone())
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Events about the object `name` in `ns`, oldest first.
 pub async fn events_for(client: &Client, ns: &str, name: &str) -> Vec<Event> {
     let api: Api<Event> = Api::namespaced(client.clone(), ns);

@@ -329,6 +329,21 @@ impl ControlPlane {
     }
 }
 
+/// Runs the `rotor` CLI against the test cluster; its stdout (fails on a non-zero exit).
+pub fn rotor_cli(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_rotor"))
+        .args(args)
+        .env("KUBECONFIG", &control_plane().kubeconfig)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "rotor {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// The rotor operator running as its own process (`rotor run`), scoped to one
 /// namespace so tests sharing the API server do not see each other.
 pub struct Operator {
