@@ -95,7 +95,8 @@ async fn sample_first_rotation_fills_secret_status_and_events() {
     );
 
     // Event.
-    let reasons = event_reasons(&client, &ns, SAMPLE).await;
+    // Events follow the status commit: wait (bounded) for the first one.
+    let reasons = wait_events(&client, &ns, SAMPLE, 1, 10).await;
     assert_eq!(reasons, vec!["Rotated".to_string()]);
 
     // Printer columns as `kubectl get srot` shows them.
@@ -353,6 +354,7 @@ async fn foreign_secret_is_never_overwritten() {
         Some("hand-made-value-1234")
     );
     assert!(secret.metadata.owner_references.is_none());
+    wait_events(&client, &ns, "grabby", 1, 10).await;
     let events = events_for(&client, &ns, "grabby").await;
     assert_eq!(events.len(), 1);
     assert_eq!(

@@ -79,7 +79,7 @@ async fn supabase_sample_rotates_keys_at_the_vendor() {
         assert_eq!(live.len(), 2);
         assert!(live.contains(&s2.slots[1].id.as_str()) && live.contains(&s3.slots[0].id.as_str()));
     }
-    let events = event_reasons(&client, &ns, "supabase-secret-key").await;
+    let events = wait_events(&client, &ns, "supabase-secret-key", 3, 10).await;
     assert_eq!(events, vec!["Rotated"; 3]);
     let k3 = value(&client, &ns, "supabase-secret-key", "SUPABASE_SECRET_KEY")
         .await
@@ -164,8 +164,16 @@ async fn expect_failed_rotation(
         Some(old)
     );
     assert!(s.next_rotation_at.is_some(), "a retry is scheduled");
-    let events = event_reasons(client, ns, "supabase-secret-key").await;
-    assert_eq!(events.last().map(String::as_str), Some("RotationFailed"));
+    let event = wait_for_event(
+        client,
+        ns,
+        "supabase-secret-key",
+        "RotationFailed",
+        expected,
+        10,
+    )
+    .await;
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
     s
 }
 
@@ -381,11 +389,15 @@ async fn convox_sample_replaces_the_rack_key_and_keeps_it() {
     );
     assert_eq!(s.strategy, Some(rotor::api::Strategy::SinglePhase));
     assert_eq!(s.slots.len(), 1);
-    let events = events_for(&client, &ns, "convox-rack-key").await;
-    let warning = events
-        .iter()
-        .find(|e| e.reason.as_deref() == Some("SinglePhaseRotation"))
-        .expect("a downtime warning");
+    let warning = wait_for_event(
+        &client,
+        &ns,
+        "convox-rack-key",
+        "SinglePhaseRotation",
+        "",
+        10,
+    )
+    .await;
     assert_eq!(warning.type_.as_deref(), Some("Warning"));
 
     rotate(&client, &ns, "convox-rack-key", "r2", 2).await;

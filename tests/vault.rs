@@ -301,6 +301,25 @@ async fn orphans_are_swept_and_counted() {
     }
     request(&client, &ns, NAME, "rotor.dev/rotate", "two").await;
     rotated(&client, &ns, NAME, 2).await;
+    // The sweep follows the status commit; its counter is the last thing it touches.
+    let swept = r#"rotor_orphans_swept_total{provider="supabase"} 1"#;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let out = tokio::process::Command::new("curl")
+            .args(["-s", &format!("{}/metrics", op.admin_url)])
+            .output()
+            .await
+            .unwrap();
+        let metrics = String::from_utf8_lossy(&out.stdout).into_owned();
+        if metrics.contains(swept) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {swept} within 15s:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let vendor_deleted = fake.lock().deleted_ids.clone();
     assert!(
         vendor_deleted.contains(&"orphan-1".to_string()),
@@ -309,18 +328,6 @@ async fn orphans_are_swept_and_counted() {
     assert!(
         !vendor_deleted.contains(&"foreign-1".to_string()),
         "never another resource's key"
-    );
-    let (_, metrics) = {
-        let out = tokio::process::Command::new("curl")
-            .args(["-s", &format!("{}/metrics", op.admin_url)])
-            .output()
-            .await
-            .unwrap();
-        (0, String::from_utf8_lossy(&out.stdout).into_owned())
-    };
-    assert!(
-        metrics.contains(r#"rotor_orphans_swept_total{provider="supabase"} 1"#),
-        "{metrics}"
     );
     assert!(audit_text(&ns, NAME).contains("orphan sweep"));
 }
