@@ -129,6 +129,10 @@ struct RunArgs {
     /// How long the vault keeps a revoked credential's entry before cleanup deletes it.
     #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
     vault_retention: Duration,
+    /// How often each resource's orphan sweep runs besides the one after every
+    /// rotation and the first after start; 0s: only after rotations.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    sweep_interval: Duration,
     /// Address of the admin server (/metrics, /livez, /readyz); "off" disables it.
     #[arg(long, default_value = "0.0.0.0:8080", env = "ROTOR_METRICS_ADDRESS")]
     metrics_address: String,
@@ -212,6 +216,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             .or_else(|| std::env::var("HOSTNAME").ok()),
         operator_namespace: operator_namespace(),
         vault_retention: args.vault_retention,
+        sweep_interval: args.sweep_interval,
         http: rotor::providers::HttpSettings {
             allow_private_endpoints: args.allow_private_endpoints,
             max_retries: args.http_max_retries,

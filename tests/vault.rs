@@ -194,6 +194,31 @@ single_phase_crash_tests! {
     single_phase_killed_after_the_flip => "after_flip",
 }
 
+/// Waits (bounded) until the sample `series` (name and labels) on the operator's
+/// /metrics is at least `min`.
+async fn wait_metric(op: &Operator, series: &str, min: f64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let out = tokio::process::Command::new("curl")
+            .args(["-s", &format!("{}/metrics", op.admin_url)])
+            .output()
+            .await
+            .unwrap();
+        let metrics = String::from_utf8_lossy(&out.stdout).into_owned();
+        let value = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok());
+        if value.is_some_and(|v| v >= min) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{series} not at {min} within 15s:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 fn audit_text(ns: &str, name: &str) -> String {
     rotor_cli(&["audit", name, "-n", ns])
 }
@@ -264,13 +289,21 @@ async fn emergency_revoke_leaves_exactly_one_valid_key() {
 }
 
 #[tokio::test]
-async fn orphans_are_swept_and_counted() {
+async fn orphans_are_swept_periodically_and_counted() {
     let client = control_plane().client().await;
     let ns = namespace(&client, "sweep").await;
     let fake = fakes::supabase("abcdefghijklmnopqrst").await;
-    let op = Operator::start_with(&ns, FAST);
+    let flags = [FAST, &["--sweep-interval", "2s"]].concat();
+    let op = Operator::start_with(&ns, &flags);
     apply_supabase_sample(&client, &ns, &fake).await;
     let s1 = rotated(&client, &ns, NAME, 1).await;
+    // The sweep that follows the rotation has finished before the orphans appear.
+    wait_metric(
+        &op,
+        r#"rotor_orphan_sweeps_total{provider="supabase"}"#,
+        1.0,
+    )
+    .await;
     // A key of this resource that is in no slot (what a rotation killed between the
     // vendor's answer and the vault leaves behind), and one of somebody else.
     let prefix = s1.in_flight.as_ref().map_or_else(
@@ -299,27 +332,14 @@ async fn orphans_are_swept_and_counted() {
             });
         }
     }
-    request(&client, &ns, NAME, "rotor.dev/rotate", "two").await;
-    rotated(&client, &ns, NAME, 2).await;
-    // The sweep follows the status commit; its counter is the last thing it touches.
-    let swept = r#"rotor_orphans_swept_total{provider="supabase"} 1"#;
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let out = tokio::process::Command::new("curl")
-            .args(["-s", &format!("{}/metrics", op.admin_url)])
-            .output()
-            .await
-            .unwrap();
-        let metrics = String::from_utf8_lossy(&out.stdout).into_owned();
-        if metrics.contains(swept) {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no {swept} within 15s:\n{metrics}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    // No rotation needed: the periodic sweep finds it (its counter is the last thing
+    // it touches).
+    wait_metric(
+        &op,
+        r#"rotor_orphans_swept_total{provider="supabase"}"#,
+        1.0,
+    )
+    .await;
     let vendor_deleted = fake.lock().deleted_ids.clone();
     assert!(
         vendor_deleted.contains(&"orphan-1".to_string()),
@@ -330,6 +350,19 @@ async fn orphans_are_swept_and_counted() {
         "never another resource's key"
     );
     assert!(audit_text(&ns, NAME).contains("orphan sweep"));
+    let s = Api::<SecretRotation>::namespaced(client.clone(), &ns)
+        .get(NAME)
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+    assert_eq!(s.rotation_count, 1, "a sweep is not a rotation");
+    assert_eq!(s.slots, s1.slots, "the slot keys are left alone");
+    let live: Vec<String> = fake.lock().live().iter().map(|k| k.id.clone()).collect();
+    assert!(
+        live.contains(&s1.slots[0].id) && live.contains(&"foreign-1".to_string()),
+        "{live:?}"
+    );
 }
 
 #[tokio::test]

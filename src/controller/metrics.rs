@@ -39,6 +39,7 @@ pub struct Metrics {
     pub next_rotation: Family<ResourceLabels, Gauge<f64, AtomicU64>>,
     pub last_rotated: Family<ResourceLabels, Gauge<f64, AtomicU64>>,
     pub orphans_swept: Family<ProviderLabels, Counter>,
+    pub sweeps: Family<ProviderLabels, Counter>,
     pub secret_restores: Family<ProviderLabels, Counter>,
     pub webhook_failures: Counter,
     pub reconcile_errors: Family<ErrorLabels, Counter>,
@@ -85,6 +86,12 @@ impl Default for Metrics {
             "Credentials found at a provider in no slot and revoked",
             orphans_swept.clone(),
         );
+        let sweeps = Family::<ProviderLabels, Counter>::default();
+        registry.register(
+            "orphan_sweeps",
+            "Orphan sweeps finished (after each rotation, at start, and every --sweep-interval)",
+            sweeps.clone(),
+        );
         let secret_restores = Family::<ProviderLabels, Counter>::default();
         registry.register(
             "secret_restores",
@@ -111,6 +118,7 @@ impl Default for Metrics {
             next_rotation,
             last_rotated,
             orphans_swept,
+            sweeps,
             secret_restores,
             webhook_failures,
             reconcile_errors,

@@ -38,6 +38,9 @@ pub struct Settings {
     pub operator_namespace: String,
     /// How long a revoked credential's vault entry is kept before cleanup.
     pub vault_retention: Duration,
+    /// How often each resource's orphan sweep runs besides the one after every
+    /// rotation (and the first after start); zero: only after rotations.
+    pub sweep_interval: Duration,
 }
 
 /// Tokens `rotor rotate` and `rotor revoke` write start with this, so the audit trail
@@ -51,6 +54,8 @@ pub struct Context {
     pub http: crate::providers::HttpClient,
     pub reporter: Reporter,
     pub settings: Settings,
+    /// When each resource (by uid) was last swept for orphans by this process.
+    pub swept: std::sync::Mutex<std::collections::HashMap<String, chrono::DateTime<chrono::Utc>>>,
 }
 
 impl Context {
@@ -145,6 +150,7 @@ pub async fn run(
         http: crate::providers::HttpClient::new(settings.http.clone()),
         client: client.clone(),
         settings: settings.clone(),
+        swept: Default::default(),
     });
     let scope_names: Vec<&str> = scopes
         .iter()

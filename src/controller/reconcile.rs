@@ -41,6 +41,11 @@ async fn reconcile_fresh(cached: Arc<SecretRotation>, ctx: Arc<Context>) -> Resu
     // Decide on the object as it is now, never on the cache: a cache that lags behind
     // rotor's own last write would make it rotate twice.
     let Some(sr) = rotations.get_opt(&cached.name_any()).await? else {
+        // Gone: its gauges and sweep bookkeeping go too.
+        ctx.metrics.forget(&ns, &cached.name_any());
+        if let Some(uid) = cached.uid() {
+            ctx.swept.lock().expect("not poisoned").remove(&uid);
+        }
         return Ok(Action::await_change());
     };
     let run = Run {
@@ -264,12 +269,43 @@ impl Run {
             _ => (Reason::Rotated, describe_active(&pair, spec.strategy)),
         };
         status::set_phase(&mut status, reason, message, self.generation(), self.now);
-        if let Ok(vault) = self.vault().await {
-            status.vault = self.vault_status(&vault, spec).await;
+        let vault = self.vault().await.ok();
+        if let Some(vault) = &vault {
+            status.vault = self.vault_status(vault, spec).await;
         }
         self.write_status(&status).await?;
         self.export_schedule(&status);
-        Ok(requeue_at(next, self.now))
+        // The periodic orphan sweep, while the provider works and a credential is active.
+        let mut wake = next;
+        if let (Some(mut due), Some(vault), Some(uid)) = (self.sweep_due(), &vault, self.sr.uid())
+            && pair.active.is_some()
+            && self.old.failed_attempts == 0
+            && self.old.in_flight.is_none()
+        {
+            if due <= self.now {
+                self.sweep(spec, &pair, vault, &uid).await;
+                due = self.sweep_due().unwrap_or(due);
+            }
+            wake = Some(wake.map_or(due, |at| at.min(due)));
+        }
+        Ok(requeue_at(wake, self.now))
+    }
+
+    /// When this resource's periodic orphan sweep is due; `None` when periodic sweeps
+    /// are off. A resource this process has not swept yet is due now.
+    fn sweep_due(&self) -> Option<DateTime<Utc>> {
+        let every = chrono::Duration::from_std(self.ctx.settings.sweep_interval)
+            .ok()
+            .filter(|d| !d.is_zero())?;
+        let uid = self.sr.uid()?;
+        let last = self
+            .ctx
+            .swept
+            .lock()
+            .expect("not poisoned")
+            .get(&uid)
+            .copied();
+        Some(last.map_or(self.now, |t| t + every))
     }
 
     pub(super) fn export_schedule(&self, status: &SecretRotationStatus) {

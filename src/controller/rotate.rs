@@ -472,8 +472,31 @@ impl Run {
         Ok(requeue_at(status.next_rotation_at, self.now))
     }
 
-    /// Revokes credentials rotor created at the provider that are in no slot.
-    async fn sweep(
+    /// The orphan sweep: revokes credentials rotor created at the provider that are in
+    /// no slot, and notes when it ran.
+    pub(super) async fn sweep(
+        &self,
+        spec: &ValidSpec,
+        pair: &crate::rotation::SlotPair,
+        vault: &Vault,
+        uid: &str,
+    ) {
+        self.ctx
+            .swept
+            .lock()
+            .expect("not poisoned")
+            .insert(uid.to_string(), Utc::now());
+        self.revoke_orphans(spec, pair, vault, uid).await;
+        self.ctx
+            .metrics
+            .sweeps
+            .get_or_create(&super::metrics::ProviderLabels {
+                provider: spec.provider.kind().into(),
+            })
+            .inc();
+    }
+
+    async fn revoke_orphans(
         &self,
         spec: &ValidSpec,
         pair: &crate::rotation::SlotPair,
