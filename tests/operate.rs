@@ -83,6 +83,22 @@ async fn metrics_and_health_after_a_rotation() {
     )
     .unwrap();
     assert!(!body.contains(&value), "a value in the metrics");
+
+    // A deleted resource leaves no per-resource series behind.
+    Api::<rotor::api::SecretRotation>::namespaced(client.clone(), &ns)
+        .delete("session-key", &Default::default())
+        .await
+        .unwrap();
+    let series = format!(r#"namespace="{ns}",name="session-key""#);
+    let mut body = String::new();
+    for _ in 0..100 {
+        body = http_get(&format!("{}/metrics", op.admin_url)).await.1;
+        if !body.contains(&series) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!body.contains(&series), "{body}");
 }
 
 #[tokio::test]

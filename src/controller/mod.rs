@@ -66,6 +66,17 @@ impl Context {
     pub fn recorder(&self) -> Recorder {
         Recorder::new(self.client.clone(), self.reporter.clone())
     }
+
+    /// Drops what rotor keeps in memory about a deleted SecretRotation.
+    fn forget(&self, sr: &SecretRotation) {
+        self.metrics.forget(
+            sr.metadata.namespace.as_deref().unwrap_or_default(),
+            sr.metadata.name.as_deref().unwrap_or_default(),
+        );
+        if let Some(uid) = &sr.metadata.uid {
+            self.swept.lock().expect("not poisoned").remove(uid);
+        }
+    }
 }
 
 /// Errors that end a reconcile early; the error policy requeues.
@@ -171,16 +182,21 @@ pub async fn run(
         let (reader, writer) = reflector::store();
         let (synced, unsynced) = (health.clone(), unsynced.clone());
         let mut first = true;
+        let watch_ctx = ctx.clone();
         let main_watch = watcher(api(scope), watcher::Config::default().any_semantic())
             .default_backoff()
-            .inspect(move |event| {
-                if first && matches!(event, Ok(watcher::Event::InitDone)) {
+            .inspect(move |event| match event {
+                Ok(watcher::Event::InitDone) if first => {
                     first = false;
                     if unsynced.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
                         tracing::info!("watches synced; ready");
                         synced.set_ready(true);
                     }
                 }
+                // Gone from the cache, so never reconciled again: drop what rotor
+                // keeps per resource (its gauges, its sweep time).
+                Ok(watcher::Event::Delete(sr)) => watch_ctx.forget(sr),
+                _ => {}
             });
         Controller::for_stream(reflector(writer, main_watch).applied_objects(), reader)
             .owns(secrets, own_secrets)

@@ -41,11 +41,6 @@ async fn reconcile_fresh(cached: Arc<SecretRotation>, ctx: Arc<Context>) -> Resu
     // Decide on the object as it is now, never on the cache: a cache that lags behind
     // rotor's own last write would make it rotate twice.
     let Some(sr) = rotations.get_opt(&cached.name_any()).await? else {
-        // Gone: its gauges and sweep bookkeeping go too.
-        ctx.metrics.forget(&ns, &cached.name_any());
-        if let Some(uid) = cached.uid() {
-            ctx.swept.lock().expect("not poisoned").remove(&uid);
-        }
         return Ok(Action::await_change());
     };
     let run = Run {
