@@ -66,7 +66,9 @@ fn random_token(prefix: &str) -> String {
         .take(40)
         .map(char::from)
         .collect();
-    format!("{prefix}{tail}")
+    let token = format!("{prefix}{tail}");
+    super::remember_issued(&token);
+    token
 }
 
 fn message(status: StatusCode, text: &str) -> Response {
@@ -443,6 +445,7 @@ async fn cv_put(State(st): Cv, headers: HeaderMap, body: String) -> Response {
         )
             .into_response();
     }
+    super::remember_issued(&new);
     s.puts += 1;
     let until = Instant::now() + s.update_takes;
     s.updating = Some((new, until));

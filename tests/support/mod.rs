@@ -36,6 +36,23 @@ pub struct ControlPlane {
 }
 
 static PLANE: OnceLock<ControlPlane> = OnceLock::new();
+/// Every credential value this test binary has seen: issued by a fake, or read by a
+/// test from a Secret. [`kube_util::assert_no_leak`] scans everything every operator
+/// of the binary produced for all of them.
+static ISSUED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Notes a credential value for the suite-wide leak scan.
+pub fn remember_issued(value: &str) {
+    let mut issued = ISSUED.lock().unwrap_or_else(|e| e.into_inner());
+    if !issued.iter().any(|v| v == value) {
+        issued.push(value.to_string());
+    }
+}
+
+/// The values noted so far.
+pub fn issued() -> Vec<String> {
+    ISSUED.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
 static CHILDREN: Mutex<Vec<i32>> = Mutex::new(Vec::new());
 static SCRATCH: Mutex<Option<PathBuf>> = Mutex::new(None);
 type SpawnRequest = (Command, mpsc::Sender<std::io::Result<u32>>);
