@@ -294,12 +294,7 @@ async fn manual_annotation_rotates_exactly_once_across_reapplies() {
         })
         .await;
     }
-    let s = Api::<SecretRotation>::namespaced(client.clone(), &ns)
-        .get("manual")
-        .await
-        .unwrap()
-        .status
-        .unwrap();
+    let s = status_of(&client, &ns, "manual").await;
     assert_eq!(
         s.rotation_count, 2,
         "re-applying the same token must not rotate again"
@@ -435,12 +430,7 @@ async fn invalid_specs_get_a_clear_status_and_recover_when_fixed() {
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     let events = event_reasons(&client, &ns, "wrong").await;
     assert_eq!(events, vec!["InvalidSpec".to_string()]);
-    let s = Api::<SecretRotation>::namespaced(client.clone(), &ns)
-        .get("wrong")
-        .await
-        .unwrap()
-        .status
-        .unwrap();
+    let s = status_of(&client, &ns, "wrong").await;
     assert!(s.last_rotation_attempted_at.is_none());
     let reconciles = op.logs().matches("invalid spec").count();
     assert!(
@@ -636,12 +626,7 @@ async fn damaged_target_secret_is_restored_from_the_vault() {
         30,
     )
     .await;
-    let after = Api::<SecretRotation>::namespaced(client.clone(), &ns)
-        .get(name)
-        .await
-        .unwrap()
-        .status
-        .unwrap();
+    let after = status_of(&client, &ns, name).await;
     assert_eq!(after.rotation_count, 2, "a restore is not a rotation");
     assert_eq!(after.active_index, before.active_index);
     assert_eq!(after.slots, before.slots);

@@ -175,12 +175,7 @@ async fn two_replicas_one_leader_and_a_takeover_without_double_rotation() {
         vec!["Rotated", "Rotated"],
         "{reasons:?}"
     );
-    let s = Api::<rotor::api::SecretRotation>::namespaced(client.clone(), &ns)
-        .get("ha")
-        .await
-        .unwrap()
-        .status
-        .unwrap();
+    let s = status_of(&client, &ns, "ha").await;
     assert_eq!(s.rotation_count, 2);
     assert!(b.logs().contains("acquired leadership") && b.logs().contains("\"rotated\""));
     assert_eq!(

@@ -101,16 +101,7 @@ async fn dual_phase_crash_at(point: &str) {
         "{point}: one Event per completed rotation: {reasons:?}"
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(
-        Api::<SecretRotation>::namespaced(client.clone(), &ns)
-            .get(NAME)
-            .await
-            .unwrap()
-            .status
-            .unwrap()
-            .rotation_count,
-        3
-    );
+    assert_eq!(status_of(&client, &ns, NAME).await.rotation_count, 3);
     let all: Vec<String> = fake.lock().keys.iter().map(|k| k.api_key.clone()).collect();
     assert_no_leak(&client, &ns, NAME, &op.logs(), &all).await;
     let audit = audit_text(&ns, NAME);
@@ -274,16 +265,7 @@ async fn emergency_revoke_leaves_exactly_one_valid_key() {
     // Handled once: re-applying the same annotation changes nothing.
     request(&client, &ns, NAME, "rotor.dev/rotate", "two").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(
-        Api::<SecretRotation>::namespaced(client.clone(), &ns)
-            .get(NAME)
-            .await
-            .unwrap()
-            .status
-            .unwrap()
-            .rotation_count,
-        3
-    );
+    assert_eq!(status_of(&client, &ns, NAME).await.rotation_count, 3);
     let audit = audit_text(&ns, NAME);
     assert!(audit.contains("emergency"), "{audit}");
 }
@@ -350,12 +332,7 @@ async fn orphans_are_swept_periodically_and_counted() {
         "never another resource's key"
     );
     assert!(audit_text(&ns, NAME).contains("orphan sweep"));
-    let s = Api::<SecretRotation>::namespaced(client.clone(), &ns)
-        .get(NAME)
-        .await
-        .unwrap()
-        .status
-        .unwrap();
+    let s = status_of(&client, &ns, NAME).await;
     assert_eq!(s.rotation_count, 1, "a sweep is not a rotation");
     assert_eq!(s.slots, s1.slots, "the slot keys are left alone");
     let live: Vec<String> = fake.lock().live().iter().map(|k| k.id.clone()).collect();

@@ -30,6 +30,15 @@ pub struct ErrorLabels {
     pub error: String,
 }
 
+/// Adds one to a per-provider counter.
+pub fn count(family: &Family<ProviderLabels, Counter>, provider: &str) {
+    family
+        .get_or_create(&ProviderLabels {
+            provider: provider.into(),
+        })
+        .inc();
+}
+
 /// Every metric rotor exports.
 pub struct Metrics {
     pub registry: Registry,
@@ -149,11 +158,7 @@ impl Metrics {
             })
             .observe(seconds);
         if !success {
-            self.failures
-                .get_or_create(&ProviderLabels {
-                    provider: provider.into(),
-                })
-                .inc();
+            count(&self.failures, provider);
         }
     }
 
@@ -199,11 +204,7 @@ mod tests {
         m.rotation("supabase", true, 0.3);
         m.rotation("supabase", false, 1.5);
         m.schedule("shop", "key", Some(1_800_000_000.0), Some(1_700_000_000.0));
-        m.secret_restores
-            .get_or_create(&super::ProviderLabels {
-                provider: "random".into(),
-            })
-            .inc();
+        super::count(&m.secret_restores, "random");
         let text = m.encode();
         for line in [
             r#"rotor_rotations_total{provider="supabase",result="success"} 1"#,

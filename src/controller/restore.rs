@@ -2,11 +2,11 @@
 //! longer holds the active credential, rotor writes the credentials it already issued
 //! again — the same values, no provider call, no rotation counted.
 
+use super::Error;
 use super::reconcile::Run;
 use super::secret;
 use super::status;
 use super::validate::ValidSpec;
-use super::{Error, metrics};
 use crate::providers::Credential;
 use crate::rotation::Slot;
 use crate::vault::{AuditRecord, Vault};
@@ -93,13 +93,7 @@ impl Run {
         if let Err(e) = vault.audit(record).await {
             warn!(error = %e, "writing the audit trail failed");
         }
-        self.ctx
-            .metrics
-            .secret_restores
-            .get_or_create(&metrics::ProviderLabels {
-                provider: spec.provider.kind().into(),
-            })
-            .inc();
+        super::metrics::count(&self.ctx.metrics.secret_restores, spec.provider.kind());
         self.publish(EventType::Normal, "Restored", "Restore", note)
             .await;
         Ok(true)

@@ -487,13 +487,7 @@ impl Run {
             .expect("not poisoned")
             .insert(uid.to_string(), Utc::now());
         self.revoke_orphans(spec, pair, vault, uid).await;
-        self.ctx
-            .metrics
-            .sweeps
-            .get_or_create(&super::metrics::ProviderLabels {
-                provider: spec.provider.kind().into(),
-            })
-            .inc();
+        super::metrics::count(&self.ctx.metrics.sweeps, spec.provider.kind());
     }
 
     async fn revoke_orphans(
@@ -531,13 +525,7 @@ impl Run {
                             Some("orphan sweep".into()),
                         )
                         .await;
-                    self.ctx
-                        .metrics
-                        .orphans_swept
-                        .get_or_create(&super::metrics::ProviderLabels {
-                            provider: spec.provider.kind().into(),
-                        })
-                        .inc();
+                    super::metrics::count(&self.ctx.metrics.orphans_swept, spec.provider.kind());
                 }
                 Err(e) => warn!(credential = %orphan, error = %e, "revoking an orphan failed"),
             }

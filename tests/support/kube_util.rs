@@ -113,6 +113,16 @@ pub async fn wait_status(
     }
 }
 
+/// The SecretRotation's status as it is now (it must have one).
+pub async fn status_of(client: &Client, ns: &str, name: &str) -> SecretRotationStatus {
+    Api::<SecretRotation>::namespaced(client.clone(), ns)
+        .get(name)
+        .await
+        .unwrap()
+        .status
+        .unwrap_or_else(|| panic!("{ns}/{name} has no status"))
+}
+
 pub async fn get_secret(client: &Client, ns: &str, name: &str) -> Option<Secret> {
     Api::<Secret>::namespaced(client.clone(), ns)
         .get_opt(name)
