@@ -87,6 +87,12 @@ say "rotor rotate session-key   (sets the rotor.dev/rotate annotation)"
 wait_count 2
 sleep 1
 show
+
+say "kubectl delete secret app-session-key   (rotor writes it back from the vault: the same credentials, no rotation)"
+kubectl delete secret app-session-key
+for _ in $(seq 1 60); do kubectl get secret app-session-key >/dev/null 2>&1 && break; sleep 0.5; done
+sleep 1
+show
 say "Events"
 kubectl get events.events.k8s.io --field-selector regarding.name=session-key -o custom-columns=TYPE:.type,REASON:.reason,NOTE:.note 2>/dev/null \
   || kubectl get events --field-selector involvedObject.name=session-key
