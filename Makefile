@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO_TARGET_DIR ?= $(HOME)/.cache/rotor/target
 export CARGO_TARGET_DIR
 
-.PHONY: test deps envtest lint unit-test integration-test demo crd check-crd build
+.PHONY: test deps envtest lint unit-test integration-test demo crd check-crd build bench
 
 ## test: install everything needed, then fmt check, clippy, unit and integration tests
 test: deps envtest lint check-crd
@@ -14,6 +14,10 @@ test: deps envtest lint check-crd
 ## demo: local kube-apiserver + etcd, the CRD, the operator, a sample rotating
 demo: deps envtest build
 	hack/demo.sh
+
+## bench: rotor-bench — vault and schedule speed, the operator at scale (prints numbers)
+bench: deps envtest
+	KUBEBUILDER_ASSETS="$$(hack/envtest.sh)" cargo bench --locked --bench rotor-bench
 
 deps:
 	hack/deps.sh
