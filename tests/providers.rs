@@ -526,9 +526,13 @@ async fn postgres_sample_rotates_across_two_users_on_a_real_server() {
     // A fresh server per test binary: the database and the shared role are new.
     pg.admin_sql("CREATE DATABASE app").await;
     pg.admin_sql("CREATE ROLE app_rw").await;
+    // The second user exists already, with a password somebody chose: rotor owns it.
+    pg.admin_sql("CREATE ROLE app_b WITH LOGIN PASSWORD 'chosen-by-a-human-1'")
+        .await;
     let client = control_plane().client().await;
     let ns = namespace(&client, "postgres").await;
-    let op = Operator::start_with(&ns, FAST);
+    let flags = [FAST, &["--sweep-interval", "1s"]].concat();
+    let op = Operator::start_with(&ns, &flags);
     let manifest = sample("postgres.yaml")
         .replace("host: postgres.example.com", "host: 127.0.0.1")
         .replace("port: 5432", &format!("port: {}", pg.port))
@@ -564,6 +568,23 @@ async fn postgres_sample_rotates_across_two_users_on_a_real_server() {
             "postgresql://app%5Fa:{p1}@127.0.0.1:{}/app?sslmode=disable",
             pg.port
         )
+    );
+
+    // The sweep revokes the password nobody was handed, once: later sweeps (every
+    // second here) leave the user alone until a rotation changes the slots.
+    wait_metric(
+        &op,
+        r#"rotor_orphan_sweeps_total{provider="postgres"}"#,
+        4.0,
+    )
+    .await;
+    assert_eq!(
+        metric(&op, r#"rotor_orphans_swept_total{provider="postgres"}"#).await,
+        Some(1.0)
+    );
+    assert!(
+        !pg.can_login("app_b", "chosen-by-a-human-1", "app").await,
+        "the unused user's old password is revoked"
     );
 
     rotate(&client, &ns, "app-db-login", "r2", 2).await;

@@ -185,31 +185,6 @@ single_phase_crash_tests! {
     single_phase_killed_after_the_flip => "after_flip",
 }
 
-/// Waits (bounded) until the sample `series` (name and labels) on the operator's
-/// /metrics is at least `min`.
-async fn wait_metric(op: &Operator, series: &str, min: f64) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let out = tokio::process::Command::new("curl")
-            .args(["-s", &format!("{}/metrics", op.admin_url)])
-            .output()
-            .await
-            .unwrap();
-        let metrics = String::from_utf8_lossy(&out.stdout).into_owned();
-        let value = metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok());
-        if value.is_some_and(|v| v >= min) {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{series} not at {min} within 15s:\n{metrics}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 fn audit_text(ns: &str, name: &str) -> String {
     rotor_cli(&["audit", name, "-n", ns])
 }

@@ -43,6 +43,17 @@ pub struct Settings {
     pub sweep_interval: Duration,
 }
 
+/// What one process remembers of a resource's orphan sweeps.
+#[derive(Clone, Debug, Default)]
+pub struct Swept {
+    /// When the last sweep ran.
+    pub at: Option<chrono::DateTime<chrono::Utc>>,
+    /// What sweeps revoked since the last rotation. A provider that lists credentials
+    /// it cannot tell revoked from live (a PostgreSQL user whose password is cleared
+    /// still exists) is not revoked again on every sweep.
+    pub revoked: std::collections::BTreeSet<String>,
+}
+
 /// Tokens `rotor rotate` and `rotor revoke` write start with this, so the audit trail
 /// can tell the CLI from a hand-edited annotation.
 pub const ROTATE_TOKEN_PREFIX: &str = "cli-";
@@ -54,8 +65,8 @@ pub struct Context {
     pub http: crate::providers::HttpClient,
     pub reporter: Reporter,
     pub settings: Settings,
-    /// When each resource (by uid) was last swept for orphans by this process.
-    pub swept: std::sync::Mutex<std::collections::HashMap<String, chrono::DateTime<chrono::Utc>>>,
+    /// Per resource (by uid): this process's orphan sweeps.
+    pub swept: std::sync::Mutex<std::collections::HashMap<String, Swept>>,
 }
 
 impl Context {

@@ -299,7 +299,7 @@ impl Run {
             .lock()
             .expect("not poisoned")
             .get(&uid)
-            .copied();
+            .and_then(|s| s.at);
         Some(last.map_or(self.now, |t| t + every))
     }
 

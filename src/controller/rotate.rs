@@ -468,6 +468,10 @@ impl Run {
         if let Err(e) = vault.cleanup(Utc::now()).await {
             warn!(error = %e, "vault cleanup failed");
         }
+        // The slots changed: what earlier sweeps revoked may be in one now.
+        if let Some(swept) = self.ctx.swept.lock().expect("not poisoned").get_mut(&uid) {
+            swept.revoked.clear();
+        }
         self.sweep(spec, &pair, &vault, &uid).await;
         Ok(requeue_at(status.next_rotation_at, self.now))
     }
@@ -481,12 +485,16 @@ impl Run {
         vault: &Vault,
         uid: &str,
     ) {
-        self.ctx
-            .swept
-            .lock()
-            .expect("not poisoned")
-            .insert(uid.to_string(), Utc::now());
-        self.revoke_orphans(spec, pair, vault, uid).await;
+        let already = {
+            let mut book = self.ctx.swept.lock().expect("not poisoned");
+            let swept = book.entry(uid.to_string()).or_default();
+            swept.at = Some(Utc::now());
+            swept.revoked.clone()
+        };
+        let revoked = self.revoke_orphans(spec, pair, vault, uid, &already).await;
+        if let Some(swept) = self.ctx.swept.lock().expect("not poisoned").get_mut(uid) {
+            swept.revoked.extend(revoked);
+        }
         super::metrics::count(&self.ctx.metrics.sweeps, spec.provider.kind());
     }
 
@@ -496,23 +504,28 @@ impl Run {
         pair: &crate::rotation::SlotPair,
         vault: &Vault,
         uid: &str,
-    ) {
+        already: &std::collections::BTreeSet<String>,
+    ) -> Vec<String> {
         let prefix = spec.provider.name_prefix(uid);
         let keep: Vec<&str> = pair.slots.iter().flatten().map(|s| s.id.as_str()).collect();
         let listed = match spec.provider.list_own(&prefix).await {
             Ok(ids) => ids,
             Err(e) => {
                 warn!(error = %e, "listing credentials for the orphan sweep failed");
-                return;
+                return Vec::new();
             }
         };
+        let mut revoked = Vec::new();
         let audit = Audit {
             vault,
             actor: "operator",
             sequence: 0,
             old_fingerprint: None,
         };
-        for orphan in listed.iter().filter(|id| !keep.contains(&id.as_str())) {
+        let orphans = listed
+            .iter()
+            .filter(|id| !keep.contains(&id.as_str()) && !already.contains(*id));
+        for orphan in orphans {
             match spec.provider.revoke(orphan).await {
                 Ok(_) => {
                     info!(credential = %orphan, "revoked an orphaned credential");
@@ -526,10 +539,12 @@ impl Run {
                         )
                         .await;
                     super::metrics::count(&self.ctx.metrics.orphans_swept, spec.provider.kind());
+                    revoked.push(orphan.clone());
                 }
                 Err(e) => warn!(credential = %orphan, error = %e, "revoking an orphan failed"),
             }
         }
+        revoked
     }
 
     /// What status says about the vault.

@@ -361,6 +361,36 @@ pub fn rotor_cli(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// The value of the sample `series` (metric name and labels, as exported) on the
+/// operator's /metrics, if it is there.
+pub async fn metric(op: &Operator, series: &str) -> Option<f64> {
+    let out = tokio::process::Command::new("curl")
+        .args(["-s", &format!("{}/metrics", op.admin_url)])
+        .output()
+        .await
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
+}
+
+/// Waits (bounded, 15 s) until the sample `series` on the operator's /metrics is at
+/// least `min`.
+pub async fn wait_metric(op: &Operator, series: &str, min: f64) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let value = metric(op, series).await;
+        if value.is_some_and(|v| v >= min) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{series} not at {min} within 15s (now {value:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// The rotor operator running as its own process (`rotor run`), scoped to one
 /// namespace so tests sharing the API server do not see each other.
 pub struct Operator {
