@@ -578,15 +578,20 @@ async fn damaged_target_secret_is_restored_from_the_vault() {
     let previous = value(&client, &ns, target, "TOKEN_PREVIOUS").await.unwrap();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
 
+    // The same two credentials back in the Secret (bounded wait).
+    let both_back = |secs| {
+        let (client, ns, token, previous) =
+            (client.clone(), ns.clone(), token.clone(), previous.clone());
+        async move {
+            wait_value(&client, &ns, target, "TOKEN", &token, secs).await;
+            let kept = value(&client, &ns, target, "TOKEN_PREVIOUS").await;
+            assert_eq!(kept.as_deref(), Some(previous.as_str()));
+        }
+    };
+
     // Deleted while the operator runs: the same two credentials come back.
     secrets.delete(target, &Default::default()).await.unwrap();
-    wait_value(&client, &ns, target, "TOKEN", &token, 30).await;
-    assert_eq!(
-        value(&client, &ns, target, "TOKEN_PREVIOUS")
-            .await
-            .as_deref(),
-        Some(previous.as_str())
-    );
+    both_back(30).await;
 
     // Edited by hand: the active credential is put back.
     secrets
@@ -609,13 +614,7 @@ async fn damaged_target_secret_is_restored_from_the_vault() {
         "{plan}"
     );
     let op = Operator::start(&ns);
-    wait_value(&client, &ns, target, "TOKEN", &token, 60).await;
-    assert_eq!(
-        value(&client, &ns, target, "TOKEN_PREVIOUS")
-            .await
-            .as_deref(),
-        Some(previous.as_str())
-    );
+    both_back(60).await;
     // The note says what happened and that nothing was issued.
     wait_for_event(
         &client,
