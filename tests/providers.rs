@@ -94,15 +94,18 @@ async fn supabase_sample_rotates_keys_at_the_vendor() {
     .await;
 }
 
-/// Applies the Supabase sample against `fake`, waits for the first rotation, and
-/// returns the key the Secret holds.
+/// Applies the Supabase sample against `fake`, waits for the first rotation and the
+/// orphan sweep that follows it (so later vendor knobs meet only what the test asks
+/// for), and returns the key the Secret holds.
 async fn supabase_ready(
     client: &kube::Client,
     ns: &str,
     fake: &fakes::Fake<fakes::Supabase>,
+    op: &Operator,
 ) -> String {
     apply_supabase_sample(client, ns, fake).await;
     rotated(client, ns, "supabase-secret-key", 1).await;
+    wait_metric(op, r#"rotor_orphan_sweeps_total{provider="supabase"}"#, 1.0).await;
     value(client, ns, "supabase-secret-key", "SUPABASE_SECRET_KEY")
         .await
         .unwrap()
@@ -183,7 +186,7 @@ async fn supabase_failures_leave_the_old_key_in_place() {
     let ns = namespace(&client, "supabase-failures").await;
     let fake = fakes::supabase("abcdefghijklmnopqrst").await;
     let op = Operator::start_with(&ns, FAST);
-    let old = supabase_ready(&client, &ns, &fake).await;
+    let old = supabase_ready(&client, &ns, &fake, &op).await;
 
     // 429 storm: every attempt rate limited; retried (2 retries) honouring X-RateLimit-Reset.
     fake.lock().knobs = Knobs {
@@ -279,12 +282,12 @@ async fn transient_429_is_retried_within_one_rotation() {
     let client = control_plane().client().await;
     let ns = namespace(&client, "supabase-429").await;
     let fake = fakes::supabase("abcdefghijklmnopqrst").await;
-    let _op = Operator::start_with(&ns, FAST);
+    let op = Operator::start_with(&ns, FAST);
     fake.lock().knobs = Knobs {
         rate_limit_next: 2,
         ..Knobs::default()
     };
-    supabase_ready(&client, &ns, &fake).await;
+    supabase_ready(&client, &ns, &fake, &op).await;
     let vendor = fake.lock();
     assert_eq!((vendor.rate_limited, vendor.creates), (2, 1));
 }

@@ -385,8 +385,14 @@ impl Provider for PostgresProvider {
     async fn list_own(&self, _prefix: &str) -> Result<Vec<String>, ProviderError> {
         let admin = self.admin().await?;
         let names: Vec<&str> = self.users.iter().map(String::as_str).collect();
+        // Whether a role has a password only pg_authid says, which a CREATEROLE admin
+        // cannot read (pg_roles shows every password as ********): every existing user
+        // of the two is listed, and the sweep revokes one in no slot once per rotation.
         let rows = admin
-            .query("SELECT rolname FROM pg_catalog.pg_roles WHERE rolname = ANY($1) AND rolpassword IS NOT NULL", &[&names])
+            .query(
+                "SELECT rolname FROM pg_catalog.pg_roles WHERE rolname = ANY($1)",
+                &[&names],
+            )
             .await
             .map_err(|e| sql_error(e, "listing the users"))?;
         Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
