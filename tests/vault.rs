@@ -53,6 +53,13 @@ async fn dual_phase_crash_at(point: &str) {
     let op = Operator::start_with(&ns, FAST);
     let s3 = rotated(&client, &ns, NAME, 3).await;
     let k3 = value(&client, &ns, TARGET, KEY).await.unwrap();
+    // What the vendor holds once the sweep after the resumed rotation has run.
+    wait_metric(
+        &op,
+        r#"rotor_orphan_sweeps_total{provider="supabase"}"#,
+        1.0,
+    )
+    .await;
     let live: Vec<(String, String)> = fake
         .lock()
         .live()
