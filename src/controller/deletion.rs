@@ -20,6 +20,16 @@ impl Run {
         self.sr.finalizers().iter().any(|f| f == REVOKE_FINALIZER)
     }
 
+    /// The resource's finalizers without rotor's.
+    fn other_finalizers(&self) -> Vec<String> {
+        self.sr
+            .finalizers()
+            .iter()
+            .filter(|f| *f != REVOKE_FINALIZER)
+            .cloned()
+            .collect()
+    }
+
     async fn set_finalizers(&self, finalizers: Vec<String>) -> Result<(), Error> {
         // Guarded by resourceVersion: never drop somebody else's finalizer.
         let patch = serde_json::json!({
@@ -51,13 +61,7 @@ impl Run {
         }
         let wanted = self.sr.spec.deletion_policy == DeletionPolicy::Revoke;
         if wanted != self.has_finalizer() {
-            let mut finalizers: Vec<String> = self
-                .sr
-                .finalizers()
-                .iter()
-                .filter(|f| *f != REVOKE_FINALIZER)
-                .cloned()
-                .collect();
+            let mut finalizers = self.other_finalizers();
             if wanted {
                 finalizers.push(REVOKE_FINALIZER.into());
             }
@@ -96,14 +100,7 @@ impl Run {
                 };
                 self.publish(EventType::Normal, "RevokedOnDelete", "Delete", note)
                     .await;
-                let finalizers = self
-                    .sr
-                    .finalizers()
-                    .iter()
-                    .filter(|f| *f != REVOKE_FINALIZER)
-                    .cloned()
-                    .collect();
-                self.set_finalizers(finalizers).await?;
+                self.set_finalizers(self.other_finalizers()).await?;
                 Ok(Action::await_change())
             }
             Err(why) => {

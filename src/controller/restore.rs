@@ -4,13 +4,13 @@
 
 use super::Error;
 use super::reconcile::Run;
+use super::rotate::Audit;
 use super::secret;
 use super::status;
 use super::validate::ValidSpec;
 use crate::providers::Credential;
 use crate::rotation::Slot;
-use crate::vault::{AuditRecord, Vault};
-use chrono::Utc;
+use crate::vault::Vault;
 use kube::ResourceExt;
 use kube::runtime::events::EventType;
 use std::collections::BTreeMap;
@@ -81,18 +81,15 @@ impl Run {
             active.fingerprint
         );
         info!(namespace = self.sr.namespace().as_deref().unwrap_or_default(), name = %self.sr.name_any(), slot = index, fingerprint = %active.fingerprint, "restored the target Secret from the vault");
-        let record = AuditRecord {
-            time: Utc::now(),
-            actor: "operator".into(),
-            action: "restore".into(),
-            credential: Some(active.id.clone()),
-            old_fingerprint: None,
-            new_fingerprint: Some(active.fingerprint.clone()),
-            detail: Some(format!("target Secret {}", damage.describe())),
-        };
-        if let Err(e) = vault.audit(record).await {
-            warn!(error = %e, "writing the audit trail failed");
-        }
+        Audit::operator(&vault)
+            .record(
+                "restore",
+                Some(&active.id),
+                None,
+                Some(active.fingerprint.clone()),
+                Some(format!("target Secret {}", damage.describe())),
+            )
+            .await;
         super::metrics::count(&self.ctx.metrics.secret_restores, spec.provider.kind());
         self.publish(EventType::Normal, "Restored", "Restore", note)
             .await;

@@ -49,15 +49,25 @@ impl Stash for KeepInVault<'_> {
 }
 
 /// Writes the audit trail as the steps happen, and hosts the crash points between them.
-struct Audit<'a> {
+pub(super) struct Audit<'a> {
     vault: &'a Vault,
     actor: &'a str,
     sequence: u64,
     old_fingerprint: Option<String>,
 }
 
-impl Audit<'_> {
-    async fn record(
+impl<'a> Audit<'a> {
+    /// Records the operator's own work outside a rotation (sweeps, restores).
+    pub(super) fn operator(vault: &'a Vault) -> Self {
+        Self {
+            vault,
+            actor: "operator",
+            sequence: 0,
+            old_fingerprint: None,
+        }
+    }
+
+    pub(super) async fn record(
         &self,
         action: &str,
         credential: Option<&str>,
@@ -516,12 +526,7 @@ impl Run {
             }
         };
         let mut revoked = Vec::new();
-        let audit = Audit {
-            vault,
-            actor: "operator",
-            sequence: 0,
-            old_fingerprint: None,
-        };
+        let audit = Audit::operator(vault);
         let orphans = listed
             .iter()
             .filter(|id| !keep.contains(&id.as_str()) && !already.contains(*id));
