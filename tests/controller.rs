@@ -5,6 +5,7 @@ mod support;
 
 use kube::Api;
 use rotor::api::{RotationPhase, SecretRotation, SlotState};
+use support::scenario::failed;
 use support::*;
 
 const SAMPLE: &str = "session-key";
@@ -328,12 +329,7 @@ async fn foreign_secret_is_never_overwritten() {
         .await
         .unwrap();
 
-    let s = wait_status(&client, &ns, "grabby", 60, "refusing", |s| {
-        s.rotation_status == RotationPhase::Failed
-    })
-    .await
-    .status
-    .unwrap();
+    let s = failed(&client, &ns, "grabby").await;
     assert!(
         s.last_rotation_message
             .contains("\"precious\" exists and is not managed by this SecretRotation"),
@@ -388,12 +384,7 @@ async fn invalid_specs_get_a_clear_status_and_recover_when_fixed() {
     let unknown_output =
         rotation_yaml("wrong", "wrong-secret", "").replace("value: TOKEN", "apiKey: TOKEN");
     apply_yaml(&client, &ns, &unknown_output).await.unwrap();
-    let s = wait_status(&client, &ns, "wrong", 60, "failed", |s| {
-        s.rotation_status == RotationPhase::Failed
-    })
-    .await
-    .status
-    .unwrap();
+    let s = failed(&client, &ns, "wrong").await;
     assert_eq!(
         s.last_rotation_message,
         "invalid spec: spec.secretsMapping names output \"apiKey\", which the random provider does not have (it has: value)"
@@ -413,12 +404,7 @@ async fn invalid_specs_get_a_clear_status_and_recover_when_fixed() {
         "  schedule: {rotationInterval: 0d}\n",
     );
     apply_yaml(&client, &ns, &zero).await.unwrap();
-    let s = wait_status(&client, &ns, "zero", 60, "failed", |s| {
-        s.rotation_status == RotationPhase::Failed
-    })
-    .await
-    .status
-    .unwrap();
+    let s = failed(&client, &ns, "zero").await;
     assert!(
         s.last_rotation_message
             .contains("rotationInterval must be greater than zero"),

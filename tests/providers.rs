@@ -633,12 +633,7 @@ async fn endpoint_safety_and_namespace_rules() {
         .replace("https://api.supabase.com", &fake.url)
         .replace("sbp_REPLACE_WITH_YOUR_PERSONAL_ACCESS_TOKEN", &admin);
     apply_yaml(&client, &ns, &manifest).await.unwrap();
-    let s = wait_status(&client, &ns, "supabase-secret-key", 60, "refused", |s| {
-        s.rotation_status == RotationPhase::Failed
-    })
-    .await
-    .status
-    .unwrap();
+    let s = failed(&client, &ns, "supabase-secret-key").await;
     assert!(
         s.last_rotation_message
             .contains("--allow-private-endpoints"),
@@ -658,12 +653,7 @@ async fn endpoint_safety_and_namespace_rules() {
             "        key: accessToken\n        namespace: kube-system\n",
         );
     apply_yaml(&client, &ns, &cross).await.unwrap();
-    let s = wait_status(&client, &ns, "cross", 60, "refused", |s| {
-        s.rotation_status == RotationPhase::Failed
-    })
-    .await
-    .status
-    .unwrap();
+    let s = failed(&client, &ns, "cross").await;
     assert!(s.last_rotation_message.contains("namespace \"kube-system\": rotor reads Secrets only from the SecretRotation's own namespace"), "{}", s.last_rotation_message);
 
     let missing = manifest
@@ -673,12 +663,7 @@ async fn endpoint_safety_and_namespace_rules() {
             "name: nowhere\n        key",
         );
     apply_yaml(&client, &ns, &missing).await.unwrap();
-    let s = wait_status(&client, &ns, "missing", 60, "waiting", |s| {
-        s.rotation_status == RotationPhase::Failed
-    })
-    .await
-    .status
-    .unwrap();
+    let s = failed(&client, &ns, "missing").await;
     assert!(
         s.last_rotation_message
             .contains("Secret \"nowhere\" (admin credentials) does not exist"),

@@ -46,6 +46,16 @@ pub async fn rotated(client: &Client, ns: &str, name: &str, count: u64) -> Secre
     .unwrap()
 }
 
+/// Waits until the resource is `Failed` (a refusal or a failed rotation); its status.
+pub async fn failed(client: &Client, ns: &str, name: &str) -> SecretRotationStatus {
+    wait_status(client, ns, name, 60, "failed", |s| {
+        s.rotation_status == RotationPhase::Failed
+    })
+    .await
+    .status
+    .unwrap()
+}
+
 /// Asks for one rotation and waits until it is the `count`-th.
 pub async fn rotate(
     client: &Client,
