@@ -275,7 +275,10 @@ pub struct PostgresSpec {
     /// Database the consumers use (and the connection test opens).
     #[schemars(length(min = 1))]
     pub database: String,
-    /// disable, require (encrypt, no certificate check) or verify-full.
+    /// disable; require (the default: encrypted, the certificate not checked, so the
+    /// admin password is sent only through SCRAM-SHA-256-PLUS, bound to the TLS
+    /// connection; a server that asks for a cleartext or MD5 password is refused); or
+    /// verify-full (the chain against caRef or the Mozilla roots, and the host name).
     #[serde(default = "default_ssl_mode")]
     #[schemars(extend("enum" = ["disable", "require", "verify-full"]))]
     pub ssl_mode: String,
@@ -284,7 +287,8 @@ pub struct PostgresSpec {
     pub admin_username: String,
     /// The admin user's password.
     pub credentials_ref: SecretKeyRef,
-    /// PEM CA bundle for verify-full. Unset: the Mozilla roots.
+    /// PEM CA bundle for verify-full (the CA that signed the server's certificate).
+    /// Unset: the Mozilla roots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_ref: Option<SecretKeyRef>,
     /// Base name: the users are `<username>_a` and `<username>_b`.

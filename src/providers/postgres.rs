@@ -5,6 +5,16 @@
 //! user keeps working until the rotation after. The password is sent as a SCRAM-SHA-256
 //! verifier computed here, so the plaintext never reaches the server or its logs.
 //! Revoking clears the user's password and ends its sessions.
+//!
+//! TLS: `require` encrypts without checking the certificate, so anyone on the path can
+//! answer in the server's place and ask for the password in the clear. Under `require`
+//! rotor therefore authenticates only with SCRAM-SHA-256-PLUS (channel binding to the
+//! certificate the connection actually saw): a man in the middle with its own
+//! certificate cannot complete it, and cleartext, MD5, "trust" or SCRAM without
+//! binding are refused before any password is sent. `verify-full` checks the chain
+//! (caRef, or the Mozilla roots) and the host name, and then accepts any method.
+//! Each session (connect, queries) is bounded by the HTTP timeout, so a server that
+//! accepts the connection and then stalls cannot hold a worker.
 
 use super::{
     BuildContext, Credential, IssueRequest, Provider, ProviderError, Revocation, endpoint,
@@ -19,6 +29,7 @@ use secrecy::{ExposeSecret, SecretString};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_postgres::config::ChannelBinding;
 
 const PASSWORD_LENGTH: usize = 32;
 
@@ -32,6 +43,8 @@ pub struct PostgresProvider {
     users: [String; 2],
     member_of: Option<String>,
     allow_private: bool,
+    /// The most one session (connect plus its queries) may take.
+    session_timeout: Duration,
 }
 
 #[derive(Clone)]
@@ -100,6 +113,7 @@ impl PostgresProvider {
             users,
             member_of: spec.member_of.clone(),
             allow_private: ctx.http.settings.allow_private_endpoints,
+            session_timeout: ctx.http.settings.timeout,
         })
     }
 
@@ -119,7 +133,10 @@ impl PostgresProvider {
             .dbname(&self.database)
             .application_name("rotor")
             .connect_timeout(Duration::from_secs(10));
-        let unavailable = |e: tokio_postgres::Error| classify(e, user);
+        let unavailable = |e: tokio_postgres::Error| self.classify(e, user);
+        // The connection task ends with the client; the bound is for a server that
+        // stops reading while rotor says goodbye.
+        let linger = self.session_timeout.saturating_mul(2);
         let client = match &self.ssl_mode {
             SslMode::Disable => {
                 config.ssl_mode(tokio_postgres::config::SslMode::Disable);
@@ -127,22 +144,90 @@ impl PostgresProvider {
                     .connect(tokio_postgres::NoTls)
                     .await
                     .map_err(unavailable)?;
-                tokio::spawn(conn);
+                tokio::spawn(tokio::time::timeout(linger, conn));
                 client
             }
             SslMode::Require | SslMode::VerifyFull(_) => {
                 config.ssl_mode(tokio_postgres::config::SslMode::Require);
                 let tls = match &self.ssl_mode {
-                    SslMode::VerifyFull(c) => (**c).clone(),
-                    _ => unverified_config(),
+                    SslMode::VerifyFull(c) => {
+                        config.channel_binding(ChannelBinding::Prefer);
+                        (**c).clone()
+                    }
+                    _ => {
+                        // The certificate is not checked: only SCRAM bound to it keeps
+                        // the password from whoever presented it.
+                        config.channel_binding(ChannelBinding::Require);
+                        unverified_config()
+                    }
                 };
                 let connector = tokio_postgres_rustls::MakeRustlsConnect::new(tls);
                 let (client, conn) = config.connect(connector).await.map_err(unavailable)?;
-                tokio::spawn(conn);
+                tokio::spawn(tokio::time::timeout(linger, conn));
                 client
             }
         };
         Ok(client)
+    }
+
+    /// Runs one session's work within the session timeout.
+    async fn bounded<T>(
+        &self,
+        what: &str,
+        work: impl std::future::Future<Output = Result<T, ProviderError>>,
+    ) -> Result<T, ProviderError> {
+        match tokio::time::timeout(self.session_timeout, work).await {
+            Ok(result) => result,
+            Err(_) => Err(ProviderError::Unavailable(format!(
+                "PostgreSQL at {}:{} did not finish {what} within {}",
+                self.host,
+                self.port,
+                humantime::format_duration(self.session_timeout)
+            ))),
+        }
+    }
+
+    /// Turns a connection error into a message that says what failed and what to do,
+    /// never with a password.
+    fn classify(&self, e: tokio_postgres::Error, user: &str) -> ProviderError {
+        if let Some(db) = e.as_db_error() {
+            if db.code() == &tokio_postgres::error::SqlState::INVALID_PASSWORD {
+                return ProviderError::Unauthorized {
+                    status: 401,
+                    message: format!("PostgreSQL refused the password of {user:?}"),
+                };
+            }
+            return ProviderError::Rejected {
+                status: 400,
+                message: format!("PostgreSQL ({}): {}", db.code().code(), db.message()),
+            };
+        }
+        let at = format!("{}:{}", self.host, self.port);
+        if let Some(cert) = certificate_error(&e) {
+            return ProviderError::Unavailable(format!(
+                "PostgreSQL at {at}: the server's certificate is not trusted ({cert}); \
+                 with sslMode verify-full, caRef must hold the CA that signed it (unset: the \
+                 Mozilla roots) and the certificate must name host {:?}",
+                self.host
+            ));
+        }
+        let text = with_causes(&e);
+        if matches!(self.ssl_mode, SslMode::Require)
+            && (text.contains("channel binding") || text.contains("unsupported SASL mechanism"))
+        {
+            return ProviderError::Rejected {
+                status: 400,
+                message: format!(
+                    "PostgreSQL at {at} did not offer SCRAM-SHA-256-PLUS (channel binding), so \
+                     rotor did not send the password of {user:?}: under sslMode require the \
+                     server's certificate is not checked, and a cleartext, MD5 or unbound \
+                     login would give the password to whoever answered. Use scram-sha-256 \
+                     in pg_hba.conf with TLS (PostgreSQL 11 or later, a certificate signed \
+                     with RSA or ECDSA), or set sslMode verify-full"
+                ),
+            };
+        }
+        ProviderError::Unavailable(format!("PostgreSQL at {at}: {text}"))
     }
 
     async fn admin(&self) -> Result<tokio_postgres::Client, ProviderError> {
@@ -164,21 +249,41 @@ impl PostgresProvider {
     }
 }
 
-/// Turns a driver error into a message that says what failed, never with a password.
-fn classify(e: tokio_postgres::Error, user: &str) -> ProviderError {
-    match e.as_db_error() {
-        Some(db) if db.code() == &tokio_postgres::error::SqlState::INVALID_PASSWORD => {
-            ProviderError::Unauthorized {
-                status: 401,
-                message: format!("PostgreSQL refused the password of {user:?}"),
-            }
+/// The error and its causes ("authentication error: server did not use channel
+/// binding"): the driver's own text names only the kind.
+fn with_causes(e: &tokio_postgres::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    for _ in 0..8 {
+        let Some(err) = source else { break };
+        let more = err.to_string();
+        if !text.ends_with(&more) {
+            text = format!("{text}: {more}");
         }
-        Some(db) => ProviderError::Rejected {
-            status: 400,
-            message: format!("PostgreSQL ({}): {}", db.code().code(), db.message()),
-        },
-        None => ProviderError::Unavailable(format!("PostgreSQL: {e}")),
+        source = err.source();
     }
+    text
+}
+
+/// The certificate problem behind a failed TLS handshake, if that is what failed.
+fn certificate_error(e: &tokio_postgres::Error) -> Option<String> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    // A bounded walk: error chains are short, but they come from a library.
+    for _ in 0..8 {
+        let err = source?;
+        if let Some(rustls::Error::InvalidCertificate(c)) = err.downcast_ref::<rustls::Error>() {
+            return Some(format!("{c:?}"));
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && let Some(rustls::Error::InvalidCertificate(c)) = io
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            return Some(format!("{c:?}"));
+        }
+        source = err.source();
+    }
+    None
 }
 
 fn sql_error(e: tokio_postgres::Error, what: &str) -> ProviderError {
@@ -299,44 +404,48 @@ impl Provider for PostgresProvider {
             .keep(&credential)
             .await
             .map_err(ProviderError::Stash)?;
-        let verifier =
-            postgres_protocol::password::scram_sha_256(password.expose_secret().as_bytes());
-        let admin = self.admin().await?;
-        let exists = admin
-            .query_opt(
-                "SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1",
-                &[user],
-            )
-            .await
-            .map_err(|e| sql_error(e, "looking up the user"))?
-            .is_some();
-        let ident = escape_identifier(user);
-        if exists {
-            let sql = format!(
-                "ALTER ROLE {ident} WITH LOGIN PASSWORD {}",
-                escape_literal(&verifier)
-            );
-            admin
-                .batch_execute(&sql)
+        self.bounded("setting the password", async {
+            let verifier =
+                postgres_protocol::password::scram_sha_256(password.expose_secret().as_bytes());
+            let admin = self.admin().await?;
+            let exists = admin
+                .query_opt(
+                    "SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1",
+                    &[user],
+                )
                 .await
-                .map_err(|e| sql_error(e, "setting the password"))?;
-        } else {
-            let sql = format!(
-                "CREATE ROLE {ident} WITH LOGIN PASSWORD {}",
-                escape_literal(&verifier)
-            );
-            admin
-                .batch_execute(&sql)
-                .await
-                .map_err(|e| sql_error(e, "creating the user"))?;
-            if let Some(role) = &self.member_of {
-                let grant = format!("GRANT {} TO {ident}", escape_identifier(role));
+                .map_err(|e| sql_error(e, "looking up the user"))?
+                .is_some();
+            let ident = escape_identifier(user);
+            if exists {
+                let sql = format!(
+                    "ALTER ROLE {ident} WITH LOGIN PASSWORD {}",
+                    escape_literal(&verifier)
+                );
                 admin
-                    .batch_execute(&grant)
+                    .batch_execute(&sql)
                     .await
-                    .map_err(|e| sql_error(e, "granting the shared role"))?;
+                    .map_err(|e| sql_error(e, "setting the password"))?;
+            } else {
+                let sql = format!(
+                    "CREATE ROLE {ident} WITH LOGIN PASSWORD {}",
+                    escape_literal(&verifier)
+                );
+                admin
+                    .batch_execute(&sql)
+                    .await
+                    .map_err(|e| sql_error(e, "creating the user"))?;
+                if let Some(role) = &self.member_of {
+                    let grant = format!("GRANT {} TO {ident}", escape_identifier(role));
+                    admin
+                        .batch_execute(&grant)
+                        .await
+                        .map_err(|e| sql_error(e, "granting the shared role"))?;
+                }
             }
-        }
+            Ok(())
+        })
+        .await?;
         Ok(credential)
     }
 
@@ -346,55 +455,68 @@ impl Provider for PostgresProvider {
             .get("password")
             .map(|p| p.expose_secret())
             .unwrap_or_default();
-        let client = self
-            .connect(&credential.id, password)
-            .await
-            .map_err(|e| ProviderError::TestFailed(e.to_string()))?;
-        client
-            .simple_query("SELECT 1")
-            .await
-            .map_err(|e| ProviderError::TestFailed(format!("SELECT 1: {e}")))?;
-        Ok(())
+        self.bounded("the connection test", async {
+            let client = self
+                .connect(&credential.id, password)
+                .await
+                .map_err(|e| ProviderError::TestFailed(e.to_string()))?;
+            client
+                .simple_query("SELECT 1")
+                .await
+                .map_err(|e| ProviderError::TestFailed(format!("SELECT 1: {e}")))?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| match e {
+            ProviderError::TestFailed(m) => ProviderError::TestFailed(m),
+            other => ProviderError::TestFailed(other.to_string()),
+        })
     }
 
     async fn revoke(&self, id: &str) -> Result<Revocation, ProviderError> {
-        let admin = self.admin().await?;
-        let exists = admin
-            .query_opt(
-                "SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1",
-                &[&id],
-            )
-            .await
-            .map_err(|e| sql_error(e, "looking up the user"))?
-            .is_some();
-        if !exists {
-            return Ok(Revocation::AlreadyGone);
-        }
-        let sql = format!("ALTER ROLE {} WITH PASSWORD NULL", escape_identifier(id));
-        admin
-            .batch_execute(&sql)
-            .await
-            .map_err(|e| sql_error(e, "clearing the password"))?;
-        admin
-            .execute("SELECT pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity WHERE usename = $1", &[&id])
-            .await
-            .map_err(|e| sql_error(e, "ending the user's sessions"))?;
-        Ok(Revocation::Revoked)
+        self.bounded("revoking the user", async {
+            let admin = self.admin().await?;
+            let exists = admin
+                .query_opt(
+                    "SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1",
+                    &[&id],
+                )
+                .await
+                .map_err(|e| sql_error(e, "looking up the user"))?
+                .is_some();
+            if !exists {
+                return Ok(Revocation::AlreadyGone);
+            }
+            let sql = format!("ALTER ROLE {} WITH PASSWORD NULL", escape_identifier(id));
+            admin
+                .batch_execute(&sql)
+                .await
+                .map_err(|e| sql_error(e, "clearing the password"))?;
+            admin
+                .execute("SELECT pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity WHERE usename = $1", &[&id])
+                .await
+                .map_err(|e| sql_error(e, "ending the user's sessions"))?;
+            Ok(Revocation::Revoked)
+        })
+        .await
     }
 
     async fn list_own(&self, _prefix: &str) -> Result<Vec<String>, ProviderError> {
-        let admin = self.admin().await?;
-        let names: Vec<&str> = self.users.iter().map(String::as_str).collect();
-        // Whether a role has a password only pg_authid says, which a CREATEROLE admin
-        // cannot read (pg_roles shows every password as ********): every existing user
-        // of the two is listed, and the sweep revokes one in no slot once per rotation.
-        let rows = admin
-            .query(
-                "SELECT rolname FROM pg_catalog.pg_roles WHERE rolname = ANY($1)",
-                &[&names],
-            )
-            .await
-            .map_err(|e| sql_error(e, "listing the users"))?;
-        Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+        self.bounded("listing the users", async {
+            let admin = self.admin().await?;
+            let names: Vec<&str> = self.users.iter().map(String::as_str).collect();
+            // Whether a role has a password only pg_authid says, which a CREATEROLE admin
+            // cannot read (pg_roles shows every password as ********): every existing user
+            // of the two is listed, and the sweep revokes one in no slot once per rotation.
+            let rows = admin
+                .query(
+                    "SELECT rolname FROM pg_catalog.pg_roles WHERE rolname = ANY($1)",
+                    &[&names],
+                )
+                .await
+                .map_err(|e| sql_error(e, "listing the users"))?;
+            Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+        })
+        .await
     }
 }

@@ -1,13 +1,25 @@
 //! A real PostgreSQL server for the SQL provider's tests: `initdb` + `pg_ctl` in a
 //! temp dir on a free loopback port, one per test binary, stopped at exit.
+//!
+//! It also speaks TLS (`ssl=on`) with a certificate for `127.0.0.1` signed by a CA made
+//! here with `openssl`; plain connections keep working, so tests that use
+//! `sslMode: disable` see the server they always did. The role `cleartext_admin` (when a
+//! test creates it) must log in with the `password` method: the server asks for the
+//! password in the clear, as a man in the middle would. Connections are logged
+//! (`log_connections`), and [`Postgres::log`] reads the log.
 
-use std::path::PathBuf;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
 pub struct Postgres {
     pub port: u16,
     pub admin_password: String,
+    /// The CA (PEM) that signed the server's certificate.
+    pub ca_pem: String,
+    /// Another CA (PEM), which signed nothing this server presents.
+    pub other_ca_pem: String,
     dir: PathBuf,
     bin: PathBuf,
 }
@@ -65,6 +77,8 @@ pub fn postgres() -> &'static Postgres {
         std::fs::create_dir_all(&dir).unwrap();
         let admin_password = format!("pgadmin{}", super::free_port());
         std::fs::write(dir.join("pw"), &admin_password).unwrap();
+        let tls = dir.join("tls");
+        make_certificates(&tls);
         if unsafe { libc::geteuid() } == 0 {
             let status = Command::new("chown")
                 .args(["-R", "postgres:postgres"])
@@ -85,10 +99,22 @@ pub fn postgres() -> &'static Postgres {
             "initdb: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        // First match wins: one role must send its password in the clear over TLS;
+        // everyone else uses SCRAM, with or without TLS.
+        std::fs::write(
+            dir.join("data/pg_hba.conf"),
+            "local all all scram-sha-256\n\
+             hostssl all cleartext_admin 127.0.0.1/32 password\n\
+             host all all 127.0.0.1/32 scram-sha-256\n",
+        )
+        .unwrap();
         let port = super::free_port();
         let opts = format!(
-            "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=off",
-            dir.display()
+            "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=off -c ssl=on \
+             -c ssl_cert_file={} -c ssl_key_file={} -c log_connections=on",
+            dir.display(),
+            tls.join("server.crt").display(),
+            tls.join("server.key").display(),
         );
         let out = run_as_owner(
             Command::new(bin.join("pg_ctl"))
@@ -108,14 +134,112 @@ pub fn postgres() -> &'static Postgres {
         Postgres {
             port,
             admin_password,
+            ca_pem: std::fs::read_to_string(tls.join("ca.crt")).unwrap(),
+            other_ca_pem: std::fs::read_to_string(tls.join("other-ca.crt")).unwrap(),
             dir,
             bin,
         }
     })
 }
 
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("running openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA, a server certificate for 127.0.0.1 signed by it (ECDSA P-256 with SHA-256,
+/// which both sides can bind a SCRAM login to), and an unrelated second CA.
+fn make_certificates(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    for ca in ["ca", "other-ca"] {
+        openssl(
+            dir,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-sha256",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN=rotor test {ca}"),
+                "-keyout",
+                &format!("{ca}.key"),
+                "-out",
+                &format!("{ca}.crt"),
+            ],
+        );
+    }
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ],
+    );
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+         keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-sha256",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "server.crt",
+        ],
+    );
+    // PostgreSQL refuses a key others can read.
+    std::fs::set_permissions(
+        dir.join("server.key"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+}
+
 impl Postgres {
-    /// Whether `user` can log in with `password` (and run SELECT 1).
+    /// Whether `user` can log in with `password` (and run SELECT 1), over a plain
+    /// connection. `false` only when the server refuses the password (SQLSTATE 28P01):
+    /// any other failure (server down, no such database) fails the test, so "cannot
+    /// log in" is never "could not ask".
     pub async fn can_login(&self, user: &str, password: &str, database: &str) -> bool {
         let conn = tokio_postgres::Config::new()
             .host("127.0.0.1")
@@ -128,10 +252,17 @@ impl Postgres {
         match conn {
             Ok((client, connection)) => {
                 tokio::spawn(connection);
-                client.simple_query("SELECT 1").await.is_ok()
+                client.simple_query("SELECT 1").await.unwrap();
+                true
             }
-            Err(_) => false,
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::INVALID_PASSWORD) => false,
+            Err(e) => panic!("logging in as {user:?} failed, not with a refused password: {e}"),
         }
+    }
+
+    /// The server's log so far (connections are logged).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
     }
 
     /// Runs SQL as the admin.
