@@ -102,6 +102,10 @@ impl Provider for ConvexProvider {
         })
     }
 
+    fn known_values(&self) -> Vec<SecretString> {
+        vec![self.token.clone()]
+    }
+
     async fn issue(&self, request: &IssueRequest<'_>) -> Result<Credential, ProviderError> {
         let body = serde_json::json!({ "name": request.name });
         let create = || {
@@ -195,9 +199,12 @@ impl Provider for ConvexProvider {
             return Err(reply.error("listing Convex access tokens"));
         }
         let value: serde_json::Value = reply.json("listing Convex access tokens")?;
+        // Own names are exactly `<prefix>-<unix ms>` (see credential_name): `shop` must
+        // not take `shop-payments-…` (another resource's) or `shop-admin` (a human's).
+        let own = format!("{prefix}-");
         Ok(names_in(&value)
             .into_iter()
-            .filter(|n| n.starts_with(prefix))
+            .filter(|n| super::own_name(&own, n))
             .collect())
     }
 }

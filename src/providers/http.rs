@@ -177,6 +177,13 @@ fn first_string(path: &JsonPath, value: &serde_json::Value) -> Option<String> {
 impl HttpProvider {
     pub fn new(spec: &HttpSpec, ctx: &BuildContext<'_>) -> Result<Self, ProviderError> {
         let list = match &spec.list {
+            // With an issue idPath, ids are the vendor's and names are rotor's: the
+            // list needs both, or the sweep would compare names with ids.
+            Some(l) if spec.id_path.is_some() && l.id_path.is_none() => {
+                return Err(ProviderError::InvalidConfig(
+                    "http.list.idPath is required when http.idPath is set (the sweep must pair each listed name with its id)".into(),
+                ));
+            }
             Some(l) => Some((
                 Operation::new("listing keys", &l.request, Method::GET, ctx)?,
                 path(&l.name_path, "list.namePath")?,
@@ -223,6 +230,20 @@ impl Provider for HttpProvider {
 
     fn secret_output(&self) -> &'static str {
         OUTPUT
+    }
+
+    fn known_values(&self) -> Vec<SecretString> {
+        [&self.issue]
+            .into_iter()
+            .chain(self.test.as_ref())
+            .chain(self.revoke.as_ref())
+            .chain(self.list.as_ref().map(|(op, ..)| op))
+            .flat_map(|op| op.headers.iter())
+            .filter_map(|(_, v)| match v {
+                HeaderValue::Secret(_, s) => Some(s.clone()),
+                HeaderValue::Literal(_) => None,
+            })
+            .collect()
     }
 
     async fn issue(&self, request: &IssueRequest<'_>) -> Result<Credential, ProviderError> {
@@ -304,26 +325,41 @@ impl Provider for HttpProvider {
             return Err(reply.error("listing keys"));
         }
         let body: serde_json::Value = reply.json("listing keys")?;
-        let names: Vec<String> = name_path
+        let names: Vec<Option<String>> = name_path
             .query(&body)
             .all()
             .into_iter()
-            .map(|v| v.as_str().unwrap_or_default().to_string())
+            .map(|v| v.as_str().map(str::to_string))
             .collect();
-        let ids: Vec<String> = match id_path {
+        let ids: Vec<Option<String>> = match id_path {
             Some(p) => p
                 .query(&body)
                 .all()
                 .into_iter()
-                .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+                .map(|v| match v {
+                    serde_json::Value::String(s) => Some(s.clone()),
+                    serde_json::Value::Number(n) => Some(n.to_string()),
+                    _ => None,
+                })
                 .collect(),
             None => names.clone(),
         };
+        // Names and ids are paired by position: unless both lists line up, a pairing
+        // would revoke the wrong key.
+        if names.len() != ids.len() {
+            return Err(ProviderError::BadResponse(format!(
+                "listing keys: list.namePath found {} names but list.idPath {} ids",
+                names.len(),
+                ids.len()
+            )));
+        }
         Ok(names
             .into_iter()
             .zip(ids)
-            .filter(|(n, _)| n.starts_with(prefix))
-            .map(|(_, id)| id)
+            .filter_map(|(name, id)| {
+                let own = name.is_some_and(|n| super::own_name(prefix, &n));
+                own.then_some(id).flatten()
+            })
             .collect())
     }
 }

@@ -12,6 +12,7 @@ use super::{
 };
 use crate::api::SupabaseSpec;
 use async_trait::async_trait;
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
@@ -57,13 +58,20 @@ impl SupabaseProvider {
     fn url(&self, tail: &str) -> String {
         format!(
             "{}/v1/projects/{}/api-keys{tail}",
-            self.base, self.project_ref
+            self.base,
+            segment(&self.project_ref)
         )
     }
 
     fn bearer(&self) -> String {
         format!("Bearer {}", self.token.expose_secret())
     }
+}
+
+/// A path segment from a spec or a vendor, percent-encoded: an id `../../x?y` stays
+/// one segment.
+fn segment(raw: &str) -> String {
+    utf8_percent_encode(raw, NON_ALPHANUMERIC).to_string()
 }
 
 /// Supabase key names match `^[a-z_][a-z0-9_]+$`, 4–64 characters.
@@ -109,6 +117,10 @@ impl Provider for SupabaseProvider {
             .to_string()
     }
 
+    fn known_values(&self) -> Vec<SecretString> {
+        vec![self.token.clone()]
+    }
+
     async fn issue(&self, request: &IssueRequest<'_>) -> Result<Credential, ProviderError> {
         // A rotation that died after creating its key left it under this name: its
         // value is not ours any more, so delete it before creating the name afresh.
@@ -146,7 +158,7 @@ impl Provider for SupabaseProvider {
     }
 
     async fn test(&self, credential: &Credential) -> Result<(), ProviderError> {
-        let path = format!("/{}?reveal=true", credential.id);
+        let path = format!("/{}?reveal=true", segment(&credential.id));
         let reply = self
             .http
             .send("reading the new Supabase API key", |c| {
@@ -170,7 +182,7 @@ impl Provider for SupabaseProvider {
     }
 
     async fn revoke(&self, id: &str) -> Result<Revocation, ProviderError> {
-        let path = format!("/{id}?reason=rotated%20by%20rotor");
+        let path = format!("/{}?reason=rotated%20by%20rotor", segment(id));
         let reply = self
             .http
             .send("deleting a Supabase API key", |c| {
@@ -186,7 +198,8 @@ impl Provider for SupabaseProvider {
     }
 
     async fn list_own(&self, prefix: &str) -> Result<Vec<String>, ProviderError> {
-        self.ids_where(|n| n.starts_with(prefix)).await
+        // Own names are exactly `rotor_<uid8>_<n>`.
+        self.ids_where(|n| super::own_name(prefix, n)).await
     }
 }
 
@@ -229,5 +242,11 @@ mod tests {
             assert!(re(&key_name(raw)), "{raw} -> {}", key_name(raw));
         }
         assert_eq!(key_name("rotor-5f0c3a9e-7"), "rotor_5f0c3a9e_7");
+    }
+
+    #[test]
+    fn vendor_ids_stay_one_path_segment() {
+        assert_eq!(super::segment("../../x?y"), "%2E%2E%2F%2E%2E%2Fx%3Fy");
+        assert_eq!(super::segment("abc123"), "abc123");
     }
 }
