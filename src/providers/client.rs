@@ -261,7 +261,9 @@ impl HttpClient {
                 Some(asked) => asked.wait,
                 None => self.backoff(attempt),
             };
-            tracing::debug!(what, attempt, wait_ms = wait.as_millis() as u64, error = %retryable, "retrying");
+            // Not the error text: it may carry what the vendor echoed, and only the
+            // provider wrapper knows which values to scrub from it.
+            tracing::debug!(what, attempt, wait_ms = wait.as_millis() as u64, "retrying");
             tokio::time::sleep(wait).await;
             attempt += 1;
         }

@@ -15,6 +15,8 @@ use serde::Deserialize;
 
 const OUTPUT: &str = "accessKey";
 const DEFAULT_BASE: &str = "https://api.convex.dev";
+/// Unix milliseconds have 13 digits from 2001 to 2286.
+const UNIX_MS_DIGITS: usize = 13;
 
 pub struct ConvexProvider {
     http: HttpClient,
@@ -199,12 +201,13 @@ impl Provider for ConvexProvider {
             return Err(reply.error("listing Convex access tokens"));
         }
         let value: serde_json::Value = reply.json("listing Convex access tokens")?;
-        // Own names are exactly `<prefix>-<unix ms>` (see credential_name): `shop` must
-        // not take `shop-payments-…` (another resource's) or `shop-admin` (a human's).
+        // Own names are exactly `<prefix>-<13-digit unix ms>` (see credential_name):
+        // `shop` must not take `shop-payments-…` (another resource's), `shop-admin` or
+        // `shop-1` (a human's).
         let own = format!("{prefix}-");
         Ok(names_in(&value)
             .into_iter()
-            .filter(|n| super::own_name(&own, n))
+            .filter(|n| super::own_name(&own, n) && n.len() == own.len() + UNIX_MS_DIGITS)
             .collect())
     }
 }
