@@ -411,6 +411,6 @@ async fn key_in_a_test_url_or_echoed_by_the_vendor_leaks_nowhere() {
     );
     wait_events(&client, &ns, "echoed", 1, 10).await;
     for name in ["refused", "echoed"] {
-        assert_no_leak(&client, &ns, name, &op.logs(), &[admin.clone()]).await;
+        assert_no_leak(&client, &ns, name, &op.logs(), std::slice::from_ref(&admin)).await;
     }
 }
