@@ -126,6 +126,18 @@ impl Operation {
         http: &HttpClient,
         vars: &Vars<'_>,
     ) -> Result<super::client::Reply, ProviderError> {
+        // `.` and `..` stay dot segments however they are encoded (`%2E%2E` is `..`
+        // to a URL parser): a vendor id like that would walk up the path.
+        if [vars.id, vars.key, vars.name]
+            .into_iter()
+            .flatten()
+            .any(|v| matches!(v, "" | "." | ".."))
+        {
+            return Err(ProviderError::BadResponse(format!(
+                "{}: an empty, \".\" or \"..\" id or key cannot go into a URL",
+                self.what
+            )));
+        }
         let url = vars.render(&self.url, |v| {
             utf8_percent_encode(v, NON_ALPHANUMERIC).to_string()
         });
@@ -361,5 +373,123 @@ impl Provider for HttpProvider {
                 own.then_some(id).flatten()
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::{HttpSettings, NoStash, Secrets};
+    use axum::routing::{delete, get, post};
+
+    async fn vendor(seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>) -> String {
+        let list = || async {
+            axum::Json(serde_json::json!({"keys": [
+                {"id": "k1", "name": "rotor-abcdefgh-1"},
+                {"name": "rotor-abcdefgh-2"},
+                {"id": "k3", "name": "rotor-abcdefgh-3"},
+            ]}))
+        };
+        let aligned = || async {
+            axum::Json(serde_json::json!({"keys": [
+                {"id": "k1", "name": "rotor-abcdefgh-1"},
+                {"id": "k2", "name": "rotor-abcdefgh-admin"},
+                {"id": "k3", "name": "rotor-abcdefgh-12-x"},
+                {"id": "k4", "name": "rotor-abcdefgh-2"},
+            ]}))
+        };
+        let issue = || async { axum::Json(serde_json::json!({"key": "v", "id": ".."})) };
+        let router = axum::Router::new()
+            .route("/shifted", get(list))
+            .route("/aligned", get(aligned))
+            .route("/issue", post(issue))
+            .route(
+                "/{*rest}",
+                delete(move |uri: axum::http::Uri| async move {
+                    seen.lock().unwrap().push(uri.to_string());
+                    axum::http::StatusCode::NO_CONTENT
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        url
+    }
+
+    fn spec(base: &str, list: &str, issue_id: bool, list_id: bool) -> HttpSpec {
+        serde_json::from_value(serde_json::json!({
+            "issue": {"url": format!("{base}/issue")},
+            "keyPath": "$.key",
+            "idPath": issue_id.then_some("$.id"),
+            "revoke": {"url": format!("{base}/keys/{{{{id}}}}")},
+            "list": {
+                "url": format!("{base}/{list}"),
+                "namePath": "$.keys[*].name",
+                "idPath": list_id.then_some("$.keys[*].id"),
+            },
+        }))
+        .unwrap()
+    }
+
+    fn provider(spec: &HttpSpec) -> Result<HttpProvider, ProviderError> {
+        let http = HttpClient::new(HttpSettings {
+            allow_private_endpoints: true,
+            max_retries: 0,
+            ..HttpSettings::default()
+        });
+        HttpProvider::new(
+            spec,
+            &BuildContext {
+                secrets: &Secrets::default(),
+                http: &http,
+                uid: "abcdefgh-0000",
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn listed_names_and_ids_pair_exactly_or_not_at_all() {
+        let seen = std::sync::Arc::default();
+        let base = vendor(std::sync::Arc::clone(&seen)).await;
+        let shifted = provider(&spec(&base, "shifted", true, true)).unwrap();
+        let err = shifted.list_own("rotor-abcdefgh-").await.unwrap_err();
+        assert!(
+            matches!(&err, ProviderError::BadResponse(m) if m.contains("3 names but list.idPath 2 ids")),
+            "{err}"
+        );
+        let aligned = provider(&spec(&base, "aligned", true, true)).unwrap();
+        assert_eq!(
+            aligned.list_own("rotor-abcdefgh-").await.unwrap(),
+            ["k1", "k4"],
+            "only exact own names, each with its own id"
+        );
+        let err = provider(&spec(&base, "aligned", true, false))
+            .err()
+            .expect("idPath without list.idPath is refused");
+        assert!(err.to_string().contains("list.idPath is required"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn vendor_ids_cannot_walk_the_url_path() {
+        let seen: std::sync::Arc<std::sync::Mutex<Vec<String>>> = std::sync::Arc::default();
+        let base = vendor(std::sync::Arc::clone(&seen)).await;
+        let p = provider(&spec(&base, "aligned", true, true)).unwrap();
+        p.revoke("../../x?y").await.unwrap();
+        assert_eq!(
+            seen.lock().unwrap().as_slice(),
+            ["/keys/%2E%2E%2F%2E%2E%2Fx%3Fy"]
+        );
+        let err = p.revoke("..").await.unwrap_err();
+        assert!(err.to_string().contains("cannot go into a URL"), "{err}");
+        let issued = p
+            .issue(&IssueRequest {
+                name: "rotor-abcdefgh-1",
+                slot: 0,
+                stash: &NoStash,
+            })
+            .await
+            .unwrap();
+        assert_eq!(issued.id, "..");
+        assert_eq!(seen.lock().unwrap().len(), 1, "nothing else was deleted");
     }
 }

@@ -46,10 +46,16 @@ impl SupabaseProvider {
         }
         let base = spec.base_url.clone().unwrap_or_else(|| DEFAULT_BASE.into());
         ctx.http.check_url(&base)?;
+        let project_ref = segment(&spec.project_ref).map_err(|_| {
+            ProviderError::InvalidConfig(format!(
+                "supabase.projectRef {:?} is not a project ref",
+                spec.project_ref
+            ))
+        })?;
         Ok(Self {
             http: ctx.http.clone(),
             base: base.trim_end_matches('/').to_string(),
-            project_ref: spec.project_ref.clone(),
+            project_ref,
             key_type: spec.key_type.clone(),
             token: ctx.secrets.get(&spec.credentials_ref)?.clone(),
         })
@@ -58,8 +64,7 @@ impl SupabaseProvider {
     fn url(&self, tail: &str) -> String {
         format!(
             "{}/v1/projects/{}/api-keys{tail}",
-            self.base,
-            segment(&self.project_ref)
+            self.base, self.project_ref
         )
     }
 
@@ -70,8 +75,14 @@ impl SupabaseProvider {
 
 /// A path segment from a spec or a vendor, percent-encoded: an id `../../x?y` stays
 /// one segment.
-fn segment(raw: &str) -> String {
-    utf8_percent_encode(raw, NON_ALPHANUMERIC).to_string()
+/// `.` and `..` are refused: `%2E%2E` is still `..` to a URL parser.
+fn segment(raw: &str) -> Result<String, ProviderError> {
+    if matches!(raw, "" | "." | "..") {
+        return Err(ProviderError::BadResponse(format!(
+            "the id {raw:?} cannot go into a URL path"
+        )));
+    }
+    Ok(utf8_percent_encode(raw, NON_ALPHANUMERIC).to_string())
 }
 
 /// Supabase key names match `^[a-z_][a-z0-9_]+$`, 4–64 characters.
@@ -158,7 +169,7 @@ impl Provider for SupabaseProvider {
     }
 
     async fn test(&self, credential: &Credential) -> Result<(), ProviderError> {
-        let path = format!("/{}?reveal=true", segment(&credential.id));
+        let path = format!("/{}?reveal=true", segment(&credential.id)?);
         let reply = self
             .http
             .send("reading the new Supabase API key", |c| {
@@ -182,7 +193,7 @@ impl Provider for SupabaseProvider {
     }
 
     async fn revoke(&self, id: &str) -> Result<Revocation, ProviderError> {
-        let path = format!("/{}?reason=rotated%20by%20rotor", segment(id));
+        let path = format!("/{}?reason=rotated%20by%20rotor", segment(id)?);
         let reply = self
             .http
             .send("deleting a Supabase API key", |c| {
@@ -246,7 +257,11 @@ mod tests {
 
     #[test]
     fn vendor_ids_stay_one_path_segment() {
-        assert_eq!(super::segment("../../x?y"), "%2E%2E%2F%2E%2E%2Fx%3Fy");
-        assert_eq!(super::segment("abc123"), "abc123");
+        assert_eq!(
+            super::segment("../../x?y").unwrap(),
+            "%2E%2E%2F%2E%2E%2Fx%3Fy"
+        );
+        assert_eq!(super::segment("abc123").unwrap(), "abc123");
+        assert!(super::segment("..").is_err() && super::segment(".").is_err());
     }
 }
