@@ -414,3 +414,36 @@ async fn key_in_a_test_url_or_echoed_by_the_vendor_leaks_nowhere() {
         assert_no_leak(&client, &ns, name, &op.logs(), std::slice::from_ref(&admin)).await;
     }
 }
+
+#[tokio::test]
+async fn convox_rack_stuck_updating_is_given_up_within_the_provider_timeout() {
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "hv-rack").await;
+    let initial = "InitialRackKey0123456789";
+    let fake = fakes::convox(initial).await;
+    fake.lock().update_takes = std::time::Duration::from_secs(3600);
+    // FAST but with the default 10 minute update timeout: only --provider-timeout
+    // can end the poll in time.
+    let mut flags: Vec<&str> = FAST.to_vec();
+    let at = flags.iter().position(|f| *f == "--update-timeout").unwrap();
+    flags[at + 1] = "10m";
+    flags.extend(["--provider-timeout", "3s"]);
+    let op = Operator::start_with(&ns, &flags);
+    let manifest = sample("convox.yaml")
+        .replace("https://rack.example.com", &fake.url)
+        .replace("REPLACE_WITH_THE_CURRENT_RACK_API_KEY", initial);
+    apply_yaml(&client, &ns, &manifest).await.unwrap();
+    let s = failed(&client, &ns, "convox-rack-key").await;
+    assert!(
+        s.last_rotation_message
+            .contains("the rack did not come back running with the new key within 2s"),
+        "{}",
+        s.last_rotation_message
+    );
+    assert_eq!(
+        fake.lock().puts,
+        1,
+        "one key set, then polled, then given up"
+    );
+    assert_alive(&op).await;
+}
