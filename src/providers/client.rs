@@ -70,7 +70,11 @@ impl Reply {
     /// Parses a JSON body.
     pub fn json<T: serde::de::DeserializeOwned>(&self, what: &str) -> Result<T, ProviderError> {
         serde_json::from_slice(&self.body).map_err(|e| {
-            ProviderError::BadResponse(format!("{what}: the body is not the expected JSON ({e})"))
+            // serde quotes the offending value ("invalid type: string \"sk_…\""): redact.
+            ProviderError::BadResponse(format!(
+                "{what}: the body is not the expected JSON ({})",
+                redact_tokens(&e.to_string())
+            ))
         })
     }
 
@@ -98,17 +102,7 @@ pub fn vendor_message(body: &[u8]) -> String {
                 .find_map(|k| v.get(*k).and_then(|m| m.as_str().map(str::to_string)))
         })
         .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
-    let redacted: Vec<String> = text
-        .split_whitespace()
-        .map(|word| {
-            if looks_like_a_token(word) {
-                "[redacted]".to_string()
-            } else {
-                word.to_string()
-            }
-        })
-        .collect();
-    let mut out = redacted.join(" ");
+    let mut out = redact_tokens(&text);
     if out.is_empty() {
         out = "(no message)".into();
     }
@@ -121,6 +115,20 @@ pub fn vendor_message(body: &[u8]) -> String {
         out.push('…');
     }
     out
+}
+
+/// `text` with every word that may be a credential replaced by `[redacted]`.
+fn redact_tokens(text: &str) -> String {
+    text.split_whitespace()
+        .map(|word| {
+            if looks_like_a_token(word) {
+                "[redacted]"
+            } else {
+                word
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Whether a word of a vendor's message may be a credential: long, or mixing
@@ -614,6 +622,22 @@ mod tests {
             .to_string();
         assert!(!err.contains("sk_live_secretvalue"), "{err}");
         assert!(!err.contains("/check"), "{err}");
+    }
+
+    #[test]
+    fn json_errors_do_not_quote_values() {
+        let reply = Reply {
+            status: 200,
+            body: br#"{"n": "sk_live_abcdefghijklmnop"}"#.to_vec(),
+        };
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct N {
+            n: u64,
+        }
+        let err = reply.json::<N>("reading").unwrap_err().to_string();
+        assert!(!err.contains("sk_live"), "{err}");
+        assert!(err.contains("invalid type"), "{err}");
     }
 
     #[test]
