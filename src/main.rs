@@ -20,6 +20,7 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once at start-up
 enum Command {
     /// Run the controller (in a cluster, or against your kubeconfig).
     Run(RunArgs),
@@ -108,6 +109,15 @@ struct RunArgs {
     /// rotor to reach services inside the cluster network.
     #[arg(long, env = "ROTOR_ALLOW_PRIVATE_ENDPOINTS")]
     allow_private_endpoints: bool,
+    /// Allow provider endpoints in this internal address block although
+    /// --allow-private-endpoints is off, e.g. 10.20.0.0/16 for a vendor inside the
+    /// cluster network while 169.254.169.254 stays refused. Repeatable.
+    #[arg(long = "allow-private-cidr", value_name = "CIDR", value_parser = clap::value_parser!(rotor::providers::endpoint::Cidr))]
+    allow_private_cidrs: Vec<rotor::providers::endpoint::Cidr>,
+    /// The longest one provider call (issue, test, revoke or list) may take as a whole,
+    /// retries and waiting for a Convox rack included.
+    #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+    provider_timeout: Duration,
     /// Retries of a provider call after 429, 5xx or a transport error.
     #[arg(long, default_value_t = 4)]
     http_max_retries: u32,
@@ -219,6 +229,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         sweep_interval: args.sweep_interval,
         http: rotor::providers::HttpSettings {
             allow_private_endpoints: args.allow_private_endpoints,
+            allow_private_cidrs: args.allow_private_cidrs.clone(),
+            provider_timeout: args.provider_timeout,
             max_retries: args.http_max_retries,
             backoff_base: args.http_backoff,
             max_wait: args.http_max_wait,

@@ -3,7 +3,7 @@
 //! honouring `Retry-After` and `X-RateLimit-Reset`.
 
 use super::ProviderError;
-use super::endpoint::{self, GuardedResolver};
+use super::endpoint::{self, Cidr, Guard, GuardedResolver};
 use rand::Rng;
 use reqwest::header::HeaderMap;
 use std::sync::Arc;
@@ -13,6 +13,12 @@ use std::time::Duration;
 #[derive(Clone, Debug)]
 pub struct HttpSettings {
     pub allow_private_endpoints: bool,
+    /// Internal address blocks rotor may reach although `allow_private_endpoints` is
+    /// off (`--allow-private-cidr`).
+    pub allow_private_cidrs: Vec<Cidr>,
+    /// The longest one provider call (issue, test, revoke, list) may take as a whole,
+    /// retries and polling included (`--provider-timeout`).
+    pub provider_timeout: Duration,
     /// Retries after the first attempt for 429, 5xx and transport errors.
     pub max_retries: u32,
     /// First backoff; doubles per retry, with jitter.
@@ -31,6 +37,8 @@ impl Default for HttpSettings {
     fn default() -> Self {
         Self {
             allow_private_endpoints: false,
+            allow_private_cidrs: Vec::new(),
+            provider_timeout: Duration::from_secs(120),
             max_retries: 4,
             backoff_base: Duration::from_millis(500),
             max_wait: Duration::from_secs(60),
@@ -40,6 +48,12 @@ impl Default for HttpSettings {
         }
     }
 }
+
+/// The largest response body rotor reads from a vendor.
+pub const MAX_BODY: usize = 4 * 1024 * 1024;
+
+/// The longest wait a vendor's header is read as (anything longer is "forever").
+const WAIT_CEILING: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// A response the caller has to judge (anything but 429, 5xx and transport errors).
 #[derive(Debug)]
@@ -56,7 +70,11 @@ impl Reply {
     /// Parses a JSON body.
     pub fn json<T: serde::de::DeserializeOwned>(&self, what: &str) -> Result<T, ProviderError> {
         serde_json::from_slice(&self.body).map_err(|e| {
-            ProviderError::BadResponse(format!("{what}: the body is not the expected JSON ({e})"))
+            // serde quotes the offending value ("invalid type: string \"sk_…\""): redact.
+            ProviderError::BadResponse(format!(
+                "{what}: the body is not the expected JSON ({})",
+                redact_tokens(&e.to_string())
+            ))
         })
     }
 
@@ -84,17 +102,7 @@ pub fn vendor_message(body: &[u8]) -> String {
                 .find_map(|k| v.get(*k).and_then(|m| m.as_str().map(str::to_string)))
         })
         .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
-    let redacted: Vec<String> = text
-        .split_whitespace()
-        .map(|word| {
-            if word.len() >= 20 && !word.contains('/') {
-                "[redacted]".to_string()
-            } else {
-                word.to_string()
-            }
-        })
-        .collect();
-    let mut out = redacted.join(" ");
+    let mut out = redact_tokens(&text);
     if out.is_empty() {
         out = "(no message)".into();
     }
@@ -107,6 +115,33 @@ pub fn vendor_message(body: &[u8]) -> String {
         out.push('…');
     }
     out
+}
+
+/// `text` with every word that may be a credential replaced by `[redacted]`.
+fn redact_tokens(text: &str) -> String {
+    text.split_whitespace()
+        .map(|word| {
+            if looks_like_a_token(word) {
+                "[redacted]"
+            } else {
+                word
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Whether a word of a vendor's message may be a credential: long, or mixing
+/// letters with digits or base64/URL punctuation the way keys do.
+fn looks_like_a_token(word: &str) -> bool {
+    let core = word.trim_matches(|c: char| "\"'`,.;:()[]{}<>!?".contains(c));
+    if core.chars().count() >= 20 {
+        return true;
+    }
+    let letters = core.chars().filter(char::is_ascii_alphabetic).count();
+    let digits = core.chars().filter(char::is_ascii_digit).count();
+    let symbols = core.chars().filter(|c| "_-+/=".contains(*c)).count();
+    core.len() >= 12 && letters > 0 && (digits > 0 || symbols > 0) && !core.contains("://")
 }
 
 /// The shared client.
@@ -122,8 +157,11 @@ impl HttpClient {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
             .dns_resolver(Arc::new(GuardedResolver {
-                allow_private: settings.allow_private_endpoints,
+                guard: guard(&settings),
             }))
+            // HTTP(S)_PROXY from the environment would connect to whatever a tenant's
+            // URL names without the resolver's check: providers never use a proxy.
+            .no_proxy()
             .timeout(settings.timeout)
             .connect_timeout(Duration::from_secs(10))
             .pool_idle_timeout(Duration::from_secs(90))
@@ -143,18 +181,34 @@ impl HttpClient {
                 "{url:?}: only http and https are supported"
             )));
         }
-        let internal = match parsed.host() {
-            Some(url::Host::Ipv4(ip)) => endpoint::is_internal(ip.into()),
-            Some(url::Host::Ipv6(ip)) => endpoint::is_internal(ip.into()),
-            Some(url::Host::Domain(d)) => {
-                d.eq_ignore_ascii_case("localhost") || d.ends_with(".localhost")
-            }
-            None => return Err(ProviderError::InvalidConfig(format!("{url:?} has no host"))),
-        };
-        if internal && !self.settings.allow_private_endpoints {
-            return Err(endpoint::refused(parsed.host_str().unwrap_or_default()));
-        }
+        self.check_host(&parsed)?;
         Ok(parsed)
+    }
+
+    /// Refuses a URL whose host is a literal internal address (names are checked by
+    /// the resolver when connecting). Runs on every request, after placeholders.
+    fn check_host(&self, url: &reqwest::Url) -> Result<(), ProviderError> {
+        let guard = guard(&self.settings);
+        let permitted = match url.host() {
+            Some(url::Host::Ipv4(ip)) => guard.permits(ip.into()),
+            Some(url::Host::Ipv6(ip)) => guard.permits(ip.into()),
+            Some(url::Host::Domain(d)) => {
+                let d = d.trim_end_matches('.');
+                guard.allow_private
+                    || !(d.eq_ignore_ascii_case("localhost")
+                        || d.to_ascii_lowercase().ends_with(".localhost"))
+            }
+            None => {
+                return Err(ProviderError::InvalidConfig(
+                    "the request URL has no host".into(),
+                ));
+            }
+        };
+        if permitted {
+            Ok(())
+        } else {
+            Err(endpoint::refused(url.host_str().unwrap_or_default()))
+        }
     }
 
     /// Sends the request `make` builds, retrying 429, 5xx and transport errors.
@@ -165,12 +219,18 @@ impl HttpClient {
     ) -> Result<Reply, ProviderError> {
         let mut attempt = 0u32;
         loop {
-            let outcome = make(&self.client).send().await;
-            let (retryable, asked_wait) = match outcome {
+            let request = make(&self.client)
+                .build()
+                .map_err(|e| ProviderError::InvalidConfig(format!("{what}: {}", without_url(e))))?;
+            // The final URL, with every placeholder filled: a vendor-chosen id can make
+            // the host an IP literal (`http://{{id}}/` with id 2852039166).
+            self.check_host(request.url())?;
+            let outcome = self.client.execute(request).await;
+            let (retryable, asked) = match outcome {
                 Ok(resp) => {
                     let status = resp.status().as_u16();
                     let headers = resp.headers().clone();
-                    let body = resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
+                    let body = read_body(resp, what).await?;
                     if status != 429 && status < 500 {
                         return Ok(Reply { status, body });
                     }
@@ -189,23 +249,29 @@ impl HttpClient {
                     (error, requested_wait(&headers))
                 }
                 Err(e) => (
-                    ProviderError::Unavailable(format!("{what}: {}", transport_message(&e))),
+                    ProviderError::Unavailable(format!("{what}: {}", transport_message(e))),
                     None,
                 ),
             };
+            if let Some(asked) = &asked
+                && asked.wait > self.settings.max_wait
+            {
+                return Err(retryable.with_note(format!(
+                    "the provider asked to wait {}; rotor waits at most {} (--http-max-wait)",
+                    asked.describe(),
+                    humantime::format_duration(self.settings.max_wait)
+                )));
+            }
             if attempt >= self.settings.max_retries {
                 return Err(retryable.after_retries(attempt + 1));
             }
-            let wait = match asked_wait {
-                Some(w) if w > self.settings.max_wait => {
-                    return Err(
-                        retryable.with_note(format!("the provider asked to wait {}s", w.as_secs()))
-                    );
-                }
-                Some(w) => w,
+            let wait = match asked {
+                Some(asked) => asked.wait,
                 None => self.backoff(attempt),
             };
-            tracing::debug!(what, attempt, wait_ms = wait.as_millis() as u64, error = %retryable, "retrying");
+            // Not the error text: it may carry what the vendor echoed, and only the
+            // provider wrapper knows which values to scrub from it.
+            tracing::debug!(what, attempt, wait_ms = wait.as_millis() as u64, "retrying");
             tokio::time::sleep(wait).await;
             attempt += 1;
         }
@@ -221,11 +287,56 @@ impl HttpClient {
     }
 }
 
-fn transport_message(e: &reqwest::Error) -> String {
-    // reqwest's Display carries the URL; its source chain says why (and carries our
-    // endpoint guard's refusal).
+fn guard(settings: &HttpSettings) -> Guard {
+    Guard {
+        allow_private: settings.allow_private_endpoints,
+        allowed: settings.allow_private_cidrs.clone(),
+    }
+}
+
+/// Reads a body of at most [`MAX_BODY`] bytes, chunk by chunk: a vendor cannot make
+/// rotor allocate more, nor keep it reading forever.
+async fn read_body(mut resp: reqwest::Response, what: &str) -> Result<Vec<u8>, ProviderError> {
+    let too_large = || {
+        ProviderError::BadResponse(format!(
+            "{what}: response larger than {} MiB",
+            MAX_BODY / (1024 * 1024)
+        ))
+    };
+    if resp.content_length().is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > MAX_BODY {
+                    return Err(too_large());
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(e) => {
+                return Err(ProviderError::Unavailable(format!(
+                    "{what}: reading the response failed: {}",
+                    transport_message(e)
+                )));
+            }
+        }
+    }
+}
+
+fn without_url(e: reqwest::Error) -> String {
+    transport_message(e)
+}
+
+fn transport_message(e: reqwest::Error) -> String {
+    // reqwest's Display carries the URL, which can carry a key (`{{key}}` in a test
+    // URL): drop it. The source chain says why (and carries the endpoint guard's
+    // refusal).
+    let e = e.without_url();
     let mut message = e.to_string();
-    let mut source = std::error::Error::source(e);
+    let mut source = std::error::Error::source(&e);
     while let Some(s) = source {
         message = format!("{message}: {s}");
         source = s.source();
@@ -233,9 +344,54 @@ fn transport_message(e: &reqwest::Error) -> String {
     message
 }
 
+/// A wait a vendor asked for in a header.
+#[derive(Debug, PartialEq)]
+pub struct AskedWait {
+    /// What rotor reads it as (at most a year; `inf` and `1e300` are a year).
+    pub wait: Duration,
+    /// The header as the vendor sent it, shortened and printable.
+    pub said: String,
+}
+
+impl AskedWait {
+    fn describe(&self) -> String {
+        let how_long = if self.wait >= WAIT_CEILING {
+            "more than a year".to_string()
+        } else {
+            humantime::format_duration(Duration::from_secs(self.wait.as_secs())).to_string()
+        };
+        format!("{how_long} ({})", self.said)
+    }
+}
+
+/// Seconds as a vendor wrote them, as a wait: never panics; NaN is no wait at all,
+/// negative is none, anything beyond [`WAIT_CEILING`] (infinity included) is the ceiling.
+fn seconds(secs: f64) -> Option<Duration> {
+    if secs.is_nan() {
+        return None;
+    }
+    if secs <= 0.0 {
+        return Some(Duration::ZERO);
+    }
+    Some(
+        Duration::try_from_secs_f64(secs.min(WAIT_CEILING.as_secs_f64()))
+            .unwrap_or(WAIT_CEILING)
+            .min(WAIT_CEILING),
+    )
+}
+
+fn printable(name: &str, value: &str) -> String {
+    let shown: String = value
+        .chars()
+        .filter(|c| c.is_ascii_graphic() || *c == ' ')
+        .take(40)
+        .collect();
+    format!("{name}: {shown}")
+}
+
 /// How long the server asked rotor to wait: `Retry-After` (seconds or an HTTP date)
-/// or `X-RateLimit-Reset` (seconds to wait, or a unix time).
-pub fn requested_wait(headers: &HeaderMap) -> Option<Duration> {
+/// or `X-RateLimit-Reset` (seconds to wait, or a unix time in seconds or ms).
+pub fn requested_wait(headers: &HeaderMap) -> Option<AskedWait> {
     let header = |name: &str| {
         headers
             .get(name)
@@ -243,25 +399,36 @@ pub fn requested_wait(headers: &HeaderMap) -> Option<Duration> {
             .map(str::trim)
     };
     if let Some(v) = header("retry-after") {
-        if let Ok(secs) = v.parse::<u64>() {
-            return Some(Duration::from_secs(secs));
-        }
-        if let Ok(at) = chrono::DateTime::parse_from_rfc2822(v) {
-            return Some(
+        let wait = match v.parse::<f64>() {
+            Ok(secs) => seconds(secs),
+            Err(_) => chrono::DateTime::parse_from_rfc2822(v).ok().map(|at| {
                 (at.with_timezone(&chrono::Utc) - chrono::Utc::now())
                     .to_std()
-                    .unwrap_or_default(),
-            );
+                    .unwrap_or_default()
+                    .min(WAIT_CEILING)
+            }),
+        };
+        if let Some(wait) = wait {
+            return Some(AskedWait {
+                wait,
+                said: printable("Retry-After", v),
+            });
         }
     }
-    let reset = header("x-ratelimit-reset")?.parse::<f64>().ok()?;
-    let now = chrono::Utc::now().timestamp() as f64;
-    let secs = if reset > 1_000_000_000.0 {
-        reset - now
+    let raw = header("x-ratelimit-reset")?;
+    let reset = raw.parse::<f64>().ok()?;
+    let now_ms = chrono::Utc::now().timestamp_millis() as f64;
+    let secs = if reset > 1e12 {
+        (reset - now_ms) / 1000.0
+    } else if reset > 1e9 {
+        reset - now_ms / 1000.0
     } else {
         reset
     };
-    Some(Duration::from_secs_f64(secs.max(0.0)))
+    Some(AskedWait {
+        wait: seconds(secs)?,
+        said: printable("X-RateLimit-Reset", raw),
+    })
 }
 
 #[cfg(test)]
@@ -269,26 +436,208 @@ mod tests {
     use super::*;
     use reqwest::header::HeaderValue;
 
+    fn wait_of(pairs: &[(&'static str, &str)]) -> Option<Duration> {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).unwrap());
+        }
+        requested_wait(&h).map(|a| a.wait)
+    }
+
     #[test]
     fn waits_from_headers() {
-        let mut h = HeaderMap::new();
-        h.insert("retry-after", HeaderValue::from_static("7"));
-        assert_eq!(requested_wait(&h), Some(Duration::from_secs(7)));
-        let mut h = HeaderMap::new();
-        h.insert("x-ratelimit-reset", HeaderValue::from_static("3"));
-        assert_eq!(requested_wait(&h), Some(Duration::from_secs(3)));
-        let mut h = HeaderMap::new();
-        let at = chrono::Utc::now().timestamp() + 5;
-        h.insert(
-            "x-ratelimit-reset",
-            HeaderValue::from_str(&at.to_string()).unwrap(),
+        assert_eq!(
+            wait_of(&[("retry-after", "7")]),
+            Some(Duration::from_secs(7))
         );
-        let w = requested_wait(&h).unwrap();
+        assert_eq!(
+            wait_of(&[("retry-after", "1.5")]),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            wait_of(&[("x-ratelimit-reset", "3")]),
+            Some(Duration::from_secs(3))
+        );
+        let at = chrono::Utc::now().timestamp() + 5;
+        let w = wait_of(&[("x-ratelimit-reset", &at.to_string())]).unwrap();
         assert!(
             w <= Duration::from_secs(5) && w >= Duration::from_secs(3),
             "{w:?}"
         );
-        assert_eq!(requested_wait(&HeaderMap::new()), None);
+        let at_ms = chrono::Utc::now().timestamp_millis() + 5000;
+        let w = wait_of(&[("x-ratelimit-reset", &at_ms.to_string())]).unwrap();
+        assert!(
+            w <= Duration::from_secs(5) && w >= Duration::from_secs(3),
+            "{w:?}"
+        );
+        let date = (chrono::Utc::now() + chrono::Duration::seconds(30)).to_rfc2822();
+        let w = wait_of(&[("retry-after", &date)]).unwrap();
+        assert!(
+            w <= Duration::from_secs(30) && w >= Duration::from_secs(28),
+            "{w:?}"
+        );
+        let past = "Wed, 21 Oct 2015 07:28:00 GMT";
+        assert_eq!(wait_of(&[("retry-after", past)]), Some(Duration::ZERO));
+        let far = "Fri, 31 Dec 9999 23:59:59 GMT";
+        assert_eq!(wait_of(&[("retry-after", far)]), Some(WAIT_CEILING));
+        assert_eq!(wait_of(&[]), None);
+    }
+
+    #[test]
+    fn hostile_wait_headers_never_panic() {
+        let ceiling = Some(WAIT_CEILING);
+        for header in ["retry-after", "x-ratelimit-reset"] {
+            for huge in [
+                "1e300",
+                "inf",
+                "+inf",
+                "Infinity",
+                "1e20",
+                "18446744073709551616",
+            ] {
+                assert_eq!(wait_of(&[(header, huge)]), ceiling, "{header}: {huge}");
+            }
+            for none in ["-5", "-inf", "0", "-1e300"] {
+                assert_eq!(
+                    wait_of(&[(header, none)]),
+                    Some(Duration::ZERO),
+                    "{header}: {none}"
+                );
+            }
+            for ignored in ["NaN", "nan", "soon", ""] {
+                assert_eq!(wait_of(&[(header, ignored)]), None, "{header}: {ignored}");
+            }
+        }
+        // A NaN Retry-After does not hide a reset header.
+        assert_eq!(
+            wait_of(&[("retry-after", "NaN"), ("x-ratelimit-reset", "2")]),
+            Some(Duration::from_secs(2))
+        );
+        let mut h = HeaderMap::new();
+        h.insert("x-ratelimit-reset", HeaderValue::from_static("1e300"));
+        let asked = requested_wait(&h).unwrap();
+        assert_eq!(
+            asked.describe(),
+            "more than a year (X-RateLimit-Reset: 1e300)"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_wait_beyond_the_cap_fails_the_attempt_with_what_was_asked() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let mut buf = [0u8; 4096];
+                let _ = sock.read(&mut buf).await;
+                let _ = sock
+                    .write_all(b"HTTP/1.1 429 Too Many Requests\r\nretry-after: inf\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}")
+                    .await;
+            }
+        });
+        let client = HttpClient::new(HttpSettings {
+            allow_private_endpoints: true,
+            ..HttpSettings::default()
+        });
+        let err = client
+            .send("probing", |c| c.get(format!("http://{addr}/")))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("asked to wait more than a year (Retry-After: inf)")
+                && err.contains("rotor waits at most 1m (--http-max-wait)"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn bodies_are_bounded() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = sock.read(&mut buf).await;
+                    let _ = sock
+                        .write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+                        .await;
+                    let chunk = format!("10000\r\n{}\r\n", "a".repeat(0x10000));
+                    // Endless: the client has to stop.
+                    while sock.write_all(chunk.as_bytes()).await.is_ok() {}
+                });
+            }
+        });
+        let client = HttpClient::new(HttpSettings {
+            allow_private_endpoints: true,
+            ..HttpSettings::default()
+        });
+        let err = client
+            .send("listing", |c| c.get(format!("http://{addr}/")))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("response larger than 4 MiB"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn the_final_url_is_checked_and_errors_carry_no_url() {
+        let client = HttpClient::new(HttpSettings::default());
+        // 2852039166 is 169.254.169.254 written as one number.
+        for url in [
+            "http://2852039166/latest",
+            "http://0xa9fea9fe/",
+            "http://0251.0376.0251.0376/",
+            "http://[64:ff9b::a9fe:a9fe]/",
+            "http://localhost./",
+        ] {
+            let err = client
+                .send("testing", |c| c.get(url))
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("--allow-private-endpoints"), "{url}: {err}");
+        }
+        // A refused connection: the message must not carry the URL (a key in it).
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let open = HttpClient::new(HttpSettings {
+            allow_private_endpoints: true,
+            max_retries: 0,
+            ..HttpSettings::default()
+        });
+        let err = open
+            .send("testing", |c| {
+                c.get(format!(
+                    "http://127.0.0.1:{port}/check?key=sk_live_secretvalue"
+                ))
+            })
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("sk_live_secretvalue"), "{err}");
+        assert!(!err.contains("/check"), "{err}");
+    }
+
+    #[test]
+    fn json_errors_do_not_quote_values() {
+        let reply = Reply {
+            status: 200,
+            body: br#"{"n": "sk_live_abcdefghijklmnop"}"#.to_vec(),
+        };
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct N {
+            n: u64,
+        }
+        let err = reply.json::<N>("reading").unwrap_err().to_string();
+        assert!(!err.contains("sk_live"), "{err}");
+        assert!(err.contains("invalid type"), "{err}");
     }
 
     #[test]
@@ -301,6 +650,19 @@ mod tests {
         assert_eq!(vendor_message(echoed), "bad key [redacted]");
         assert_eq!(vendor_message(b""), "(no message)");
         assert!(vendor_message(&vec![b'a'; 5000]).len() < 400);
+        // Keys with / + = and short mixed keys are redacted too; prose is kept.
+        assert_eq!(
+            vendor_message(br#"{"message":"key abc/def+ghi=jkl0 is bad"}"#),
+            "key [redacted] is bad"
+        );
+        assert_eq!(
+            vendor_message(br#"{"error":"unknown key sk_7Hq2LmP9x"}"#),
+            "unknown key [redacted]"
+        );
+        assert_eq!(
+            vendor_message(br#"{"error":"rate limit exceeded, try again later"}"#),
+            "rate limit exceeded, try again later"
+        );
     }
 
     #[test]
@@ -323,5 +685,12 @@ mod tests {
             ..HttpSettings::default()
         });
         assert!(open.check_url("http://127.0.0.1:8080/x").is_ok());
+        let one = HttpClient::new(HttpSettings {
+            allow_private_cidrs: vec!["127.0.0.1/32".parse().unwrap()],
+            ..HttpSettings::default()
+        });
+        assert!(one.check_url("http://127.0.0.1:8080/x").is_ok());
+        assert!(one.check_url("http://127.0.0.2:8080/x").is_err());
+        assert!(one.check_url("http://169.254.169.254/").is_err());
     }
 }

@@ -15,6 +15,8 @@ use serde::Deserialize;
 
 const OUTPUT: &str = "accessKey";
 const DEFAULT_BASE: &str = "https://api.convex.dev";
+/// Unix milliseconds have 13 digits from 2001 to 2286.
+const UNIX_MS_DIGITS: usize = 13;
 
 pub struct ConvexProvider {
     http: HttpClient,
@@ -100,6 +102,10 @@ impl Provider for ConvexProvider {
                 .collect();
             format!("rotor-{}", short.to_ascii_lowercase())
         })
+    }
+
+    fn known_values(&self) -> Vec<SecretString> {
+        vec![self.token.clone()]
     }
 
     async fn issue(&self, request: &IssueRequest<'_>) -> Result<Credential, ProviderError> {
@@ -195,9 +201,13 @@ impl Provider for ConvexProvider {
             return Err(reply.error("listing Convex access tokens"));
         }
         let value: serde_json::Value = reply.json("listing Convex access tokens")?;
+        // Own names are exactly `<prefix>-<13-digit unix ms>` (see credential_name):
+        // `shop` must not take `shop-payments-…` (another resource's), `shop-admin` or
+        // `shop-1` (a human's).
+        let own = format!("{prefix}-");
         Ok(names_in(&value)
             .into_iter()
-            .filter(|n| n.starts_with(prefix))
+            .filter(|n| super::own_name(&own, n) && n.len() == own.len() + UNIX_MS_DIGITS)
             .collect())
     }
 }

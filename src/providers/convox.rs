@@ -15,6 +15,7 @@ use crate::api::{ConvoxSpec, SecretKeyRef, Strategy};
 use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+use std::time::Duration;
 use tokio::time::Instant;
 
 const OUTPUT: &str = "apiKey";
@@ -85,7 +86,14 @@ impl ConvoxProvider {
 
     /// Polls until the rack runs and accepts `key`, within the update timeout.
     async fn wait_running(&self, key: &str) -> Result<(), ProviderError> {
-        let deadline = Instant::now() + self.http.settings.update_timeout;
+        // Within the provider call's own deadline (--provider-timeout), so the message
+        // says what the rack was doing rather than that the call was cut.
+        let limit = self
+            .http
+            .settings
+            .update_timeout
+            .min(self.http.settings.provider_timeout.mul_f64(0.9));
+        let deadline = Instant::now() + limit;
         loop {
             let last = match self.probe(key).await? {
                 Probe::Running => return Ok(()),
@@ -94,11 +102,12 @@ impl ConvoxProvider {
             };
             if Instant::now() >= deadline {
                 return Err(ProviderError::Unavailable(format!(
-                    "the rack did not come back running with the new key within {}s ({last})",
-                    self.http.settings.update_timeout.as_secs()
+                    "the rack did not come back running with the new key within {} ({last})",
+                    humantime::format_duration(Duration::from_secs(limit.as_secs()))
                 )));
             }
-            tokio::time::sleep(self.http.settings.poll_interval).await;
+            let left = deadline.saturating_duration_since(Instant::now());
+            tokio::time::sleep(self.http.settings.poll_interval.min(left)).await;
         }
     }
 
@@ -131,6 +140,14 @@ impl Provider for ConvoxProvider {
 
     fn replaces_admin_credential(&self) -> Option<&SecretKeyRef> {
         Some(&self.admin)
+    }
+
+    fn known_values(&self) -> Vec<SecretString> {
+        self.pending
+            .iter()
+            .cloned()
+            .chain([self.current.clone()])
+            .collect()
     }
 
     async fn issue(&self, request: &IssueRequest<'_>) -> Result<Credential, ProviderError> {

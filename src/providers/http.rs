@@ -126,6 +126,18 @@ impl Operation {
         http: &HttpClient,
         vars: &Vars<'_>,
     ) -> Result<super::client::Reply, ProviderError> {
+        // `.` and `..` stay dot segments however they are encoded (`%2E%2E` is `..`
+        // to a URL parser): a vendor id like that would walk up the path.
+        if [vars.id, vars.key, vars.name]
+            .into_iter()
+            .flatten()
+            .any(|v| matches!(v, "" | "." | ".."))
+        {
+            return Err(ProviderError::BadResponse(format!(
+                "{}: an empty, \".\" or \"..\" id or key cannot go into a URL",
+                self.what
+            )));
+        }
         let url = vars.render(&self.url, |v| {
             utf8_percent_encode(v, NON_ALPHANUMERIC).to_string()
         });
@@ -177,6 +189,13 @@ fn first_string(path: &JsonPath, value: &serde_json::Value) -> Option<String> {
 impl HttpProvider {
     pub fn new(spec: &HttpSpec, ctx: &BuildContext<'_>) -> Result<Self, ProviderError> {
         let list = match &spec.list {
+            // With an issue idPath, ids are the vendor's and names are rotor's: the
+            // list needs both, or the sweep would compare names with ids.
+            Some(l) if spec.id_path.is_some() && l.id_path.is_none() => {
+                return Err(ProviderError::InvalidConfig(
+                    "http.list.idPath is required when http.idPath is set (the sweep must pair each listed name with its id)".into(),
+                ));
+            }
             Some(l) => Some((
                 Operation::new("listing keys", &l.request, Method::GET, ctx)?,
                 path(&l.name_path, "list.namePath")?,
@@ -223,6 +242,20 @@ impl Provider for HttpProvider {
 
     fn secret_output(&self) -> &'static str {
         OUTPUT
+    }
+
+    fn known_values(&self) -> Vec<SecretString> {
+        [&self.issue]
+            .into_iter()
+            .chain(self.test.as_ref())
+            .chain(self.revoke.as_ref())
+            .chain(self.list.as_ref().map(|(op, ..)| op))
+            .flat_map(|op| op.headers.iter())
+            .filter_map(|(_, v)| match v {
+                HeaderValue::Secret(_, s) => Some(s.clone()),
+                HeaderValue::Literal(_) => None,
+            })
+            .collect()
     }
 
     async fn issue(&self, request: &IssueRequest<'_>) -> Result<Credential, ProviderError> {
@@ -304,26 +337,159 @@ impl Provider for HttpProvider {
             return Err(reply.error("listing keys"));
         }
         let body: serde_json::Value = reply.json("listing keys")?;
-        let names: Vec<String> = name_path
+        let names: Vec<Option<String>> = name_path
             .query(&body)
             .all()
             .into_iter()
-            .map(|v| v.as_str().unwrap_or_default().to_string())
+            .map(|v| v.as_str().map(str::to_string))
             .collect();
-        let ids: Vec<String> = match id_path {
+        let ids: Vec<Option<String>> = match id_path {
             Some(p) => p
                 .query(&body)
                 .all()
                 .into_iter()
-                .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+                .map(|v| match v {
+                    serde_json::Value::String(s) => Some(s.clone()),
+                    serde_json::Value::Number(n) => Some(n.to_string()),
+                    _ => None,
+                })
                 .collect(),
             None => names.clone(),
         };
+        // Names and ids are paired by position: unless both lists line up, a pairing
+        // would revoke the wrong key.
+        if names.len() != ids.len() {
+            return Err(ProviderError::BadResponse(format!(
+                "listing keys: list.namePath found {} names but list.idPath {} ids",
+                names.len(),
+                ids.len()
+            )));
+        }
         Ok(names
             .into_iter()
             .zip(ids)
-            .filter(|(n, _)| n.starts_with(prefix))
-            .map(|(_, id)| id)
+            .filter_map(|(name, id)| {
+                let own = name.is_some_and(|n| super::own_name(prefix, &n));
+                own.then_some(id).flatten()
+            })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::{HttpSettings, NoStash, Secrets};
+    use axum::routing::{delete, get, post};
+
+    async fn vendor(seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>) -> String {
+        let list = || async {
+            axum::Json(serde_json::json!({"keys": [
+                {"id": "k1", "name": "rotor-abcdefgh-1"},
+                {"name": "rotor-abcdefgh-2"},
+                {"id": "k3", "name": "rotor-abcdefgh-3"},
+            ]}))
+        };
+        let aligned = || async {
+            axum::Json(serde_json::json!({"keys": [
+                {"id": "k1", "name": "rotor-abcdefgh-1"},
+                {"id": "k2", "name": "rotor-abcdefgh-admin"},
+                {"id": "k3", "name": "rotor-abcdefgh-12-x"},
+                {"id": "k4", "name": "rotor-abcdefgh-2"},
+            ]}))
+        };
+        let issue = || async { axum::Json(serde_json::json!({"key": "v", "id": ".."})) };
+        let router = axum::Router::new()
+            .route("/shifted", get(list))
+            .route("/aligned", get(aligned))
+            .route("/issue", post(issue))
+            .route(
+                "/{*rest}",
+                delete(move |uri: axum::http::Uri| async move {
+                    seen.lock().unwrap().push(uri.to_string());
+                    axum::http::StatusCode::NO_CONTENT
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        url
+    }
+
+    fn spec(base: &str, list: &str, issue_id: bool, list_id: bool) -> HttpSpec {
+        serde_json::from_value(serde_json::json!({
+            "issue": {"url": format!("{base}/issue")},
+            "keyPath": "$.key",
+            "idPath": issue_id.then_some("$.id"),
+            "revoke": {"url": format!("{base}/keys/{{{{id}}}}")},
+            "list": {
+                "url": format!("{base}/{list}"),
+                "namePath": "$.keys[*].name",
+                "idPath": list_id.then_some("$.keys[*].id"),
+            },
+        }))
+        .unwrap()
+    }
+
+    fn provider(spec: &HttpSpec) -> Result<HttpProvider, ProviderError> {
+        let http = HttpClient::new(HttpSettings {
+            allow_private_endpoints: true,
+            max_retries: 0,
+            ..HttpSettings::default()
+        });
+        HttpProvider::new(
+            spec,
+            &BuildContext {
+                secrets: &Secrets::default(),
+                http: &http,
+                uid: "abcdefgh-0000",
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn listed_names_and_ids_pair_exactly_or_not_at_all() {
+        let seen = std::sync::Arc::default();
+        let base = vendor(std::sync::Arc::clone(&seen)).await;
+        let shifted = provider(&spec(&base, "shifted", true, true)).unwrap();
+        let err = shifted.list_own("rotor-abcdefgh-").await.unwrap_err();
+        assert!(
+            matches!(&err, ProviderError::BadResponse(m) if m.contains("3 names but list.idPath 2 ids")),
+            "{err}"
+        );
+        let aligned = provider(&spec(&base, "aligned", true, true)).unwrap();
+        assert_eq!(
+            aligned.list_own("rotor-abcdefgh-").await.unwrap(),
+            ["k1", "k4"],
+            "only exact own names, each with its own id"
+        );
+        let err = provider(&spec(&base, "aligned", true, false))
+            .err()
+            .expect("idPath without list.idPath is refused");
+        assert!(err.to_string().contains("list.idPath is required"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn vendor_ids_cannot_walk_the_url_path() {
+        let seen: std::sync::Arc<std::sync::Mutex<Vec<String>>> = std::sync::Arc::default();
+        let base = vendor(std::sync::Arc::clone(&seen)).await;
+        let p = provider(&spec(&base, "aligned", true, true)).unwrap();
+        p.revoke("../../x?y").await.unwrap();
+        assert_eq!(
+            seen.lock().unwrap().as_slice(),
+            ["/keys/%2E%2E%2F%2E%2E%2Fx%3Fy"]
+        );
+        let err = p.revoke("..").await.unwrap_err();
+        assert!(err.to_string().contains("cannot go into a URL"), "{err}");
+        let issued = p
+            .issue(&IssueRequest {
+                name: "rotor-abcdefgh-1",
+                slot: 0,
+                stash: &NoStash,
+            })
+            .await
+            .unwrap();
+        assert_eq!(issued.id, "..");
+        assert_eq!(seen.lock().unwrap().len(), 1, "nothing else was deleted");
     }
 }

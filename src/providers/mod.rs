@@ -123,6 +123,26 @@ impl ProviderError {
         self.with_note(format!("gave up after {attempts} attempts"))
     }
 
+    /// The same error with `f` applied to its message (scrubbing).
+    pub fn map_message(self, f: impl Fn(&str) -> String) -> Self {
+        match self {
+            Self::InvalidConfig(m) => Self::InvalidConfig(f(&m)),
+            Self::Unauthorized { status, message } => Self::Unauthorized {
+                status,
+                message: f(&message),
+            },
+            Self::Rejected { status, message } => Self::Rejected {
+                status,
+                message: f(&message),
+            },
+            Self::RateLimited(m) => Self::RateLimited(f(&m)),
+            Self::Unavailable(m) => Self::Unavailable(f(&m)),
+            Self::BadResponse(m) => Self::BadResponse(f(&m)),
+            Self::TestFailed(m) => Self::TestFailed(f(&m)),
+            Self::Stash(m) => Self::Stash(f(&m)),
+        }
+    }
+
     /// Appends a note to the message.
     pub fn with_note(self, note: String) -> Self {
         match self {
@@ -166,13 +186,21 @@ pub trait Provider: Send + Sync {
     fn replaces_admin_credential(&self) -> Option<&SecretKeyRef> {
         None
     }
+    /// Every secret value the provider holds (admin tokens, header values): scrubbed
+    /// from its error messages, with their encoded forms, before they leave it.
+    fn known_values(&self) -> Vec<SecretString> {
+        Vec::new()
+    }
     /// Issues a new credential.
     async fn issue(&self, request: &IssueRequest<'_>) -> Result<Credential, ProviderError>;
     /// Proves that `credential` works.
     async fn test(&self, credential: &Credential) -> Result<(), ProviderError>;
     /// Revokes the credential with provider id `id`.
     async fn revoke(&self, id: &str) -> Result<Revocation, ProviderError>;
-    /// Ids of the credentials at the provider whose name starts with `prefix`.
+    /// Ids of the credentials at the provider that this resource issued: `prefix` is
+    /// [`Provider::name_prefix`], and only names of exactly this provider's own format
+    /// after it count (a neighbour's `shop-payments-…` is not `shop`'s, nor is a
+    /// human's `shop-admin`).
     async fn list_own(&self, prefix: &str) -> Result<Vec<String>, ProviderError>;
 }
 
@@ -207,18 +235,155 @@ pub struct BuildContext<'a> {
 }
 
 /// Builds the provider a spec names. Fails on configuration the schema cannot catch.
+/// Every call of the provider it returns is bounded by `--provider-timeout` and has
+/// the provider's secret values scrubbed from its errors.
 pub fn build(
     spec: &ProviderSpec,
     ctx: &BuildContext<'_>,
 ) -> Result<Box<dyn Provider>, ProviderError> {
-    Ok(match spec {
+    let inner: Box<dyn Provider> = match spec {
         ProviderSpec::Random(r) => Box::new(RandomProvider::new(r)?),
         ProviderSpec::Supabase(s) => Box::new(supabase::SupabaseProvider::new(s, ctx)?),
         ProviderSpec::Convex(s) => Box::new(convex::ConvexProvider::new(s, ctx)?),
         ProviderSpec::Convox(s) => Box::new(convox::ConvoxProvider::new(s, ctx)?),
         ProviderSpec::Http(s) => Box::new(http::HttpProvider::new(s, ctx)?),
         ProviderSpec::Postgres(s) => Box::new(postgres::PostgresProvider::new(s, ctx)?),
+    };
+    let mut known = inner.known_values();
+    // Every Secret value the resource resolved (admin credentials, header values).
+    known.extend(ctx.secrets.0.values().cloned());
+    Ok(Box::new(Bounded {
+        inner,
+        timeout: ctx.http.settings.provider_timeout,
+        known,
+    }))
+}
+
+/// Whether `name` is one this provider issued under `prefix`: the prefix, then only
+/// the digits rotor puts there (a sequence number or a unix time).
+pub fn own_name(prefix: &str, name: &str) -> bool {
+    name.strip_prefix(prefix).is_some_and(|rest| {
+        !rest.is_empty() && rest.len() <= 20 && rest.bytes().all(|b| b.is_ascii_digit())
     })
+}
+
+/// Replaces every value in `values` (as is, percent-encoded, JSON-escaped and
+/// base64-encoded) in `text` with `[redacted]`. Values under 4 bytes are left: they
+/// would redact ordinary words and are no secret anyway.
+pub fn scrub(text: &str, values: &[&str]) -> String {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+    let mut out = text.to_string();
+    for value in values.iter().filter(|v| v.len() >= 4) {
+        let json = serde_json::to_string(value).unwrap_or_default();
+        let mut forms = vec![
+            value.to_string(),
+            utf8_percent_encode(value, NON_ALPHANUMERIC).to_string(),
+            utf8_percent_encode(value, NON_ALPHANUMERIC)
+                .to_string()
+                .replace("%20", "+"),
+            json.trim_matches('"').to_string(),
+            STANDARD.encode(value),
+            STANDARD_NO_PAD.encode(value),
+            URL_SAFE.encode(value),
+            URL_SAFE_NO_PAD.encode(value),
+        ];
+        // Longest first, so a form containing another is replaced whole.
+        forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
+        forms.dedup();
+        for form in forms.iter().filter(|f| f.len() >= 4) {
+            out = out.replace(form.as_str(), "[redacted]");
+        }
+    }
+    out
+}
+
+/// The provider every caller gets: each call bounded in time as a whole (retries and
+/// polling included), errors scrubbed of every value the provider knows.
+struct Bounded {
+    inner: Box<dyn Provider>,
+    timeout: std::time::Duration,
+    known: Vec<SecretString>,
+}
+
+impl Bounded {
+    async fn bounded<T>(
+        &self,
+        what: &str,
+        extra: &[&str],
+        call: impl std::future::Future<Output = Result<T, ProviderError>>,
+    ) -> Result<T, ProviderError> {
+        let result = match tokio::time::timeout(self.timeout, call).await {
+            Ok(result) => result,
+            Err(_) => Err(ProviderError::Unavailable(format!(
+                "{what} at {} did not finish within {} (--provider-timeout)",
+                self.inner.kind(),
+                humantime::format_duration(self.timeout)
+            ))),
+        };
+        result.map_err(|e| {
+            let mut values: Vec<&str> = self.known.iter().map(|s| s.expose_secret()).collect();
+            values.extend_from_slice(extra);
+            e.map_message(|m| scrub(m, &values))
+        })
+    }
+}
+
+#[async_trait]
+impl Provider for Bounded {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+    fn outputs(&self) -> &'static [&'static str] {
+        self.inner.outputs()
+    }
+    fn secret_output(&self) -> &'static str {
+        self.inner.secret_output()
+    }
+    fn default_strategy(&self) -> Strategy {
+        self.inner.default_strategy()
+    }
+    fn supports(&self, strategy: Strategy) -> bool {
+        self.inner.supports(strategy)
+    }
+    fn credential_name(&self, parts: &NameParts<'_>) -> String {
+        self.inner.credential_name(parts)
+    }
+    fn name_prefix(&self, uid: &str) -> String {
+        self.inner.name_prefix(uid)
+    }
+    fn replaces_admin_credential(&self) -> Option<&SecretKeyRef> {
+        self.inner.replaces_admin_credential()
+    }
+    fn known_values(&self) -> Vec<SecretString> {
+        self.known.clone()
+    }
+    async fn issue(&self, request: &IssueRequest<'_>) -> Result<Credential, ProviderError> {
+        self.bounded("issuing a credential", &[], self.inner.issue(request))
+            .await
+    }
+    async fn test(&self, credential: &Credential) -> Result<(), ProviderError> {
+        let values: Vec<&str> = credential
+            .outputs
+            .values()
+            .map(|s| s.expose_secret())
+            .collect();
+        self.bounded(
+            "testing the new credential",
+            &values,
+            self.inner.test(credential),
+        )
+        .await
+    }
+    async fn revoke(&self, id: &str) -> Result<Revocation, ProviderError> {
+        self.bounded("revoking a credential", &[], self.inner.revoke(id))
+            .await
+    }
+    async fn list_own(&self, prefix: &str) -> Result<Vec<String>, ProviderError> {
+        self.bounded("listing credentials", &[], self.inner.list_own(prefix))
+            .await
+    }
 }
 
 /// A random alphanumeric string from the OS CSPRNG (Convox keys, PostgreSQL passwords).
@@ -230,4 +395,92 @@ pub fn random_alphanumeric(len: usize) -> SecretString {
         .map(char::from)
         .collect();
     SecretString::from(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_names_are_exact() {
+        assert!(own_name("shop-", "shop-1700000000000"));
+        assert!(!own_name("shop-", "shop-payments-1700000000000"));
+        assert!(!own_name("shop-", "shop-admin"));
+        assert!(!own_name("shop-", "shop-"));
+        assert!(!own_name("rotor-5f0c3a9e-", "rotor-5f0c3a9e-7x"));
+        assert!(own_name("rotor-5f0c3a9e-", "rotor-5f0c3a9e-7"));
+    }
+
+    #[test]
+    fn scrub_removes_every_form() {
+        use base64::Engine as _;
+        let key = "s3cr3t/k+y=v@lue";
+        let b64 = base64::engine::general_purpose::STANDARD.encode(key);
+        let text = format!(
+            "a {key} b {} c {b64} d {}",
+            percent_encoding::utf8_percent_encode(key, percent_encoding::NON_ALPHANUMERIC),
+            serde_json::to_string(key).unwrap()
+        );
+        let out = scrub(&text, &[key]);
+        assert!(!out.contains("s3cr3t") && !out.contains(&b64), "{out}");
+        assert!(!out.contains("s3cr3t%2F"), "{out}");
+        assert_eq!(scrub("no values here", &["abc"]), "no values here");
+    }
+
+    struct Slow;
+
+    #[async_trait]
+    impl Provider for Slow {
+        fn kind(&self) -> &'static str {
+            "slow"
+        }
+        fn outputs(&self) -> &'static [&'static str] {
+            &["v"]
+        }
+        fn secret_output(&self) -> &'static str {
+            "v"
+        }
+        async fn issue(&self, _: &IssueRequest<'_>) -> Result<Credential, ProviderError> {
+            std::future::pending().await
+        }
+        async fn test(&self, c: &Credential) -> Result<(), ProviderError> {
+            let v = c.outputs["v"].expose_secret();
+            Err(ProviderError::TestFailed(format!(
+                "GET /check?k={v} refused; admin tok-admin-1"
+            )))
+        }
+        async fn revoke(&self, _: &str) -> Result<Revocation, ProviderError> {
+            std::future::pending().await
+        }
+        async fn list_own(&self, _: &str) -> Result<Vec<String>, ProviderError> {
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test]
+    async fn every_call_is_bounded_and_scrubbed() {
+        let p = Bounded {
+            inner: Box::new(Slow),
+            timeout: std::time::Duration::from_millis(100),
+            known: vec![SecretString::from("tok-admin-1")],
+        };
+        let err = p
+            .issue(&IssueRequest {
+                name: "n",
+                slot: 0,
+                stash: &NoStash,
+            })
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("did not finish within 100ms"), "{err}");
+        assert!(p.revoke("x").await.is_err());
+        assert!(p.list_own("x").await.is_err());
+        let c = Credential::single("id", "v", SecretString::from("new-value-42"));
+        let err = p.test(&c).await.unwrap_err().to_string();
+        assert!(
+            !err.contains("new-value-42") && !err.contains("tok-admin-1"),
+            "{err}"
+        );
+    }
 }

@@ -12,6 +12,7 @@ use super::{
 };
 use crate::api::SupabaseSpec;
 use async_trait::async_trait;
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
@@ -45,10 +46,16 @@ impl SupabaseProvider {
         }
         let base = spec.base_url.clone().unwrap_or_else(|| DEFAULT_BASE.into());
         ctx.http.check_url(&base)?;
+        let project_ref = segment(&spec.project_ref).map_err(|_| {
+            ProviderError::InvalidConfig(format!(
+                "supabase.projectRef {:?} is not a project ref",
+                spec.project_ref
+            ))
+        })?;
         Ok(Self {
             http: ctx.http.clone(),
             base: base.trim_end_matches('/').to_string(),
-            project_ref: spec.project_ref.clone(),
+            project_ref,
             key_type: spec.key_type.clone(),
             token: ctx.secrets.get(&spec.credentials_ref)?.clone(),
         })
@@ -64,6 +71,18 @@ impl SupabaseProvider {
     fn bearer(&self) -> String {
         format!("Bearer {}", self.token.expose_secret())
     }
+}
+
+/// A path segment from a spec or a vendor, percent-encoded: an id `../../x?y` stays
+/// one segment.
+/// `.` and `..` are refused: `%2E%2E` is still `..` to a URL parser.
+fn segment(raw: &str) -> Result<String, ProviderError> {
+    if matches!(raw, "" | "." | "..") {
+        return Err(ProviderError::BadResponse(format!(
+            "the id {raw:?} cannot go into a URL path"
+        )));
+    }
+    Ok(utf8_percent_encode(raw, NON_ALPHANUMERIC).to_string())
 }
 
 /// Supabase key names match `^[a-z_][a-z0-9_]+$`, 4–64 characters.
@@ -109,6 +128,10 @@ impl Provider for SupabaseProvider {
             .to_string()
     }
 
+    fn known_values(&self) -> Vec<SecretString> {
+        vec![self.token.clone()]
+    }
+
     async fn issue(&self, request: &IssueRequest<'_>) -> Result<Credential, ProviderError> {
         // A rotation that died after creating its key left it under this name: its
         // value is not ours any more, so delete it before creating the name afresh.
@@ -146,7 +169,7 @@ impl Provider for SupabaseProvider {
     }
 
     async fn test(&self, credential: &Credential) -> Result<(), ProviderError> {
-        let path = format!("/{}?reveal=true", credential.id);
+        let path = format!("/{}?reveal=true", segment(&credential.id)?);
         let reply = self
             .http
             .send("reading the new Supabase API key", |c| {
@@ -170,7 +193,7 @@ impl Provider for SupabaseProvider {
     }
 
     async fn revoke(&self, id: &str) -> Result<Revocation, ProviderError> {
-        let path = format!("/{id}?reason=rotated%20by%20rotor");
+        let path = format!("/{}?reason=rotated%20by%20rotor", segment(id)?);
         let reply = self
             .http
             .send("deleting a Supabase API key", |c| {
@@ -186,7 +209,8 @@ impl Provider for SupabaseProvider {
     }
 
     async fn list_own(&self, prefix: &str) -> Result<Vec<String>, ProviderError> {
-        self.ids_where(|n| n.starts_with(prefix)).await
+        // Own names are exactly `rotor_<uid8>_<n>`.
+        self.ids_where(|n| super::own_name(prefix, n)).await
     }
 }
 
@@ -229,5 +253,15 @@ mod tests {
             assert!(re(&key_name(raw)), "{raw} -> {}", key_name(raw));
         }
         assert_eq!(key_name("rotor-5f0c3a9e-7"), "rotor_5f0c3a9e_7");
+    }
+
+    #[test]
+    fn vendor_ids_stay_one_path_segment() {
+        assert_eq!(
+            super::segment("../../x?y").unwrap(),
+            "%2E%2E%2F%2E%2E%2Fx%3Fy"
+        );
+        assert_eq!(super::segment("abc123").unwrap(), "abc123");
+        assert!(super::segment("..").is_err() && super::segment(".").is_err());
     }
 }

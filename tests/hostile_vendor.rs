@@ -1,0 +1,449 @@
+//! A hostile or broken vendor against the real API server and the real operator
+//! process: rate-limit headers that ask for forever, endless bodies, calls that never
+//! end, ids that are IP literals, sweeps that must not touch a neighbour's tokens,
+//! error texts that echo a key. The operator must stay up, say what happened in the
+//! status, reach no private address and leak nothing.
+
+mod support;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use support::fakes;
+use support::scenario::*;
+use support::*;
+
+/// A vendor that misbehaves on purpose, one route per way, on 127.0.0.1.
+async fn hostile_vendor() -> String {
+    async fn forever_429() -> Response {
+        let mut r = (
+            StatusCode::TOO_MANY_REQUESTS,
+            Json(json!({"message": "slow down"})),
+        )
+            .into_response();
+        let h = r.headers_mut();
+        h.insert("retry-after", "inf".parse().unwrap());
+        h.insert("x-ratelimit-reset", "1e300".parse().unwrap());
+        r
+    }
+    async fn endless() -> Response {
+        let chunk = Bytes::from(vec![b'a'; 64 * 1024]);
+        let stream = futures::stream::repeat_with(move || Ok::<_, std::io::Error>(chunk.clone()));
+        Body::from_stream(stream).into_response()
+    }
+    async fn hang() -> Response {
+        std::future::pending().await
+    }
+    async fn id_is_an_ip() -> Response {
+        let key = format!("hv_{}", random(40));
+        remember_issued(&key);
+        // 2130706434 is 127.0.0.2 written as one number.
+        Json(json!({"key": key, "id": "2130706434", "name": "x"})).into_response()
+    }
+    async fn short_key() -> Response {
+        let key = format!("pw{}", random(7));
+        remember_issued(&key);
+        Json(json!({"key": key, "id": format!("id-{}", random(6))})).into_response()
+    }
+    async fn echo(headers: HeaderMap) -> Response {
+        let key = headers
+            .get("x-key")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": format!("key {key} is not valid")})),
+        )
+            .into_response()
+    }
+    let router = axum::Router::new()
+        .route("/forever-429", post(forever_429))
+        .route("/endless", post(endless))
+        .route("/hang", post(hang))
+        .route("/id-is-an-ip", post(id_is_an_ip))
+        .route("/short-key", post(short_key))
+        .route("/echo", get(echo));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        axum::serve(listener, router).await.unwrap();
+    });
+    url
+}
+
+fn random(n: usize) -> String {
+    use rand::Rng;
+    rand::rng()
+        .sample_iter(rand::distr::Alphanumeric)
+        .take(n)
+        .map(char::from)
+        .collect()
+}
+
+/// An http-provider SecretRotation issuing at `issue_url`, testing with `test` (a URL
+/// and whether the key goes into an `x-key` header), admin token `admin`.
+fn http_rotation(name: &str, issue_url: &str, test: Option<(&str, bool)>, admin: &str) -> String {
+    let test = match test {
+        None => String::new(),
+        Some((url, key_header)) => {
+            let header = if key_header {
+                "\n        headers:\n          - name: x-key\n            value: \"{{key}}\""
+            } else {
+                ""
+            };
+            format!("\n      test:\n        url: \"{url}\"\n        method: GET{header}")
+        }
+    };
+    format!(
+        r#"apiVersion: v1
+kind: Secret
+metadata:
+  name: {name}-admin
+stringData:
+  token: "{admin}"
+---
+apiVersion: rotor.dev/v1alpha1
+kind: SecretRotation
+metadata:
+  name: {name}
+spec:
+  provider:
+    http:
+      issue:
+        url: "{issue_url}"
+        method: POST
+        headers:
+          - name: Authorization
+            valuePrefix: "Bearer "
+            valueFrom: {{ name: {name}-admin, key: token }}
+        body: '{{"name": "{{{{name}}}}"}}'
+      keyPath: $.key
+      idPath: $.id{test}
+  schedule:
+    rotationInterval: 30d
+  secretsMapping:
+    apiKey: KEY
+  target:
+    name: {name}
+"#
+    )
+}
+
+/// The healthy neighbour: the http sample against the generic key API fake.
+async fn healthy(client: &kube::Client, ns: &str) -> fakes::Fake<fakes::KeyApi> {
+    let fake = fakes::key_api().await;
+    let admin = fake.lock().admin_token.clone();
+    let manifest = sample("http.yaml")
+        .replace("https://api.example.com", &fake.url)
+        .replace("REPLACE_WITH_AN_ADMIN_TOKEN", &admin);
+    apply_yaml(client, ns, &manifest).await.unwrap();
+    fake
+}
+
+/// The operator process is alive and its /livez answers 200.
+async fn assert_alive(op: &Operator) {
+    // SAFETY: signal 0 only checks that the process exists.
+    let alive = unsafe { libc::kill(op.pid as i32, 0) } == 0;
+    assert!(alive, "the operator process died:\n{}", op.logs());
+    let out = tokio::process::Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &format!("{}/livez", op.admin_url),
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200", "/livez");
+}
+
+#[tokio::test]
+async fn rate_limit_header_asking_for_1e300_seconds_fails_one_resource_and_crashes_nothing() {
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "hv-wait").await;
+    let vendor = hostile_vendor().await;
+    let op = Operator::start_with(&ns, FAST);
+    let fake = healthy(&client, &ns).await;
+    let admin = random(24);
+    let manifest = http_rotation("greedy", &format!("{vendor}/forever-429"), None, &admin);
+    apply_yaml(&client, &ns, &manifest).await.unwrap();
+    let s = failed(&client, &ns, "greedy").await;
+    assert!(
+        s.last_rotation_message
+            .contains("the provider asked to wait more than a year (Retry-After: inf)")
+            && s.last_rotation_message
+                .contains("rotor waits at most 1m (--http-max-wait)"),
+        "{}",
+        s.last_rotation_message
+    );
+    rotated(&client, &ns, "partner-api-key", 1).await;
+    assert_eq!(fake.lock().creates, 1);
+    rotate(&client, &ns, "partner-api-key", "again", 2).await;
+    assert_alive(&op).await;
+}
+
+#[tokio::test]
+async fn endless_response_body_and_a_call_that_never_ends_are_cut_off() {
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "hv-body").await;
+    let vendor = hostile_vendor().await;
+    let flags = [FAST, &["--provider-timeout", "3s", "--http-timeout", "1h"]].concat();
+    let op = Operator::start_with(&ns, &flags);
+    let fake = healthy(&client, &ns).await;
+    let admin = random(24);
+    for (name, path) in [("endless", "endless"), ("hanging", "hang")] {
+        let manifest = http_rotation(name, &format!("{vendor}/{path}"), None, &admin);
+        apply_yaml(&client, &ns, &manifest).await.unwrap();
+    }
+    let s = failed(&client, &ns, "endless").await;
+    assert!(
+        s.last_rotation_message
+            .contains("response larger than 4 MiB"),
+        "{}",
+        s.last_rotation_message
+    );
+    let s = failed(&client, &ns, "hanging").await;
+    assert!(
+        s.last_rotation_message
+            .contains("did not finish within 3s (--provider-timeout)"),
+        "{}",
+        s.last_rotation_message
+    );
+    rotated(&client, &ns, "partner-api-key", 1).await;
+    assert_eq!(fake.lock().creates, 1);
+    assert_alive(&op).await;
+}
+
+#[tokio::test]
+async fn vendor_id_that_is_an_ip_literal_and_proxy_variables_reach_no_private_address() {
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "hv-ssrf").await;
+    let vendor = hostile_vendor().await;
+    // The canary: 127.0.0.2 is loopback on Linux and not in the allowed block.
+    let canary = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let canary_port = canary.local_addr().unwrap().port();
+    let hits = Arc::new(AtomicU32::new(0));
+    let counter = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = canary.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            drop(sock);
+        }
+    });
+    let proxy = format!("http://127.0.0.2:{canary_port}");
+    let op = Operator::start_env(
+        &ns,
+        &[
+            "--allow-private-cidr",
+            "127.0.0.1/32",
+            "--http-backoff",
+            "50ms",
+            "--http-max-retries",
+            "1",
+        ],
+        // Only for http:// (the vendors here): the Kubernetes client honours
+        // HTTPS_PROXY for the API server, as it should.
+        &[("HTTP_PROXY", &proxy), ("http_proxy", &proxy)],
+    );
+    let fake = healthy(&client, &ns).await;
+    let admin = random(24);
+    let test_url = format!("http://{{{{id}}}}:{canary_port}/check");
+    let manifest = http_rotation(
+        "ssrf",
+        &format!("{vendor}/id-is-an-ip"),
+        Some((&test_url, false)),
+        &admin,
+    );
+    apply_yaml(&client, &ns, &manifest).await.unwrap();
+    let s = failed(&client, &ns, "ssrf").await;
+    assert!(
+        s.last_rotation_message
+            .contains("endpoint 127.0.0.2 resolves to a loopback"),
+        "{}",
+        s.last_rotation_message
+    );
+    // The allowed vendor on 127.0.0.1 is reached directly, not through the proxy.
+    rotated(&client, &ns, "partner-api-key", 1).await;
+    assert_eq!(fake.lock().creates, 1);
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        0,
+        "something connected to 127.0.0.2"
+    );
+    assert_alive(&op).await;
+}
+
+#[tokio::test]
+async fn convex_sweep_of_prefix_shop_spares_shop_payments_and_human_tokens() {
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "hv-sweep").await;
+    let fake = fakes::convex().await;
+    let admin = fake.lock().admin_token.clone();
+    let humans = ["shop-admin", "deploy-admin", "shop-1", "shop-payments"];
+    for h in humans {
+        let token = format!("cvx_human_{}", random(30));
+        fake.lock().tokens.insert(h.to_string(), token);
+    }
+    let flags = [FAST, &["--sweep-interval", "1s"]].concat();
+    let op = Operator::start_with(&ns, &flags);
+    let mut manifest = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: convex-admin\nstringData:\n  accessToken: \"{admin}\"\n"
+    );
+    for (name, prefix) in [("shop", "shop"), ("payments", "shop-payments")] {
+        manifest.push_str(&format!(
+            r#"---
+apiVersion: rotor.dev/v1alpha1
+kind: SecretRotation
+metadata:
+  name: {name}
+spec:
+  provider:
+    convex:
+      namePrefix: {prefix}
+      credentialsRef: {{ name: convex-admin, key: accessToken }}
+      baseUrl: "{url}"
+  schedule:
+    rotationInterval: 30d
+  secretsMapping:
+    accessKey: KEY
+  target:
+    name: {name}
+    keepPrevious: true
+"#,
+            url = fake.url
+        ));
+    }
+    apply_yaml(&client, &ns, &manifest).await.unwrap();
+    rotated(&client, &ns, "shop", 1).await;
+    rotated(&client, &ns, "payments", 1).await;
+    for n in 2..=3 {
+        rotate(&client, &ns, "payments", &format!("p{n}"), n).await;
+        rotate(&client, &ns, "shop", &format!("s{n}"), n).await;
+    }
+    // Sweeps ran after the last rotations (one per resource per second, plus after
+    // each rotation): wait for several more than the rotations caused.
+    let before = metric(&op, r#"rotor_orphan_sweeps_total{provider="convex"}"#)
+        .await
+        .unwrap_or(0.0);
+    wait_metric(
+        &op,
+        r#"rotor_orphan_sweeps_total{provider="convex"}"#,
+        before + 4.0,
+    )
+    .await;
+    let shop = status_of(&client, &ns, "shop").await;
+    let payments = status_of(&client, &ns, "payments").await;
+    let vendor = fake.lock();
+    for h in humans {
+        assert!(
+            vendor.tokens.contains_key(h),
+            "the human token {h} was revoked"
+        );
+    }
+    for s in [&shop, &payments] {
+        for slot in s.slots.iter() {
+            assert!(
+                vendor.tokens.contains_key(&slot.id),
+                "a live slot token {} was revoked (deleted: {:?})",
+                slot.id,
+                vendor.deleted
+            );
+        }
+    }
+    // Each resource revoked only its own tokens.
+    for d in &vendor.deleted {
+        let (prefix, ms) = d.rsplit_once('-').unwrap();
+        assert!(
+            ["shop", "shop-payments"].contains(&prefix) && ms.parse::<u64>().is_ok(),
+            "{d} was deleted"
+        );
+    }
+    assert_eq!(vendor.deleted.len(), 2, "{:?}", vendor.deleted);
+}
+
+#[tokio::test]
+async fn key_in_a_test_url_or_echoed_by_the_vendor_leaks_nowhere() {
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "hv-leak").await;
+    let vendor = hostile_vendor().await;
+    let op = Operator::start_with(&ns, FAST);
+    let refused = free_port();
+    let admin = format!("adm{}", random(9));
+    remember_issued(&admin);
+    // A transport error on a URL carrying the key.
+    let url = format!("http://127.0.0.1:{refused}/check?key={{{{key}}}}");
+    let manifest = http_rotation(
+        "refused",
+        &format!("{vendor}/short-key"),
+        Some((&url, false)),
+        &admin,
+    );
+    apply_yaml(&client, &ns, &manifest).await.unwrap();
+    // A vendor echoing the (short) key in its error.
+    let manifest = http_rotation(
+        "echoed",
+        &format!("{vendor}/short-key"),
+        Some((&format!("{vendor}/echo"), true)),
+        &admin,
+    );
+    apply_yaml(&client, &ns, &manifest).await.unwrap();
+    let s = failed(&client, &ns, "refused").await;
+    assert!(
+        s.last_rotation_message.contains("failed its test")
+            || s.last_rotation_message.contains("unavailable"),
+        "{}",
+        s.last_rotation_message
+    );
+    let s = failed(&client, &ns, "echoed").await;
+    assert!(
+        s.last_rotation_message.contains("is not valid"),
+        "{}",
+        s.last_rotation_message
+    );
+    wait_events(&client, &ns, "echoed", 1, 10).await;
+    for name in ["refused", "echoed"] {
+        assert_no_leak(&client, &ns, name, &op.logs(), std::slice::from_ref(&admin)).await;
+    }
+}
+
+#[tokio::test]
+async fn convox_rack_stuck_updating_is_given_up_within_the_provider_timeout() {
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "hv-rack").await;
+    let initial = "InitialRackKey0123456789";
+    let fake = fakes::convox(initial).await;
+    fake.lock().update_takes = std::time::Duration::from_secs(3600);
+    // FAST but with the default 10 minute update timeout: only --provider-timeout
+    // can end the poll in time.
+    let mut flags: Vec<&str> = FAST.to_vec();
+    let at = flags.iter().position(|f| *f == "--update-timeout").unwrap();
+    flags[at + 1] = "10m";
+    flags.extend(["--provider-timeout", "3s"]);
+    let op = Operator::start_with(&ns, &flags);
+    let manifest = sample("convox.yaml")
+        .replace("https://rack.example.com", &fake.url)
+        .replace("REPLACE_WITH_THE_CURRENT_RACK_API_KEY", initial);
+    apply_yaml(&client, &ns, &manifest).await.unwrap();
+    let s = failed(&client, &ns, "convox-rack-key").await;
+    assert!(
+        s.last_rotation_message
+            .contains("the rack did not come back running with the new key within 2s"),
+        "{}",
+        s.last_rotation_message
+    );
+    assert_eq!(
+        fake.lock().puts,
+        1,
+        "one key set, then polled, then given up"
+    );
+    assert_alive(&op).await;
+}
