@@ -133,23 +133,6 @@ impl Guard {
     }
 }
 
-/// Resolves `host:port`, keeping only the addresses rotor may reach.
-pub async fn resolve(
-    host: &str,
-    port: u16,
-    allow_private: bool,
-) -> Result<Vec<SocketAddr>, ProviderError> {
-    resolve_guarded(
-        host,
-        port,
-        &Guard {
-            allow_private,
-            allowed: Vec::new(),
-        },
-    )
-    .await
-}
-
 /// Resolves `host:port`, keeping only the addresses `guard` permits.
 pub async fn resolve_guarded(
     host: &str,
@@ -247,12 +230,18 @@ mod tests {
 
     #[tokio::test]
     async fn loopback_names_are_refused_unless_allowed() {
-        let err = resolve("127.0.0.1", 80, false).await.unwrap_err();
+        let guard = |allow_private| Guard {
+            allow_private,
+            allowed: Vec::new(),
+        };
+        let err = resolve_guarded("127.0.0.1", 80, &guard(false))
+            .await
+            .unwrap_err();
         assert!(
             err.to_string().contains("--allow-private-endpoints"),
             "{err}"
         );
-        assert!(resolve("127.0.0.1", 80, true).await.is_ok());
+        assert!(resolve_guarded("127.0.0.1", 80, &guard(true)).await.is_ok());
         let only_one = Guard {
             allow_private: false,
             allowed: vec!["127.0.0.1/32".parse().unwrap()],

@@ -42,7 +42,7 @@ pub struct PostgresProvider {
     admin_password: SecretString,
     users: [String; 2],
     member_of: Option<String>,
-    allow_private: bool,
+    guard: endpoint::Guard,
     /// The most one session (connect plus its queries) may take.
     session_timeout: Duration,
 }
@@ -112,7 +112,10 @@ impl PostgresProvider {
             admin_password: ctx.secrets.get(&spec.credentials_ref)?.clone(),
             users,
             member_of: spec.member_of.clone(),
-            allow_private: ctx.http.settings.allow_private_endpoints,
+            guard: endpoint::Guard {
+                allow_private: ctx.http.settings.allow_private_endpoints,
+                allowed: ctx.http.settings.allow_private_cidrs.clone(),
+            },
             session_timeout: ctx.http.settings.timeout,
         })
     }
@@ -122,7 +125,7 @@ impl PostgresProvider {
         user: &str,
         password: &str,
     ) -> Result<tokio_postgres::Client, ProviderError> {
-        let addrs = endpoint::resolve(&self.host, self.port, self.allow_private).await?;
+        let addrs = endpoint::resolve_guarded(&self.host, self.port, &self.guard).await?;
         let mut config = tokio_postgres::Config::new();
         config
             .host(&self.host)
