@@ -94,8 +94,9 @@ struct ClusterArgs {
 struct RunArgs {
     #[command(flatten)]
     cluster: ClusterArgs,
-    /// How many SecretRotations are reconciled at once.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    /// How many SecretRotations are reconciled at once (the work waits on vendors, not
+    /// on CPU). One namespace gets at most a quarter of them (at least one).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
     concurrency: u16,
     /// Log line format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "ROTOR_LOG_FORMAT")]
@@ -188,6 +189,15 @@ async fn main() -> anyhow::Result<()> {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging(args.log_format, &args.log_level)?;
+    // A panic's message may quote a value (a secret, a vendor's body): log where it
+    // happened, never what it said. A panicking reconcile is caught and retried.
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        tracing::error!(%location, "panic (message withheld: it may quote a value)");
+    }));
     let client = client(&args.cluster).await?;
     let health = rotor::admin::Health::default();
     if args.metrics_address != "off" {
