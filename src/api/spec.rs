@@ -416,14 +416,9 @@ pub struct TargetSpec {
     /// Name of the Secret, in the namespace of this resource (a DNS-1123 subdomain, not
     /// starting with `rotor-vault-`, which rotor's vault uses). rotor creates and owns
     /// it, and refuses to take over a Secret it did not create.
-    #[schemars(
-        length(min = 1, max = 253),
-        regex(pattern = DNS1123_SUBDOMAIN),
-        extend("x-kubernetes-validations" = [{
-            "rule": "!self.startsWith('rotor-vault-')",
-            "message": "names starting with rotor-vault- are reserved for rotor's vault Secrets"
-        }])
-    )]
+    // The `rotor-vault-` prefix is refused by validation (InvalidSpec): a CEL rule
+    // needs Kubernetes 1.25.
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS1123_SUBDOMAIN))]
     pub name: String,
 
     /// Also write each key with the suffix `_PREVIOUS`, holding the credential that

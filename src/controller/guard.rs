@@ -12,6 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
 use serde::{Deserialize, Deserializer};
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -89,13 +90,17 @@ pub fn unreadable_message(error: &str) -> String {
 
 /// Marks an object rotor cannot read (or whose names it refuses before any API call)
 /// Failed/InvalidSpec with a merge patch of the status alone: it needs no typed spec,
-/// and keeps what the status said about issued credentials.
+/// and keeps what the status said about issued credentials. A Warning Event says the
+/// same. An API server without CRD validation ratcheting (before Kubernetes 1.30)
+/// refuses any write to an object whose stored spec fails the current schema; then
+/// the Event (and the log) is all rotor can say.
 pub async fn stop_invalid(
     ctx: &Context,
-    metadata: &ObjectMeta,
+    obj: &Guarded,
     old: Option<&SecretRotationStatus>,
     message: String,
 ) -> Result<Action, Error> {
+    let metadata = &obj.metadata;
     let ns = metadata.namespace.as_deref().ok_or(Error::NoNamespace)?;
     let name = metadata.name.as_deref().unwrap_or_default();
     let old = old.cloned().unwrap_or_default();
@@ -107,24 +112,42 @@ pub async fn stop_invalid(
     status::set_phase(
         &mut status,
         Reason::InvalidSpec,
-        message,
+        message.clone(),
         metadata.generation,
         chrono::Utc::now(),
     );
+    let api: Api<Guarded> = Api::namespaced(ctx.client.clone(), ns);
+    let written = api
+        .patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(&serde_json::json!({ "status": status })),
+        )
+        .await;
+    let note = match written {
+        Ok(_) => message,
+        Err(kube::Error::Api(e)) if e.code == 422 => format!(
+            "{message} (the status cannot be written: the stored object fails the CRD's current schema)"
+        ),
+        Err(e) => return Err(e.into()),
+    };
     tracing::warn!(
         namespace = ns,
         name,
         reason = Reason::InvalidSpec.as_str(),
-        message = %status.last_rotation_message,
+        message = %note,
         "SecretRotation stopped"
     );
-    let api: Api<Guarded> = Api::namespaced(ctx.client.clone(), ns);
-    api.patch_status(
-        name,
-        &PatchParams::default(),
-        &Patch::Merge(&serde_json::json!({ "status": status })),
-    )
-    .await?;
+    let event = Event {
+        type_: EventType::Warning,
+        reason: Reason::InvalidSpec.as_str().into(),
+        note: Some(note),
+        action: "Validate".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder().publish(&event, &obj.object_ref(&())).await {
+        tracing::warn!(error = %e, "publishing an Event failed");
+    }
     Ok(Action::await_change())
 }
 

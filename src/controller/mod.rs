@@ -159,7 +159,7 @@ async fn reconcile(obj: Arc<Guarded>, ctx: Arc<Context>) -> Result<Action, Error
         match &obj.object {
             Err(unreadable) => {
                 let message = guard::unreadable_message(&unreadable.error);
-                guard::stop_invalid(&ctx, &obj.metadata, unreadable.status.as_ref(), message).await
+                guard::stop_invalid(&ctx, &obj, unreadable.status.as_ref(), message).await
             }
             // Names go into API URL paths: refuse bad ones before any request. A
             // resource being deleted still reaches its finalizer.
@@ -167,7 +167,7 @@ async fn reconcile(obj: Arc<Guarded>, ctx: Arc<Context>) -> Result<Action, Error
                 match validate::check_names(&sr.spec) {
                     Err(e) => {
                         let message = format!("invalid spec: {e}");
-                        guard::stop_invalid(&ctx, &obj.metadata, sr.status.as_ref(), message).await
+                        guard::stop_invalid(&ctx, &obj, sr.status.as_ref(), message).await
                     }
                     Ok(()) => reconcile::reconcile(sr.clone(), ctx.clone()).await,
                 }
