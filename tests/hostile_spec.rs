@@ -12,6 +12,10 @@ use std::time::Duration;
 use support::scenario::{failed, rotated};
 use support::*;
 
+/// The fairness test watches all namespaces: while it runs, no other test of this
+/// binary has an operator of its own (they would reconcile each other's objects).
+static EXCLUSIVE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 /// A random-provider SecretRotation with `interval` written verbatim (YAML).
 fn random(name: &str, interval: &str) -> String {
     format!(
@@ -54,6 +58,7 @@ async fn swap_crd(
 /// starts, the healthy neighbour rotates, the unreadable one says why it is stopped.
 #[tokio::test]
 async fn an_object_that_no_longer_parses_does_not_blind_the_watch() {
+    let _shared = EXCLUSIVE.read().await;
     let client = control_plane().client().await;
     let ns = namespace(&client, "unreadable").await;
     let current = std::fs::read_to_string(concat!(
@@ -107,6 +112,7 @@ async fn an_object_that_no_longer_parses_does_not_blind_the_watch() {
 /// (it is short) and must end as InvalidSpec, not as a crash.
 #[tokio::test]
 async fn an_interval_that_overflows_is_refused_and_the_operator_stays_up() {
+    let _shared = EXCLUSIVE.read().await;
     let client = control_plane().client().await;
     let ns = namespace(&client, "overflow").await;
     apply_yaml(
@@ -138,6 +144,7 @@ async fn an_interval_that_overflows_is_refused_and_the_operator_stays_up() {
 /// backoff; the process lives and the other resources rotate.
 #[tokio::test]
 async fn a_panicking_reconcile_takes_neither_the_operator_nor_its_neighbours() {
+    let _shared = EXCLUSIVE.read().await;
     let client = control_plane().client().await;
     let ns = namespace(&client, "panics").await;
     apply_yaml(&client, &ns, &random("boom", "30d"))
@@ -197,6 +204,7 @@ async fn silent_vendor() -> (u16, Arc<AtomicUsize>) {
 /// worker; a resource in another namespace rotates while they still hang.
 #[tokio::test]
 async fn a_tenant_whose_vendor_hangs_does_not_starve_another_namespace() {
+    let _alone = EXCLUSIVE.write().await;
     let client = control_plane().client().await;
     let a = namespace(&client, "hang-a").await;
     let b = namespace(&client, "hang-b").await;
@@ -207,10 +215,12 @@ async fn a_tenant_whose_vendor_hangs_does_not_starve_another_namespace() {
         );
         apply_yaml(&client, &a, &manifest).await.unwrap();
     }
-    // The old default (4 workers): without a per-namespace share, the hanging
-    // resources take all four and the other namespace waits ten minutes.
-    let _op = Operator::start_with(
-        &format!("{a},{b}"),
+    // All namespaces, one controller, the old default of 4 workers: without a
+    // per-namespace share, the hanging resources take all four and every other
+    // namespace waits ten minutes. (With `--namespace a,b` each namespace has a
+    // controller and workers of its own.)
+    let _op = Operator::start_env(
+        "",
         &[
             "--concurrency",
             "4",
@@ -220,6 +230,7 @@ async fn a_tenant_whose_vendor_hangs_does_not_starve_another_namespace() {
             "--http-max-retries",
             "0",
         ],
+        &[("POD_NAMESPACE", &a)],
     );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while accepted.load(Ordering::SeqCst) == 0 {
@@ -248,6 +259,7 @@ async fn a_tenant_whose_vendor_hangs_does_not_starve_another_namespace() {
 /// the API server refuses in a Secret are refused before any credential is issued.
 #[tokio::test]
 async fn names_and_keys_a_secret_cannot_have_are_refused_before_issuing() {
+    let _shared = EXCLUSIVE.read().await;
     let client = control_plane().client().await;
     let ns = namespace(&client, "bad-names").await;
     let base = random("bad", "30d");
@@ -325,6 +337,7 @@ async fn names_and_keys_a_secret_cannot_have_are_refused_before_issuing() {
 /// namespace and both fixes, instead of failing every rotation.
 #[tokio::test]
 async fn an_operator_whose_namespace_is_missing_exits_with_the_fix() {
+    let _shared = EXCLUSIVE.read().await;
     let client = control_plane().client().await;
     let ns = namespace(&client, "no-operator-ns").await;
     let plane = control_plane();
