@@ -242,6 +242,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             "--allow-private-endpoints: provider endpoints may reach loopback and private addresses"
         );
     }
+    // Before the Lease (which lives there too): a missing namespace is a setup error
+    // with a clear fix, not something to retry.
+    rotor::controller::check_operator_namespace(&client, &settings.operator_namespace).await?;
     if !args.leader_elect {
         rotor::controller::run(client, settings, health).await?;
         return Ok(());

@@ -341,22 +341,26 @@ async fn an_operator_whose_namespace_is_missing_exits_with_the_fix() {
     let client = control_plane().client().await;
     let ns = namespace(&client, "no-operator-ns").await;
     let plane = control_plane();
-    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_rotor"))
-        .args(["run", "--namespace", &ns, "--metrics-address", "off"])
-        .env("KUBECONFIG", &plane.kubeconfig)
-        .env("POD_NAMESPACE", "rotor-system-missing")
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(60), run)
-        .await
-        .expect("rotor exits by itself")
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("the operator namespace \"rotor-system-missing\" does not exist")
-            && stderr.contains("kubectl create namespace rotor-system-missing")
-            && stderr.contains("set POD_NAMESPACE"),
-        "{stderr}"
-    );
+    // Alone, and as a leader candidate (whose Lease lives in that namespace too).
+    for extra in [&[][..], &["--leader-elect"][..]] {
+        let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_rotor"))
+            .args(["run", "--namespace", &ns, "--metrics-address", "off"])
+            .args(extra)
+            .env("KUBECONFIG", &plane.kubeconfig)
+            .env("POD_NAMESPACE", "rotor-system-missing")
+            .kill_on_drop(true)
+            .output();
+        let out = tokio::time::timeout(Duration::from_secs(60), run)
+            .await
+            .expect("rotor exits by itself")
+            .unwrap();
+        assert!(!out.status.success(), "{extra:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("the operator namespace \"rotor-system-missing\" does not exist")
+                && stderr.contains("kubectl create namespace rotor-system-missing")
+                && stderr.contains("set POD_NAMESPACE"),
+            "{extra:?}: {stderr}"
+        );
+    }
 }

@@ -120,7 +120,10 @@ pub async fn stop_invalid(
     let written = api
         .patch_status(
             name,
-            &PatchParams::default(),
+            &PatchParams {
+                field_manager: Some(crate::api::FIELD_MANAGER.into()),
+                ..PatchParams::default()
+            },
             &Patch::Merge(&serde_json::json!({ "status": status })),
         )
         .await;

@@ -215,7 +215,7 @@ fn error_policy(obj: Arc<Guarded>, error: &Error, ctx: Arc<Context>) -> Action {
 /// Exits early with a clear message when the operator's own namespace (the vault's
 /// key Secret, the Lease) does not exist. Without RBAC to read namespaces the check is
 /// skipped: in a cluster, POD_NAMESPACE comes from the downward API and exists.
-async fn check_operator_namespace(client: &Client, ns: &str) -> Result<(), Error> {
+pub async fn check_operator_namespace(client: &Client, ns: &str) -> Result<(), Error> {
     match Api::<Namespace>::all(client.clone()).get_opt(ns).await {
         Ok(Some(_)) => Ok(()),
         Ok(None) => Err(Error::OperatorNamespaceMissing(ns.to_string())),
