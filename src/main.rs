@@ -95,7 +95,8 @@ struct RunArgs {
     #[command(flatten)]
     cluster: ClusterArgs,
     /// How many SecretRotations are reconciled at once (the work waits on vendors, not
-    /// on CPU). One namespace gets at most a quarter of them (at least one).
+    /// on CPU), per watched namespace with --namespace. Watching all namespaces, one
+    /// namespace gets at most a quarter of them (at least one).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
     concurrency: u16,
     /// Log line format.

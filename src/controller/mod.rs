@@ -32,9 +32,10 @@ use std::time::Duration;
 pub struct Settings {
     /// Watch these namespaces only; empty watches all.
     pub namespaces: Vec<String>,
-    /// How many SecretRotations are reconciled at once; one namespace gets at most a
-    /// quarter of them (at least one), so a tenant whose vendor hangs cannot hold
-    /// every worker.
+    /// How many SecretRotations are reconciled at once, per watch (one watch for all
+    /// namespaces, or one per listed namespace). Watching all namespaces, one namespace
+    /// gets at most a quarter of them (at least one), so a tenant whose vendor hangs
+    /// cannot hold every worker.
     pub concurrency: u16,
     /// Name reported on Events (the pod name in a cluster).
     pub instance: Option<String>,
@@ -266,7 +267,15 @@ pub async fn run(
         client: client.clone(),
         settings: settings.clone(),
         swept: Default::default(),
-        fairness: fairness::Fairness::new(fairness::per_namespace(settings.concurrency)),
+        // Watching all namespaces, one controller's workers serve every tenant: give
+        // each namespace a share. A listed namespace has a controller (and workers) of
+        // its own, so it needs no share, and a single-namespace operator keeps all of
+        // its workers.
+        fairness: fairness::Fairness::new(if scopes == [None] {
+            fairness::per_namespace(settings.concurrency)
+        } else {
+            usize::from(settings.concurrency)
+        }),
         panics: Default::default(),
     });
     let scope_names: Vec<&str> = scopes
