@@ -95,8 +95,10 @@ struct ClusterArgs {
 struct RunArgs {
     #[command(flatten)]
     cluster: ClusterArgs,
-    /// How many SecretRotations are reconciled at once.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    /// How many SecretRotations are reconciled at once (the work waits on vendors, not
+    /// on CPU), per watched namespace with --namespace. Watching all namespaces, one
+    /// namespace gets at most a quarter of them (at least one).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
     concurrency: u16,
     /// Log line format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "ROTOR_LOG_FORMAT")]
@@ -198,6 +200,15 @@ async fn main() -> anyhow::Result<()> {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging(args.log_format, &args.log_level)?;
+    // A panic's message may quote a value (a secret, a vendor's body): log where it
+    // happened, never what it said. A panicking reconcile is caught and retried.
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        tracing::error!(%location, "panic (message withheld: it may quote a value)");
+    }));
     let client = client(&args.cluster).await?;
     let health = rotor::admin::Health::default();
     if args.metrics_address != "off" {
@@ -244,6 +255,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             "--allow-private-endpoints: provider endpoints may reach loopback and private addresses"
         );
     }
+    // Before the Lease (which lives there too): a missing namespace is a setup error
+    // with a clear fix, not something to retry.
+    rotor::controller::check_operator_namespace(&client, &settings.operator_namespace).await?;
     if !args.leader_elect {
         rotor::controller::run(client, settings, health).await?;
         return Ok(());

@@ -6,6 +6,12 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// A DNS-1123 subdomain: what every Secret name must be.
+pub const DNS1123_SUBDOMAIN: &str =
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+/// A key of a Secret's data (the API server also refuses `.` and `..`).
+pub const SECRET_KEY: &str = r"^[-._a-zA-Z0-9]+$";
+
 /// Rotates one credential at a provider and keeps it in a Kubernetes Secret.
 ///
 /// rotor issues a new credential into the inactive of two slots, tests it, writes it
@@ -44,8 +50,17 @@ pub struct SecretRotationSpec {
     pub schedule: Schedule,
 
     /// Maps a provider output (for example `value`, `apiKey`, `password`) to the key it
-    /// is written under in the target Secret.
-    #[schemars(extend("minProperties" = 1))]
+    /// is written under in the target Secret (letters, digits, `-`, `_`, `.`; with
+    /// keepPrevious at most 244 characters, so that `<KEY>_PREVIOUS` fits in 253).
+    #[schemars(extend(
+        "minProperties" = 1,
+        "additionalProperties" = {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 253,
+            "pattern": SECRET_KEY
+        }
+    ))]
     pub secrets_mapping: BTreeMap<String, String>,
 
     /// The Secret rotor writes, in the same namespace.
@@ -118,11 +133,11 @@ impl ProviderSpec {
     Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema,
 )]
 pub struct SecretKeyRef {
-    /// Secret name.
-    #[schemars(length(min = 1, max = 253))]
+    /// Secret name (a DNS-1123 subdomain).
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS1123_SUBDOMAIN))]
     pub name: String,
     /// Key in the Secret's data.
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = SECRET_KEY))]
     pub key: String,
     /// Must be unset or the SecretRotation's own namespace: rotor never reads Secrets
     /// across namespaces.
@@ -356,7 +371,8 @@ pub enum Strategy {
 #[serde(rename_all = "camelCase")]
 pub struct Schedule {
     /// Time between rotations: whole days (`30`) or a duration with units w, d, h, m,
-    /// s (`30d`, `12h`, `1d12h`). At least 10s.
+    /// s (`30d`, `12h`, `1d12h`). At least 10s, at most 3650 days (ten years); the
+    /// string form is at most 32 characters.
     #[serde(default)]
     pub rotation_interval: RotationInterval,
 
@@ -401,9 +417,12 @@ pub struct TimeOfDay {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TargetSpec {
-    /// Name of the Secret, in the namespace of this resource. rotor creates and owns
+    /// Name of the Secret, in the namespace of this resource (a DNS-1123 subdomain, not
+    /// starting with `rotor-vault-`, which rotor's vault uses). rotor creates and owns
     /// it, and refuses to take over a Secret it did not create.
-    #[schemars(length(min = 1, max = 253))]
+    // The `rotor-vault-` prefix is refused by validation (InvalidSpec): a CEL rule
+    // needs Kubernetes 1.25.
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS1123_SUBDOMAIN))]
     pub name: String,
 
     /// Also write each key with the suffix `_PREVIOUS`, holding the credential that

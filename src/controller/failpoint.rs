@@ -1,7 +1,8 @@
 //! Test-only crash points. `ROTOR_TEST_CRASH_AT=<point>@<rotation>` makes the operator
 //! stop dead at that point of that rotation — it logs `failpoint reached` and hangs
 //! until the test SIGKILLs it — so tests can prove that every step resumes. Unset
-//! (always, outside tests) it costs one comparison.
+//! (always, outside tests) it costs one comparison. `ROTOR_TEST_PANIC` (below) makes
+//! a reconcile panic instead.
 
 use std::sync::OnceLock;
 
@@ -23,5 +24,16 @@ pub async fn reached(point: &str, sequence: u64) {
     {
         tracing::warn!(point, sequence, "failpoint reached; waiting to be killed");
         std::future::pending::<()>().await;
+    }
+}
+
+/// `ROTOR_TEST_PANIC=<name>` makes every reconcile of the SecretRotation `<name>` panic,
+/// so tests can prove that a panicking reconcile takes neither the process nor the
+/// other resources with it.
+pub fn panic_if_configured(name: &str) {
+    static NAME: OnceLock<Option<String>> = OnceLock::new();
+    let configured = NAME.get_or_init(|| std::env::var("ROTOR_TEST_PANIC").ok());
+    if configured.as_deref() == Some(name) {
+        panic!("failpoint: a reconcile panicked");
     }
 }

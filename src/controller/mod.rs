@@ -4,6 +4,8 @@
 pub mod credentials;
 pub mod deletion;
 mod failpoint;
+pub mod fairness;
+pub mod guard;
 pub mod metrics;
 pub mod plan;
 mod reconcile;
@@ -13,9 +15,11 @@ pub mod secret;
 pub mod status;
 pub mod validate;
 
-use crate::api::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, SecretRotation};
-use futures::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
+use crate::api::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+use futures::{FutureExt, StreamExt};
+use guard::Guarded;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
 use kube::api::{Api, ListParams};
 use kube::runtime::events::{Recorder, Reporter};
@@ -28,7 +32,10 @@ use std::time::Duration;
 pub struct Settings {
     /// Watch these namespaces only; empty watches all.
     pub namespaces: Vec<String>,
-    /// How many SecretRotations are reconciled at once.
+    /// How many SecretRotations are reconciled at once, per watch (one watch for all
+    /// namespaces, or one per listed namespace). Watching all namespaces, one namespace
+    /// gets at most a quarter of them (at least one), so a tenant whose vendor hangs
+    /// cannot hold every worker.
     pub concurrency: u16,
     /// Name reported on Events (the pod name in a cluster).
     pub instance: Option<String>,
@@ -67,6 +74,10 @@ pub struct Context {
     pub settings: Settings,
     /// Per resource (by uid): this process's orphan sweeps.
     pub swept: std::sync::Mutex<std::collections::HashMap<String, Swept>>,
+    /// Reconciles running per namespace.
+    pub fairness: fairness::Fairness,
+    /// Per resource: reconciles that panicked in a row.
+    pub panics: fairness::PanicBackoff,
 }
 
 impl Context {
@@ -79,13 +90,18 @@ impl Context {
     }
 
     /// Drops what rotor keeps in memory about a deleted SecretRotation.
-    fn forget(&self, sr: &SecretRotation) {
+    fn forget(&self, meta: &ObjectMeta) {
         self.metrics.forget(
-            sr.metadata.namespace.as_deref().unwrap_or_default(),
-            sr.metadata.name.as_deref().unwrap_or_default(),
+            meta.namespace.as_deref().unwrap_or_default(),
+            meta.name.as_deref().unwrap_or_default(),
         );
-        if let Some(uid) = &sr.metadata.uid {
-            self.swept.lock().expect("not poisoned").remove(uid);
+        if let Some(uid) = &meta.uid {
+            // A poisoned lock only means a reconcile panicked while holding it; the
+            // map itself is still usable.
+            self.swept
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(uid);
         }
     }
 }
@@ -103,6 +119,12 @@ pub enum Error {
     Stale,
     #[error("the vault's key Secret cannot be read or created: {0}")]
     Vault(#[source] crate::vault::VaultError),
+    #[error("the reconcile panicked (a bug in rotor); retrying with backoff")]
+    Panicked,
+    #[error(
+        "the operator namespace {0:?} does not exist: create it (kubectl create namespace {0}) or set POD_NAMESPACE to the namespace rotor runs in"
+    )]
+    OperatorNamespaceMissing(String),
 }
 
 impl Error {
@@ -114,25 +136,95 @@ impl Error {
             Self::NoNamespace => "no_namespace",
             Self::Stale => "stale",
             Self::Vault(_) => "vault",
+            Self::Panicked => "panicked",
+            Self::OperatorNamespaceMissing(_) => "operator_namespace_missing",
         }
     }
 }
 
-fn error_policy(sr: Arc<SecretRotation>, error: &Error, ctx: Arc<Context>) -> Action {
+/// How long a resource whose namespace has no free reconcile slot waits.
+const FAIRNESS_RETRY: Duration = Duration::from_secs(2);
+
+/// One reconcile as the controller runs it: a fair share per namespace, an object
+/// rotor cannot read marked invalid, names checked before any API call uses them, and
+/// a panic turned into an error (requeued with backoff) instead of the end of the
+/// process.
+async fn reconcile(obj: Arc<Guarded>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = obj.metadata.namespace.clone().unwrap_or_default();
+    let Some(_permit) = ctx.fairness.try_acquire(&ns) else {
+        return Ok(Action::requeue(FAIRNESS_RETRY));
+    };
+    let name = obj.metadata.name.clone().unwrap_or_default();
+    let work = async {
+        failpoint::panic_if_configured(&name);
+        match &obj.object {
+            Err(unreadable) => {
+                let message = guard::unreadable_message(&unreadable.error);
+                guard::stop_invalid(&ctx, &obj, unreadable.status.as_ref(), message).await
+            }
+            // Names go into API URL paths: refuse bad ones before any request. A
+            // resource being deleted still reaches its finalizer.
+            Ok(sr) if sr.metadata.deletion_timestamp.is_none() => {
+                match validate::check_names(&sr.spec) {
+                    Err(e) => {
+                        let message = format!("invalid spec: {e}");
+                        guard::stop_invalid(&ctx, &obj, sr.status.as_ref(), message).await
+                    }
+                    Ok(()) => reconcile::reconcile(sr.clone(), ctx.clone()).await,
+                }
+            }
+            Ok(sr) => reconcile::reconcile(sr.clone(), ctx.clone()).await,
+        }
+    };
+    match std::panic::AssertUnwindSafe(work).catch_unwind().await {
+        Ok(result) => {
+            ctx.panics.reset(&ns, &name);
+            result
+        }
+        // The payload may quote a value: never logged (see the panic hook in main).
+        Err(_) => Err(Error::Panicked),
+    }
+}
+
+fn error_policy(obj: Arc<Guarded>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics
         .reconcile_errors
         .get_or_create(&metrics::ErrorLabels {
             error: error.kind().into(),
         })
         .inc();
+    let namespace = obj.metadata.namespace.as_deref().unwrap_or_default();
+    let name = obj.metadata.name.as_deref().unwrap_or_default();
+    // A panic repeats on every attempt until rotor is fixed or the spec changes:
+    // back off per resource, up to five minutes.
+    let retry = if matches!(error, Error::Panicked) {
+        ctx.panics.next(namespace, name)
+    } else {
+        Duration::from_secs(15)
+    };
     tracing::warn!(
-        namespace = sr.metadata.namespace.as_deref().unwrap_or_default(),
-        name = sr.metadata.name.as_deref().unwrap_or_default(),
+        namespace,
+        name,
         error = %error,
         kind = error.kind(),
-        "reconcile failed; retrying in 15s"
+        retry_in_secs = retry.as_secs(),
+        "reconcile failed; retrying"
     );
-    Action::requeue(Duration::from_secs(15))
+    Action::requeue(retry)
+}
+
+/// Exits early with a clear message when the operator's own namespace (the vault's
+/// key Secret, the Lease) does not exist. Without RBAC to read namespaces the check is
+/// skipped: in a cluster, POD_NAMESPACE comes from the downward API and exists.
+pub async fn check_operator_namespace(client: &Client, ns: &str) -> Result<(), Error> {
+    match Api::<Namespace>::all(client.clone()).get_opt(ns).await {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(Error::OperatorNamespaceMissing(ns.to_string())),
+        Err(e) => {
+            tracing::debug!(namespace = ns, error = %e, "cannot check the operator namespace");
+            Ok(())
+        }
+    }
 }
 
 use kube::runtime::controller::Action;
@@ -150,7 +242,9 @@ pub async fn run(
     } else {
         settings.namespaces.iter().cloned().map(Some).collect()
     };
-    let api = |ns: &Option<String>| -> Api<SecretRotation> {
+    check_operator_namespace(&client, &settings.operator_namespace).await?;
+    // Guarded: the probe and the watches read objects whose spec no longer parses.
+    let api = |ns: &Option<String>| -> Api<Guarded> {
         ns.as_ref().map_or_else(
             || Api::all(client.clone()),
             |ns| Api::namespaced(client.clone(), ns),
@@ -173,6 +267,16 @@ pub async fn run(
         client: client.clone(),
         settings: settings.clone(),
         swept: Default::default(),
+        // Watching all namespaces, one controller's workers serve every tenant: give
+        // each namespace a share. A listed namespace has a controller (and workers) of
+        // its own, so it needs no share, and a single-namespace operator keeps all of
+        // its workers.
+        fairness: fairness::Fairness::new(if scopes == [None] {
+            fairness::per_namespace(settings.concurrency)
+        } else {
+            usize::from(settings.concurrency)
+        }),
+        panics: Default::default(),
     });
     let scope_names: Vec<&str> = scopes
         .iter()
@@ -206,14 +310,14 @@ pub async fn run(
                 }
                 // Gone from the cache, so never reconciled again: drop what rotor
                 // keeps per resource (its gauges, its sweep time).
-                Ok(watcher::Event::Delete(sr)) => watch_ctx.forget(sr),
+                Ok(watcher::Event::Delete(sr)) => watch_ctx.forget(&sr.metadata),
                 _ => {}
             });
         Controller::for_stream(reflector(writer, main_watch).applied_objects(), reader)
             .owns(secrets, own_secrets)
             .with_config(controller::Config::default().concurrency(settings.concurrency))
             .shutdown_on_signal()
-            .run(reconcile::reconcile, error_policy, ctx.clone())
+            .run(reconcile, error_policy, ctx.clone())
             .for_each(|result| async move {
                 if let Err(e) = result {
                     tracing::debug!(error = %e, "controller event");

@@ -62,10 +62,90 @@ pub enum SpecError {
     CrossNamespace { field: String, namespace: String },
     #[error("{0} is also the target Secret: rotor would overwrite the credential it needs")]
     RefIsTarget(String),
+    #[error(
+        "{field} {name:?} is not a valid Secret name: lowercase letters, digits, '-' and '.', starting and ending with a letter or digit, at most 253 characters"
+    )]
+    BadName { field: &'static str, name: String },
+    #[error(
+        "spec.target.name {0:?} starts with \"rotor-vault-\", which is reserved for rotor's vault Secrets: choose another name"
+    )]
+    ReservedTarget(String),
+    #[error(
+        "{field} key {key:?} is not a valid Secret key (letters, digits, '-', '_' and '.', not \".\" or \"..\", at most 253)"
+    )]
+    BadRefKey { field: &'static str, key: String },
+    #[error(
+        "spec.secretsMapping key {0:?} is too long with keepPrevious: {0}_PREVIOUS passes 253 characters"
+    )]
+    PreviousKeyTooLong(String),
+    #[error(
+        "spec.target.template.type {wanted:?} differs from the type {existing:?} of the existing target Secret, and a Secret's type cannot change: keep {existing:?}, or delete the Secret so rotor recreates it"
+    )]
+    TypeChange { existing: String, wanted: String },
+}
+
+/// Start of every vault Secret's name (`rotor-vault-<resource>`, see `crate::vault`).
+const VAULT_SECRET_PREFIX: &str = "rotor-vault-";
+
+/// Checks the names a spec puts into API URL paths (the target Secret, every Secret
+/// it reads) and the keys it writes. Pure and cheap: runs before any API call, so a
+/// name such as `x?dryRun=All` never reaches a request.
+pub fn check_names(spec: &SecretRotationSpec) -> Result<(), SpecError> {
+    let target = &spec.target.name;
+    if !is_dns1123_subdomain(target) {
+        return Err(SpecError::BadName {
+            field: "spec.target.name",
+            name: target.clone(),
+        });
+    }
+    if target.starts_with(VAULT_SECRET_PREFIX) {
+        return Err(SpecError::ReservedTarget(target.clone()));
+    }
+    for r in spec.provider.secret_refs() {
+        if !is_dns1123_subdomain(&r.name) {
+            return Err(SpecError::BadName {
+                field: "a Secret reference in spec.provider",
+                name: r.name.clone(),
+            });
+        }
+        if !is_secret_key(&r.key) {
+            return Err(SpecError::BadRefKey {
+                field: "a Secret reference in spec.provider",
+                key: r.key.clone(),
+            });
+        }
+    }
+    for key in spec.secrets_mapping.values() {
+        if !is_secret_key(key) {
+            return Err(SpecError::BadKey(key.clone()));
+        }
+        if spec.target.keep_previous && previous_key(key).len() > MAX_KEY_LEN {
+            return Err(SpecError::PreviousKeyTooLong(key.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// A Secret's type cannot change: `wanted` (spec.target.template.type, default
+/// Opaque) must match the type of the existing target Secret, if there is one.
+pub fn check_type_change(existing: Option<&str>, wanted: Option<&str>) -> Result<(), SpecError> {
+    let normalize = |t: Option<&str>| match t {
+        None | Some("") => "Opaque".to_string(),
+        Some(t) => t.to_string(),
+    };
+    match existing {
+        None => Ok(()),
+        Some(existing) if normalize(Some(existing)) == normalize(wanted) => Ok(()),
+        Some(existing) => Err(SpecError::TypeChange {
+            existing: normalize(Some(existing)),
+            wanted: normalize(wanted),
+        }),
+    }
 }
 
 /// Checks a spec; `ctx` carries the resolved Secrets the provider reads.
 pub fn validate(spec: &SecretRotationSpec, ctx: &BuildContext<'_>) -> Result<ValidSpec, SpecError> {
+    check_names(spec)?;
     let interval = spec.schedule.rotation_interval.duration()?;
     if interval < MIN_INTERVAL {
         return Err(SpecError::IntervalTooShort(
@@ -139,12 +219,37 @@ pub fn previous_key(key: &str) -> String {
     format!("{key}_PREVIOUS")
 }
 
+/// Longest Secret key and longest Secret name.
+const MAX_KEY_LEN: usize = 253;
+
+/// A valid key of a Secret's data, as the API server checks it.
 fn is_secret_key(key: &str) -> bool {
     !key.is_empty()
-        && key.len() <= 253
+        && key.len() <= MAX_KEY_LEN
+        && key != "."
+        && key != ".."
         && key
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+/// A DNS-1123 subdomain, which every Secret name must be (and which can carry no
+/// `/`, `?`, `#` or `%` into a URL path).
+pub fn is_dns1123_subdomain(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_KEY_LEN
+        && name.split('.').all(|label| {
+            let b = label.as_bytes();
+            match (b.first(), b.last()) {
+                (Some(first), Some(last)) => {
+                    first.is_ascii_alphanumeric()
+                        && last.is_ascii_alphanumeric()
+                        && b.iter()
+                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+                }
+                _ => false,
+            }
+        })
 }
 
 #[cfg(test)]
@@ -214,10 +319,78 @@ mod tests {
                 format!("{BASE}strategy: singlePhase"),
                 "not supported by the random provider",
             ),
+            (
+                BASE.replace("name: t,", "name: \"x?dryRun=All\","),
+                "spec.target.name \"x?dryRun=All\" is not a valid Secret name",
+            ),
+            (
+                BASE.replace("name: t,", "name: Upper,"),
+                "is not a valid Secret name",
+            ),
+            (
+                BASE.replace("name: t,", "name: rotor-vault-x,"),
+                "reserved for rotor's vault Secrets",
+            ),
+            (BASE.replace("TOKEN", "\".\""), "not a valid Secret key"),
+            (BASE.replace("TOKEN", "\"..\""), "not a valid Secret key"),
+            (BASE.replace("TOKEN", "a/b"), "not a valid Secret key"),
+            (
+                BASE.replace("TOKEN", &"K".repeat(245)),
+                "_PREVIOUS passes 253 characters",
+            ),
+            (
+                "provider: {supabase: {projectRef: abcdefghijklmnopqrst, credentialsRef: {name: \"a/../b\", key: k}}}\nsecretsMapping: {apiKey: K}\ntarget: {name: t}\n".to_string(),
+                "a Secret reference in spec.provider \"a/../b\" is not a valid Secret name",
+            ),
+            (
+                "provider: {supabase: {projectRef: abcdefghijklmnopqrst, credentialsRef: {name: admin, key: \"..\"}}}\nsecretsMapping: {apiKey: K}\ntarget: {name: t}\n".to_string(),
+                "key \"..\" is not a valid Secret key",
+            ),
         ];
         for (yaml, want) in cases {
             let err = validate(&spec(&yaml)).err().expect(&yaml).to_string();
             assert!(err.contains(want), "{yaml}\n→ {err}");
         }
+    }
+
+    #[test]
+    fn edge_names_and_keys() {
+        assert!(validate(&spec(&BASE.replace("TOKEN", &"K".repeat(244)))).is_ok());
+        assert!(
+            validate(&spec(
+                &BASE
+                    .replace("TOKEN", &"K".repeat(253))
+                    .replace("keepPrevious: true", "keepPrevious: false")
+            ))
+            .is_ok()
+        );
+        for good in ["a", "a.b-c", "0", &"a".repeat(253)] {
+            assert!(is_dns1123_subdomain(good), "{good}");
+        }
+        for bad in [
+            "",
+            "A",
+            "-a",
+            "a-",
+            "a..b",
+            ".a",
+            "a/b",
+            "a?b",
+            "a%2F",
+            &"a".repeat(254),
+        ] {
+            assert!(!is_dns1123_subdomain(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_secret_type_cannot_change() {
+        assert!(check_type_change(None, Some("kubernetes.io/basic-auth")).is_ok());
+        assert!(check_type_change(Some("Opaque"), None).is_ok());
+        assert!(check_type_change(Some(""), Some("Opaque")).is_ok());
+        let err = check_type_change(Some("Opaque"), Some("kubernetes.io/basic-auth"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cannot change"), "{err}");
     }
 }
