@@ -125,7 +125,7 @@ async fn operator_at_scale() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200);
-    let concurrency = std::env::var("ROTOR_BENCH_CONCURRENCY").unwrap_or_else(|_| "4".into());
+    let concurrency = std::env::var("ROTOR_BENCH_CONCURRENCY").unwrap_or_else(|_| "16".into());
     println!("operator against kube-apiserver 1.20 (loopback), random provider");
     let client = control_plane().client().await;
     let ns = namespace(&client, "bench").await;
