@@ -19,6 +19,9 @@ pub type KeyBytes = Zeroizing<[u8; 32]>;
 #[derive(Default, Clone)]
 pub struct Keyring {
     pub keys: BTreeMap<u32, KeyBytes>,
+    /// Where the KEKs come from (the operator namespace of the KEK Secret), recorded
+    /// on every vault so `keys rotate` re-wraps only the vaults of its own KEKs.
+    pub origin: String,
 }
 
 /// A short, non-secret identity of a KEK (the first 8 bytes of a SHA-256 over a
@@ -173,6 +176,7 @@ mod tests {
     fn ring(versions: &[u32]) -> Keyring {
         Keyring {
             keys: versions.iter().map(|v| (*v, Keyring::generate())).collect(),
+            origin: String::new(),
         }
     }
 

@@ -38,6 +38,8 @@ pub const KEK_SECRET: &str = "rotor-kek";
 pub const FINGERPRINT_KEY: &str = "fingerprint";
 /// Label on every vault Secret.
 pub const VAULT_LABEL: &str = "rotor.dev/vault";
+/// Label on every vault Secret: the namespace of the KEK Secret whose keys wrap it.
+pub const KEK_NAMESPACE_LABEL: &str = "rotor.dev/kek-namespace";
 /// Prefix of every vault Secret's name.
 pub const VAULT_PREFIX: &str = "rotor-vault-";
 /// Records kept in a resource's audit trail.
@@ -103,7 +105,10 @@ fn is_conflict(e: &kube::Error) -> bool {
 
 /// The keyring of a KEK Secret (and installs its fingerprint key for this process).
 fn ring_of(secret: &Secret, namespace: &str) -> Result<Keyring, VaultError> {
-    let mut ring = Keyring::default();
+    let mut ring = Keyring {
+        origin: namespace.into(),
+        ..Keyring::default()
+    };
     for (k, v) in secret.data.iter().flatten() {
         if k == FINGERPRINT_KEY
             && let Ok(key) = <[u8; 32]>::try_from(v.0.as_slice())
@@ -368,12 +373,14 @@ impl Vault {
         Ok(Self::decode(self.load().await?.as_ref()))
     }
 
-    /// Writes `data` as the vault: created (never adopted) when it did not exist,
-    /// else applied with the resourceVersion that was read as a precondition.
+    /// Writes `data` as the vault: created (never adopted) when it did not exist, else
+    /// replaced whole with the resourceVersion that was read as a precondition — a
+    /// replace, not an apply: the vault's data is exactly what rotor decided (an apply
+    /// would keep keys another field manager wrote, and the bound could not drop them).
     async fn save(
         &self,
+        existing: Option<Secret>,
         data: BTreeMap<String, String>,
-        resource_version: Option<String>,
     ) -> Result<(), kube::Error> {
         let Some(owner) = self.owner.clone() else {
             return Err(kube::Error::Api(
@@ -382,41 +389,40 @@ impl Vault {
                     .boxed(),
             ));
         };
-        let exists = resource_version.is_some();
-        let secret = Secret {
+        let exists = existing.is_some();
+        let mut secret = existing.unwrap_or_else(|| Secret {
             metadata: ObjectMeta {
                 name: Some(self.name()),
                 namespace: Some(self.namespace.clone()),
-                labels: Some(BTreeMap::from([
-                    (MANAGED_BY_LABEL.into(), MANAGED_BY_VALUE.into()),
-                    (OWNER_LABEL.into(), self.resource.clone()),
-                    (VAULT_LABEL.into(), "true".into()),
-                ])),
-                owner_references: Some(vec![owner]),
-                resource_version,
                 ..ObjectMeta::default()
             },
             type_: Some("Opaque".into()),
-            data: Some(
-                data.into_iter()
-                    .map(|(k, v)| (k, ByteString(v.into_bytes())))
-                    .collect(),
-            ),
             ..Secret::default()
+        });
+        let labels = secret.labels_mut();
+        labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY_VALUE.into());
+        labels.insert(OWNER_LABEL.into(), self.resource.clone());
+        labels.insert(VAULT_LABEL.into(), "true".into());
+        if !self.ring.origin.is_empty() {
+            labels.insert(KEK_NAMESPACE_LABEL.into(), self.ring.origin.clone());
+        }
+        let refs = secret.owner_references_mut();
+        if !refs.iter().any(|r| r.uid == owner.uid) {
+            refs.push(owner);
+        }
+        secret.data = Some(
+            data.into_iter()
+                .map(|(k, v)| (k, ByteString(v.into_bytes())))
+                .collect(),
+        );
+        secret.string_data = None;
+        let params = PostParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PostParams::default()
         };
         if exists {
-            self.api
-                .patch(
-                    &self.name(),
-                    &PatchParams::apply(FIELD_MANAGER).force(),
-                    &Patch::Apply(&secret),
-                )
-                .await?;
+            self.api.replace(&self.name(), &params, &secret).await?;
         } else {
-            let params = PostParams {
-                field_manager: Some(FIELD_MANAGER.into()),
-                ..PostParams::default()
-            };
             self.api.create(&params, &secret).await?;
         }
         Ok(())
@@ -431,7 +437,6 @@ impl Vault {
     ) -> Result<(T, usize), VaultError> {
         for _ in 0..WRITE_ATTEMPTS {
             let existing = self.load().await?;
-            let version = existing.as_ref().and_then(|s| s.resource_version());
             let has_owner = existing.as_ref().is_some_and(|s| {
                 s.owner_references()
                     .iter()
@@ -444,7 +449,7 @@ impl Vault {
             if existing.is_some() && has_owner && data == before {
                 return Ok((out, removed));
             }
-            match self.save(data, version).await {
+            match self.save(existing, data).await {
                 Ok(()) => return Ok((out, removed)),
                 Err(e) if is_conflict(&e) => continue,
                 Err(e) => return Err(e.into()),
@@ -817,10 +822,20 @@ pub async fn rotate_keys(
         version: next,
         ..KeyRotation::default()
     };
+    // The vaults wrapped by this namespace's KEKs, and those from before the label
+    // (one operator per cluster then).
     let vaults: Api<Secret> = Api::all(client.clone());
-    let listed = vaults
-        .list(&ListParams::default().labels(&format!("{VAULT_LABEL}=true")))
-        .await?;
+    let mut listed = Vec::new();
+    for selector in [
+        format!("{VAULT_LABEL}=true,{KEK_NAMESPACE_LABEL}={operator_namespace}"),
+        format!("{VAULT_LABEL}=true,!{KEK_NAMESPACE_LABEL}"),
+    ] {
+        listed.extend(
+            vaults
+                .list(&ListParams::default().labels(&selector))
+                .await?,
+        );
+    }
     for secret in listed {
         let (Some(ns), Some(name)) = (secret.namespace(), secret.metadata.name.clone()) else {
             continue;
