@@ -421,9 +421,8 @@ async fn the_vault_keeps_values_encrypted_expires_revoked_entries_and_survives_k
     let problem = s.status.unwrap().vault.unwrap().problem.unwrap();
     assert!(problem.contains("key_version_unavailable"), "{problem}");
 
-    // An entry moved to another slot fails loudly. (One that claims the current KEK
-    // version but was sealed under another reads as key_version_unavailable now: the
-    // entry records which KEK sealed it.)
+    // An entry that claims the current KEK (version and recorded KEK id) but was
+    // sealed under another fails loudly.
     let vault = secrets.get(&format!("rotor-vault-{NAME}")).await.unwrap();
     let mut tampered = serde_json::Map::new();
     for (k, v) in vault
@@ -433,8 +432,8 @@ async fn the_vault_keeps_values_encrypted_expires_revoked_entries_and_survives_k
         .filter(|(k, _)| k.starts_with("e."))
     {
         let mut entry: serde_json::Value = serde_json::from_slice(&v.0).unwrap();
-        let slot = entry["slot"].as_u64().unwrap();
-        entry["slot"] = (1 - slot).into();
+        entry["sealed"]["kekVersion"] = 3.into();
+        entry["sealed"]["kekId"] = rotor::vault::envelope::kek_id(&[0; 32]).into();
         tampered.insert(k, base64_of(&serde_json::to_vec(&entry).unwrap()).into());
     }
     let patch = serde_json::json!({ "data": tampered });
