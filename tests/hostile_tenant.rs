@@ -561,3 +561,69 @@ fn base64_of(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
+
+/// Item 10. Convox replaces its admin credential: rotor writes the admin Secret
+/// (`<key>.pending`, then the new key). A Secret shared for reading only is never
+/// written — and nothing is issued at the rack; opting in to writing makes it work.
+#[tokio::test]
+async fn a_secret_shared_for_reading_only_is_never_written() {
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "read-only").await;
+    let initial = "InitialRackKey0123456789";
+    let fake = fakes::convox(initial).await;
+    let _op = Operator::start_with(&ns, FAST);
+    let manifest = sample("convox.yaml")
+        .replace("https://rack.example.com", &fake.url)
+        .replace("REPLACE_WITH_THE_CURRENT_RACK_API_KEY", initial);
+    let read_only = manifest.replace(
+        "    rotor.dev/allow-write: convox-rack-key\n",
+        "    example.com/note: read-only\n",
+    );
+    assert_ne!(read_only, manifest);
+    apply_yaml(&client, &ns, &read_only).await.unwrap();
+    let s = failed(&client, &ns, "convox-rack-key").await;
+    assert!(
+        s.last_rotation_message.contains(
+            "set the annotation rotor.dev/allow-write: \"convox-rack-key\" on Secret \"convox-rack-admin\""
+        ),
+        "{}",
+        s.last_rotation_message
+    );
+    let admin = get_secret(&client, &ns, "convox-rack-admin").await.unwrap();
+    assert_eq!(fake.lock().puts, 0, "nothing issued at the rack");
+    assert_eq!(s.rotation_count, 0);
+
+    request(
+        &client,
+        &ns,
+        "convox-rack-key",
+        "rotor.dev/rotate",
+        "please",
+    )
+    .await;
+    wait_status(
+        &client,
+        &ns,
+        "convox-rack-key",
+        30,
+        "the request handled",
+        |s| {
+            s.last_rotation_message.contains("allow-write")
+                && s.last_handled_rotate_token.as_deref() != Some("please")
+        },
+    )
+    .await;
+    let after = get_secret(&client, &ns, "convox-rack-admin").await.unwrap();
+    assert_eq!(
+        after.resource_version(),
+        admin.resource_version(),
+        "never written"
+    );
+    assert_eq!(fake.lock().puts, 0);
+
+    // The owner of the Secret opts in to writing: it rotates.
+    apply_yaml(&client, &ns, &manifest).await.unwrap();
+    request(&client, &ns, "convox-rack-key", "rotor.dev/rotate", "now").await;
+    rotated(&client, &ns, "convox-rack-key", 1).await;
+    assert_eq!(fake.lock().puts, 1);
+}
