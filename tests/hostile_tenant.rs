@@ -627,3 +627,70 @@ async fn a_secret_shared_for_reading_only_is_never_written() {
     rotated(&client, &ns, "convox-rack-key", 1).await;
     assert_eq!(fake.lock().puts, 1);
 }
+
+/// Item 13. Several `rotor keys rotate` at once: each KEK version is written once (a
+/// run that lost the race says so and fails), and every entry stays readable.
+#[tokio::test]
+async fn concurrent_keys_rotate_runs_never_overwrite_a_kek() {
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "kek-race").await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let _op = Operator::start_with(&ns, FAST);
+    apply_yaml(&client, &ns, &random_manifest("raced"))
+        .await
+        .unwrap();
+    rotated(&client, &ns, "raced", 1).await;
+    let runs: Vec<_> = (0..4)
+        .map(|_| {
+            let ns = ns.clone();
+            std::thread::spawn(move || rotor_cli_result(&["keys", "rotate", "-n", &ns]))
+        })
+        .collect();
+    let results: Vec<(bool, String, String)> =
+        runs.into_iter().map(|r| r.join().unwrap()).collect();
+    let mut versions = Vec::new();
+    for (ok, out, err) in &results {
+        if out.starts_with("KEK v") {
+            versions.push(out.split_whitespace().nth(1).unwrap().to_string());
+        } else {
+            assert!(!ok);
+            assert!(err.contains("changed while rotor was writing it"), "{err}");
+        }
+    }
+    let before = versions.len();
+    versions.sort();
+    versions.dedup();
+    assert_eq!(
+        versions.len(),
+        before,
+        "a KEK version written twice: {results:?}"
+    );
+    let kek = secrets.get("rotor-kek").await.unwrap().data.unwrap();
+    assert_eq!(
+        kek.keys().filter(|k| k.starts_with('v')).count(),
+        1 + versions.len(),
+        "{:?}",
+        kek.keys()
+    );
+    // Every entry still opens: a deleted target comes back from the vault.
+    let kept = value(&client, &ns, "raced-secret", "SESSION_SECRET").await;
+    secrets
+        .delete("raced-secret", &Default::default())
+        .await
+        .unwrap();
+    wait_for_event(
+        &client,
+        &ns,
+        "raced",
+        "Restored",
+        "written again from the vault",
+        60,
+    )
+    .await;
+    assert_eq!(
+        value(&client, &ns, "raced-secret", "SESSION_SECRET").await,
+        kept
+    );
+    let s = status_of(&client, &ns, "raced").await;
+    assert_eq!(s.vault.and_then(|v| v.problem), None);
+}
