@@ -146,7 +146,7 @@ async fn a_secretrotation_cannot_send_a_secret_that_did_not_share_itself() {
     let client = control_plane().client().await;
     let ns = namespace(&client, "unshared").await;
     let fake = fakes::supabase("abcdefghijklmnopqrst").await;
-    let _op = Operator::start_with(&ns, FAST);
+    let op = Operator::start_with(&ns, FAST);
     apply_yaml(
         &client,
         &ns,
@@ -206,6 +206,12 @@ async fn a_secretrotation_cannot_send_a_secret_that_did_not_share_itself() {
     request(&client, &ns, "thief-two", "rotor.dev/rotate", "now").await;
     rotated(&client, &ns, "thief-two", 1).await;
     assert_eq!(status_of(&client, &ns, "thief").await.rotation_count, 0);
+    // The refused Secrets' value appears nowhere (logs, Events, status, audit).
+    let admin = fake.lock().admin_token.clone();
+    let key = value(&client, &ns, "thief-two-secret", "SUPABASE_SECRET_KEY")
+        .await
+        .unwrap();
+    assert_no_leak(&client, &ns, "thief-two", &op.logs(), &[admin, key]).await;
 }
 
 /// Item 10. A Secret named `rotor-vault-<name>` that rotor did not create for this
