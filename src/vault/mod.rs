@@ -374,9 +374,9 @@ impl Vault {
     }
 
     /// Writes `data` as the vault: created (never adopted) when it did not exist, else
-    /// replaced whole with the resourceVersion that was read as a precondition — a
-    /// replace, not an apply: the vault's data is exactly what rotor decided (an apply
-    /// would keep keys another field manager wrote, and the bound could not drop them).
+    /// patched to exactly `data` with the resourceVersion that was read as a
+    /// precondition — not an apply: an apply would keep keys another field manager
+    /// wrote, and the bound could not drop them. (RBAC: create and patch only.)
     async fn save(
         &self,
         existing: Option<Secret>,
@@ -389,43 +389,74 @@ impl Vault {
                     .boxed(),
             ));
         };
-        let exists = existing.is_some();
-        let mut secret = existing.unwrap_or_else(|| Secret {
-            metadata: ObjectMeta {
-                name: Some(self.name()),
-                namespace: Some(self.namespace.clone()),
-                ..ObjectMeta::default()
-            },
-            type_: Some("Opaque".into()),
-            ..Secret::default()
-        });
-        let labels = secret.labels_mut();
-        labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY_VALUE.into());
-        labels.insert(OWNER_LABEL.into(), self.resource.clone());
-        labels.insert(VAULT_LABEL.into(), "true".into());
-        if !self.ring.origin.is_empty() {
-            labels.insert(KEK_NAMESPACE_LABEL.into(), self.ring.origin.clone());
+        let Some(existing) = existing else {
+            let secret = Secret {
+                metadata: ObjectMeta {
+                    name: Some(self.name()),
+                    namespace: Some(self.namespace.clone()),
+                    labels: Some(self.labels()),
+                    owner_references: Some(vec![owner]),
+                    ..ObjectMeta::default()
+                },
+                type_: Some("Opaque".into()),
+                data: Some(
+                    data.into_iter()
+                        .map(|(k, v)| (k, ByteString(v.into_bytes())))
+                        .collect(),
+                ),
+                ..Secret::default()
+            };
+            let params = PostParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..PostParams::default()
+            };
+            self.api.create(&params, &secret).await?;
+            return Ok(());
+        };
+        // A merge patch that makes the data exactly `data` (keys rotor dropped are
+        // deleted, whoever wrote them), keeps other owners and adds ours, with the
+        // resourceVersion that was read as a precondition.
+        let mut patch_data = serde_json::Map::new();
+        for key in existing.data.iter().flatten().map(|(k, _)| k) {
+            if !data.contains_key(key) {
+                patch_data.insert(key.clone(), serde_json::Value::Null);
+            }
         }
-        let refs = secret.owner_references_mut();
+        for (k, v) in data {
+            patch_data.insert(k, B64.encode(v.as_bytes()).into());
+        }
+        let mut refs = existing.owner_references().to_vec();
         if !refs.iter().any(|r| r.uid == owner.uid) {
             refs.push(owner);
         }
-        secret.data = Some(
-            data.into_iter()
-                .map(|(k, v)| (k, ByteString(v.into_bytes())))
-                .collect(),
-        );
-        secret.string_data = None;
-        let params = PostParams {
+        let patch = serde_json::json!({
+            "metadata": {
+                "resourceVersion": existing.resource_version(),
+                "labels": self.labels(),
+                "ownerReferences": refs,
+            },
+            "data": patch_data,
+        });
+        let params = PatchParams {
             field_manager: Some(FIELD_MANAGER.into()),
-            ..PostParams::default()
+            ..PatchParams::default()
         };
-        if exists {
-            self.api.replace(&self.name(), &params, &secret).await?;
-        } else {
-            self.api.create(&params, &secret).await?;
-        }
+        self.api
+            .patch(&self.name(), &params, &Patch::Merge(&patch))
+            .await?;
         Ok(())
+    }
+
+    fn labels(&self) -> BTreeMap<String, String> {
+        let mut labels = BTreeMap::from([
+            (MANAGED_BY_LABEL.into(), MANAGED_BY_VALUE.into()),
+            (OWNER_LABEL.into(), self.resource.clone()),
+            (VAULT_LABEL.into(), "true".into()),
+        ]);
+        if !self.ring.origin.is_empty() {
+            labels.insert(KEK_NAMESPACE_LABEL.into(), self.ring.origin.clone());
+        }
+        labels
     }
 
     /// Read, change, write — with expired entries dropped and the bounds kept on every
