@@ -355,11 +355,24 @@ async fn audit(name: &str, cluster: &ClusterArgs) -> anyhow::Result<()> {
 async fn keys_rotate(cluster: &ClusterArgs) -> anyhow::Result<()> {
     let client = client(cluster).await?;
     let ns = cluster.namespace.clone().unwrap_or_else(operator_namespace);
-    let (version, rewrapped) = rotor::vault::rotate_keys(&client, &ns).await?;
+    let report = rotor::vault::rotate_keys(&client, &ns).await?;
+    for failure in &report.failures {
+        eprintln!("rotor keys rotate: not re-wrapped: {failure}");
+    }
     println!(
-        "KEK v{version} added to {ns}/{}; {rewrapped} data keys re-wrapped",
-        rotor::vault::KEK_SECRET
+        "KEK v{} added to {ns}/{}; {} data keys re-wrapped, {} failed",
+        report.version,
+        rotor::vault::KEK_SECRET,
+        report.rewrapped,
+        report.failures.len()
     );
+    if !report.failures.is_empty() {
+        anyhow::bail!(
+            "{} data keys or vaults could not be re-wrapped with KEK v{} (listed above); they still need the older KEK versions: keep them",
+            report.failures.len(),
+            report.version
+        );
+    }
     Ok(())
 }
 

@@ -49,7 +49,7 @@ async fn sample_first_rotation_fills_secret_status_and_events() {
     assert_eq!(status.slots.len(), 1);
     assert_eq!(
         status.slots[0].fingerprint,
-        rotor::rotation::fingerprint(&value)
+        fingerprint_of(&client, &ns, &value).await
     );
     assert_eq!(status.slots[0].state, SlotState::Active);
     assert!(status.slots[0].id.starts_with("rotor-"));
@@ -198,11 +198,11 @@ async fn due_rotation_flips_active_slot_and_keeps_previous() {
     );
     assert_eq!(
         second.slots[0].fingerprint,
-        rotor::rotation::fingerprint(&v1)
+        fingerprint_of(&client, &ns, &v1).await
     );
     assert_eq!(
         second.slots[1].fingerprint,
-        rotor::rotation::fingerprint(&v2)
+        fingerprint_of(&client, &ns, &v2).await
     );
     assert!(
         second.last_rotation_message.contains("slot 0 kept valid"),

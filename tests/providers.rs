@@ -40,7 +40,10 @@ async fn supabase_sample_rotates_keys_at_the_vendor() {
         assert_eq!(key.key_type, "secret");
         assert!(key.name.starts_with("rotor_"), "{}", key.name);
     }
-    assert_eq!(s1.slots[0].fingerprint, rotor::rotation::fingerprint(&k1));
+    assert_eq!(
+        s1.slots[0].fingerprint,
+        fingerprint_of(&client, &ns, &k1).await
+    );
 
     let s2 = rotate(&client, &ns, "supabase-secret-key", "r2", 2).await;
     let k2 = value(&client, &ns, "supabase-secret-key", "SUPABASE_SECRET_KEY")

@@ -92,7 +92,7 @@ async fn dual_phase_crash_at(point: &str) {
     assert_eq!(s3.active_index, 0, "{point}");
     assert_eq!(
         s3.slots[0].fingerprint,
-        rotor::rotation::fingerprint(&k3),
+        fingerprint_of(&client, &ns, &k3).await,
         "{point}: status is truthful"
     );
     assert_eq!(s3.slots[1].id, s2.slots[1].id, "{point}");
@@ -172,7 +172,10 @@ async fn single_phase_crash_at(point: &str) {
     );
     assert!(secret_value(&admin, "rackKey.pending").is_none(), "{point}");
     assert_eq!(fake.lock().puts, 1, "{point}: the rack key was set once");
-    assert_eq!(s.slots[0].fingerprint, rotor::rotation::fingerprint(&key));
+    assert_eq!(
+        s.slots[0].fingerprint,
+        fingerprint_of(&client, &ns, &key).await
+    );
 }
 
 macro_rules! single_phase_crash_tests {
@@ -418,7 +421,8 @@ async fn the_vault_keeps_values_encrypted_expires_revoked_entries_and_survives_k
     let problem = s.status.unwrap().vault.unwrap().problem.unwrap();
     assert!(problem.contains("key_version_unavailable"), "{problem}");
 
-    // An entry that claims the current KEK but was sealed under another fails loudly.
+    // An entry that claims the current KEK (version and recorded KEK id) but was
+    // sealed under another fails loudly.
     let vault = secrets.get(&format!("rotor-vault-{NAME}")).await.unwrap();
     let mut tampered = serde_json::Map::new();
     for (k, v) in vault
@@ -429,6 +433,7 @@ async fn the_vault_keeps_values_encrypted_expires_revoked_entries_and_survives_k
     {
         let mut entry: serde_json::Value = serde_json::from_slice(&v.0).unwrap();
         entry["sealed"]["kekVersion"] = 3.into();
+        entry["sealed"]["kekId"] = rotor::vault::envelope::kek_id(&[0; 32]).into();
         tampered.insert(k, base64_of(&serde_json::to_vec(&entry).unwrap()).into());
     }
     let patch = serde_json::json!({ "data": tampered });
@@ -530,6 +535,10 @@ async fn deletion_policy_revoke_revokes_both_slots_and_retain_keeps_them() {
             &fake.lock().admin_token.clone(),
         )
         .replace("name: supabase-secret-key\nspec", "name: kept\nspec")
+        .replace(
+            "rotor.dev/allow-read: supabase-secret-key",
+            "rotor.dev/allow-read: supabase-secret-key,kept",
+        )
         .replace(
             "    name: supabase-secret-key\n    keepPrevious",
             "    name: kept-secret\n    keepPrevious",

@@ -1,6 +1,11 @@
 //! The Secrets a provider reads (admin credentials, header values, CAs), resolved in
 //! the SecretRotation's own namespace only, and the admin credential a single-phase
 //! provider replaces (kept under `<key>.pending` until the rotation is recorded).
+//!
+//! Sharing is opt-in on the Secret's side: rotor reads a Secret only when its
+//! annotation [`ALLOW_READ_ANNOTATION`] lists the SecretRotation (or is `*`), and
+//! writes one only when [`ALLOW_WRITE_ANNOTATION`] does — so whoever may create a
+//! SecretRotation cannot have rotor send or overwrite any other Secret of the namespace.
 
 use super::validate::SpecError;
 use crate::api::{SecretKeyRef, SecretRotation};
@@ -11,6 +16,28 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use secrecy::{ExposeSecret, SecretString};
+
+/// Annotation on a Secret a provider reads: the SecretRotations (comma-separated
+/// names, or `*` for every one in the namespace) that may read it.
+pub const ALLOW_READ_ANNOTATION: &str = "rotor.dev/allow-read";
+/// Annotation on an admin Secret a single-phase provider replaces (Convox): the
+/// SecretRotations (comma-separated names, or `*`) that may write it.
+pub const ALLOW_WRITE_ANNOTATION: &str = "rotor.dev/allow-write";
+
+/// Whether the annotation `annotation` of `secret` lists `resource` (or is `*`).
+pub fn shared_with(secret: &Secret, annotation: &str, resource: &str) -> bool {
+    secret.annotations().get(annotation).is_some_and(|list| {
+        list.split(',')
+            .map(str::trim)
+            .any(|n| n == "*" || n == resource)
+    })
+}
+
+fn not_shared(secret: &str, annotation: &str, resource: &str, what: &str) -> String {
+    format!(
+        "SecretNotShared: Secret {secret:?} does not allow SecretRotation {resource:?} to {what} it; rotor {what}s a Secret only when it opts in: set the annotation {annotation}: \"{resource}\" on Secret {secret:?} (a comma-separated list of SecretRotation names, or \"*\" for every SecretRotation in the namespace)"
+    )
+}
 
 /// Why the provider's Secrets could not be read.
 pub enum Unresolved {
@@ -44,7 +71,59 @@ pub async fn prepare(
         http,
         uid: &uid,
     };
-    super::validate::validate(&sr.spec, &build).map_err(Unresolved::Spec)
+    let spec = super::validate::validate(&sr.spec, &build).map_err(Unresolved::Spec)?;
+    // A provider that replaces its admin credential writes that Secret: it must have
+    // opted in to that too, before any credential is issued.
+    if let Some(admin) = spec.provider.replaces_admin_credential() {
+        writable(secrets, admin, &sr.name_any())
+            .await
+            .map_err(|e| match e {
+                WriteRefused::Kube(e) => Unresolved::Kube(e),
+                WriteRefused::NotShared(why) => Unresolved::Missing(why),
+            })?;
+    }
+    Ok(spec)
+}
+
+enum WriteRefused {
+    NotShared(String),
+    Kube(kube::Error),
+}
+
+impl std::fmt::Display for WriteRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotShared(why) => f.write_str(why),
+            Self::Kube(e) => write!(f, "Kubernetes API: {e}"),
+        }
+    }
+}
+
+/// The resourceVersion of the admin Secret, when it allows `resource` to write it.
+async fn writable(
+    secrets: &Api<Secret>,
+    admin: &SecretKeyRef,
+    resource: &str,
+) -> Result<Option<String>, WriteRefused> {
+    let secret = secrets
+        .get_opt(&admin.name)
+        .await
+        .map_err(WriteRefused::Kube)?
+        .ok_or_else(|| {
+            WriteRefused::NotShared(format!(
+                "Secret {:?} (admin credentials) does not exist",
+                admin.name
+            ))
+        })?;
+    if !shared_with(&secret, ALLOW_WRITE_ANNOTATION, resource) {
+        return Err(WriteRefused::NotShared(not_shared(
+            &admin.name,
+            ALLOW_WRITE_ANNOTATION,
+            resource,
+            "write",
+        )));
+    }
+    Ok(secret.resource_version())
 }
 
 /// Reads every Secret key the provider names.
@@ -71,6 +150,15 @@ pub async fn resolve(sr: &SecretRotation, secrets: &Api<Secret>) -> Result<Secre
                 r.name
             )));
         };
+        let resource = sr.name_any();
+        if !shared_with(&secret, ALLOW_READ_ANNOTATION, &resource) {
+            return Err(Unresolved::Missing(not_shared(
+                &r.name,
+                ALLOW_READ_ANNOTATION,
+                &resource,
+                "read",
+            )));
+        }
         let data = secret.data.unwrap_or_default();
         let text = |key: &str| {
             data.get(key)
@@ -92,6 +180,8 @@ pub async fn resolve(sr: &SecretRotation, secrets: &Api<Secret>) -> Result<Secre
 pub struct PendingAdminKey<'a> {
     pub secrets: &'a Api<Secret>,
     pub admin: &'a SecretKeyRef,
+    /// The SecretRotation's name, which the Secret's allow-write annotation must list.
+    pub resource: &'a str,
 }
 
 #[async_trait]
@@ -103,7 +193,7 @@ impl Stash for PendingAdminKey<'_> {
             .ok_or("no secret output")?;
         let mut data = serde_json::Map::new();
         data.insert(pending_key(&self.admin.key), encoded(value));
-        patch_data(self.secrets, &self.admin.name, data)
+        patch_data(self.secrets, self.admin, self.resource, data)
             .await
             .map_err(|e| e.to_string())
     }
@@ -113,26 +203,35 @@ impl Stash for PendingAdminKey<'_> {
 pub async fn promote_admin(
     secrets: &Api<Secret>,
     admin: &SecretKeyRef,
+    resource: &str,
     value: &SecretString,
-) -> Result<(), kube::Error> {
+) -> Result<(), impl std::fmt::Display> {
     let mut data = serde_json::Map::new();
     data.insert(admin.key.clone(), encoded(value));
     data.insert(pending_key(&admin.key), serde_json::Value::Null);
-    patch_data(secrets, &admin.name, data).await
+    patch_data(secrets, admin, resource, data).await
 }
 
 fn encoded(value: &SecretString) -> serde_json::Value {
     serde_json::to_value(ByteString(value.expose_secret().as_bytes().to_vec())).unwrap_or_default()
 }
 
+/// Patches the admin Secret's data — only when it allows `resource` to write it, and
+/// only the version that was checked (resourceVersion precondition).
 async fn patch_data(
     secrets: &Api<Secret>,
-    name: &str,
+    admin: &SecretKeyRef,
+    resource: &str,
     data: serde_json::Map<String, serde_json::Value>,
-) -> Result<(), kube::Error> {
-    let patch = serde_json::json!({ "data": data });
+) -> Result<(), WriteRefused> {
+    let version = writable(secrets, admin, resource).await?;
+    let patch = serde_json::json!({
+        "metadata": { "resourceVersion": version },
+        "data": data,
+    });
     secrets
-        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .patch(&admin.name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map(|_| ())
+        .map_err(WriteRefused::Kube)
 }

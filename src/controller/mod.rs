@@ -256,6 +256,11 @@ pub async fn run(
             .await
             .map_err(Error::CrdMissing)?;
     }
+    // The KEKs and the fingerprint key, before the first reconcile compares a
+    // fingerprint (a failure here is retried by every vault use).
+    if let Err(e) = crate::vault::load_keyring(&client, &settings.operator_namespace).await {
+        tracing::warn!(namespace = %settings.operator_namespace, error = %e, "loading the vault keys failed");
+    }
     let reporter = Reporter {
         controller: "rotor".into(),
         instance: settings.instance.clone(),

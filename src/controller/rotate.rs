@@ -13,7 +13,7 @@ use super::{Error, ROTATE_TOKEN_PREFIX};
 use crate::api::{InFlightRotation, REVOKE_ANNOTATION, ROTATE_ANNOTATION, Strategy};
 use crate::providers::{Credential, NameParts, Stash};
 use crate::rotation::{self, Observer, Slot, Step, Trigger};
-use crate::vault::{AuditRecord, Vault};
+use crate::vault::{AuditRecord, SlotRef, Vault};
 use async_trait::async_trait;
 use chrono::Utc;
 use kube::ResourceExt;
@@ -54,6 +54,8 @@ pub(super) struct Audit<'a> {
     actor: &'a str,
     sequence: u64,
     old_fingerprint: Option<String>,
+    /// How long the entry of a credential that failed its test is kept.
+    retention: chrono::Duration,
 }
 
 impl<'a> Audit<'a> {
@@ -64,6 +66,7 @@ impl<'a> Audit<'a> {
             actor: "operator",
             sequence: 0,
             old_fingerprint: None,
+            retention: chrono::Duration::zero(),
         }
     }
 
@@ -140,6 +143,14 @@ impl Observer for Audit<'_> {
                     detail,
                 )
                 .await;
+                // The engine revokes it next: its entry expires like any revoked one.
+                let this = SlotRef {
+                    id: c.id.clone(),
+                    fingerprint: c.fingerprint(),
+                };
+                if let Err(e) = self.vault.mark_revoked(&[this], self.retention).await {
+                    warn!(error = %e, "marking the failed credential's vault entry revoked failed");
+                }
             }
         }
     }
@@ -160,12 +171,32 @@ fn actor(trigger: Trigger, token: Option<&str>) -> &'static str {
 }
 
 impl Run {
-    /// Opens this resource's vault (loading the current KEKs).
+    /// How long a revoked credential's vault entry is kept.
+    fn retention(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.ctx.settings.vault_retention).unwrap_or_default()
+    }
+
+    /// Opens this resource's vault (loading the current KEKs), knowing which entries
+    /// are live (the slots and the in-flight credential in status).
     pub(super) async fn vault(&self) -> Result<Vault, crate::vault::VaultError> {
         let ring =
             crate::vault::load_keyring(&self.ctx.client, &self.ctx.settings.operator_namespace)
                 .await?;
-        Ok(Vault::new(&self.ctx.client, &self.sr, ring))
+        let live = status::slot_pair(&self.old)
+            .slots
+            .iter()
+            .flatten()
+            .map(|s| SlotRef {
+                id: s.id.clone(),
+                fingerprint: s.fingerprint.clone(),
+            })
+            .collect();
+        let in_flight = self
+            .old
+            .in_flight
+            .as_ref()
+            .map(|f| f.credential_name.clone());
+        Ok(Vault::new(&self.ctx.client, &self.sr, ring).with_live(live, in_flight))
     }
 
     pub(super) async fn rotate(
@@ -237,7 +268,7 @@ impl Run {
         failpoint::reached("after_intent", sequence).await;
 
         let vault = match self.vault().await {
-            Ok(v) => v,
+            Ok(v) => v.with_in_flight(&credential_name),
             Err(e) => {
                 return self
                     .fail(
@@ -290,6 +321,7 @@ impl Run {
             }
         }
         let admin = spec.provider.replaces_admin_credential();
+        let resource = self.sr.name_any();
         let stash = KeepInVault {
             vault: &vault,
             name: &credential_name,
@@ -298,6 +330,7 @@ impl Run {
             next: admin.map(|admin| PendingAdminKey {
                 secrets: &self.secrets,
                 admin,
+                resource: &resource,
             }),
         };
         let active_before = pair.active_slot().cloned();
@@ -306,6 +339,7 @@ impl Run {
             actor,
             sequence,
             old_fingerprint: active_before.as_ref().map(|s| s.fingerprint.clone()),
+            retention: self.retention(),
         };
         // 3–5. Revoke the target slot's old credential, issue, keep, test.
         let credential = match rotation::execute(
@@ -330,11 +364,20 @@ impl Run {
                     .await;
             }
         };
-        let mut revoked: Vec<String> = plan.revoke_before_issue.iter().cloned().collect();
+        // Revoked entries by their own identity (id and fingerprint): a PostgreSQL
+        // user name is the id of every credential of its slot, the new one included.
+        let mut revoked: Vec<SlotRef> = pair.slots[usize::from(plan.target)]
+            .iter()
+            .filter(|_| plan.revoke_before_issue.is_some() || plan.replaces.is_some())
+            .map(|s| SlotRef {
+                id: s.id.clone(),
+                fingerprint: s.fingerprint.clone(),
+            })
+            .collect();
         // 6. The admin credential a single-phase provider replaced.
         if let (Some(admin), Some(value)) =
             (admin, credential.outputs.get(credential.secret_output))
-            && let Err(e) = credentials::promote_admin(&self.secrets, admin, value).await
+            && let Err(e) = credentials::promote_admin(&self.secrets, admin, &resource, value).await
         {
             let why = format!(
                 "recording the new admin credential in Secret {:?} failed: {e}",
@@ -380,7 +423,10 @@ impl Run {
                             Some("emergency".into()),
                         )
                         .await;
-                    revoked.push(previous_slot.id.clone());
+                    revoked.push(SlotRef {
+                        id: previous_slot.id.clone(),
+                        fingerprint: previous_slot.fingerprint.clone(),
+                    });
                     pair.slots[usize::from(pair.active.unwrap_or(0))] = None;
                 }
                 Err(e) => {
@@ -470,12 +516,10 @@ impl Run {
             .await;
         }
         // 10. Housekeeping: expiry of revoked entries, and the orphan sweep.
-        let retention =
-            chrono::Duration::from_std(self.ctx.settings.vault_retention).unwrap_or_default();
-        if let Err(e) = vault.mark_revoked(&revoked, retention).await {
+        if let Err(e) = vault.mark_revoked(&revoked, self.retention()).await {
             warn!(error = %e, "marking revoked vault entries failed");
         }
-        if let Err(e) = vault.cleanup(Utc::now()).await {
+        if let Err(e) = vault.cleanup().await {
             warn!(error = %e, "vault cleanup failed");
         }
         // The slots changed: what earlier sweeps revoked may be in one now.

@@ -91,9 +91,7 @@ impl Target {
             let values = read(suffixed);
             if values
                 .get(secret_key)
-                .map(|v| rotation::fingerprint(v.expose_secret()))
-                .as_deref()
-                == Some(expected)
+                .is_some_and(|v| rotation::fingerprint_matches(expected, v.expose_secret()))
             {
                 return values;
             }

@@ -32,7 +32,8 @@ pub struct Credential {
 }
 
 impl Credential {
-    /// `sha256:` + 8 hex digits of the secret output.
+    /// The keyed fingerprint of the secret output (`hmac-sha256:` + 8 hex digits;
+    /// see [`crate::rotation::fingerprint`]).
     pub fn fingerprint(&self) -> String {
         let secret = self
             .outputs

@@ -16,9 +16,24 @@ use zeroize::Zeroizing;
 pub type KeyBytes = Zeroizing<[u8; 32]>;
 
 /// The KEKs by version; the highest is current.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Keyring {
     pub keys: BTreeMap<u32, KeyBytes>,
+    /// Where the KEKs come from (the operator namespace of the KEK Secret), recorded
+    /// on every vault so `keys rotate` re-wraps only the vaults of its own KEKs.
+    pub origin: String,
+}
+
+/// A short, non-secret identity of a KEK (the first 8 bytes of a SHA-256 over a
+/// domain tag and the key), recorded with every entry: a KEK Secret recreated with a
+/// new `v1` is then recognised as "that version is gone", not as tampering.
+pub fn kek_id(key: &[u8; 32]) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(b"rotor/kek-id/v1|")
+        .chain_update(key)
+        .finalize();
+    hex::encode(&digest[..8])
 }
 
 impl Keyring {
@@ -44,6 +59,10 @@ pub struct Sealed {
     pub wrapped_dek: String,
     /// nonce ‖ AES-GCM(DEK, plaintext), base64.
     pub ciphertext: String,
+    /// [`kek_id`] of the KEK that wraps the DEK (absent in entries sealed before it
+    /// was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kek_id: Option<String>,
 }
 
 /// Why a sealed value cannot be opened.
@@ -101,6 +120,7 @@ pub fn seal(ring: &Keyring, plaintext: &[u8], aad: &[u8]) -> Option<Sealed> {
         kek_version: version,
         wrapped_dek: B64.encode(seal_with(kek, &dek[..], &dek_aad(aad))),
         ciphertext: B64.encode(seal_with(&dek, plaintext, aad)),
+        kek_id: Some(kek_id(kek)),
     })
 }
 
@@ -109,6 +129,10 @@ fn unwrap_dek(ring: &Keyring, sealed: &Sealed, aad: &[u8]) -> Result<KeyBytes, O
         .keys
         .get(&sealed.kek_version)
         .ok_or(OpenError::KeyVersionUnavailable(sealed.kek_version))?;
+    // Same version number, another key: the KEK Secret was recreated.
+    if sealed.kek_id.as_ref().is_some_and(|id| *id != kek_id(kek)) {
+        return Err(OpenError::KeyVersionUnavailable(sealed.kek_version));
+    }
     let wrapped = B64
         .decode(&sealed.wrapped_dek)
         .map_err(|_| OpenError::Malformed)?;
@@ -141,6 +165,7 @@ pub fn rewrap(ring: &Keyring, sealed: &Sealed, aad: &[u8]) -> Result<Sealed, Ope
         kek_version: version,
         wrapped_dek: B64.encode(seal_with(kek, &dek[..], &dek_aad(aad))),
         ciphertext: sealed.ciphertext.clone(),
+        kek_id: Some(kek_id(kek)),
     })
 }
 
@@ -151,6 +176,7 @@ mod tests {
     fn ring(versions: &[u32]) -> Keyring {
         Keyring {
             keys: versions.iter().map(|v| (*v, Keyring::generate())).collect(),
+            origin: String::new(),
         }
     }
 
@@ -196,8 +222,11 @@ mod tests {
             "another namespace"
         );
         let r2 = ring(&[1, 2]);
+        // (Without a recorded KEK id; with one, a mismatch reads as "that version
+        // is gone", tested below.)
         let bad_version = Sealed {
             kek_version: 2,
+            kek_id: None,
             ..s.clone()
         };
         assert_eq!(
@@ -217,6 +246,21 @@ mod tests {
             OpenError::KeyVersionUnavailable(7)
                 .to_string()
                 .starts_with("key_version_unavailable")
+        );
+    }
+
+    #[test]
+    fn a_recreated_kek_of_the_same_version_is_unavailable_not_tampering() {
+        let s = seal(&ring(&[1]), b"value", AAD).unwrap();
+        assert_eq!(
+            open(&ring(&[1]), &s, AAD).unwrap_err(),
+            OpenError::KeyVersionUnavailable(1)
+        );
+        // Entries sealed before the KEK id was recorded keep the old behaviour.
+        let legacy = Sealed { kek_id: None, ..s };
+        assert_eq!(
+            open(&ring(&[1]), &legacy, AAD).unwrap_err(),
+            OpenError::Tampered
         );
     }
 

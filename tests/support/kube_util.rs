@@ -315,3 +315,15 @@ pub async fn wait_events(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// The fingerprint the operator whose namespace is `operator_ns` gives `value`:
+/// HMAC-SHA256 under the `fingerprint` key of its `rotor-kek` Secret.
+pub async fn fingerprint_of(client: &Client, operator_ns: &str, value: &str) -> String {
+    let kek = Api::<Secret>::namespaced(client.clone(), operator_ns)
+        .get(rotor::vault::KEK_SECRET)
+        .await
+        .unwrap();
+    let key = kek.data.unwrap()[rotor::vault::FINGERPRINT_KEY].0.clone();
+    assert_eq!(key.len(), 32, "a 32-byte fingerprint key");
+    rotor::rotation::keyed_fingerprint(&key, value)
+}
