@@ -106,6 +106,7 @@ pub fn observe<'a>(
             .get(crate::api::REVOKE_ANNOTATION)
             .map(String::as_str),
         handled_revoke_token: status.last_handled_revoke_token.as_deref(),
+        emergency_token: status.emergency_token.as_deref(),
     }
 }
 
@@ -195,7 +196,7 @@ impl Run {
         Ok(Action::requeue(CREDENTIALS_RECHECK))
     }
 
-    async fn stop_with(&self, reason: Reason, message: String) -> Result<(), Error> {
+    pub(super) async fn stop_with(&self, reason: Reason, message: String) -> Result<(), Error> {
         let mut status = self.base_status();
         status.next_rotation_at = None;
         let first_time = self.old.last_rotation_message != message;
@@ -227,15 +228,20 @@ impl Run {
         status.strategy = Some(spec.strategy);
         status.next_rotation_at = next;
         let pair = status::slot_pair(&self.old);
+        let mut write_failed = None;
         if let (Some(active), Target::Ours(_)) = (pair.active_slot(), target) {
             let values = target.active_values(
                 spec,
                 spec.provider.secret_output(),
                 Some(&active.fingerprint),
             );
-            if values.is_empty() {
+            let written = if values.is_empty() {
                 // Edited by someone else: put the active credential back.
-                self.restore(spec, Damage::Changed).await?;
+                match self.restore(spec, Damage::Changed).await {
+                    Ok(_) => Ok(()),
+                    Err(Error::Kube(e)) => Err(e),
+                    Err(other) => return Err(other),
+                }
             } else {
                 let previous = target.previous_values(spec);
                 self.apply_secret(
@@ -245,10 +251,20 @@ impl Run {
                     pair.active.unwrap_or(0),
                     &active.fingerprint,
                 )
-                .await?;
-            }
+                .await
+                .map(|_| ())
+            };
+            write_failed = written.err();
+        }
+        if let Some(e) = write_failed {
+            return self.secret_write_failed(status, e).await;
         }
         let (reason, message) = match self.old.rotation_status {
+            // An emergency waiting for its retry: keep naming what is still valid.
+            _ if !self.old.pending_revocations.is_empty() => (
+                Reason::EmergencyIncomplete,
+                self.old.last_rotation_message.clone(),
+            ),
             // A failed rotation waits for its retry: keep saying why.
             _ if self.old.failed_attempts > 0 => (
                 Reason::RotationFailed,
@@ -284,6 +300,39 @@ impl Run {
             wake = Some(wake.map_or(due, |at| at.min(due)));
         }
         Ok(requeue_at(wake, self.now))
+    }
+
+    /// The target Secret cannot be written (immutable, a changed type, an admission
+    /// webhook): Degraded, never Ready, one Warning Event per distinct failure.
+    async fn secret_write_failed(
+        &self,
+        mut status: SecretRotationStatus,
+        error: kube::Error,
+    ) -> Result<Action, Error> {
+        let message = format!(
+            "writing target Secret {:?} failed: {error}; consumers keep the values it holds; fix the Secret (or delete it: rotor restores it from the vault)",
+            self.sr.spec.target.name
+        );
+        let first_time = self.old.last_rotation_message != message;
+        status::set_phase(
+            &mut status,
+            Reason::SecretWriteFailed,
+            message.clone(),
+            self.generation(),
+            self.now,
+        );
+        self.write_status(&status).await?;
+        if first_time {
+            warn!(namespace = self.sr.namespace().as_deref().unwrap_or_default(), name = %self.sr.name_any(), %message, "target Secret write failed");
+            self.publish(
+                EventType::Warning,
+                Reason::SecretWriteFailed.as_str(),
+                "WriteSecret",
+                message,
+            )
+            .await;
+        }
+        Ok(Action::requeue(CONFLICT_RECHECK))
     }
 
     /// When this resource's periodic orphan sweep is due; `None` when periodic sweeps

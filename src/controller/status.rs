@@ -58,6 +58,10 @@ pub enum Reason {
     InvalidSpec,
     TargetConflict,
     CredentialsMissing,
+    /// An emergency revoke whose older credentials are not all gone at the vendor.
+    EmergencyIncomplete,
+    /// Writing the target Secret failed (e.g. it was made immutable).
+    SecretWriteFailed,
 }
 
 impl Reason {
@@ -70,6 +74,8 @@ impl Reason {
             Self::InvalidSpec => "InvalidSpec",
             Self::TargetConflict => "TargetConflict",
             Self::CredentialsMissing => "CredentialsMissing",
+            Self::EmergencyIncomplete => "EmergencyIncomplete",
+            Self::SecretWriteFailed => "SecretWriteFailed",
         }
     }
 }
@@ -91,12 +97,17 @@ pub fn set_phase(
         Reason::RotationFailed
         | Reason::InvalidSpec
         | Reason::TargetConflict
-        | Reason::CredentialsMissing => RotationPhase::Failed,
+        | Reason::CredentialsMissing
+        | Reason::EmergencyIncomplete
+        | Reason::SecretWriteFailed => RotationPhase::Failed,
     };
     // Stopped: rotor cannot manage the credential until something changes.
     let stopped = matches!(
         reason,
-        Reason::InvalidSpec | Reason::TargetConflict | Reason::CredentialsMissing
+        Reason::InvalidSpec
+            | Reason::TargetConflict
+            | Reason::CredentialsMissing
+            | Reason::SecretWriteFailed
     );
     let ready = has_active && !stopped;
     let ready_reason = match reason {
@@ -105,11 +116,13 @@ pub fn set_phase(
         Reason::InvalidSpec
         | Reason::TargetConflict
         | Reason::RotationFailed
-        | Reason::CredentialsMissing => reason.as_str(),
+        | Reason::CredentialsMissing
+        | Reason::SecretWriteFailed => reason.as_str(),
         _ => "NoCredentialYet",
     };
     let progressing = reason == Reason::Rotating;
-    let degraded = stopped || reason == Reason::RotationFailed;
+    let degraded =
+        stopped || reason == Reason::RotationFailed || reason == Reason::EmergencyIncomplete;
     let wanted = [
         ("Ready", ready, ready_reason),
         (
@@ -148,6 +161,33 @@ pub fn set_phase(
         .collect();
     status.last_rotation_message = message;
     status.observed_generation = generation;
+}
+
+/// Which provider a spec names: its kind and where it issues (endpoint, project,
+/// database). Credentials issued by one identity are never revoked against another.
+pub fn provider_identity(spec: &crate::api::ProviderSpec) -> String {
+    use crate::api::ProviderSpec as P;
+    match spec {
+        P::Random(_) => "random".into(),
+        P::Supabase(s) => format!(
+            "supabase:{}/{}",
+            s.base_url.as_deref().unwrap_or("https://api.supabase.com"),
+            s.project_ref
+        ),
+        P::Convex(s) => format!("convex:{}", s.base_url.as_deref().unwrap_or_default()),
+        P::Convox(s) => format!("convox:{}", s.rack_url),
+        P::Http(s) => format!("http:{}", origin(&s.issue.url)),
+        P::Postgres(s) => format!("postgres:{}:{}/{}", s.host, s.port, s.database),
+    }
+}
+
+/// `scheme://authority` of a URL template (placeholders and all), without its path.
+fn origin(url: &str) -> &str {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    match url[after_scheme..].find(['/', '?', '#']) {
+        Some(end) => &url[..after_scheme + end],
+        None => url,
+    }
 }
 
 /// Replaces the whole status (server-side apply, rotor's field manager). With

@@ -1,0 +1,196 @@
+//! The controller under faults and hostile changes, on the real API server with the
+//! vendor fakes: emergencies the vendor refuses, restores during outages, Secrets that
+//! cannot be written, provider changes and namespace deletion.
+
+mod support;
+
+use rotor::api::RotationPhase;
+use support::fakes;
+use support::scenario::*;
+use support::*;
+
+const NAME: &str = "supabase-secret-key";
+const TARGET: &str = "supabase-secret-key";
+const KEY: &str = "SUPABASE_SECRET_KEY";
+
+fn previous_key() -> String {
+    format!("{KEY}_PREVIOUS")
+}
+
+/// The keys the vendor still accepts.
+fn live_keys(fake: &fakes::Fake<fakes::Supabase>) -> Vec<String> {
+    fake.lock()
+        .live()
+        .iter()
+        .map(|k| k.api_key.clone())
+        .collect()
+}
+
+fn is_deleted(fake: &fakes::Fake<fakes::Supabase>, id: &str) -> bool {
+    fake.lock().key(id).is_some_and(|k| k.deleted)
+}
+
+#[tokio::test]
+async fn emergency_revoke_the_vendor_refuses_is_never_reported_done_and_is_retried() {
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "h-emergency-refused").await;
+    let fake = fakes::supabase("abcdefghijklmnopqrst").await;
+    let _op = Operator::start_with(&ns, FAST);
+    apply_supabase_sample(&client, &ns, &fake).await;
+    let first = rotated(&client, &ns, NAME, 1).await;
+    let leaked = first.slots[0].clone();
+
+    // The vendor answers every DELETE with 500 while the emergency runs.
+    fake.lock().knobs.fail_delete = true;
+    request(&client, &ns, NAME, "rotor.dev/revoke", "leak-1").await;
+    let s = wait_status(&client, &ns, NAME, 60, "emergency incomplete", |s| {
+        !s.pending_revocations.is_empty()
+    })
+    .await
+    .status
+    .unwrap();
+    assert_eq!(s.pending_revocations.len(), 1, "{s:?}");
+    assert_eq!(s.pending_revocations[0].id, leaked.id);
+    assert_eq!(s.pending_revocations[0].fingerprint, leaked.fingerprint);
+    assert_eq!(s.rotation_status, RotationPhase::Failed);
+    let degraded = condition(&s, "Degraded");
+    assert_eq!(
+        (degraded.status.as_str(), degraded.reason.as_str()),
+        ("True", "EmergencyIncomplete")
+    );
+    assert!(
+        s.last_rotation_message.contains(&leaked.id)
+            && s.last_rotation_message.contains(&leaked.fingerprint),
+        "the message names the still-live key: {}",
+        s.last_rotation_message
+    );
+    assert_ne!(s.last_handled_revoke_token.as_deref(), Some("leak-1"));
+    assert!(!is_deleted(&fake, &leaked.id), "the vendor refused");
+    assert!(
+        value(&client, &ns, TARGET, &previous_key()).await.is_none(),
+        "the leaked key is not handed out as _PREVIOUS"
+    );
+    let reasons = wait_events(&client, &ns, NAME, 1, 10).await;
+    assert!(
+        reasons.contains(&"EmergencyIncomplete".to_string()),
+        "{reasons:?}"
+    );
+    assert!(
+        !reasons.contains(&"EmergencyRevoked".to_string()),
+        "no success while the leaked key is live: {reasons:?}"
+    );
+
+    // The vendor heals: the retry (after its backoff) revokes it, and only then is
+    // the emergency done.
+    fake.lock().knobs.fail_delete = false;
+    let s = wait_status(&client, &ns, NAME, 120, "emergency done", |s| {
+        s.last_handled_revoke_token.as_deref() == Some("leak-1")
+    })
+    .await
+    .status
+    .unwrap();
+    assert!(s.pending_revocations.is_empty());
+    assert!(is_deleted(&fake, &leaked.id), "the leaked key is gone");
+    assert_eq!(s.rotation_status, RotationPhase::Success);
+    assert_eq!(condition(&s, "Degraded").status, "False");
+    assert_eq!(
+        s.rotation_count, 2,
+        "the retry revoked, it did not issue again"
+    );
+    assert_eq!(fake.lock().creates, 2);
+    let key = value(&client, &ns, TARGET, KEY).await.unwrap();
+    assert_eq!(live_keys(&fake), vec![key]);
+    let reasons = wait_events(&client, &ns, NAME, 3, 10).await;
+    assert!(
+        reasons.contains(&"EmergencyRevoked".to_string()),
+        "{reasons:?}"
+    );
+}
+
+#[tokio::test]
+async fn emergency_during_a_vendor_outage_stays_an_emergency_after_the_outage() {
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "h-emergency-outage").await;
+    let fake = fakes::supabase("abcdefghijklmnopqrst").await;
+    let _op = Operator::start_with(&ns, FAST);
+    apply_supabase_sample(&client, &ns, &fake).await;
+    rotated(&client, &ns, NAME, 1).await;
+    let s = rotate(&client, &ns, NAME, "two", 2).await;
+    let old_ids: Vec<String> = s.slots.iter().map(|s| s.id.clone()).collect();
+    assert_eq!(old_ids.len(), 2);
+
+    // Outage: every request fails with 503 until healed.
+    fake.lock().knobs.unavailable_next = u32::MAX;
+    request(&client, &ns, NAME, "rotor.dev/revoke", "leak-2").await;
+    let s = failed(&client, &ns, NAME).await;
+    assert_eq!(s.emergency_token.as_deref(), Some("leak-2"), "{s:?}");
+    assert_eq!(s.rotation_count, 2);
+    fake.lock().knobs.unavailable_next = 0;
+
+    let s = wait_status(&client, &ns, NAME, 120, "emergency done", |s| {
+        s.last_handled_revoke_token.as_deref() == Some("leak-2")
+    })
+    .await
+    .status
+    .unwrap();
+    for id in &old_ids {
+        assert!(is_deleted(&fake, id), "old key {id} revoked");
+    }
+    assert!(
+        value(&client, &ns, TARGET, &previous_key()).await.is_none(),
+        "no _PREVIOUS value after an emergency"
+    );
+    let key = value(&client, &ns, TARGET, KEY).await.unwrap();
+    assert_eq!(live_keys(&fake), vec![key]);
+    assert_eq!(s.slots.len(), 1);
+    assert!(
+        s.last_rotation_message.starts_with("emergency revoke"),
+        "{}",
+        s.last_rotation_message
+    );
+}
+
+#[tokio::test]
+async fn emergency_with_an_http_provider_that_cannot_revoke_fails_loudly() {
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "h-emergency-norevoke").await;
+    let fake = fakes::key_api().await;
+    let admin = fake.lock().admin_token.clone();
+    let _op = Operator::start_with(&ns, FAST);
+    let sample = sample("http.yaml")
+        .replace("https://api.example.com", &fake.url)
+        .replace("REPLACE_WITH_AN_ADMIN_TOKEN", &admin);
+    // Drop the revoke request.
+    let start = sample.find("      revoke:").unwrap();
+    let end = sample.find("      list:").unwrap();
+    let manifest = format!("{}{}", &sample[..start], &sample[end..]);
+    apply_yaml(&client, &ns, &manifest).await.unwrap();
+    let s = rotated(&client, &ns, "partner-api-key", 1).await;
+    let id = s.slots[0].id.clone();
+
+    request(
+        &client,
+        &ns,
+        "partner-api-key",
+        "rotor.dev/revoke",
+        "leak-3",
+    )
+    .await;
+    let s = failed(&client, &ns, "partner-api-key").await;
+    assert!(
+        s.last_rotation_message.contains("cannot revoke") && s.last_rotation_message.contains(&id),
+        "{}",
+        s.last_rotation_message
+    );
+    assert_eq!(condition(&s, "Degraded").reason, "EmergencyIncomplete");
+    assert_ne!(s.last_handled_revoke_token.as_deref(), Some("leak-3"));
+    assert!(
+        fake.lock().keys.contains_key(&id),
+        "still valid, and status says so"
+    );
+    let reasons = wait_events(&client, &ns, "partner-api-key", 2, 10).await;
+    assert!(
+        !reasons.contains(&"EmergencyRevoked".to_string()),
+        "{reasons:?}"
+    );
+}
