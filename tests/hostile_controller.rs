@@ -194,3 +194,79 @@ async fn emergency_with_an_http_provider_that_cannot_revoke_fails_loudly() {
         "{reasons:?}"
     );
 }
+
+async fn delete_secret(client: &kube::Client, ns: &str, name: &str) {
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(client.clone(), ns);
+    secrets
+        .delete(name, &kube::api::DeleteParams::default())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn target_deleted_during_a_vendor_outage_is_restored_while_the_vendor_is_down() {
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "h-restore-outage").await;
+    let fake = fakes::supabase("abcdefghijklmnopqrst").await;
+    let _op = Operator::start_with(&ns, FAST);
+    apply_supabase_sample(&client, &ns, &fake).await;
+    rotated(&client, &ns, NAME, 1).await;
+    rotate(&client, &ns, NAME, "two", 2).await;
+    let active = value(&client, &ns, TARGET, KEY).await.unwrap();
+    let previous = value(&client, &ns, TARGET, &previous_key()).await.unwrap();
+
+    // The vendor goes down and a rotation fails: it waits for its retry.
+    fake.lock().knobs.unavailable_next = u32::MAX;
+    request(&client, &ns, NAME, "rotor.dev/rotate", "three").await;
+    let s = failed(&client, &ns, NAME).await;
+    assert_eq!(s.failed_attempts, 1);
+    let creates = fake.lock().creates;
+
+    delete_secret(&client, &ns, TARGET).await;
+    // Restored from the vault while the vendor is still down.
+    wait_value(&client, &ns, TARGET, KEY, &active, 20).await;
+    wait_value(&client, &ns, TARGET, &previous_key(), &previous, 5).await;
+    wait_for_event(
+        &client,
+        &ns,
+        NAME,
+        "Restored",
+        "written again from the vault",
+        10,
+    )
+    .await;
+    let s = status_of(&client, &ns, NAME).await;
+    assert_eq!(s.rotation_count, 2, "no rotation counted");
+    assert_eq!(fake.lock().creates, creates, "nothing issued");
+}
+
+#[tokio::test]
+async fn target_deleted_while_the_admin_secret_is_missing_is_restored() {
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "h-restore-noadmin").await;
+    let fake = fakes::supabase("abcdefghijklmnopqrst").await;
+    let _op = Operator::start_with(&ns, FAST);
+    apply_supabase_sample(&client, &ns, &fake).await;
+    rotated(&client, &ns, NAME, 1).await;
+    let active = value(&client, &ns, TARGET, KEY).await.unwrap();
+
+    delete_secret(&client, &ns, "supabase-admin").await;
+    request(&client, &ns, NAME, "rotor.dev/rotate", "two").await;
+    let s = failed(&client, &ns, NAME).await;
+    assert_eq!(condition(&s, "Degraded").reason, "CredentialsMissing");
+
+    delete_secret(&client, &ns, TARGET).await;
+    wait_value(&client, &ns, TARGET, KEY, &active, 20).await;
+    wait_for_event(
+        &client,
+        &ns,
+        NAME,
+        "Restored",
+        "written again from the vault",
+        10,
+    )
+    .await;
+    assert_eq!(status_of(&client, &ns, NAME).await.rotation_count, 1);
+    assert_eq!(fake.lock().creates, 1);
+}

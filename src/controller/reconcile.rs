@@ -57,6 +57,9 @@ async fn reconcile_fresh(cached: Arc<SecretRotation>, ctx: Arc<Context>) -> Resu
     if let Some(done) = run.sync_finalizer().await? {
         return Ok(done);
     }
+    if let Some(restored) = run.restore_first().await {
+        return Ok(restored);
+    }
     let spec = match credentials::prepare(&run.sr, &run.secrets, &run.ctx.http).await {
         Ok(spec) => spec,
         Err(Unresolved::Spec(e)) => return run.invalid_spec(e).await,
