@@ -270,3 +270,52 @@ async fn target_deleted_while_the_admin_secret_is_missing_is_restored() {
     assert_eq!(status_of(&client, &ns, NAME).await.rotation_count, 1);
     assert_eq!(fake.lock().creates, 1);
 }
+
+#[tokio::test]
+async fn target_secret_made_immutable_shows_degraded_not_ready() {
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "h-immutable").await;
+    let fake = fakes::supabase("abcdefghijklmnopqrst").await;
+    let _op = Operator::start_with(&ns, FAST);
+    apply_supabase_sample(&client, &ns, &fake).await;
+    rotated(&client, &ns, NAME, 1).await;
+    rotate(&client, &ns, NAME, "two", 2).await;
+    assert!(value(&client, &ns, TARGET, &previous_key()).await.is_some());
+
+    // Someone makes the Secret immutable; then a spec change needs a write
+    // (keepPrevious off: _PREVIOUS goes), which the API server refuses.
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(client.clone(), &ns);
+    secrets
+        .patch(
+            TARGET,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"immutable": true})),
+        )
+        .await
+        .unwrap();
+    patch_rotation(
+        &client,
+        &ns,
+        NAME,
+        serde_json::json!({"spec": {"target": {"keepPrevious": false}}}),
+    )
+    .await;
+    let s = wait_status(&client, &ns, NAME, 60, "degraded", |s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Degraded" && c.status == "True")
+    })
+    .await
+    .status
+    .unwrap();
+    assert_eq!(condition(&s, "Degraded").reason, "SecretWriteFailed");
+    assert_eq!(condition(&s, "Ready").status, "False");
+    assert_eq!(s.rotation_status, RotationPhase::Failed);
+    assert!(
+        s.last_rotation_message.contains("immutable"),
+        "the API error is in the message: {}",
+        s.last_rotation_message
+    );
+    wait_for_event(&client, &ns, NAME, "SecretWriteFailed", "immutable", 10).await;
+}
