@@ -319,3 +319,63 @@ async fn target_secret_made_immutable_shows_degraded_not_ready() {
     );
     wait_for_event(&client, &ns, NAME, "SecretWriteFailed", "immutable", 10).await;
 }
+
+#[tokio::test]
+async fn provider_change_never_revokes_old_credentials_against_the_new_vendor() {
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "h-provider-change").await;
+    let old_vendor = fakes::supabase("abcdefghijklmnopqrst").await;
+    let new_vendor = fakes::supabase("abcdefghijklmnopqrst").await;
+    let _op = Operator::start_with(&ns, FAST);
+    apply_supabase_sample(&client, &ns, &old_vendor).await;
+    rotated(&client, &ns, NAME, 1).await;
+    let s = rotate(&client, &ns, NAME, "two", 2).await;
+    let old_ids: Vec<String> = s.slots.iter().map(|s| s.id.clone()).collect();
+    assert!(s.issued_by.as_deref().unwrap().contains(&old_vendor.url));
+
+    // The same resource now points at another vendor (another baseUrl and token).
+    apply_supabase_sample(&client, &ns, &new_vendor).await;
+    request(&client, &ns, NAME, "rotor.dev/rotate", "three").await;
+    let s = wait_status(&client, &ns, NAME, 60, "rotated at the new vendor", |s| {
+        s.rotation_status == RotationPhase::Success
+            && s.issued_by
+                .as_deref()
+                .is_some_and(|i| i.contains(&new_vendor.url))
+    })
+    .await
+    .status
+    .unwrap();
+    rotate(&client, &ns, NAME, "four", s.rotation_count + 1).await;
+
+    {
+        let new = new_vendor.lock();
+        assert_eq!(
+            new.deletes_of_gone, 0,
+            "the new vendor was never asked to revoke the old vendor's ids"
+        );
+        assert!(
+            new.deleted_ids.iter().all(|id| !old_ids.contains(id)),
+            "{:?}",
+            new.deleted_ids
+        );
+    }
+    let event = wait_for_event(
+        &client,
+        &ns,
+        NAME,
+        "ProviderChanged",
+        "revoke them there by hand",
+        10,
+    )
+    .await;
+    let note = event.note.unwrap_or_default();
+    for id in &old_ids {
+        assert!(note.contains(id.as_str()), "the Event names {id}: {note}");
+        assert!(
+            old_vendor.lock().live().iter().any(|k| &k.id == id),
+            "{id} is still valid at the old vendor (rotor cannot revoke it there)"
+        );
+    }
+    let audit = rotor_cli(&["audit", NAME, "-n", &ns]);
+    assert!(audit.contains("forget"), "{audit}");
+}

@@ -57,6 +57,9 @@ async fn reconcile_fresh(cached: Arc<SecretRotation>, ctx: Arc<Context>) -> Resu
     if let Some(done) = run.sync_finalizer().await? {
         return Ok(done);
     }
+    if let Some(forgotten) = run.forget_old_provider().await? {
+        return Ok(forgotten);
+    }
     if let Some(restored) = run.restore_first().await {
         return Ok(restored);
     }
@@ -230,6 +233,11 @@ impl Run {
         let mut status = self.base_status();
         status.strategy = Some(spec.strategy);
         status.next_rotation_at = next;
+        // Slots issued before issuedBy was recorded: the kind matched (else the
+        // provider change was handled), so they are the current provider's.
+        if status.issued_by.is_none() && !status.slots.is_empty() {
+            status.issued_by = Some(status::provider_identity(&self.sr.spec.provider));
+        }
         let pair = status::slot_pair(&self.old);
         let mut write_failed = None;
         if let (Some(active), Target::Ours(_)) = (pair.active_slot(), target) {

@@ -142,6 +142,90 @@ impl Run {
         }
     }
 
+    /// The spec names another provider than the one that issued the slots: the old
+    /// credentials are never revoked against the new provider (it would answer "not
+    /// found", and they would stay valid for ever). They are forgotten, named in a
+    /// Warning Event and the audit trail as still valid at the old provider, and a
+    /// fresh initial rotation follows with the new one.
+    pub(super) async fn forget_old_provider(&self) -> Result<Option<Action>, Error> {
+        let nothing = self.old.slots.is_empty()
+            && self.old.in_flight.is_none()
+            && self.old.pending_revocations.is_empty();
+        if nothing || !self.provider_changed() {
+            return Ok(None);
+        }
+        let old = self
+            .old
+            .issued_by
+            .clone()
+            .or_else(|| self.old.provider.clone())
+            .unwrap_or_default();
+        let new = status::provider_identity(&self.sr.spec.provider);
+        let mut still: Vec<(String, Option<String>)> = self
+            .old
+            .slots
+            .iter()
+            .map(|s| (s.id.clone(), Some(s.fingerprint.clone())))
+            .collect();
+        still.extend(
+            self.old
+                .pending_revocations
+                .iter()
+                .map(|p| (p.id.clone(), Some(p.fingerprint.clone()))),
+        );
+        if let Some(f) = &self.old.in_flight {
+            still.push((format!("{} (in flight)", f.credential_name), None));
+        }
+        let named: Vec<String> = still
+            .iter()
+            .map(|(id, fp)| match fp {
+                Some(fp) => format!("{id} ({fp})"),
+                None => id.clone(),
+            })
+            .collect();
+        let message = format!(
+            "spec.provider changed from {old} to {new}: rotor never asks the new provider to revoke the old one's credentials; still valid at {old}: {}; revoke them there by hand. A fresh initial rotation runs with the new provider",
+            named.join(", ")
+        );
+        let mut status = self.base_status();
+        status.slots.clear();
+        status.active_index = 0;
+        status.in_flight = None;
+        status.pending_revocations.clear();
+        status.emergency_token = None;
+        status.failed_attempts = 0;
+        status.issued_by = None;
+        status.next_rotation_at = None;
+        status::set_phase(
+            &mut status,
+            status::Reason::Pending,
+            message.clone(),
+            self.generation(),
+            self.now,
+        );
+        self.write_status(&status).await?;
+        warn!(namespace = self.sr.namespace().as_deref().unwrap_or_default(), name = %self.sr.name_any(), %message, "provider changed");
+        if let Ok(vault) = self.vault().await {
+            let audit = Audit::operator(&vault);
+            for (id, fp) in &still {
+                audit
+                    .record(
+                        "forget",
+                        Some(id),
+                        fp.clone(),
+                        None,
+                        Some(format!(
+                            "provider changed to {new}: still valid at {old}; revoke by hand"
+                        )),
+                    )
+                    .await;
+            }
+        }
+        self.publish(EventType::Warning, "ProviderChanged", "Rotate", message)
+            .await;
+        Ok(Some(Action::requeue(std::time::Duration::from_secs(1))))
+    }
+
     /// The slot's credential from the vault, when it is there and opens.
     async fn kept(
         &self,
