@@ -5,6 +5,7 @@
 mod support;
 
 use rotor::api::RotationPhase;
+use std::time::Duration;
 use support::fakes;
 use support::scenario::*;
 use support::*;
@@ -378,4 +379,66 @@ async fn provider_change_never_revokes_old_credentials_against_the_new_vendor() 
     }
     let audit = rotor_cli(&["audit", NAME, "-n", &ns]);
     assert!(audit.contains("forget"), "{audit}");
+}
+
+#[tokio::test]
+async fn namespace_deletion_with_revoke_policy_is_not_held_for_ever() {
+    let plane = control_plane().with_controller_manager();
+    let client = plane.client().await;
+    let ns = namespace(&client, "h-ns-delete").await;
+    let fake = fakes::supabase("abcdefghijklmnopqrst").await;
+    let op = Operator::start_with(&ns, FAST);
+    apply_supabase_sample(&client, &ns, &fake).await;
+    patch_rotation(
+        &client,
+        &ns,
+        NAME,
+        serde_json::json!({"spec": {"deletionPolicy": "Revoke"}}),
+    )
+    .await;
+    let s = rotated(&client, &ns, NAME, 1).await;
+    let live_id = s.slots[0].id.clone();
+    let rotations: kube::Api<rotor::api::SecretRotation> =
+        kube::Api::namespaced(client.clone(), &ns);
+    for _ in 0..100 {
+        let sr = rotations.get(NAME).await.unwrap();
+        if sr
+            .metadata
+            .finalizers
+            .unwrap_or_default()
+            .iter()
+            .any(|f| f == "rotor.dev/revoke-on-delete")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The vendor refuses revokes, and the namespace controller deletes the admin
+    // Secret: the revoke can never happen. The namespace must still go.
+    fake.lock().knobs.fail_delete = true;
+    let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> =
+        kube::Api::all(client.clone());
+    namespaces
+        .delete(&ns, &kube::api::DeleteParams::default())
+        .await
+        .unwrap();
+    let mut gone = false;
+    for _ in 0..600 {
+        if namespaces.get_opt(&ns).await.unwrap().is_none() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        gone,
+        "namespace {ns} still there after 120s:\n{}",
+        op.logs()
+    );
+    assert!(
+        op.logs().contains("revoke on delete abandoned") && op.logs().contains(&live_id),
+        "the operator said what stays valid:\n{}",
+        op.logs()
+    );
 }

@@ -263,7 +263,7 @@ impl Run {
 /// The outputs of each provider kind and the one that is the secret, known from the
 /// spec alone (restore needs no admin Secret and builds no provider). Must match each
 /// provider's `outputs()` / `secret_output()`.
-fn outputs_of(spec: &ProviderSpec) -> (&'static [&'static str], &'static str) {
+pub(super) fn outputs_of(spec: &ProviderSpec) -> (&'static [&'static str], &'static str) {
     match spec {
         ProviderSpec::Random(_) => (&["value"], "value"),
         ProviderSpec::Supabase(_) | ProviderSpec::Convox(_) | ProviderSpec::Http(_) => {
