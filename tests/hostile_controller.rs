@@ -442,3 +442,70 @@ async fn namespace_deletion_with_revoke_policy_is_not_held_for_ever() {
         op.logs()
     );
 }
+
+#[tokio::test]
+async fn deleting_during_an_unfinished_rotation_revokes_the_in_flight_credential_too() {
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "h-delete-inflight").await;
+    let fake = fakes::supabase("abcdefghijklmnopqrst").await;
+    // The operator dies after rotation 2 issued its key and kept it in the vault.
+    let op = Operator::start_env(&ns, FAST, &[("ROTOR_TEST_CRASH_AT", "after_vault@2")]);
+    apply_supabase_sample(&client, &ns, &fake).await;
+    patch_rotation(
+        &client,
+        &ns,
+        NAME,
+        serde_json::json!({"spec": {"deletionPolicy": "Revoke"}}),
+    )
+    .await;
+    rotated(&client, &ns, NAME, 1).await;
+    let rotations: kube::Api<rotor::api::SecretRotation> =
+        kube::Api::namespaced(client.clone(), &ns);
+    let mut finalized = false;
+    for _ in 0..100 {
+        let sr = rotations.get(NAME).await.unwrap();
+        if sr
+            .metadata
+            .finalizers
+            .unwrap_or_default()
+            .iter()
+            .any(|f| f == "rotor.dev/revoke-on-delete")
+        {
+            finalized = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(finalized, "the finalizer was never added");
+    request(&client, &ns, NAME, "rotor.dev/rotate", "two").await;
+    let mut stopped = false;
+    for _ in 0..300 {
+        if op.logs().contains("failpoint reached") {
+            op.kill();
+            stopped = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(stopped, "never reached the failpoint:\n{}", op.logs());
+    assert_eq!(fake.lock().live().len(), 2, "slot key and in-flight key");
+    assert!(status_of(&client, &ns, NAME).await.in_flight.is_some());
+
+    // Deleted while nothing runs; the next operator revokes on delete.
+    rotations.delete(NAME, &Default::default()).await.unwrap();
+    let _op = Operator::start_with(&ns, FAST);
+    let mut gone = false;
+    for _ in 0..300 {
+        if rotations.get_opt(NAME).await.unwrap().is_none() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "deletion never completed");
+    let live: Vec<String> = fake.lock().live().iter().map(|k| k.id.clone()).collect();
+    assert!(
+        live.is_empty(),
+        "the in-flight key was revoked too: {live:?}"
+    );
+}
