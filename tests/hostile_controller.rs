@@ -509,3 +509,75 @@ async fn deleting_during_an_unfinished_rotation_revokes_the_in_flight_credential
         "the in-flight key was revoked too: {live:?}"
     );
 }
+
+#[tokio::test]
+async fn a_second_emergency_over_an_incomplete_one_still_revokes_the_first_leak() {
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "h-emergency-twice").await;
+    let fake = fakes::supabase("abcdefghijklmnopqrst").await;
+    let _op = Operator::start_with(&ns, FAST);
+    apply_supabase_sample(&client, &ns, &fake).await;
+    let s = rotated(&client, &ns, NAME, 1).await;
+    let first = s.slots[0].id.clone();
+
+    fake.lock().knobs.fail_delete = true;
+    request(&client, &ns, NAME, "rotor.dev/revoke", "a").await;
+    let s = wait_status(&client, &ns, NAME, 60, "first emergency incomplete", |s| {
+        s.pending_revocations.len() == 1
+    })
+    .await
+    .status
+    .unwrap();
+    let second = s.slots[0].id.clone();
+    // Another leak is reported before the first emergency completed.
+    request(&client, &ns, NAME, "rotor.dev/revoke", "b").await;
+    let s = wait_status(&client, &ns, NAME, 60, "both pending", |s| {
+        s.pending_revocations.len() == 2
+    })
+    .await
+    .status
+    .unwrap();
+    let pending: Vec<&str> = s
+        .pending_revocations
+        .iter()
+        .map(|p| p.id.as_str())
+        .collect();
+    assert!(
+        pending.contains(&first.as_str()) && pending.contains(&second.as_str()),
+        "{pending:?}"
+    );
+
+    fake.lock().knobs.fail_delete = false;
+    wait_status(&client, &ns, NAME, 120, "emergency b done", |s| {
+        s.last_handled_revoke_token.as_deref() == Some("b")
+    })
+    .await;
+    assert!(is_deleted(&fake, &first) && is_deleted(&fake, &second));
+    let key = value(&client, &ns, TARGET, KEY).await.unwrap();
+    assert_eq!(live_keys(&fake), vec![key]);
+
+    // Withdrawn: the annotation removed while a revoke is refused. rotor stops
+    // retrying and says what stays valid; it never claims it revoked it.
+    fake.lock().knobs.fail_delete = true;
+    request(&client, &ns, NAME, "rotor.dev/revoke", "c").await;
+    let s = wait_status(&client, &ns, NAME, 60, "emergency c incomplete", |s| {
+        s.pending_revocations.len() == 1
+    })
+    .await
+    .status
+    .unwrap();
+    let third = s.pending_revocations[0].id.clone();
+    patch_rotation(
+        &client,
+        &ns,
+        NAME,
+        serde_json::json!({"metadata": {"annotations": {"rotor.dev/revoke": null}}}),
+    )
+    .await;
+    let event = wait_for_event(&client, &ns, NAME, "EmergencyWithdrawn", &third, 30).await;
+    assert!(event.note.unwrap_or_default().contains("still valid"));
+    let s = status_of(&client, &ns, NAME).await;
+    assert!(s.pending_revocations.is_empty());
+    assert_ne!(s.last_handled_revoke_token.as_deref(), Some("c"));
+    assert!(!is_deleted(&fake, &third));
+}

@@ -270,6 +270,42 @@ impl Run {
         if let Some(e) = write_failed {
             return self.secret_write_failed(status, e).await;
         }
+        // The revoke annotation was removed (or replaced) while an emergency was
+        // incomplete: rotor stops retrying it, and says once what stays valid.
+        if !status.pending_revocations.is_empty()
+            && status.emergency_token.as_deref()
+                != self
+                    .sr
+                    .annotations()
+                    .get(crate::api::REVOKE_ANNOTATION)
+                    .map(String::as_str)
+        {
+            let named: Vec<String> = status
+                .pending_revocations
+                .iter()
+                .map(|p| format!("{} ({})", p.id, p.fingerprint))
+                .collect();
+            let note = format!(
+                "the emergency revoke was withdrawn before it completed: still valid at the vendor: {}; revoke by hand",
+                named.join(", ")
+            );
+            warn!(name = %self.sr.name_any(), %note, "emergency withdrawn");
+            status.pending_revocations.clear();
+            status.emergency_token = None;
+            status.failed_attempts = 0;
+            status.next_rotation_at = next;
+            status::set_phase(
+                &mut status,
+                Reason::Rotated,
+                note.clone(),
+                self.generation(),
+                self.now,
+            );
+            self.write_status(&status).await?;
+            self.publish(EventType::Warning, "EmergencyWithdrawn", "Rotate", note)
+                .await;
+            return Ok(Action::requeue(RESTORED_RECHECK));
+        }
         let (reason, message) = match self.old.rotation_status {
             // An emergency waiting for its retry: keep naming what is still valid.
             _ if !self.old.pending_revocations.is_empty() => (

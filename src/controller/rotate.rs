@@ -420,21 +420,35 @@ impl Run {
         // the slots either way (never handed out as _PREVIOUS again); what the vendor
         // did not revoke is recorded as pending and retried as an emergency.
         let mut pending = Vec::new();
-        if trigger == Trigger::Emergency
-            && let Some(previous_slot) = pair.active_slot().cloned()
-        {
-            match self
-                .revoke_for_emergency(spec, &audit, &previous_slot.id, &previous_slot.fingerprint)
-                .await
-            {
-                Ok(()) => revoked.push(previous_slot.id.clone()),
-                Err(reason) => pending.push(crate::api::PendingRevocation {
-                    id: previous_slot.id.clone(),
-                    fingerprint: previous_slot.fingerprint.clone(),
-                    reason,
-                }),
+        if trigger == Trigger::Emergency {
+            // The active slot's credential, and whatever an earlier emergency left.
+            let mut olds: Vec<(String, String)> = pair
+                .active_slot()
+                .map(|s| (s.id.clone(), s.fingerprint.clone()))
+                .into_iter()
+                .collect();
+            for p in &self.old.pending_revocations {
+                if !olds.iter().any(|(id, _)| *id == p.id) {
+                    olds.push((p.id.clone(), p.fingerprint.clone()));
+                }
             }
-            pair.slots[usize::from(pair.active.unwrap_or(0))] = None;
+            for (id, fingerprint) in olds {
+                match self
+                    .revoke_for_emergency(spec, &audit, &id, &fingerprint)
+                    .await
+                {
+                    Ok(()) => revoked.push(id),
+                    Err(reason) => pending.push(crate::api::PendingRevocation {
+                        id,
+                        fingerprint,
+                        reason,
+                    }),
+                }
+            }
+            if let Some(active) = pair.active {
+                pair.slots[usize::from(active)] = None;
+            }
+            status.pending_revocations.clear();
         }
         // 9. Flip.
         pair.complete(
