@@ -111,7 +111,10 @@ pub fn set_phase(
     );
     let ready = has_active && !stopped;
     let ready_reason = match reason {
-        _ if ready && reason == Reason::Rotated => "CredentialActive",
+        // The new credential is active; Degraded says what an emergency left.
+        _ if ready && matches!(reason, Reason::Rotated | Reason::EmergencyIncomplete) => {
+            "CredentialActive"
+        }
         _ if ready => "PreviousCredentialActive",
         Reason::InvalidSpec
         | Reason::TargetConflict
@@ -214,4 +217,68 @@ pub async fn write(
     )
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn with_active() -> SecretRotationStatus {
+        let mut status = SecretRotationStatus::default();
+        let mut pair = SlotPair::default();
+        pair.slots[0] = Some(Slot {
+            id: "k1".into(),
+            fingerprint: "sha256:00000000".into(),
+            issued_at: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
+        });
+        pair.active = Some(0);
+        set_slots(&mut status, &pair);
+        status
+    }
+
+    fn cond<'a>(s: &'a SecretRotationStatus, t: &str) -> (&'a str, &'a str) {
+        let c = s.conditions.iter().find(|c| c.type_ == t).unwrap();
+        (c.status.as_str(), c.reason.as_str())
+    }
+
+    #[test]
+    fn a_secret_write_failure_is_never_ready() {
+        let mut s = with_active();
+        set_phase(
+            &mut s,
+            Reason::SecretWriteFailed,
+            "x".into(),
+            None,
+            Utc::now(),
+        );
+        assert_eq!(cond(&s, "Ready"), ("False", "SecretWriteFailed"));
+        assert_eq!(cond(&s, "Degraded"), ("True", "SecretWriteFailed"));
+        assert_eq!(s.rotation_status, RotationPhase::Failed);
+    }
+
+    #[test]
+    fn an_incomplete_emergency_is_degraded_with_the_new_credential_active() {
+        let mut s = with_active();
+        set_phase(
+            &mut s,
+            Reason::EmergencyIncomplete,
+            "x".into(),
+            None,
+            Utc::now(),
+        );
+        assert_eq!(cond(&s, "Ready"), ("True", "CredentialActive"));
+        assert_eq!(cond(&s, "Degraded"), ("True", "EmergencyIncomplete"));
+        assert_eq!(s.rotation_status, RotationPhase::Failed);
+    }
+
+    #[test]
+    fn provider_identity_names_kind_and_endpoint() {
+        assert_eq!(
+            origin("https://api.example.com/admin/keys"),
+            "https://api.example.com"
+        );
+        assert_eq!(origin("http://{{id}}:8080?x=1"), "http://{{id}}:8080");
+        assert_eq!(origin("no-scheme/path"), "no-scheme");
+    }
 }
