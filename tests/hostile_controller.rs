@@ -71,6 +71,11 @@ async fn emergency_revoke_the_vendor_refuses_is_never_reported_done_and_is_retri
         value(&client, &ns, TARGET, &previous_key()).await.is_none(),
         "the leaked key is not handed out as _PREVIOUS"
     );
+    let plan = rotor_cli(&["plan", "-n", &ns, NAME]);
+    assert!(
+        plan.contains(&format!("revoke {}", leaked.id)) && plan.contains("emergency incomplete"),
+        "{plan}"
+    );
     let reasons = wait_events(&client, &ns, NAME, 1, 10).await;
     assert!(
         reasons.contains(&"EmergencyIncomplete".to_string()),
