@@ -172,7 +172,40 @@ async fn emergency_with_an_http_provider_that_cannot_revoke_fails_loudly() {
     let manifest = format!("{}{}", &sample[..start], &sample[end..]);
     apply_yaml(&client, &ns, &manifest).await.unwrap();
     let s = rotated(&client, &ns, "partner-api-key", 1).await;
-    let id = s.slots[0].id.clone();
+    let dropped = s.slots[0].id.clone();
+    // Ordinary rotations stay allowed; the first that drops a credential says, once,
+    // that it stays valid, and the audit trail records each such drop.
+    rotate(&client, &ns, "partner-api-key", "r2", 2).await;
+    rotate(&client, &ns, "partner-api-key", "r3", 3).await;
+    let s = rotate(&client, &ns, "partner-api-key", "r4", 4).await;
+    wait_for_event(
+        &client,
+        &ns,
+        "partner-api-key",
+        "RevokeUnsupported",
+        &dropped,
+        10,
+    )
+    .await;
+    let reasons = event_reasons(&client, &ns, "partner-api-key").await;
+    assert_eq!(
+        reasons.iter().filter(|r| *r == "RevokeUnsupported").count(),
+        1,
+        "{reasons:?}"
+    );
+    assert!(
+        fake.lock().keys.contains_key(&dropped),
+        "nothing claims it was revoked"
+    );
+    let audit = rotor_cli(&["audit", "partner-api-key", "-n", &ns]);
+    assert!(audit.contains("revoke-unsupported"), "{audit}");
+    let id = s
+        .slots
+        .iter()
+        .find(|x| x.state == rotor::api::SlotState::Active)
+        .unwrap()
+        .id
+        .clone();
 
     request(
         &client,
