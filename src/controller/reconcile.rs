@@ -273,12 +273,13 @@ impl Run {
         // The revoke annotation was removed (or replaced) while an emergency was
         // incomplete: rotor stops retrying it, and says once what stays valid.
         if !status.pending_revocations.is_empty()
-            && status.emergency_token.as_deref()
-                != self
-                    .sr
-                    .annotations()
-                    .get(crate::api::REVOKE_ANNOTATION)
-                    .map(String::as_str)
+            && (status.emergency_token.is_none()
+                || status.emergency_token.as_deref()
+                    != self
+                        .sr
+                        .annotations()
+                        .get(crate::api::REVOKE_ANNOTATION)
+                        .map(String::as_str))
         {
             let named: Vec<String> = status
                 .pending_revocations

@@ -251,11 +251,11 @@ impl Run {
         }
         // An emergency is handled only once every older credential is gone; until
         // then its token is remembered so that a retry is an emergency again.
-        if trigger == Trigger::Emergency
-            && let Some(t) = annotations.get(REVOKE_ANNOTATION)
-        {
-            status.emergency_token = Some(t.clone());
-        }
+        status.emergency_token = match trigger {
+            Trigger::Emergency => annotations.get(REVOKE_ANNOTATION).cloned(),
+            // A withdrawn emergency that never got past its issue: forgotten.
+            _ => None,
+        };
         let message = format!(
             "rotating ({}): issuing a credential into slot {}",
             trigger.as_str(),
