@@ -73,6 +73,22 @@ pub struct SecretRotationStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub in_flight: Option<InFlightRotation>,
 
+    /// The `rotor.dev/revoke` token of an emergency that has not completed: set at its
+    /// first attempt, cleared once every older credential is gone at the vendor.
+    /// Until then the emergency is retried as an emergency (with backoff).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emergency_token: Option<String>,
+
+    /// Credentials an emergency revoke has not revoked yet: still valid at the vendor.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_revocations: Vec<PendingRevocation>,
+
+    /// Which provider issued the slots' credentials (kind and endpoint, e.g.
+    /// `supabase:https://api.supabase.com/abcdefghijklmnopqrst`). When the spec names
+    /// another, rotor never asks the new provider to revoke the old ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_by: Option<String>,
+
     /// The Secret rotor writes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_secret: Option<String>,
@@ -140,6 +156,18 @@ pub struct InFlightRotation {
     pub trigger: String,
     /// When it started.
     pub started_at: DateTime<Utc>,
+}
+
+/// A credential rotor was asked to revoke and has not revoked yet.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingRevocation {
+    /// The credential's id at the provider.
+    pub id: String,
+    /// Its fingerprint.
+    pub fingerprint: String,
+    /// Why it is still valid (the provider's last answer).
+    pub reason: String,
 }
 
 /// A metav1.Condition.

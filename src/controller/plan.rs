@@ -87,7 +87,25 @@ async fn describe(
         ));
     }
     let observed = observe(sr, status, target.is_complete(&spec), Utc::now());
-    let slot = status.slot_target_description(spec.strategy);
+    let mut slot = status.slot_target_description(spec.strategy);
+    // The retry of an incomplete emergency only revokes what is still pending.
+    if !status.pending_revocations.is_empty()
+        && status.emergency_token.as_deref()
+            == sr
+                .annotations()
+                .get(crate::api::REVOKE_ANNOTATION)
+                .map(String::as_str)
+    {
+        let ids: Vec<&str> = status
+            .pending_revocations
+            .iter()
+            .map(|p| p.id.as_str())
+            .collect();
+        slot = format!(
+            "revoke {} (emergency incomplete; nothing is issued)",
+            ids.join(", ")
+        );
+    }
     Ok(match rotation::decide(&observed, &spec.schedule) {
         Decision::Rotate(rotation::Trigger::TargetMissing) if observed.has_active => format!(
             "restore Secret {:?} from the vault (rotate now, targetMissing, if the vault lacks the active credential): {slot}",

@@ -57,6 +57,12 @@ async fn reconcile_fresh(cached: Arc<SecretRotation>, ctx: Arc<Context>) -> Resu
     if let Some(done) = run.sync_finalizer().await? {
         return Ok(done);
     }
+    if let Some(forgotten) = run.forget_old_provider().await? {
+        return Ok(forgotten);
+    }
+    if let Some(restored) = run.restore_first().await {
+        return Ok(restored);
+    }
     let spec = match credentials::prepare(&run.sr, &run.secrets, &run.ctx.http).await {
         Ok(spec) => spec,
         Err(Unresolved::Spec(e)) => return run.invalid_spec(e).await,
@@ -106,6 +112,7 @@ pub fn observe<'a>(
             .get(crate::api::REVOKE_ANNOTATION)
             .map(String::as_str),
         handled_revoke_token: status.last_handled_revoke_token.as_deref(),
+        emergency_token: status.emergency_token.as_deref(),
     }
 }
 
@@ -195,7 +202,7 @@ impl Run {
         Ok(Action::requeue(CREDENTIALS_RECHECK))
     }
 
-    async fn stop_with(&self, reason: Reason, message: String) -> Result<(), Error> {
+    pub(super) async fn stop_with(&self, reason: Reason, message: String) -> Result<(), Error> {
         let mut status = self.base_status();
         status.next_rotation_at = None;
         let first_time = self.old.last_rotation_message != message;
@@ -226,16 +233,26 @@ impl Run {
         let mut status = self.base_status();
         status.strategy = Some(spec.strategy);
         status.next_rotation_at = next;
+        // Slots issued before issuedBy was recorded: the kind matched (else the
+        // provider change was handled), so they are the current provider's.
+        if status.issued_by.is_none() && !status.slots.is_empty() {
+            status.issued_by = Some(status::provider_identity(&self.sr.spec.provider));
+        }
         let pair = status::slot_pair(&self.old);
+        let mut write_failed = None;
         if let (Some(active), Target::Ours(_)) = (pair.active_slot(), target) {
             let values = target.active_values(
                 spec,
                 spec.provider.secret_output(),
                 Some(&active.fingerprint),
             );
-            if values.is_empty() {
+            let written = if values.is_empty() {
                 // Edited by someone else: put the active credential back.
-                self.restore(spec, Damage::Changed).await?;
+                match self.restore(spec, Damage::Changed).await {
+                    Ok(_) => Ok(()),
+                    Err(Error::Kube(e)) => Err(e),
+                    Err(other) => return Err(other),
+                }
             } else {
                 let previous = target.previous_values(spec);
                 self.apply_secret(
@@ -245,10 +262,57 @@ impl Run {
                     pair.active.unwrap_or(0),
                     &active.fingerprint,
                 )
-                .await?;
-            }
+                .await
+                .map(|_| ())
+            };
+            write_failed = written.err();
+        }
+        if let Some(e) = write_failed {
+            return self.secret_write_failed(status, e).await;
+        }
+        // The revoke annotation was removed (or replaced) while an emergency was
+        // incomplete: rotor stops retrying it, and says once what stays valid.
+        if !status.pending_revocations.is_empty()
+            && (status.emergency_token.is_none()
+                || status.emergency_token.as_deref()
+                    != self
+                        .sr
+                        .annotations()
+                        .get(crate::api::REVOKE_ANNOTATION)
+                        .map(String::as_str))
+        {
+            let named: Vec<String> = status
+                .pending_revocations
+                .iter()
+                .map(|p| format!("{} ({})", p.id, p.fingerprint))
+                .collect();
+            let note = format!(
+                "the emergency revoke was withdrawn before it completed: still valid at the vendor: {}; revoke by hand",
+                named.join(", ")
+            );
+            warn!(name = %self.sr.name_any(), %note, "emergency withdrawn");
+            status.pending_revocations.clear();
+            status.emergency_token = None;
+            status.failed_attempts = 0;
+            status.next_rotation_at = next;
+            status::set_phase(
+                &mut status,
+                Reason::Rotated,
+                note.clone(),
+                self.generation(),
+                self.now,
+            );
+            self.write_status(&status).await?;
+            self.publish(EventType::Warning, "EmergencyWithdrawn", "Rotate", note)
+                .await;
+            return Ok(Action::requeue(RESTORED_RECHECK));
         }
         let (reason, message) = match self.old.rotation_status {
+            // An emergency waiting for its retry: keep naming what is still valid.
+            _ if !self.old.pending_revocations.is_empty() => (
+                Reason::EmergencyIncomplete,
+                self.old.last_rotation_message.clone(),
+            ),
             // A failed rotation waits for its retry: keep saying why.
             _ if self.old.failed_attempts > 0 => (
                 Reason::RotationFailed,
@@ -284,6 +348,39 @@ impl Run {
             wake = Some(wake.map_or(due, |at| at.min(due)));
         }
         Ok(requeue_at(wake, self.now))
+    }
+
+    /// The target Secret cannot be written (immutable, a changed type, an admission
+    /// webhook): Degraded, never Ready, one Warning Event per distinct failure.
+    async fn secret_write_failed(
+        &self,
+        mut status: SecretRotationStatus,
+        error: kube::Error,
+    ) -> Result<Action, Error> {
+        let message = format!(
+            "writing target Secret {:?} failed: {error}; consumers keep the values it holds; fix the Secret (or delete it: rotor restores it from the vault)",
+            self.sr.spec.target.name
+        );
+        let first_time = self.old.last_rotation_message != message;
+        status::set_phase(
+            &mut status,
+            Reason::SecretWriteFailed,
+            message.clone(),
+            self.generation(),
+            self.now,
+        );
+        self.write_status(&status).await?;
+        if first_time {
+            warn!(namespace = self.sr.namespace().as_deref().unwrap_or_default(), name = %self.sr.name_any(), %message, "target Secret write failed");
+            self.publish(
+                EventType::Warning,
+                Reason::SecretWriteFailed.as_str(),
+                "WriteSecret",
+                message,
+            )
+            .await;
+        }
+        Ok(Action::requeue(CONFLICT_RECHECK))
     }
 
     /// When this resource's periodic orphan sweep is due; `None` when periodic sweeps

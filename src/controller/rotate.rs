@@ -11,7 +11,7 @@ use super::status::{self, Reason};
 use super::validate::ValidSpec;
 use super::{Error, ROTATE_TOKEN_PREFIX};
 use crate::api::{InFlightRotation, REVOKE_ANNOTATION, ROTATE_ANNOTATION, Strategy};
-use crate::providers::{Credential, NameParts, Stash};
+use crate::providers::{Credential, NameParts, Revocation, Stash};
 use crate::rotation::{self, Observer, Slot, Step, Trigger};
 use crate::vault::{AuditRecord, SlotRef, Vault};
 use async_trait::async_trait;
@@ -107,6 +107,17 @@ impl Observer for Audit<'_> {
                 )
                 .await;
                 failpoint::reached("after_revoke_old", self.sequence).await;
+            }
+            Step::NotRevoked(id) => {
+                warn!(credential = %id, "the provider cannot revoke; the credential issued two rotations ago stays valid at the vendor");
+                self.record(
+                    "revoke-unsupported",
+                    Some(id),
+                    None,
+                    None,
+                    Some("the provider cannot revoke: still valid at the vendor".into()),
+                )
+                .await;
             }
             Step::Issued(c) => {
                 self.record("issue", Some(&c.id), None, Some(c.fingerprint()), None)
@@ -205,6 +216,28 @@ impl Run {
         target: &Target,
         trigger: Trigger,
     ) -> Result<Action, Error> {
+        if trigger == Trigger::Emergency {
+            if !can_revoke(&self.sr.spec.provider) {
+                let message = format!(
+                    "emergency revoke refused: the {} provider cannot revoke (spec.provider.http has no revoke request), so the leaked credential would stay valid; revoke {} by hand at the vendor, or configure revoke and ask again",
+                    spec.provider.kind(),
+                    describe_slots(&status::slot_pair(&self.old))
+                );
+                self.stop_with(Reason::EmergencyIncomplete, message).await?;
+                return Ok(Action::await_change());
+            }
+            // The new credential is in place already; what is left is revoking.
+            if !self.old.pending_revocations.is_empty()
+                && self.old.emergency_token.as_deref()
+                    == self
+                        .sr
+                        .annotations()
+                        .get(REVOKE_ANNOTATION)
+                        .map(String::as_str)
+            {
+                return self.finish_emergency(spec).await;
+            }
+        }
         let mut pair = status::slot_pair(&self.old);
         let plan = pair.plan(spec.strategy);
         let sequence = self.old.rotation_count + 1;
@@ -247,11 +280,13 @@ impl Run {
         if let Some(t) = annotations.get(ROTATE_ANNOTATION) {
             status.last_handled_rotate_token = Some(t.clone());
         }
-        if trigger == Trigger::Emergency
-            && let Some(t) = annotations.get(REVOKE_ANNOTATION)
-        {
-            status.last_handled_revoke_token = Some(t.clone());
-        }
+        // An emergency is handled only once every older credential is gone; until
+        // then its token is remembered so that a retry is an emergency again.
+        status.emergency_token = match trigger {
+            Trigger::Emergency => annotations.get(REVOKE_ANNOTATION).cloned(),
+            // A withdrawn emergency that never got past its issue: forgotten.
+            _ => None,
+        };
         let message = format!(
             "rotating ({}): issuing a credential into slot {}",
             trigger.as_str(),
@@ -374,6 +409,22 @@ impl Run {
                 fingerprint: s.fingerprint.clone(),
             })
             .collect();
+        if !can_revoke(&self.sr.spec.provider) {
+            // Nothing was revoked: the dropped credential stays valid at the vendor.
+            // Allowed for ordinary rotations, and said once (at the first one that
+            // drops a credential), besides the audit trail's record every time.
+            if let Some(dropped) = revoked.pop()
+                && self.old.rotation_count == 2
+            {
+                self.publish(
+                    EventType::Warning,
+                    "RevokeUnsupported",
+                    "Rotate",
+                    format!("the {} provider has no revoke request: credential {}, dropped from its slot, stays valid at the vendor; every later rotation leaves one more (configure spec.provider.http.revoke)", spec.provider.kind(), dropped.id),
+                )
+                .await;
+            }
+        }
         // 6. The admin credential a single-phase provider replaced.
         if let (Some(admin), Some(value)) =
             (admin, credential.outputs.get(credential.secret_output))
@@ -408,44 +459,42 @@ impl Run {
         drop(values);
         failpoint::reached("after_secret", sequence).await;
 
-        // 8. Emergency: the other slot goes too, now that nobody is handed it.
-        if trigger == Trigger::Emergency
-            && let Some(previous_slot) = pair.active_slot().cloned()
-        {
-            match spec.provider.revoke(&previous_slot.id).await {
-                Ok(_) => {
-                    audit
-                        .record(
-                            "revoke",
-                            Some(&previous_slot.id),
-                            Some(previous_slot.fingerprint.clone()),
-                            None,
-                            Some("emergency".into()),
-                        )
-                        .await;
-                    revoked.push(SlotRef {
-                        id: previous_slot.id.clone(),
-                        fingerprint: previous_slot.fingerprint.clone(),
-                    });
-                    pair.slots[usize::from(pair.active.unwrap_or(0))] = None;
-                }
-                Err(e) => {
-                    let why = format!(
-                        "emergency revoke of {} failed: {e}; the new credential is active",
-                        previous_slot.id
-                    );
-                    audit
-                        .record(
-                            "failure",
-                            Some(&previous_slot.id),
-                            None,
-                            None,
-                            Some(why.clone()),
-                        )
-                        .await;
-                    warn!(%why);
+        // 8. Emergency: the other slot goes too, now that nobody is handed it. It leaves
+        // the slots either way (never handed out as _PREVIOUS again); what the vendor
+        // did not revoke is recorded as pending and retried as an emergency.
+        let mut pending = Vec::new();
+        if trigger == Trigger::Emergency {
+            // The active slot's credential, and whatever an earlier emergency left.
+            let mut olds: Vec<(String, String)> = pair
+                .active_slot()
+                .map(|s| (s.id.clone(), s.fingerprint.clone()))
+                .into_iter()
+                .collect();
+            for p in &self.old.pending_revocations {
+                if !olds.iter().any(|(id, _)| *id == p.id) {
+                    olds.push((p.id.clone(), p.fingerprint.clone()));
                 }
             }
+            for (id, fingerprint) in olds {
+                match self
+                    .revoke_for_emergency(spec, &audit, &id, &fingerprint)
+                    .await
+                {
+                    Ok(()) => revoked.push(SlotRef {
+                        id,
+                        fingerprint,
+                    }),
+                    Err(reason) => pending.push(crate::api::PendingRevocation {
+                        id,
+                        fingerprint,
+                        reason,
+                    }),
+                }
+            }
+            if let Some(active) = pair.active {
+                pair.slots[usize::from(active)] = None;
+            }
+            status.pending_revocations.clear();
         }
         // 9. Flip.
         pair.complete(
@@ -460,10 +509,24 @@ impl Run {
         status.in_flight = None;
         status.failed_attempts = 0;
         status.rotation_count = sequence;
+        status.issued_by = Some(super::status::provider_identity(&self.sr.spec.provider));
+        if trigger == Trigger::Emergency && pending.is_empty() {
+            status.last_handled_revoke_token = status.emergency_token.take();
+        }
         status.last_rotated_at = Some(self.now);
         status.next_rotation_at = spec.schedule.auto.then(|| {
             rotation::next_rotation_at(self.now, spec.schedule.interval, spec.schedule.at_utc)
         });
+        if !pending.is_empty() {
+            status.pending_revocations = pending;
+            let retention =
+                chrono::Duration::from_std(self.ctx.settings.vault_retention).unwrap_or_default();
+            if let Err(e) = vault.mark_revoked(&revoked, retention).await {
+                warn!(error = %e, "marking revoked vault entries failed");
+            }
+            self.export_rotation(true);
+            return self.emergency_incomplete(status, &vault, spec).await;
+        }
         let message = match trigger {
             Trigger::Emergency => format!(
                 "emergency revoke: slot {} active ({fingerprint}); every older credential revoked",
@@ -576,6 +639,9 @@ impl Run {
             .filter(|id| !keep.contains(&id.as_str()) && !already.contains(*id));
         for orphan in orphans {
             match spec.provider.revoke(orphan).await {
+                Ok(Revocation::Unsupported) => {
+                    warn!(credential = %orphan, "the provider cannot revoke an orphaned credential; it stays valid at the vendor");
+                }
                 Ok(_) => {
                     info!(credential = %orphan, "revoked an orphaned credential");
                     audit
@@ -596,6 +662,183 @@ impl Run {
         revoked
     }
 
+    /// Revokes `id` for an emergency; `Err` says why it is still valid.
+    async fn revoke_for_emergency(
+        &self,
+        spec: &ValidSpec,
+        audit: &Audit<'_>,
+        id: &str,
+        fingerprint: &str,
+    ) -> Result<(), String> {
+        let why = match spec.provider.revoke(id).await {
+            Ok(Revocation::Revoked | Revocation::AlreadyGone) => {
+                audit
+                    .record(
+                        "revoke",
+                        Some(id),
+                        Some(fingerprint.to_string()),
+                        None,
+                        Some("emergency".into()),
+                    )
+                    .await;
+                return Ok(());
+            }
+            Ok(Revocation::Unsupported) => "the provider cannot revoke".to_string(),
+            Err(e) => e.to_string(),
+        };
+        audit
+            .record(
+                "failure",
+                Some(id),
+                Some(fingerprint.to_string()),
+                None,
+                Some(format!(
+                    "emergency revoke failed: {why}; still valid at the vendor"
+                )),
+            )
+            .await;
+        warn!(credential = %id, %fingerprint, error = %why, "emergency revoke failed; the credential is still valid at the vendor");
+        Err(why)
+    }
+
+    /// An emergency whose new credential is in place and whose older credentials are
+    /// not all revoked: Degraded (EmergencyIncomplete), retried as an emergency.
+    async fn emergency_incomplete(
+        &self,
+        mut status: crate::api::SecretRotationStatus,
+        vault: &Vault,
+        spec: &ValidSpec,
+    ) -> Result<Action, Error> {
+        status.failed_attempts = self.old.failed_attempts + 1;
+        let retry_in = rotation::retry_backoff(status.failed_attempts);
+        let retry_at = self.now + chrono::TimeDelta::from_std(retry_in).unwrap_or_default();
+        status.next_rotation_at = Some(retry_at);
+        status.last_rotation_attempted_at = Some(self.now);
+        let live: Vec<String> = status
+            .pending_revocations
+            .iter()
+            .map(|p| format!("{} ({}): {}", p.id, p.fingerprint, p.reason))
+            .collect();
+        let active = status::slot_pair(&status);
+        let active = active
+            .active_slot()
+            .map(|s| format!("slot {} ({})", active.active.unwrap_or(0), s.fingerprint))
+            .unwrap_or_else(|| "no credential".into());
+        let message = format!(
+            "emergency revoke incomplete (attempt {}): still valid at the vendor: {}; the new credential is active in {active}; retrying at {}",
+            status.failed_attempts,
+            live.join("; "),
+            retry_at.to_rfc3339()
+        );
+        status::set_phase(
+            &mut status,
+            Reason::EmergencyIncomplete,
+            message.clone(),
+            self.generation(),
+            self.now,
+        );
+        status.vault = self.vault_status(vault, spec).await;
+        self.write_status(&status).await?;
+        self.export_schedule(&status);
+        warn!(namespace = self.sr.namespace().as_deref().unwrap_or_default(), name = %self.sr.name_any(), %message, "emergency incomplete");
+        self.publish(EventType::Warning, "EmergencyIncomplete", "Rotate", message)
+            .await;
+        Ok(Action::requeue(retry_in))
+    }
+
+    /// The retry of an emergency whose new credential is already active: revoke what
+    /// is still pending, and only then call the emergency done.
+    async fn finish_emergency(&self, spec: &ValidSpec) -> Result<Action, Error> {
+        let mut status = self.base_status();
+        status.last_rotation_attempted_at = Some(self.now);
+        let vault = match self.vault().await {
+            Ok(v) => v,
+            Err(e) => {
+                return self
+                    .fail(
+                        status,
+                        Trigger::Emergency,
+                        format!("the vault is unavailable: {e}"),
+                        false,
+                    )
+                    .await;
+            }
+        };
+        let token = self.sr.annotations().get(REVOKE_ANNOTATION).cloned();
+        let actor = actor(Trigger::Emergency, token.as_deref());
+        let audit = Audit {
+            vault: &vault,
+            actor,
+            sequence: self.old.rotation_count,
+            old_fingerprint: None,
+            retention: self.retention(),
+        };
+        let mut still = Vec::new();
+        let mut revoked = Vec::new();
+        for p in &self.old.pending_revocations {
+            match self
+                .revoke_for_emergency(spec, &audit, &p.id, &p.fingerprint)
+                .await
+            {
+                Ok(()) => revoked.push(SlotRef {
+                    id: p.id.clone(),
+                    fingerprint: p.fingerprint.clone(),
+                }),
+                Err(reason) => still.push(crate::api::PendingRevocation {
+                    reason,
+                    ..p.clone()
+                }),
+            }
+        }
+        if let Err(e) = vault.mark_revoked(&revoked, self.retention()).await {
+            warn!(error = %e, "marking revoked vault entries failed");
+        }
+        status.pending_revocations = still;
+        if !status.pending_revocations.is_empty() {
+            return self.emergency_incomplete(status, &vault, spec).await;
+        }
+        status.failed_attempts = 0;
+        status.last_handled_revoke_token = status.emergency_token.take();
+        status.next_rotation_at = spec.schedule.auto.then(|| {
+            rotation::next_rotation_at(
+                status.last_rotated_at.unwrap_or(self.now),
+                spec.schedule.interval,
+                spec.schedule.at_utc,
+            )
+        });
+        let pair = status::slot_pair(&status);
+        let message = format!(
+            "emergency revoke: slot {} active ({}); every older credential revoked ({})",
+            pair.active.unwrap_or(0),
+            pair.active_slot()
+                .map(|s| s.fingerprint.as_str())
+                .unwrap_or_default(),
+            revoked
+                .iter()
+                .map(|r| r.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        status::set_phase(
+            &mut status,
+            Reason::Rotated,
+            message.clone(),
+            self.generation(),
+            self.now,
+        );
+        status.vault = self.vault_status(&vault, spec).await;
+        self.write_status(&status).await?;
+        self.export_schedule(&status);
+        self.publish(
+            EventType::Normal,
+            "EmergencyRevoked",
+            "Rotate",
+            format!("{message} (trigger: emergency)"),
+        )
+        .await;
+        Ok(requeue_at(status.next_rotation_at, self.now))
+    }
+
     /// What status says about the vault.
     pub(super) async fn vault_status(
         &self,
@@ -610,5 +853,29 @@ impl Run {
             entries: entries as u32,
             problem,
         })
+    }
+}
+
+/// Whether the provider a spec names can revoke at all (an http provider needs a
+/// revoke request). Known from the spec alone, before anything is issued.
+pub(super) fn can_revoke(spec: &crate::api::ProviderSpec) -> bool {
+    match spec {
+        crate::api::ProviderSpec::Http(h) => h.revoke.is_some(),
+        _ => true,
+    }
+}
+
+/// The slots' ids and fingerprints, for messages.
+pub(super) fn describe_slots(pair: &crate::rotation::SlotPair) -> String {
+    let slots: Vec<String> = pair
+        .slots
+        .iter()
+        .flatten()
+        .map(|s| format!("{} ({})", s.id, s.fingerprint))
+        .collect();
+    if slots.is_empty() {
+        "nothing".into()
+    } else {
+        slots.join(", ")
     }
 }

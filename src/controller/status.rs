@@ -58,6 +58,10 @@ pub enum Reason {
     InvalidSpec,
     TargetConflict,
     CredentialsMissing,
+    /// An emergency revoke whose older credentials are not all gone at the vendor.
+    EmergencyIncomplete,
+    /// Writing the target Secret failed (e.g. it was made immutable).
+    SecretWriteFailed,
 }
 
 impl Reason {
@@ -70,6 +74,8 @@ impl Reason {
             Self::InvalidSpec => "InvalidSpec",
             Self::TargetConflict => "TargetConflict",
             Self::CredentialsMissing => "CredentialsMissing",
+            Self::EmergencyIncomplete => "EmergencyIncomplete",
+            Self::SecretWriteFailed => "SecretWriteFailed",
         }
     }
 }
@@ -91,25 +97,35 @@ pub fn set_phase(
         Reason::RotationFailed
         | Reason::InvalidSpec
         | Reason::TargetConflict
-        | Reason::CredentialsMissing => RotationPhase::Failed,
+        | Reason::CredentialsMissing
+        | Reason::EmergencyIncomplete
+        | Reason::SecretWriteFailed => RotationPhase::Failed,
     };
     // Stopped: rotor cannot manage the credential until something changes.
     let stopped = matches!(
         reason,
-        Reason::InvalidSpec | Reason::TargetConflict | Reason::CredentialsMissing
+        Reason::InvalidSpec
+            | Reason::TargetConflict
+            | Reason::CredentialsMissing
+            | Reason::SecretWriteFailed
     );
     let ready = has_active && !stopped;
     let ready_reason = match reason {
-        _ if ready && reason == Reason::Rotated => "CredentialActive",
+        // The new credential is active; Degraded says what an emergency left.
+        _ if ready && matches!(reason, Reason::Rotated | Reason::EmergencyIncomplete) => {
+            "CredentialActive"
+        }
         _ if ready => "PreviousCredentialActive",
         Reason::InvalidSpec
         | Reason::TargetConflict
         | Reason::RotationFailed
-        | Reason::CredentialsMissing => reason.as_str(),
+        | Reason::CredentialsMissing
+        | Reason::SecretWriteFailed => reason.as_str(),
         _ => "NoCredentialYet",
     };
     let progressing = reason == Reason::Rotating;
-    let degraded = stopped || reason == Reason::RotationFailed;
+    let degraded =
+        stopped || reason == Reason::RotationFailed || reason == Reason::EmergencyIncomplete;
     let wanted = [
         ("Ready", ready, ready_reason),
         (
@@ -150,6 +166,33 @@ pub fn set_phase(
     status.observed_generation = generation;
 }
 
+/// Which provider a spec names: its kind and where it issues (endpoint, project,
+/// database). Credentials issued by one identity are never revoked against another.
+pub fn provider_identity(spec: &crate::api::ProviderSpec) -> String {
+    use crate::api::ProviderSpec as P;
+    match spec {
+        P::Random(_) => "random".into(),
+        P::Supabase(s) => format!(
+            "supabase:{}/{}",
+            s.base_url.as_deref().unwrap_or("https://api.supabase.com"),
+            s.project_ref
+        ),
+        P::Convex(s) => format!("convex:{}", s.base_url.as_deref().unwrap_or_default()),
+        P::Convox(s) => format!("convox:{}", s.rack_url),
+        P::Http(s) => format!("http:{}", origin(&s.issue.url)),
+        P::Postgres(s) => format!("postgres:{}:{}/{}", s.host, s.port, s.database),
+    }
+}
+
+/// `scheme://authority` of a URL template (placeholders and all), without its path.
+fn origin(url: &str) -> &str {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    match url[after_scheme..].find(['/', '?', '#']) {
+        Some(end) => &url[..after_scheme + end],
+        None => url,
+    }
+}
+
 /// Replaces the whole status (server-side apply, rotor's field manager). With
 /// `resource_version`, only if the object is still at that version: a writer that
 /// decided on an older object gets 409 Conflict and must not act.
@@ -174,4 +217,68 @@ pub async fn write(
     )
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn with_active() -> SecretRotationStatus {
+        let mut status = SecretRotationStatus::default();
+        let mut pair = SlotPair::default();
+        pair.slots[0] = Some(Slot {
+            id: "k1".into(),
+            fingerprint: "sha256:00000000".into(),
+            issued_at: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
+        });
+        pair.active = Some(0);
+        set_slots(&mut status, &pair);
+        status
+    }
+
+    fn cond<'a>(s: &'a SecretRotationStatus, t: &str) -> (&'a str, &'a str) {
+        let c = s.conditions.iter().find(|c| c.type_ == t).unwrap();
+        (c.status.as_str(), c.reason.as_str())
+    }
+
+    #[test]
+    fn a_secret_write_failure_is_never_ready() {
+        let mut s = with_active();
+        set_phase(
+            &mut s,
+            Reason::SecretWriteFailed,
+            "x".into(),
+            None,
+            Utc::now(),
+        );
+        assert_eq!(cond(&s, "Ready"), ("False", "SecretWriteFailed"));
+        assert_eq!(cond(&s, "Degraded"), ("True", "SecretWriteFailed"));
+        assert_eq!(s.rotation_status, RotationPhase::Failed);
+    }
+
+    #[test]
+    fn an_incomplete_emergency_is_degraded_with_the_new_credential_active() {
+        let mut s = with_active();
+        set_phase(
+            &mut s,
+            Reason::EmergencyIncomplete,
+            "x".into(),
+            None,
+            Utc::now(),
+        );
+        assert_eq!(cond(&s, "Ready"), ("True", "CredentialActive"));
+        assert_eq!(cond(&s, "Degraded"), ("True", "EmergencyIncomplete"));
+        assert_eq!(s.rotation_status, RotationPhase::Failed);
+    }
+
+    #[test]
+    fn provider_identity_names_kind_and_endpoint() {
+        assert_eq!(
+            origin("https://api.example.com/admin/keys"),
+            "https://api.example.com"
+        );
+        assert_eq!(origin("http://{{id}}:8080?x=1"), "http://{{id}}:8080");
+        assert_eq!(origin("no-scheme/path"), "no-scheme");
+    }
 }

@@ -309,8 +309,9 @@ impl Provider for HttpProvider {
     }
 
     async fn revoke(&self, id: &str) -> Result<Revocation, ProviderError> {
+        // Without a revoke request nothing was revoked: never claim it was.
         let Some(revoke) = &self.revoke else {
-            return Ok(Revocation::Revoked);
+            return Ok(Revocation::Unsupported);
         };
         let reply = revoke
             .send(

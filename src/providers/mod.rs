@@ -94,6 +94,9 @@ pub enum Revocation {
     Revoked,
     /// The provider no longer knows the credential (e.g. 404): as good as revoked.
     AlreadyGone,
+    /// The provider has no way to revoke (an http provider without `revoke`): the
+    /// credential stays valid at the vendor.
+    Unsupported,
 }
 
 /// Why a provider call failed. Messages come from the vendor or from rotor, never

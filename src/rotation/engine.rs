@@ -1,7 +1,7 @@
 //! The provider calls of one rotation, in their safe order.
 
 use super::RotationPlan;
-use crate::providers::{Credential, IssueRequest, Provider, ProviderError, Stash};
+use crate::providers::{Credential, IssueRequest, Provider, ProviderError, Revocation, Stash};
 
 /// Why a rotation did not produce a usable credential. In every case the active
 /// credential is untouched.
@@ -18,6 +18,8 @@ pub enum RotationError {
 /// A step of a rotation that has just happened (for the audit trail and crash tests).
 pub enum Step<'a> {
     RevokedOld(&'a str),
+    /// The provider cannot revoke: the old credential stays valid at the vendor.
+    NotRevoked(&'a str),
     Issued(&'a Credential),
     Resumed(&'a Credential),
     Tested(&'a Credential),
@@ -57,11 +59,15 @@ pub async fn execute<P: Provider + ?Sized>(
         }
         None => {
             if let Some(old) = &plan.revoke_before_issue {
-                provider
+                let outcome = provider
                     .revoke(old)
                     .await
                     .map_err(RotationError::RevokeOld)?;
-                observer.step(Step::RevokedOld(old)).await;
+                if outcome == Revocation::Unsupported {
+                    observer.step(Step::NotRevoked(old)).await;
+                } else {
+                    observer.step(Step::RevokedOld(old)).await;
+                }
             }
             let request = IssueRequest {
                 name,
@@ -91,7 +97,6 @@ pub async fn execute<P: Provider + ?Sized>(
 mod tests {
     use super::*;
     use crate::api::Strategy;
-    use crate::providers::Revocation;
     use crate::rotation::{Slot, SlotPair};
     use async_trait::async_trait;
     use secrecy::SecretString;

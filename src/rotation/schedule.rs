@@ -60,6 +60,8 @@ pub struct Observed<'a> {
     pub handled_token: Option<&'a str>,
     pub revoke_token: Option<&'a str>,
     pub handled_revoke_token: Option<&'a str>,
+    /// The revoke token of an emergency already attempted and not complete.
+    pub emergency_token: Option<&'a str>,
 }
 
 /// What to do now.
@@ -111,11 +113,22 @@ pub fn retry_backoff(failed_attempts: u32) -> Duration {
 /// storm); then a started rotation is finished before anything else.
 pub fn decide(o: &Observed<'_>, schedule: &Schedule) -> Decision {
     let new_token = o.rotate_token.is_some_and(|t| Some(t) != o.handled_token);
-    // An emergency goes first: a leaked credential must not wait for a backoff.
-    if o.revoke_token
-        .is_some_and(|t| Some(t) != o.handled_revoke_token)
+    // An emergency goes first: a leaked credential must not wait for a backoff. An
+    // emergency that was attempted and is not complete (the vendor failed) stays an
+    // emergency, retried with the backoff of a failed rotation.
+    if let Some(token) = o
+        .revoke_token
+        .filter(|t| Some(*t) != o.handled_revoke_token)
         && o.has_active
     {
+        if o.failed_attempts > 0 && o.emergency_token == Some(token) {
+            let last = o.last_attempted_at.unwrap_or(o.now);
+            let retry_at = last
+                + ChronoDuration::from_std(retry_backoff(o.failed_attempts)).unwrap_or_default();
+            if o.now < retry_at {
+                return Decision::WaitUntil(retry_at);
+            }
+        }
         return Decision::Rotate(Trigger::Emergency);
     }
     if o.failed_attempts > 0 {
@@ -180,7 +193,38 @@ mod tests {
             handled_token: None,
             revoke_token: None,
             handled_revoke_token: None,
+            emergency_token: None,
         }
+    }
+
+    #[test]
+    fn an_incomplete_emergency_is_retried_as_an_emergency_after_its_backoff() {
+        let o = Observed {
+            revoke_token: Some("leak"),
+            emergency_token: Some("leak"),
+            failed_attempts: 1,
+            last_attempted_at: Some(t(4, 0)),
+            ..observed(t(4, 0))
+        };
+        // No hot loop: the failed attempt's backoff (30s) first.
+        assert!(matches!(decide(&o, &sched(true)), Decision::WaitUntil(_)));
+        let later = Observed {
+            now: t(4, 1),
+            ..o.clone()
+        };
+        assert_eq!(
+            decide(&later, &sched(true)),
+            Decision::Rotate(Trigger::Emergency)
+        );
+        // A new token during a failing emergency goes at once.
+        let new_token = Observed {
+            revoke_token: Some("leak-2"),
+            ..o
+        };
+        assert_eq!(
+            decide(&new_token, &sched(true)),
+            Decision::Rotate(Trigger::Emergency)
+        );
     }
 
     #[test]

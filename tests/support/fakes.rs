@@ -25,6 +25,8 @@ pub struct Knobs {
     pub garbage: bool,
     /// Make reading a key back (the test call) fail.
     pub fail_test: bool,
+    /// Answer every delete (revoke) with 500.
+    pub fail_delete: bool,
 }
 
 pub struct Fake<S> {
@@ -258,6 +260,9 @@ async fn sb_delete(
     let mut s = st.lock().unwrap();
     if let Some(r) = supabase_gate(&mut s, &headers, &project) {
         return r;
+    }
+    if s.knobs.fail_delete {
+        return message(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
     }
     let Some(key) = s.keys.iter_mut().find(|k| k.id == id && !k.deleted) else {
         s.deletes_of_gone += 1;
