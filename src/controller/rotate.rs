@@ -480,10 +480,7 @@ impl Run {
                     .revoke_for_emergency(spec, &audit, &id, &fingerprint)
                     .await
                 {
-                    Ok(()) => revoked.push(SlotRef {
-                        id,
-                        fingerprint,
-                    }),
+                    Ok(()) => revoked.push(SlotRef { id, fingerprint }),
                     Err(reason) => pending.push(crate::api::PendingRevocation {
                         id,
                         fingerprint,
