@@ -34,7 +34,7 @@ fn manifest(
     let mut docs = vec![serde_json::json!({
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {"name": format!("{name}-admin")},
+        "metadata": {"name": format!("{name}-admin"), "annotations": {"rotor.dev/allow-read": name}},
         "stringData": {"password": admin.1},
     })];
     if let Some(pem) = ca {
@@ -42,7 +42,7 @@ fn manifest(
         docs.push(serde_json::json!({
             "apiVersion": "v1",
             "kind": "Secret",
-            "metadata": {"name": format!("{name}-ca")},
+            "metadata": {"name": format!("{name}-ca"), "annotations": {"rotor.dev/allow-read": name}},
             "stringData": {"ca.crt": pem},
         }));
     }

@@ -105,6 +105,8 @@ fn http_rotation(name: &str, issue_url: &str, test: Option<(&str, bool)>, admin:
 kind: Secret
 metadata:
   name: {name}-admin
+  annotations:
+    rotor.dev/allow-read: "{name}"
 stringData:
   token: "{admin}"
 ---
@@ -296,7 +298,7 @@ async fn convex_sweep_of_prefix_shop_spares_shop_payments_and_human_tokens() {
     let flags = [FAST, &["--sweep-interval", "1s"]].concat();
     let op = Operator::start_with(&ns, &flags);
     let mut manifest = format!(
-        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: convex-admin\nstringData:\n  accessToken: \"{admin}\"\n"
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: convex-admin\n  annotations:\n    rotor.dev/allow-read: \"*\"\nstringData:\n  accessToken: \"{admin}\"\n"
     );
     for (name, prefix) in [("shop", "shop"), ("payments", "shop-payments")] {
         manifest.push_str(&format!(
