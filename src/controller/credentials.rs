@@ -128,6 +128,8 @@ async fn writable(
 
 /// Reads every Secret key the provider names.
 pub async fn resolve(sr: &SecretRotation, secrets: &Api<Secret>) -> Result<Secrets, Unresolved> {
+    // Names go into API paths: never request one that is not a Secret name.
+    super::validate::check_names(&sr.spec).map_err(Unresolved::Spec)?;
     let ns = sr.namespace().unwrap_or_default();
     let mut out = Secrets::default();
     for r in sr.spec.provider.secret_refs() {

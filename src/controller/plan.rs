@@ -2,6 +2,7 @@
 //! the same validation and decision code, changing nothing.
 
 use super::credentials::{self, Unresolved};
+use super::guard::{Guarded, unreadable_message};
 use super::reconcile::observe;
 use super::secret::Target;
 
@@ -31,7 +32,9 @@ pub async fn plan(
     namespace: Option<&str>,
     only: Option<&str>,
 ) -> Result<Vec<PlanRow>, kube::Error> {
-    let api: Api<SecretRotation> = match namespace {
+    // Read through the guard: one object that no longer parses gets its own row
+    // instead of failing the whole plan.
+    let api: Api<Guarded> = match namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
@@ -39,14 +42,29 @@ pub async fn plan(
         Some(name) => vec![api.get(name).await?],
         None => api.list(&ListParams::default()).await?.items,
     };
-    items.sort_by_key(|sr| (sr.namespace(), sr.name_any()));
+    items.sort_by_key(|g| (g.namespace(), g.name_any()));
     // Endpoint checks belong to the running operator's flags; plan judges the rest.
     let http = HttpClient::new(HttpSettings {
         allow_private_endpoints: true,
         ..HttpSettings::default()
     });
     let mut rows = Vec::new();
-    for sr in items {
+    for guarded in items {
+        let sr = match guarded.object {
+            Ok(sr) => sr,
+            Err(unreadable) => {
+                let status = unreadable.status.unwrap_or_default();
+                rows.push(PlanRow {
+                    namespace: guarded.metadata.namespace.clone().unwrap_or_default(),
+                    name: guarded.metadata.name.clone().unwrap_or_default(),
+                    provider: status.provider.clone().unwrap_or_else(|| "-".into()),
+                    status: format!("{:?}", status.rotation_status),
+                    next_rotation: "-".into(),
+                    action: format!("nothing: {}", unreadable_message(&unreadable.error)),
+                });
+                continue;
+            }
+        };
         let ns = sr.namespace().unwrap_or_default();
         let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
         let status = sr.status.clone().unwrap_or_default();

@@ -74,6 +74,20 @@ async fn reconcile_fresh(cached: Arc<SecretRotation>, ctx: Arc<Context>) -> Resu
     if matches!(target, Target::Foreign) {
         return run.conflict().await;
     }
+    // A Secret's type is immutable: refuse before any credential is issued.
+    if let Target::Ours(existing) = &target
+        && let Err(e) = super::validate::check_type_change(
+            existing.type_.as_deref(),
+            run.sr
+                .spec
+                .target
+                .template
+                .as_ref()
+                .and_then(|t| t.type_.as_deref()),
+        )
+    {
+        return run.invalid_spec(e).await;
+    }
     let observed = observe(&run.sr, &run.old, target.is_complete(&spec), run.now);
     let decision = rotation::decide(&observed, &spec.schedule);
     // A deleted or incomplete Secret gets the credentials it had back from the vault;
@@ -145,12 +159,19 @@ impl Run {
         if *status == self.old {
             return Ok(());
         }
-        let expected = self.resource_version.lock().expect("not poisoned").clone();
+        let expected = self
+            .resource_version
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         match status::write(&self.rotations, &self.sr, expected.as_deref(), status).await {
             Ok(()) => {
                 // The decision is committed: this reconcile owns what follows, and a
                 // user's edit meanwhile must not fail its later writes.
-                *self.resource_version.lock().expect("not poisoned") = None;
+                *self
+                    .resource_version
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
                 Ok(())
             }
             Err(kube::Error::Api(e)) if e.code == 409 => {
@@ -394,10 +415,13 @@ impl Run {
             .ctx
             .swept
             .lock()
-            .expect("not poisoned")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(&uid)
             .and_then(|s| s.at);
-        Some(last.map_or(self.now, |t| t + every))
+        Some(last.map_or(self.now, |t| {
+            t.checked_add_signed(every)
+                .unwrap_or(DateTime::<Utc>::MAX_UTC)
+        }))
     }
 
     pub(super) fn export_schedule(&self, status: &SecretRotationStatus) {
@@ -427,9 +451,9 @@ impl Run {
         if !keep_in_flight {
             status.in_flight = None;
         }
-        status.failed_attempts = self.old.failed_attempts + 1;
+        status.failed_attempts = self.old.failed_attempts.saturating_add(1);
         let retry_in = rotation::retry_backoff(status.failed_attempts);
-        let retry_at = self.now + TimeDelta::from_std(retry_in).unwrap_or_default();
+        let retry_at = rotation::retry_at(self.now, status.failed_attempts);
         status.next_rotation_at = Some(retry_at);
         self.export_rotation(false);
         self.export_schedule(&status);

@@ -240,7 +240,7 @@ impl Run {
         }
         let mut pair = status::slot_pair(&self.old);
         let plan = pair.plan(spec.strategy);
-        let sequence = self.old.rotation_count + 1;
+        let sequence = self.old.rotation_count.saturating_add(1);
         let uid = self.sr.uid().unwrap_or_default();
         let resumed = self
             .old
@@ -583,7 +583,13 @@ impl Run {
             warn!(error = %e, "vault cleanup failed");
         }
         // The slots changed: what earlier sweeps revoked may be in one now.
-        if let Some(swept) = self.ctx.swept.lock().expect("not poisoned").get_mut(&uid) {
+        if let Some(swept) = self
+            .ctx
+            .swept
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get_mut(&uid)
+        {
             swept.revoked.clear();
         }
         self.sweep(spec, &pair, &vault, &uid).await;
@@ -600,13 +606,23 @@ impl Run {
         uid: &str,
     ) {
         let already = {
-            let mut book = self.ctx.swept.lock().expect("not poisoned");
+            let mut book = self
+                .ctx
+                .swept
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             let swept = book.entry(uid.to_string()).or_default();
             swept.at = Some(Utc::now());
             swept.revoked.clone()
         };
         let revoked = self.revoke_orphans(spec, pair, vault, uid, &already).await;
-        if let Some(swept) = self.ctx.swept.lock().expect("not poisoned").get_mut(uid) {
+        if let Some(swept) = self
+            .ctx
+            .swept
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get_mut(uid)
+        {
             swept.revoked.extend(revoked);
         }
         super::metrics::count(&self.ctx.metrics.sweeps, spec.provider.kind());
@@ -706,9 +722,9 @@ impl Run {
         vault: &Vault,
         spec: &ValidSpec,
     ) -> Result<Action, Error> {
-        status.failed_attempts = self.old.failed_attempts + 1;
+        status.failed_attempts = self.old.failed_attempts.saturating_add(1);
         let retry_in = rotation::retry_backoff(status.failed_attempts);
-        let retry_at = self.now + chrono::TimeDelta::from_std(retry_in).unwrap_or_default();
+        let retry_at = rotation::retry_at(self.now, status.failed_attempts);
         status.next_rotation_at = Some(retry_at);
         status.last_rotation_attempted_at = Some(self.now);
         let live: Vec<String> = status
@@ -847,7 +863,7 @@ impl Run {
             .await
             .ok()?;
         Some(crate::api::VaultStatus {
-            entries: entries as u32,
+            entries: u32::try_from(entries).unwrap_or(u32::MAX),
             problem,
         })
     }

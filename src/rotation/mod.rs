@@ -8,7 +8,7 @@ mod slots;
 
 pub use engine::{Observer, RotationError, Silent, Step, execute};
 pub use schedule::{
-    Decision, Observed, Schedule, Trigger, decide, next_rotation_at, retry_backoff,
+    Decision, Observed, Schedule, Trigger, decide, next_rotation_at, retry_at, retry_backoff,
 };
 pub use slots::{RotationPlan, Slot, SlotPair};
 

@@ -108,6 +108,15 @@ pub fn retry_backoff(failed_attempts: u32) -> Duration {
     Duration::from_secs(30u64 << exp).min(Duration::from_secs(3_600))
 }
 
+/// When the retry after the `failed_attempts`-th failure in a row, attempted at
+/// `last`, is due. Saturates: `last` comes from status, which a user can write.
+pub fn retry_at(last: DateTime<Utc>, failed_attempts: u32) -> DateTime<Utc> {
+    ChronoDuration::from_std(retry_backoff(failed_attempts))
+        .ok()
+        .and_then(|backoff| last.checked_add_signed(backoff))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
 /// Decides whether to rotate now. The order matters: a failing rotation waits for its
 /// backoff unless a person asks again (so a persistent failure never becomes a retry
 /// storm); then a started rotation is finished before anything else.
@@ -123,8 +132,7 @@ pub fn decide(o: &Observed<'_>, schedule: &Schedule) -> Decision {
     {
         if o.failed_attempts > 0 && o.emergency_token == Some(token) {
             let last = o.last_attempted_at.unwrap_or(o.now);
-            let retry_at = last
-                + ChronoDuration::from_std(retry_backoff(o.failed_attempts)).unwrap_or_default();
+            let retry_at = retry_at(last, o.failed_attempts);
             if o.now < retry_at {
                 return Decision::WaitUntil(retry_at);
             }
@@ -136,8 +144,7 @@ pub fn decide(o: &Observed<'_>, schedule: &Schedule) -> Decision {
             return Decision::Rotate(Trigger::Manual);
         }
         let last = o.last_attempted_at.unwrap_or(o.now);
-        let retry_at =
-            last + ChronoDuration::from_std(retry_backoff(o.failed_attempts)).unwrap_or_default();
+        let retry_at = retry_at(last, o.failed_attempts);
         return if o.now >= retry_at {
             Decision::Rotate(Trigger::Retry)
         } else {

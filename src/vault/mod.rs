@@ -605,7 +605,10 @@ impl Vault {
                     .any(|r| r.id == entry.id && r.fingerprint == entry.fingerprint);
                 if this && entry.revoked_at.is_none() {
                     entry.revoked_at = Some(now);
-                    entry.expires_at = Some(now + retention);
+                    entry.expires_at = Some(
+                        now.checked_add_signed(retention)
+                            .unwrap_or(DateTime::<Utc>::MAX_UTC),
+                    );
                     if let Ok(json) = serde_json::to_string(&entry) {
                         *value = json;
                     }
