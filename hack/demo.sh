@@ -68,10 +68,13 @@ PIDS+=($!)
 count() { kubectl get srot session-key -o jsonpath='{.status.rotationCount}' 2>/dev/null || true; }
 wait_count() { for _ in $(seq 1 120); do [[ "$(count)" == "$1" ]] && return 0; sleep 0.5; done; echo "timed out" >&2; return 1; }
 show() {
-  say "the Secret (values shown as fingerprints: sha256 prefixes, as status shows them)"
+  say "the Secret (values shown as fingerprints: HMAC-SHA256 under rotor's key in rotor-kek, as status shows them)"
+  # The fingerprint key rotor keeps beside its KEKs (in the operator namespace, here $NS).
+  hexkey=$(kubectl get secret rotor-kek -o jsonpath='{.data.fingerprint}' | base64 -d | od -An -v -tx1 | tr -d ' \n')
   for key in SESSION_SECRET SESSION_SECRET_PREVIOUS; do
     v=$(kubectl get secret app-session-key -o "jsonpath={.data.$key}" | base64 -d)
-    [[ -n "$v" ]] && printf '  %-24s sha256:%s\n' "$key" "$(printf %s "$v" | sha256sum | cut -c1-8)"
+    [[ -n "$v" ]] && printf '  %-24s hmac-sha256:%s\n' "$key" \
+      "$(printf %s "$v" | openssl dgst -sha256 -mac HMAC -macopt "hexkey:$hexkey" -r | cut -c1-8)"
   done
   say "status"
   kubectl get srot session-key -o jsonpath='{range .status.slots[*]}  slot {.index}: {.state} {.fingerprint} id={.id}{"\n"}{end}'

@@ -294,6 +294,7 @@ const EXPECTED_CLUSTER_RULES: &[(&str, &str, &[&str])] = &[
     ("rotor.dev", "secretrotations/finalizers", &["update"]),
     ("", "secrets", &["get", "list", "watch", "create", "patch"]),
     ("events.k8s.io", "events", &["create", "patch"]),
+    ("", "namespaces", &["get"]),
 ];
 
 #[tokio::test]
