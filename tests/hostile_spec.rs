@@ -364,3 +364,50 @@ async fn an_operator_whose_namespace_is_missing_exits_with_the_fix() {
         );
     }
 }
+
+/// A Secret's type is immutable: a spec that changes `template.type` of a Secret rotor
+/// already wrote would issue a credential and then fail every write. rotor refuses it
+/// before any credential is issued, and picks up the fix.
+#[tokio::test]
+async fn a_template_type_change_is_refused_before_issuing() {
+    let _shared = EXCLUSIVE.read().await;
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "type-change").await;
+    let _op = Operator::start(&ns);
+    apply_yaml(&client, &ns, &random("typed", "30d"))
+        .await
+        .unwrap();
+    let before = rotated(&client, &ns, "typed", 1).await;
+    let api: Api<SecretRotation> = Api::namespaced(client.clone(), &ns);
+    let patch = |type_: &str| {
+        serde_json::json!({"spec": {"target": {"template": {"type": type_}},
+            "secretsMapping": {"value": "V"}}, "metadata": {"annotations": {"rotor.dev/rotate": type_}}})
+    };
+    api.patch(
+        "typed",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&patch("example.com/other")),
+    )
+    .await
+    .unwrap();
+    let s = failed(&client, &ns, "typed").await;
+    assert_eq!(condition_reason(&s, "Degraded"), "InvalidSpec");
+    assert!(
+        s.last_rotation_message.contains("example.com/other"),
+        "{}",
+        s.last_rotation_message
+    );
+    assert_eq!(s.rotation_count, 1, "nothing issued");
+    assert_eq!(s.slots, before.slots);
+    let secret = get_secret(&client, &ns, "typed-secret").await.unwrap();
+    assert_eq!(secret.type_.as_deref(), Some("Opaque"));
+    // Back to the Secret's type: the pending rotation request goes through.
+    api.patch(
+        "typed",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&patch("Opaque")),
+    )
+    .await
+    .unwrap();
+    rotated(&client, &ns, "typed", 2).await;
+}
