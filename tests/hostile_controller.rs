@@ -35,10 +35,7 @@ fn is_deleted(fake: &fakes::Fake<fakes::Supabase>, id: &str) -> bool {
 async fn emergency_revoke_the_vendor_refuses_is_never_reported_done_and_is_retried() {
     let client = control_plane().client().await;
     let ns = namespace(&client, "h-emergency-refused").await;
-    let fake = fakes::supabase("abcdefghijklmnopqrst").await;
-    let _op = Operator::start_with(&ns, FAST);
-    apply_supabase_sample(&client, &ns, &fake).await;
-    let first = rotated(&client, &ns, NAME, 1).await;
+    let (fake, _op, first) = supabase_rotated(&client, &ns, FAST).await;
     let leaked = first.slots[0].clone();
 
     // The vendor answers every DELETE with 500 while the emergency runs.
@@ -117,10 +114,7 @@ async fn emergency_revoke_the_vendor_refuses_is_never_reported_done_and_is_retri
 async fn emergency_during_a_vendor_outage_stays_an_emergency_after_the_outage() {
     let client = control_plane().client().await;
     let ns = namespace(&client, "h-emergency-outage").await;
-    let fake = fakes::supabase("abcdefghijklmnopqrst").await;
-    let _op = Operator::start_with(&ns, FAST);
-    apply_supabase_sample(&client, &ns, &fake).await;
-    rotated(&client, &ns, NAME, 1).await;
+    let (fake, _op, _) = supabase_rotated(&client, &ns, FAST).await;
     let s = rotate(&client, &ns, NAME, "two", 2).await;
     let old_ids: Vec<String> = s.slots.iter().map(|s| s.id.clone()).collect();
     assert_eq!(old_ids.len(), 2);
@@ -247,10 +241,7 @@ async fn delete_secret(client: &kube::Client, ns: &str, name: &str) {
 async fn target_deleted_during_a_vendor_outage_is_restored_while_the_vendor_is_down() {
     let client = control_plane().client().await;
     let ns = namespace(&client, "h-restore-outage").await;
-    let fake = fakes::supabase("abcdefghijklmnopqrst").await;
-    let _op = Operator::start_with(&ns, FAST);
-    apply_supabase_sample(&client, &ns, &fake).await;
-    rotated(&client, &ns, NAME, 1).await;
+    let (fake, _op, _) = supabase_rotated(&client, &ns, FAST).await;
     rotate(&client, &ns, NAME, "two", 2).await;
     let active = value(&client, &ns, TARGET, KEY).await.unwrap();
     let previous = value(&client, &ns, TARGET, &previous_key()).await.unwrap();
@@ -284,10 +275,7 @@ async fn target_deleted_during_a_vendor_outage_is_restored_while_the_vendor_is_d
 async fn target_deleted_while_the_admin_secret_is_missing_is_restored() {
     let client = control_plane().client().await;
     let ns = namespace(&client, "h-restore-noadmin").await;
-    let fake = fakes::supabase("abcdefghijklmnopqrst").await;
-    let _op = Operator::start_with(&ns, FAST);
-    apply_supabase_sample(&client, &ns, &fake).await;
-    rotated(&client, &ns, NAME, 1).await;
+    let (fake, _op, _) = supabase_rotated(&client, &ns, FAST).await;
     let active = value(&client, &ns, TARGET, KEY).await.unwrap();
 
     delete_secret(&client, &ns, "supabase-admin").await;
@@ -314,10 +302,7 @@ async fn target_deleted_while_the_admin_secret_is_missing_is_restored() {
 async fn target_secret_made_immutable_shows_degraded_not_ready() {
     let client = control_plane().client().await;
     let ns = namespace(&client, "h-immutable").await;
-    let fake = fakes::supabase("abcdefghijklmnopqrst").await;
-    let _op = Operator::start_with(&ns, FAST);
-    apply_supabase_sample(&client, &ns, &fake).await;
-    rotated(&client, &ns, NAME, 1).await;
+    let (_fake, _op, _) = supabase_rotated(&client, &ns, FAST).await;
     rotate(&client, &ns, NAME, "two", 2).await;
     assert!(value(&client, &ns, TARGET, &previous_key()).await.is_some());
 
@@ -552,10 +537,7 @@ async fn deleting_during_an_unfinished_rotation_revokes_the_in_flight_credential
 async fn a_second_emergency_over_an_incomplete_one_still_revokes_the_first_leak() {
     let client = control_plane().client().await;
     let ns = namespace(&client, "h-emergency-twice").await;
-    let fake = fakes::supabase("abcdefghijklmnopqrst").await;
-    let _op = Operator::start_with(&ns, FAST);
-    apply_supabase_sample(&client, &ns, &fake).await;
-    let s = rotated(&client, &ns, NAME, 1).await;
+    let (fake, _op, s) = supabase_rotated(&client, &ns, FAST).await;
     let first = s.slots[0].id.clone();
 
     fake.lock().knobs.fail_delete = true;

@@ -203,10 +203,7 @@ fn audit_text(ns: &str, name: &str) -> String {
 async fn emergency_revoke_leaves_exactly_one_valid_key() {
     let client = control_plane().client().await;
     let ns = namespace(&client, "emergency").await;
-    let fake = fakes::supabase("abcdefghijklmnopqrst").await;
-    let _op = Operator::start_with(&ns, FAST);
-    apply_supabase_sample(&client, &ns, &fake).await;
-    rotated(&client, &ns, NAME, 1).await;
+    let (fake, _op, _) = supabase_rotated(&client, &ns, FAST).await;
     request(&client, &ns, NAME, "rotor.dev/rotate", "two").await;
     rotated(&client, &ns, NAME, 2).await;
     assert_eq!(fake.lock().live().len(), 2);
@@ -331,10 +328,8 @@ async fn orphans_are_swept_periodically_and_counted() {
 async fn the_vault_keeps_values_encrypted_expires_revoked_entries_and_survives_key_rotation() {
     let client = control_plane().client().await;
     let ns = namespace(&client, "vault").await;
-    let fake = fakes::supabase("abcdefghijklmnopqrst").await;
-    let _op = Operator::start_with(&ns, &[FAST, &["--vault-retention", "1s"]].concat());
-    apply_supabase_sample(&client, &ns, &fake).await;
-    let s = rotated(&client, &ns, NAME, 1).await;
+    let (_fake, _op, s) =
+        supabase_rotated(&client, &ns, &[FAST, &["--vault-retention", "1s"]].concat()).await;
     assert_eq!(
         s.vault.as_ref().map(|v| (v.entries, v.problem.clone())),
         Some((1, None))
@@ -478,10 +473,7 @@ fn base64_of(bytes: &[u8]) -> String {
 async fn deletion_policy_revoke_revokes_both_slots_and_retain_keeps_them() {
     let client = control_plane().client().await;
     let ns = namespace(&client, "deletion").await;
-    let fake = fakes::supabase("abcdefghijklmnopqrst").await;
-    let _op = Operator::start_with(&ns, FAST);
-    apply_supabase_sample(&client, &ns, &fake).await;
-    rotated(&client, &ns, NAME, 1).await;
+    let (fake, _op, _) = supabase_rotated(&client, &ns, FAST).await;
     rotate(&client, &ns, NAME, "two", 2).await;
     let api: Api<SecretRotation> = Api::namespaced(client.clone(), &ns);
 

@@ -1,5 +1,6 @@
 //! Steps the provider and vault tests share.
 
+use super::Operator;
 use super::fakes;
 use super::kube_util::*;
 use kube::Client;
@@ -66,6 +67,21 @@ pub async fn rotate(
 ) -> SecretRotationStatus {
     request(client, ns, name, "rotor.dev/rotate", token).await;
     rotated(client, ns, name, count).await
+}
+
+/// A Supabase fake, an operator for `ns` started with `flags`, and the Supabase sample
+/// applied against the fake and rotated once: the first step of most Supabase
+/// scenarios. Keep the returned operator alive for the test.
+pub async fn supabase_rotated(
+    client: &Client,
+    ns: &str,
+    flags: &[&str],
+) -> (fakes::Fake<fakes::Supabase>, Operator, SecretRotationStatus) {
+    let fake = fakes::supabase("abcdefghijklmnopqrst").await;
+    let op = Operator::start_with(ns, flags);
+    apply_supabase_sample(client, ns, &fake).await;
+    let status = rotated(client, ns, "supabase-secret-key", 1).await;
+    (fake, op, status)
 }
 
 /// Applies the Supabase sample pointed at `fake`.
