@@ -84,7 +84,8 @@ fn parse_text(text: &str) -> Result<Duration, IntervalError> {
     let mut total: u128 = 0;
     let mut rest = trimmed;
     // Go durations know no days or weeks; those may only come first (w before d).
-    let mut allowed = ["w", "d", "h", "m", "s", "ms", "us", "µs", "ns"].as_slice();
+    const UNITS: [&str; 9] = ["w", "d", "h", "m", "s", "ms", "us", "µs", "ns"];
+    let mut allowed = UNITS.as_slice();
     while !rest.is_empty() {
         let int_len = rest.bytes().take_while(u8::is_ascii_digit).count();
         if int_len == 0 || int_len > MAX_DIGITS {
@@ -120,10 +121,11 @@ fn parse_text(text: &str) -> Result<Duration, IntervalError> {
         if !frac_part.is_empty() && matches!(unit, "w" | "d") {
             return Err(syntax());
         }
-        // w and d once each, in that order, before the Go units.
+        // w and d once each, in that order, before the Go units; Go units in any order
+        // and repeated, as Go (and the schema's pattern) allow.
         allowed = match unit {
             "w" | "d" => &allowed[position + 1..],
-            _ => &allowed[2..],
+            _ => &UNITS[2..],
         };
         let whole: u128 = int_part.parse().map_err(|_| too_long())?;
         let mut nanos = whole.checked_mul(unit_nanos).ok_or_else(too_long)?;
@@ -338,6 +340,51 @@ mod tests {
         fn parsing_never_panics(s in "[0-9wdhmsnuµ.]{0,64}") {
             let _ = parse(&s);
         }
+
+        /// Any run of Go units the schema's pattern admits, in any order and repeated,
+        /// after optional weeks and days: the sum, computed here unit by unit.
+        #[test]
+        fn go_units_sum_in_any_order(
+            weeks in proptest::option::of(0u64..5),
+            days in proptest::option::of(0u64..30),
+            parts in proptest::collection::vec((0u64..1000, 0usize..7), 1..12),
+        ) {
+            const GO: [(&str, u128); 7] = [
+                ("h", 3_600_000_000_000), ("m", 60_000_000_000), ("s", 1_000_000_000),
+                ("ms", 1_000_000), ("us", 1_000), ("µs", 1_000), ("ns", 1),
+            ];
+            let mut text = String::new();
+            let mut want: u128 = 0;
+            if let Some(w) = weeks {
+                text.push_str(&format!("{w}w"));
+                want += u128::from(w) * 7 * 86_400 * 1_000_000_000;
+            }
+            if let Some(d) = days {
+                text.push_str(&format!("{d}d"));
+                want += u128::from(d) * 86_400 * 1_000_000_000;
+            }
+            for (n, unit) in &parts {
+                text.push_str(&format!("{n}{}", GO[*unit].0));
+                want += u128::from(*n) * GO[*unit].1;
+            }
+            match parse(&text) {
+                Ok(d) => proptest::prop_assert_eq!(d.as_nanos(), want, "{}", text),
+                Err(e) => proptest::prop_assert_eq!(e, IntervalError::Zero, "{}", text),
+            }
+        }
+    }
+
+    #[test]
+    fn go_units_may_repeat_and_follow_days() {
+        // Five and more Go units once panicked (the allowed-unit list was sliced short).
+        assert_eq!(parse("1h1m1s1us1ns").unwrap(), Duration::new(3_661, 1_001));
+        assert_eq!(parse("1ns1ns1ns1ns1ns").unwrap(), Duration::from_nanos(5));
+        assert_eq!(parse("1d12h30m").unwrap(), Duration::from_secs(131_400));
+        assert_eq!(
+            parse("1w1h30m15s").unwrap(),
+            Duration::from_secs(7 * 86_400 + 5_415)
+        );
+        assert!(matches!(parse("1h1d"), Err(IntervalError::Syntax(_))));
     }
 
     #[test]
