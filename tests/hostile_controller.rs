@@ -601,3 +601,54 @@ async fn a_second_emergency_over_an_incomplete_one_still_revokes_the_first_leak(
     assert_ne!(s.last_handled_revoke_token.as_deref(), Some("c"));
     assert!(!is_deleted(&fake, &third));
 }
+
+/// An emergency the old vendor would not finish, then a change of provider: the leaked
+/// key is named as still valid at the old vendor, and the pending `rotor.dev/revoke`
+/// request never turns into a "successful" emergency that revokes the new vendor's
+/// first credential.
+#[tokio::test]
+async fn provider_change_during_an_incomplete_emergency_reports_no_false_success() {
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "h-provider-change-emergency").await;
+    let (old_vendor, _op, first) = supabase_rotated(&client, &ns, FAST).await;
+    let leaked = first.slots[0].id.clone();
+    old_vendor.lock().knobs.fail_delete = true;
+    request(&client, &ns, NAME, "rotor.dev/revoke", "leak").await;
+    wait_status(&client, &ns, NAME, 60, "emergency incomplete", |s| {
+        s.pending_revocations.iter().any(|p| p.id == leaked)
+    })
+    .await;
+
+    let new_vendor = fakes::supabase("abcdefghijklmnopqrst").await;
+    apply_supabase_sample(&client, &ns, &new_vendor).await;
+    let s = wait_status(&client, &ns, NAME, 60, "rotated at the new vendor", |s| {
+        s.rotation_status == RotationPhase::Success
+            && s.issued_by
+                .as_deref()
+                .is_some_and(|i| i.contains(&new_vendor.url))
+    })
+    .await
+    .status
+    .unwrap();
+    assert_eq!(s.last_handled_revoke_token.as_deref(), Some("leak"));
+    assert!(s.pending_revocations.is_empty());
+    // A later rotation settles everything that would follow; still no emergency.
+    rotate(&client, &ns, NAME, "after", s.rotation_count + 1).await;
+    assert!(
+        new_vendor.lock().deleted_ids.is_empty(),
+        "the new vendor's credentials were never revoked as 'older'"
+    );
+    let reasons = event_reasons(&client, &ns, NAME).await;
+    assert!(
+        !reasons.contains(&"EmergencyRevoked".to_string()),
+        "{reasons:?}"
+    );
+    let event = wait_for_event(&client, &ns, NAME, "ProviderChanged", &leaked, 10).await;
+    assert!(
+        event
+            .note
+            .unwrap_or_default()
+            .contains("revoke them there by hand")
+    );
+    assert!(old_vendor.lock().live().iter().any(|k| k.id == leaked));
+}

@@ -193,6 +193,12 @@ impl Run {
         status.in_flight = None;
         status.pending_revocations.clear();
         status.emergency_token = None;
+        // A pending rotor.dev/revoke request was about the old provider's credentials,
+        // which rotor no longer manages (the message names them): left unhandled, it
+        // would revoke the new provider's first credential and report success.
+        if let Some(token) = self.sr.annotations().get(crate::api::REVOKE_ANNOTATION) {
+            status.last_handled_revoke_token = Some(token.clone());
+        }
         status.failed_attempts = 0;
         status.issued_by = None;
         status.next_rotation_at = None;

@@ -476,6 +476,22 @@ impl Run {
                 }
             }
             for (id, fingerprint) in olds {
+                if id == credential.id {
+                    // The new credential took this id (a PostgreSQL user names a slot):
+                    // issuing it already replaced the leaked one in place. Revoking the
+                    // id now would revoke the credential just activated.
+                    audit
+                        .record(
+                            "revoke",
+                            Some(&id),
+                            Some(fingerprint.clone()),
+                            None,
+                            Some("emergency: replaced in place by the new credential".into()),
+                        )
+                        .await;
+                    revoked.push(SlotRef { id, fingerprint });
+                    continue;
+                }
                 match self
                     .revoke_for_emergency(spec, &audit, &id, &fingerprint)
                     .await
