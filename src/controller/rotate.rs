@@ -184,7 +184,9 @@ fn actor(trigger: Trigger, token: Option<&str>) -> &'static str {
 impl Run {
     /// How long a revoked credential's vault entry is kept.
     fn retention(&self) -> chrono::Duration {
-        chrono::Duration::from_std(self.ctx.settings.vault_retention).unwrap_or_default()
+        // An out-of-range --vault-retention means "keep for ever", never "drop now".
+        chrono::Duration::from_std(self.ctx.settings.vault_retention)
+            .unwrap_or(chrono::Duration::MAX)
     }
 
     /// Opens this resource's vault (loading the current KEKs), knowing which entries
@@ -532,8 +534,7 @@ impl Run {
         });
         if !pending.is_empty() {
             status.pending_revocations = pending;
-            let retention =
-                chrono::Duration::from_std(self.ctx.settings.vault_retention).unwrap_or_default();
+            let retention = self.retention();
             if let Err(e) = vault.mark_revoked(&revoked, retention).await {
                 warn!(error = %e, "marking revoked vault entries failed");
             }

@@ -283,7 +283,12 @@ impl HttpClient {
             .backoff_base
             .saturating_mul(1 << attempt.min(10));
         let jitter = rand::rng().random_range(0.0..0.5);
-        base.mul_f64(1.0 + jitter).min(self.settings.max_wait)
+        // Capped before the jitter: `mul_f64` panics past Duration::MAX (a huge
+        // --http-backoff).
+        let base = base.min(self.settings.max_wait);
+        Duration::try_from_secs_f64(base.as_secs_f64() * (1.0 + jitter))
+            .unwrap_or(self.settings.max_wait)
+            .min(self.settings.max_wait)
     }
 }
 
@@ -435,6 +440,17 @@ pub fn requested_wait(headers: &HeaderMap) -> Option<AskedWait> {
 mod tests {
     use super::*;
     use reqwest::header::HeaderValue;
+
+    #[test]
+    fn a_huge_backoff_flag_is_capped_not_a_panic() {
+        let client = HttpClient::new(HttpSettings {
+            backoff_base: Duration::MAX,
+            ..HttpSettings::default()
+        });
+        for attempt in [0, 3, 40] {
+            assert!(client.backoff(attempt) <= client.settings.max_wait);
+        }
+    }
 
     fn wait_of(pairs: &[(&'static str, &str)]) -> Option<Duration> {
         let mut h = HeaderMap::new();

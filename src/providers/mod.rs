@@ -364,8 +364,26 @@ impl Provider for Bounded {
         self.known.clone()
     }
     async fn issue(&self, request: &IssueRequest<'_>) -> Result<Credential, ProviderError> {
-        self.bounded("issuing a credential", &[], self.inner.issue(request))
-            .await
+        let credential = self
+            .bounded("issuing a credential", &[], self.inner.issue(request))
+            .await?;
+        // Ids are shown everywhere (status, Events, the audit trail): an id that holds
+        // the credential itself, or an admin token (an `idPath` pointing at the key, a
+        // hostile vendor), would publish it.
+        let secret = credential
+            .outputs
+            .get(credential.secret_output)
+            .map(|s| s.expose_secret());
+        let exposes = secret
+            .into_iter()
+            .chain(self.known.iter().map(|k| k.expose_secret()))
+            .any(|v| v.len() >= 4 && credential.id.contains(v));
+        if exposes {
+            return Err(ProviderError::BadResponse(
+                "the id the provider returned for the new credential contains a secret value (the credential or an admin token); rotor will not show it as an id: check idPath".into(),
+            ));
+        }
+        Ok(credential)
     }
     async fn test(&self, credential: &Credential) -> Result<(), ProviderError> {
         let values: Vec<&str> = credential
@@ -459,6 +477,55 @@ mod tests {
         async fn list_own(&self, _: &str) -> Result<Vec<String>, ProviderError> {
             std::future::pending().await
         }
+    }
+
+    /// Issues a credential whose id is its own value.
+    struct IdIsKey;
+
+    #[async_trait]
+    impl Provider for IdIsKey {
+        fn kind(&self) -> &'static str {
+            "idiskey"
+        }
+        fn outputs(&self) -> &'static [&'static str] {
+            &["v"]
+        }
+        fn secret_output(&self) -> &'static str {
+            "v"
+        }
+        async fn issue(&self, _: &IssueRequest<'_>) -> Result<Credential, ProviderError> {
+            Ok(Credential::single(
+                "key-sk_live_1234",
+                "v",
+                SecretString::from("sk_live_1234"),
+            ))
+        }
+        async fn test(&self, _: &Credential) -> Result<(), ProviderError> {
+            Ok(())
+        }
+        async fn revoke(&self, _: &str) -> Result<Revocation, ProviderError> {
+            Ok(Revocation::Revoked)
+        }
+        async fn list_own(&self, _: &str) -> Result<Vec<String>, ProviderError> {
+            Ok(Vec::new())
+        }
+    }
+
+    #[tokio::test]
+    async fn an_id_that_holds_the_credential_is_refused() {
+        let p = Bounded {
+            inner: Box::new(IdIsKey),
+            timeout: std::time::Duration::from_secs(5),
+            known: Vec::new(),
+        };
+        let request = IssueRequest {
+            name: "n",
+            slot: 0,
+            stash: &NoStash,
+        };
+        let err = p.issue(&request).await.unwrap_err().to_string();
+        assert!(err.contains("contains a secret value"), "{err}");
+        assert!(!err.contains("sk_live_1234"), "{err}");
     }
 
     #[tokio::test]

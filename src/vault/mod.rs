@@ -73,6 +73,11 @@ pub enum VaultError {
     KekChanged { namespace: String },
     #[error("{0}")]
     Open(#[from] OpenError),
+    #[error(
+        "the KEK Secret {namespace}/{KEK_SECRET} already has version v{max}: no higher version can be added",
+        max = u32::MAX
+    )]
+    KekVersionsExhausted { namespace: String },
     #[error("vault entry {0} is malformed")]
     Malformed(String),
     #[error(
@@ -833,7 +838,13 @@ pub async fn rotate_keys(
         });
     };
     let mut ring = ring_of(&kek, operator_namespace)?;
-    let next = ring.current().map_or(1, |(v, _)| v.saturating_add(1));
+    // A version at u32::MAX has no successor: overwriting it would lose every entry it wraps.
+    let next = match ring.current() {
+        None => 1,
+        Some((v, _)) => v.checked_add(1).ok_or(VaultError::KekVersionsExhausted {
+            namespace: operator_namespace.into(),
+        })?,
+    };
     let key = Keyring::generate();
     let patch = serde_json::json!({
         "metadata": { "resourceVersion": kek.resource_version() },
