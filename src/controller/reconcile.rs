@@ -261,7 +261,20 @@ impl Run {
         }
         let pair = status::slot_pair(&self.old);
         let mut write_failed = None;
-        if let (Some(active), Target::Ours(_)) = (pair.active_slot(), target) {
+        // A keyed fingerprint can only be compared with the key: load it first (once per
+        // process), and if it still cannot be had, judge nothing rather than "restore"
+        // a Secret that may be fine.
+        let keyed = |fp: &str| fp.starts_with(crate::rotation::FINGERPRINT_PREFIX);
+        if pair.active_slot().is_some_and(|a| keyed(&a.fingerprint))
+            && !crate::rotation::has_fingerprint_key()
+            && let Err(e) = self.vault().await
+        {
+            warn!(error = %e, "the fingerprint key cannot be loaded; the target Secret is not checked this time");
+        }
+        let can_compare = pair
+            .active_slot()
+            .is_some_and(|a| !keyed(&a.fingerprint) || crate::rotation::has_fingerprint_key());
+        if let (Some(active), Target::Ours(_), true) = (pair.active_slot(), target, can_compare) {
             let values = target.active_values(
                 spec,
                 spec.provider.secret_output(),
