@@ -652,3 +652,65 @@ async fn provider_change_during_an_incomplete_emergency_reports_no_false_success
     );
     assert!(old_vendor.lock().live().iter().any(|k| k.id == leaked));
 }
+
+/// `deletionPolicy: Revoke` with an http provider that has no revoke request: the
+/// revoke can never happen, so the deletion is not held for ever (nor a Warning
+/// published every 30 s): rotor names the key that stays valid and lets it go.
+#[tokio::test]
+async fn revoke_on_delete_with_a_provider_that_cannot_revoke_gives_up_loudly() {
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "h-delete-norevoke").await;
+    let fake = fakes::key_api().await;
+    let admin = fake.lock().admin_token.clone();
+    let _op = Operator::start_with(&ns, FAST);
+    let sample = sample("http.yaml")
+        .replace("https://api.example.com", &fake.url)
+        .replace("REPLACE_WITH_AN_ADMIN_TOKEN", &admin);
+    let start = sample.find("      revoke:").unwrap();
+    let end = sample.find("      list:").unwrap();
+    let manifest = format!(
+        "{}{}  deletionPolicy: Revoke\n",
+        &sample[..start],
+        &sample[end..]
+    );
+    apply_yaml(&client, &ns, &manifest).await.unwrap();
+    let s = rotated(&client, &ns, "partner-api-key", 1).await;
+    let key = s.slots[0].id.clone();
+    let api: kube::Api<rotor::api::SecretRotation> = kube::Api::namespaced(client.clone(), &ns);
+    let mut finalized = false;
+    for _ in 0..600 {
+        let sr = api.get("partner-api-key").await.unwrap();
+        if sr.metadata.finalizers.is_some_and(|f| !f.is_empty()) {
+            finalized = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(finalized, "rotor set its revoke-on-delete finalizer");
+    api.delete("partner-api-key", &Default::default())
+        .await
+        .unwrap();
+    let mut gone = false;
+    for _ in 0..600 {
+        if api.get_opt("partner-api-key").await.unwrap().is_none() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "the deletion was held");
+    let events = events_for(&client, &ns, "partner-api-key").await;
+    let abandoned = events
+        .iter()
+        .find(|e| e.reason.as_deref() == Some("RevokeOnDeleteAbandoned"))
+        .expect("a RevokeOnDeleteAbandoned Event");
+    let note = abandoned.note.clone().unwrap_or_default();
+    assert!(
+        note.contains(&key),
+        "names the key that stays valid: {note}"
+    );
+    assert!(
+        fake.lock().keys.contains_key(&key),
+        "nothing claims it was revoked"
+    );
+}

@@ -163,6 +163,9 @@ impl Run {
         let changed = self.provider_changed();
         let mut still: Vec<String> = Vec::new();
         let mut revoked: Vec<String> = Vec::new();
+        // A provider that cannot revoke never will: retrying would hold the deletion
+        // (and publish a Warning every 30 s) for ever.
+        let mut unsupported = false;
         let outcome = async {
             if changed {
                 return Err(format!(
@@ -184,6 +187,7 @@ impl Run {
                 match spec.provider.revoke(id).await {
                     Ok(Revocation::Revoked | Revocation::AlreadyGone) => revoked.push(what.clone()),
                     Ok(Revocation::Unsupported) => {
+                        unsupported = true;
                         still.push(what.clone());
                         first_error.get_or_insert_with(|| "the provider cannot revoke".to_string());
                     }
@@ -225,7 +229,7 @@ impl Run {
                 self.set_finalizers(self.other_finalizers()).await?;
                 Ok(Action::await_change())
             }
-            Err(why) if changed || self.namespace_terminating().await => {
+            Err(why) if changed || unsupported || self.namespace_terminating().await => {
                 // Nothing will bring the provider's Secrets back (the namespace is
                 // going), or the provider is another one: holding the finalizer would
                 // only keep the namespace from going. Say what stays valid.
