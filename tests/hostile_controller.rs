@@ -155,15 +155,8 @@ async fn emergency_with_an_http_provider_that_cannot_revoke_fails_loudly() {
     let client = control_plane().client().await;
     let ns = namespace(&client, "h-emergency-norevoke").await;
     let fake = fakes::key_api().await;
-    let admin = fake.lock().admin_token.clone();
     let _op = Operator::start_with(&ns, FAST);
-    let sample = sample("http.yaml")
-        .replace("https://api.example.com", &fake.url)
-        .replace("REPLACE_WITH_AN_ADMIN_TOKEN", &admin);
-    // Drop the revoke request.
-    let start = sample.find("      revoke:").unwrap();
-    let end = sample.find("      list:").unwrap();
-    let manifest = format!("{}{}", &sample[..start], &sample[end..]);
+    let manifest = http_sample_without_revoke(&fake);
     apply_yaml(&client, &ns, &manifest).await.unwrap();
     let s = rotated(&client, &ns, "partner-api-key", 1).await;
     let dropped = s.slots[0].id.clone();
@@ -661,17 +654,10 @@ async fn revoke_on_delete_with_a_provider_that_cannot_revoke_gives_up_loudly() {
     let client = control_plane().client().await;
     let ns = namespace(&client, "h-delete-norevoke").await;
     let fake = fakes::key_api().await;
-    let admin = fake.lock().admin_token.clone();
     let _op = Operator::start_with(&ns, FAST);
-    let sample = sample("http.yaml")
-        .replace("https://api.example.com", &fake.url)
-        .replace("REPLACE_WITH_AN_ADMIN_TOKEN", &admin);
-    let start = sample.find("      revoke:").unwrap();
-    let end = sample.find("      list:").unwrap();
     let manifest = format!(
-        "{}{}  deletionPolicy: Revoke\n",
-        &sample[..start],
-        &sample[end..]
+        "{}  deletionPolicy: Revoke\n",
+        http_sample_without_revoke(&fake)
     );
     apply_yaml(&client, &ns, &manifest).await.unwrap();
     let s = rotated(&client, &ns, "partner-api-key", 1).await;

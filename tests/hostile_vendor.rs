@@ -140,11 +140,7 @@ spec:
 /// The healthy neighbour: the http sample against the generic key API fake.
 async fn healthy(client: &kube::Client, ns: &str) -> fakes::Fake<fakes::KeyApi> {
     let fake = fakes::key_api().await;
-    let admin = fake.lock().admin_token.clone();
-    let manifest = sample("http.yaml")
-        .replace("https://api.example.com", &fake.url)
-        .replace("REPLACE_WITH_AN_ADMIN_TOKEN", &admin);
-    apply_yaml(client, ns, &manifest).await.unwrap();
+    apply_yaml(client, ns, &http_sample(&fake)).await.unwrap();
     fake
 }
 

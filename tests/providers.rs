@@ -495,10 +495,7 @@ async fn http_sample_issues_tests_and_revokes_through_configured_requests() {
     let fake = fakes::key_api().await;
     let admin = fake.lock().admin_token.clone();
     let op = Operator::start_with(&ns, FAST);
-    let manifest = sample("http.yaml")
-        .replace("https://api.example.com", &fake.url)
-        .replace("REPLACE_WITH_AN_ADMIN_TOKEN", &admin);
-    apply_yaml(&client, &ns, &manifest).await.unwrap();
+    apply_yaml(&client, &ns, &http_sample(&fake)).await.unwrap();
     let s1 = rotated(&client, &ns, "partner-api-key", 1).await;
     let k1 = value(&client, &ns, "partner-api-key", "PARTNER_API_KEY")
         .await

@@ -84,6 +84,26 @@ pub async fn supabase_rotated(
     (fake, op, status)
 }
 
+/// The http sample (`config/samples/http.yaml`) pointed at the key-API `fake`.
+pub fn http_sample(fake: &fakes::Fake<fakes::KeyApi>) -> String {
+    let admin = fake.lock().admin_token.clone();
+    sample("http.yaml")
+        .replace("https://api.example.com", &fake.url)
+        .replace("REPLACE_WITH_AN_ADMIN_TOKEN", &admin)
+}
+
+/// The http sample without its revoke request: a provider that cannot revoke.
+pub fn http_sample_without_revoke(fake: &fakes::Fake<fakes::KeyApi>) -> String {
+    let sample = http_sample(fake);
+    let start = sample
+        .find("      revoke:")
+        .expect("the sample has a revoke request");
+    let end = sample
+        .find("      list:")
+        .expect("the sample has a list request");
+    format!("{}{}", &sample[..start], &sample[end..])
+}
+
 /// Applies the Supabase sample pointed at `fake`.
 pub async fn apply_supabase_sample(client: &Client, ns: &str, fake: &fakes::Fake<fakes::Supabase>) {
     let admin = fake.lock().admin_token.clone();
