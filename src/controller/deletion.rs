@@ -94,7 +94,7 @@ impl Run {
             }
         }
         if let Some(f) = &self.old.in_flight {
-            let (outputs, secret_output) = super::restore::outputs_of(&self.sr.spec.provider);
+            let (outputs, secret_output) = crate::providers::outputs_of(&self.sr.spec.provider);
             let entry = match self.vault().await {
                 Ok(vault) => vault
                     .get(&f.credential_name, outputs, secret_output)

@@ -8,7 +8,7 @@ use super::rotate::Audit;
 use super::secret;
 use super::status;
 use super::validate::ValidSpec;
-use crate::api::{ProviderSpec, SecretRotation};
+use crate::api::SecretRotation;
 use crate::providers::Credential;
 use crate::providers::{IssueRequest, Provider, ProviderError, Revocation};
 use crate::rotation::Slot;
@@ -266,20 +266,6 @@ impl Run {
     }
 }
 
-/// The outputs of each provider kind and the one that is the secret, known from the
-/// spec alone (restore needs no admin Secret and builds no provider). Must match each
-/// provider's `outputs()` / `secret_output()`.
-pub(super) fn outputs_of(spec: &ProviderSpec) -> (&'static [&'static str], &'static str) {
-    match spec {
-        ProviderSpec::Random(_) => (&["value"], "value"),
-        ProviderSpec::Supabase(_) | ProviderSpec::Convox(_) | ProviderSpec::Http(_) => {
-            (&["apiKey"], "apiKey")
-        }
-        ProviderSpec::Convex(_) => (&["accessKey"], "accessKey"),
-        ProviderSpec::Postgres(_) => (&["username", "password", "uri"], "password"),
-    }
-}
-
 /// A stand-in for the provider that knows its outputs and can do nothing else.
 struct OutputsOnly {
     kind: &'static str,
@@ -321,7 +307,7 @@ impl OutputsOnly {
 /// What restoring needs of the spec (mapping, keepPrevious, outputs), checked as far
 /// as restoring needs; `None` when the mapping does not fit the provider kind.
 fn offline_spec(sr: &SecretRotation) -> Option<ValidSpec> {
-    let (outputs, secret_output) = outputs_of(&sr.spec.provider);
+    let (outputs, secret_output) = crate::providers::outputs_of(&sr.spec.provider);
     let mut mapping = Vec::new();
     for (output, key) in &sr.spec.secrets_mapping {
         let key_ok = !key.is_empty()

@@ -238,6 +238,20 @@ pub struct BuildContext<'a> {
     pub uid: &'a str,
 }
 
+/// The outputs of each provider kind and the one that is the secret, known from the
+/// spec alone (restoring a Secret needs no admin Secret and builds no provider). A unit test
+/// holds it equal to each built provider's `outputs()` / `secret_output()`.
+pub fn outputs_of(spec: &ProviderSpec) -> (&'static [&'static str], &'static str) {
+    match spec {
+        ProviderSpec::Random(_) => (&["value"], "value"),
+        ProviderSpec::Supabase(_) | ProviderSpec::Convox(_) | ProviderSpec::Http(_) => {
+            (&["apiKey"], "apiKey")
+        }
+        ProviderSpec::Convex(_) => (&["accessKey"], "accessKey"),
+        ProviderSpec::Postgres(_) => (&["username", "password", "uri"], "password"),
+    }
+}
+
 /// Builds the provider a spec names. Fails on configuration the schema cannot catch.
 /// Every call of the provider it returns is bounded by `--provider-timeout` and has
 /// the provider's secret values scrubbed from its errors.
@@ -422,6 +436,42 @@ pub fn random_alphanumeric(len: usize) -> SecretString {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outputs_of_matches_every_built_provider() {
+        let http = HttpClient::new(HttpSettings {
+            allow_private_endpoints: true,
+            ..HttpSettings::default()
+        });
+        let mut secrets = Secrets::default();
+        secrets
+            .0
+            .insert(("a".into(), "k".into()), SecretString::from("admin-token"));
+        let ctx = BuildContext {
+            secrets: &secrets,
+            http: &http,
+            uid: "uid",
+        };
+        let admin = serde_json::json!({"name": "a", "key": "k"});
+        let url = "http://127.0.0.1:1";
+        for spec in [
+            serde_json::json!({"random": {}}),
+            serde_json::json!({"supabase": {"projectRef": "abcdefghijklmnopqrst", "credentialsRef": admin, "baseUrl": url}}),
+            serde_json::json!({"convex": {"credentialsRef": admin, "baseUrl": url}}),
+            serde_json::json!({"convox": {"rackUrl": url, "credentialsRef": admin}}),
+            serde_json::json!({"http": {"issue": {"url": format!("{url}/keys")}, "keyPath": "$.key"}}),
+            serde_json::json!({"postgres": {"host": "127.0.0.1", "database": "d", "credentialsRef": admin, "username": "u"}}),
+        ] {
+            let spec: ProviderSpec = serde_json::from_value(spec).unwrap();
+            let provider = build(&spec, &ctx).unwrap();
+            assert_eq!(
+                outputs_of(&spec),
+                (provider.outputs(), provider.secret_output()),
+                "{}",
+                spec.kind()
+            );
+        }
+    }
 
     #[test]
     fn own_names_are_exact() {
