@@ -87,7 +87,7 @@ async fn a_third_postgres_rotation_does_not_mark_the_live_password_revoked() {
     pg.admin_sql("CREATE ROLE app_rw").await;
     let client = control_plane().client().await;
     let ns = namespace(&client, "pg-revoked").await;
-    let _op = Operator::start_with(&ns, FAST);
+    let op = Operator::start_with(&ns, FAST);
     let manifest = sample("postgres.yaml")
         .replace("host: postgres.example.com", "host: 127.0.0.1")
         .replace("port: 5432", &format!("port: {}", pg.port))
@@ -105,10 +105,15 @@ async fn a_third_postgres_rotation_does_not_mark_the_live_password_revoked() {
     assert_eq!(user, "app_a", "rotation 3 reuses slot 0's user");
     assert!(pg.can_login(&user, &password, "app").await);
 
+    // Deleted while no operator runs (no settle pass can answer with its own apply):
+    // the restart must restore it from the vault.
+    op.kill();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     Api::<Secret>::namespaced(client.clone(), &ns)
         .delete("app-db-login", &Default::default())
         .await
         .unwrap();
+    let _op = Operator::start_with(&ns, FAST);
     wait_for_event(
         &client,
         &ns,
@@ -477,7 +482,7 @@ async fn a_flooded_vault_is_bounded_and_failed_credentials_are_marked_revoked() 
     let client = control_plane().client().await;
     let ns = namespace(&client, "flood").await;
     let fake = fakes::supabase("abcdefghijklmnopqrst").await;
-    let _op = Operator::start_with(&ns, FAST);
+    let op = Operator::start_with(&ns, FAST);
     let name = "supabase-secret-key";
     apply_supabase_sample(&client, &ns, &fake).await;
     rotated(&client, &ns, name, 1).await;
@@ -540,10 +545,16 @@ async fn a_flooded_vault_is_bounded_and_failed_credentials_are_marked_revoked() 
             .await
             .unwrap(),
     );
+    // Deleted while no operator runs, so that no settle pass already holding the
+    // Secret answers the deletion with its own apply: the restart must restore it
+    // from the vault.
+    op.kill();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     Api::<Secret>::namespaced(client.clone(), &ns)
         .delete(name, &Default::default())
         .await
         .unwrap();
+    let _op = Operator::start_with(&ns, FAST);
     wait_for_event(
         &client,
         &ns,
