@@ -369,7 +369,10 @@ mod tests {
             }
             match parse(&text) {
                 Ok(d) => proptest::prop_assert_eq!(d.as_nanos(), want, "{}", text),
-                Err(e) => proptest::prop_assert_eq!(e, IntervalError::Zero, "{}", text),
+                Err(e) => {
+                    proptest::prop_assert_eq!(e, IntervalError::Zero, "{}", text);
+                    proptest::prop_assert_eq!(want, 0, "{} refused though it sums to {}ns", text, want);
+                }
             }
         }
     }

@@ -417,7 +417,13 @@ mod tests {
             let now = last_rotated + ChronoDuration::seconds(elapsed);
             let schedule = Schedule { interval: Duration::from_secs(interval_days * 86_400), at_utc: Some((3, 0)), auto: true };
             let o = Observed { now, last_rotated_at: Some(last_rotated), ..observed(now) };
-            let due = next_rotation_at(last_rotated, schedule.interval, schedule.at_utc);
+            // Due, computed here without the function under test: the first 03:00 UTC at
+            // or after `last + interval`.
+            let earliest = last_rotated + ChronoDuration::days(i64::try_from(interval_days).unwrap());
+            let mut due = earliest.date_naive().and_hms_opt(3, 0, 0).unwrap().and_utc();
+            if due < earliest {
+                due += ChronoDuration::days(1);
+            }
             match decide(&o, &schedule) {
                 Decision::Rotate(Trigger::Schedule) => prop_assert!(now >= due),
                 Decision::WaitUntil(at) => { prop_assert!(now < due); prop_assert_eq!(at, due); }
