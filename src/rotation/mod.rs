@@ -139,7 +139,9 @@ mod tests {
     fn credential_names_are_deterministic_and_prefixed() {
         let uid = "5f0c3a9e-1b2c-4d5e-8f90-0123456789ab";
         assert_eq!(credential_name(uid, 7), "rotor-5f0c3a9e-7");
-        assert_eq!(credential_name(uid, 7), credential_name(uid, 7));
+        // Another resource's uid gives another name; case and dashes do not matter.
+        assert_eq!(credential_name("6A1D-0E2F-77", 7), "rotor-6a1d0e2f-7");
+        assert_ne!(credential_name("6a1d0e2f-77", 7), credential_name(uid, 7));
         assert_ne!(credential_name(uid, 7), credential_name(uid, 8));
     }
 }
