@@ -190,9 +190,31 @@ async fn credentials_missing_heals_once_the_admin_secret_exists() {
     assert!(s.slots.is_empty());
     assert_eq!(fake.lock().requests, 0, "the vendor was not called");
 
-    // Fixed by creating the admin Secret, nothing else: no token, no spec change.
+    // The admin Secret appears, but does not share itself yet: still missing, now
+    // saying why (rotor looked again by itself).
+    let unshared = admin_secret
+        .lines()
+        .filter(|l| {
+            !l.trim_start().starts_with('#')
+                && !l.contains("annotations:")
+                && !l.contains("rotor.dev/allow-read")
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert_ne!(unshared, admin_secret);
+    apply_yaml(&client, &ns, &unshared).await.unwrap();
+    let s = wait_status(&client, &ns, NAME, 90, "SecretNotShared", |s| {
+        s.last_rotation_message.contains("SecretNotShared")
+    })
+    .await
+    .status
+    .unwrap();
+    assert_eq!(condition(&s, "Degraded").reason, "CredentialsMissing");
+    assert_eq!(fake.lock().requests, 0, "the vendor was not called");
+
+    // Fixed by sharing it, nothing else: no token, no spec change.
     apply_yaml(&client, &ns, &admin_secret).await.unwrap();
-    let s = wait_status(&client, &ns, NAME, 120, "rotated once fixed", |s| {
+    let s = wait_status(&client, &ns, NAME, 90, "rotated once fixed", |s| {
         s.rotation_status == RotationPhase::Success && s.rotation_count == 1
     })
     .await
