@@ -301,6 +301,9 @@ impl Run {
             self.generation(),
             self.now,
         );
+        // Between the read this decision rests on and its compare-and-swap: a test
+        // lets a second writer act here.
+        failpoint::paused("before_intent", sequence).await;
         self.write_status(&status).await?;
         failpoint::reached("after_intent", sequence).await;
 
