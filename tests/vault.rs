@@ -18,24 +18,38 @@ const NAME: &str = "supabase-secret-key";
 const TARGET: &str = "supabase-secret-key";
 const KEY: &str = "SUPABASE_SECRET_KEY";
 
-/// Waits until the operator stops at its failpoint, then SIGKILLs it.
-async fn kill_at_failpoint(op: &Operator, point: &str) {
-    for _ in 0..300 {
-        if op.logs().contains("failpoint reached") {
-            op.kill();
-            return;
-        }
+/// Waits (bounded) until the operator's log says `what`.
+async fn wait_log(op: &Operator, what: &str, context: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while !op.logs().contains(what) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the operator never logged {what:?} ({context}):\n{}",
+            op.logs()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!(
-        "the operator never reached failpoint {point}:\n{}",
-        op.logs()
-    );
+}
+
+/// Waits until the operator stops at its failpoint, then SIGKILLs it.
+async fn kill_at_failpoint(op: &Operator, point: &str) {
+    wait_log(op, "failpoint reached", point).await;
+    op.kill();
+}
+
+/// The vendor's record: how many keys it issued, which ids it deleted, which are live.
+fn vendor_record(fake: &fakes::Fake<fakes::Supabase>) -> (u32, Vec<String>, Vec<String>) {
+    let vendor = fake.lock();
+    let live = vendor.live().iter().map(|k| k.id.clone()).collect();
+    (vendor.creates, vendor.deleted_ids.clone(), live)
 }
 
 /// Two good rotations, then a third killed at `point`, then a restart: the third
-/// completes exactly once, the Secret holds a live key, the vendor holds exactly the
-/// two slot keys, the status tells the truth.
+/// completes exactly once — issued once, or (killed before the vault kept it) the
+/// leftover deleted by name and issued once more; nothing issued a second time once
+/// the vault holds it — the Secret holds a live key, the vendor holds exactly the two
+/// slot keys (before any orphan sweep could clean up, and after), the status tells
+/// the truth.
 async fn dual_phase_crash_at(point: &str) {
     let client = control_plane().client().await;
     let ns = namespace(&client, &format!("crash-dual-{}", point.replace('_', "-"))).await;
@@ -47,37 +61,120 @@ async fn dual_phase_crash_at(point: &str) {
     request(&client, &ns, NAME, "rotor.dev/rotate", "two").await;
     let s2 = rotated(&client, &ns, NAME, 2).await;
     let k2 = value(&client, &ns, TARGET, KEY).await.unwrap();
+    let k1_id = s2.slots[0].id.clone();
+    assert_eq!(
+        vendor_record(&fake).0,
+        2,
+        "{point}: two rotations, two keys"
+    );
     request(&client, &ns, NAME, "rotor.dev/rotate", "three").await;
     kill_at_failpoint(&op, point).await;
+    // The key the killed rotation issued, if it got that far.
+    let (creates_at_kill, deleted_at_kill, _) = vendor_record(&fake);
+    let issued_before_kill = !matches!(point, "after_intent" | "after_revoke_old");
+    assert_eq!(
+        creates_at_kill,
+        if issued_before_kill { 3 } else { 2 },
+        "{point}: the killed rotation issued {creates_at_kill} keys in all"
+    );
+    let killed_key = issued_before_kill.then(|| fake.lock().keys[2].id.clone());
+    let revoked_before_kill = point != "after_intent";
+    assert_eq!(
+        deleted_at_kill,
+        if revoked_before_kill {
+            vec![k1_id.clone()]
+        } else {
+            vec![]
+        },
+        "{point}: what the killed rotation revoked"
+    );
 
-    let op = Operator::start_with(&ns, FAST);
+    // The restarted operator stops right after it commits the rotation (status
+    // written, before the Event and the orphan sweep that follow): what the vendor was
+    // asked so far is the resumed rotation's work alone.
+    let hold = Hold::new(&ns);
+    hold.arm();
+    let op = Operator::start_env(
+        &ns,
+        FAST,
+        &[
+            ("ROTOR_TEST_PAUSE_AT", "after_flip@3"),
+            ("ROTOR_TEST_HOLD", hold.path()),
+        ],
+    );
     let s3 = rotated(&client, &ns, NAME, 3).await;
+    if point != "after_flip" {
+        wait_log(&op, "failpoint paused", point).await;
+        assert_eq!(
+            metric(&op, r#"rotor_orphan_sweeps_total{provider="supabase"}"#).await,
+            None,
+            "{point}: no orphan sweep has run yet"
+        );
+    }
+    let (creates, deleted, live) = vendor_record(&fake);
+    // Killed before the vault kept it: the leftover is deleted by name and the key
+    // issued afresh. Killed later: the kept key is resumed, never issued again.
+    let (want_creates, want_deleted) = match &killed_key {
+        Some(leftover) if point == "before_vault" => (4, vec![k1_id.clone(), leftover.clone()]),
+        _ => (3, vec![k1_id.clone()]),
+    };
+    assert_eq!(
+        creates, want_creates,
+        "{point}: keys the vendor issued in all (a second issue of rotation 3?)"
+    );
+    assert_eq!(
+        deleted, want_deleted,
+        "{point}: exactly these keys were deleted at the vendor"
+    );
+    if let Some(kept) = killed_key.as_ref().filter(|_| point != "before_vault") {
+        assert_eq!(
+            s3.slots[0].id, *kept,
+            "{point}: the key the killed rotation issued and kept is the one activated"
+        );
+    }
+    let slot_ids: Vec<String> = s3.slots.iter().map(|s| s.id.clone()).collect();
+    let mut sorted_live = live.clone();
+    sorted_live.sort();
+    let mut sorted_slots = slot_ids.clone();
+    sorted_slots.sort();
+    assert_eq!(
+        sorted_live, sorted_slots,
+        "{point}: before any sweep, the vendor holds exactly the two slot keys"
+    );
+    if matches!(point, "after_vault" | "after_test" | "after_secret") {
+        let audit = audit_text(&ns, NAME);
+        assert!(
+            audit.contains("resumed from the vault"),
+            "{point}: the audit trail records the resume:\n{audit}"
+        );
+    }
+    hold.release();
+
     let k3 = value(&client, &ns, TARGET, KEY).await.unwrap();
-    // What the vendor holds once the sweep after the resumed rotation has run.
+    // The sweep that follows the resumed rotation (or, after the flip, the one at
+    // start) finds nothing to revoke: the vendor's record is unchanged.
     wait_metric(
         &op,
         r#"rotor_orphan_sweeps_total{provider="supabase"}"#,
         1.0,
     )
     .await;
+    assert_eq!(
+        vendor_record(&fake),
+        (creates, deleted.clone(), live.clone()),
+        "{point}: the sweep had nothing to clean up"
+    );
     let live: Vec<(String, String)> = fake
         .lock()
         .live()
         .iter()
         .map(|k| (k.id.clone(), k.api_key.clone()))
         .collect();
-    let slot_ids: Vec<&str> = s3.slots.iter().map(|s| s.id.as_str()).collect();
     assert_eq!(
         live.len(),
         2,
         "{point}: the vendor holds exactly the two slot keys: {live:?}"
     );
-    for (id, _) in &live {
-        assert!(
-            slot_ids.contains(&id.as_str()),
-            "{point}: live key {id} is in no slot {slot_ids:?}"
-        );
-    }
     assert!(
         live.iter().any(|(_, k)| *k == k3),
         "{point}: the Secret holds a live key"
@@ -100,15 +197,18 @@ async fn dual_phase_crash_at(point: &str) {
     // Status counts rotations; Events are at most once per rotation (a kill after the
     // status commit and before the Event loses that Event, never doubles one).
     let after_commit = point == "after_flip";
-    let reasons = wait_events(&client, &ns, NAME, 3, if after_commit { 3 } else { 10 }).await;
+    let reasons = wait_events(&client, &ns, NAME, 3, if after_commit { 3 } else { 60 }).await;
     let events = reasons.iter().filter(|r| *r == "Rotated").count();
     assert_eq!(
         events,
         if after_commit { 2 } else { 3 },
         "{point}: one Event per completed rotation: {reasons:?}"
     );
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(status_of(&client, &ns, NAME).await.rotation_count, 3);
+    // Nothing rotated again: still three rotations, the same slots, no new key.
+    let s = status_of(&client, &ns, NAME).await;
+    assert_eq!(s.rotation_count, 3, "{point}");
+    assert_eq!(s.slots, s3.slots, "{point}");
+    assert_eq!(fake.lock().creates, creates, "{point}: no further issue");
     let all: Vec<String> = fake.lock().keys.iter().map(|k| k.api_key.clone()).collect();
     assert_no_leak(&client, &ns, NAME, &op.logs(), &all).await;
     let audit = audit_text(&ns, NAME);
@@ -172,6 +272,15 @@ async fn single_phase_crash_at(point: &str) {
     );
     assert!(secret_value(&admin, "rackKey.pending").is_none(), "{point}");
     assert_eq!(fake.lock().puts, 1, "{point}: the rack key was set once");
+    // Killed once the rack runs the new key: the kept key is resumed from the vault
+    // (it passes its test), not left to the pending-admin-key fallback.
+    if matches!(point, "after_test" | "after_secret") {
+        let audit = audit_text(&ns, "convox-rack-key");
+        assert!(
+            audit.contains("resumed from the vault"),
+            "{point}: the audit trail records the resume:\n{audit}"
+        );
+    }
     assert_eq!(
         s.slots[0].fingerprint,
         fingerprint_of(&client, &ns, &key).await
@@ -244,10 +353,51 @@ async fn emergency_revoke_leaves_exactly_one_valid_key() {
             .contains(&"EmergencyRevoked".to_string())
     );
 
-    // Handled once: re-applying the same annotation changes nothing.
-    request(&client, &ns, NAME, "rotor.dev/rotate", "two").await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(status_of(&client, &ns, NAME).await.rotation_count, 3);
+    // Handled once: the tokens stay on the object, and a real change to it (a new
+    // generation, so a watch event and a reconcile whose status write is visible)
+    // neither revokes nor issues again.
+    let vendor_before = {
+        let v = fake.lock();
+        (v.creates, v.deleted_ids.clone())
+    };
+    let api: Api<SecretRotation> = Api::namespaced(client.clone(), &ns);
+    let before = api.get(NAME).await.unwrap();
+    let generation = before.metadata.generation.unwrap();
+    patch_rotation(
+        &client,
+        &ns,
+        NAME,
+        serde_json::json!({
+            "metadata": {"annotations": {"rotor.dev/rotate": "two", "rotor.dev/revoke": "leaked-2026-11-23"}},
+            "spec": {"schedule": {"rotateAtUtc": {"hours": 4, "minutes": 0}}},
+        }),
+    )
+    .await;
+    let after = wait_status(&client, &ns, NAME, 90, "the change reconciled", |s| {
+        s.observed_generation == Some(generation + 1)
+            && s.rotation_status == rotor::api::RotationPhase::Success
+            && s.in_flight.is_none()
+    })
+    .await;
+    let now = after.status.unwrap();
+    assert_eq!(now.rotation_count, 3, "handled once: {now:?}");
+    assert_eq!(
+        now.last_rotation_attempted_at, s.last_rotation_attempted_at,
+        "no rotation was attempted"
+    );
+    assert_eq!(now.slots, s.slots);
+    let vendor_after = {
+        let v = fake.lock();
+        (v.creates, v.deleted_ids.clone())
+    };
+    assert_eq!(
+        vendor_after, vendor_before,
+        "nothing issued or revoked at the vendor again"
+    );
+    assert_eq!(
+        value(&client, &ns, TARGET, KEY).await.as_deref(),
+        Some(key.as_str())
+    );
     let audit = audit_text(&ns, NAME);
     assert!(audit.contains("emergency"), "{audit}");
 }

@@ -13,6 +13,7 @@
 //!   entries and keeps the entry count and size bounded.
 
 pub mod envelope;
+mod pause;
 
 use crate::api::{FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE, OWNER_LABEL, SecretRotation};
 use crate::providers::Credential;
@@ -485,6 +486,7 @@ impl Vault {
             if existing.is_some() && has_owner && data == before {
                 return Ok((out, removed));
             }
+            pause::point("vault_write").await;
             match self.save(existing, data).await {
                 Ok(()) => return Ok((out, removed)),
                 Err(e) if is_conflict(&e) => continue,
@@ -846,6 +848,7 @@ pub async fn rotate_keys(
         })?,
     };
     let key = Keyring::generate();
+    pause::point("kek_write").await;
     let patch = serde_json::json!({
         "metadata": { "resourceVersion": kek.resource_version() },
         "data": { format!("v{next}"): B64.encode(&key[..]) },
