@@ -766,3 +766,67 @@ async fn deletion_policy_revoke_revokes_both_slots_and_retain_keeps_them() {
         "Retain keeps the credential working"
     );
 }
+
+/// README "The vault": every vault write is a patch with the resourceVersion just read
+/// as a precondition, retried on conflict. rotor is held between reading its vault and
+/// writing it (during rotation 2) while a second writer — `rotor keys rotate`, which
+/// re-wraps entry 1 and appends to the audit trail — writes the same Secret: neither
+/// write is lost.
+#[tokio::test]
+async fn a_second_writer_between_the_vaults_read_and_write_loses_nothing() {
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "vault-writers").await;
+    let fake = fakes::supabase("abcdefghijklmnopqrst").await;
+    let hold = Hold::new(&ns);
+    let _op = Operator::start_env(
+        &ns,
+        FAST,
+        &[
+            ("ROTOR_TEST_VAULT_PAUSE", "vault_write"),
+            ("ROTOR_TEST_HOLD", hold.path()),
+        ],
+    );
+    apply_supabase_sample(&client, &ns, &fake).await;
+    let s1 = rotated(&client, &ns, NAME, 1).await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let id1 = s1.slots[0].id.clone();
+    assert_eq!(
+        vault_entry(&secrets, &id1).await.unwrap()["sealed"]["kekVersion"],
+        1
+    );
+
+    hold.arm();
+    request(&client, &ns, NAME, "rotor.dev/rotate", "two").await;
+    hold.wait_paused("vault_write", 1).await;
+    // rotor has read the vault and not written it yet: the second writer goes first.
+    let said = rotor_cli(&["keys", "rotate", "-n", &ns]);
+    assert!(said.starts_with("KEK v2 added"), "{said}");
+    assert!(said.contains("1 data keys re-wrapped, 0 failed"), "{said}");
+    hold.release();
+
+    let s2 = rotated(&client, &ns, NAME, 2).await;
+    // The second writer's write survived rotor's ...
+    assert_eq!(
+        vault_entry(&secrets, &id1).await.unwrap()["sealed"]["kekVersion"],
+        2,
+        "entry 1 stays re-wrapped under v2"
+    );
+    let audit = audit_text(&ns, NAME);
+    assert!(audit.contains("key-rotation"), "{audit}");
+    // ... and rotor's own write (retried on the conflict) is there too.
+    let id2 = s2.slots[1].id.clone();
+    assert!(
+        vault_entry(&secrets, &id2).await.is_some(),
+        "rotation 2's credential is kept"
+    );
+    assert_eq!(s2.vault.as_ref().map(|v| v.entries), Some(2));
+    // Both entries open. (Rotation 2's own status may say entry 1 needs v2: it checked
+    // with the KEKs it had loaded before `keys rotate` added v2. The next reconcile
+    // loads them again.)
+    let fresh = reconciled_after_change(&client, &ns, 5).await;
+    assert_eq!(
+        fresh.vault.map(|v| (v.entries, v.problem)),
+        Some((2, None)),
+        "both entries open"
+    );
+}
