@@ -1109,9 +1109,16 @@ mod tests {
                 ),
             );
         }
-        housekeep(&mut data, &live, Utc::now());
+        assert!(
+            entry_bytes(&data) > MAX_ENTRY_BYTES,
+            "the case is over the bound"
+        );
+        let removed = housekeep(&mut data, &live, Utc::now());
         assert!(entry_bytes(&data) <= MAX_ENTRY_BYTES);
-        assert!(names(&data).contains(&"live-a".to_string()));
+        // The two oldest big ones go (one is not enough: each entry is a third of the
+        // bound plus its JSON), the live one stays.
+        assert_eq!(removed, 2);
+        assert_eq!(names(&data), vec!["big-2", "big-3", "live-a"]);
     }
 
     #[test]
