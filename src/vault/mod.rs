@@ -940,6 +940,11 @@ pub async fn rotate_keys(
                         failures.push(format!("{ns}/{name} entry {k}: malformed"));
                         continue;
                     };
+                    // Expired: this very write drops it (housekeeping), so it is
+                    // neither re-wrapped nor counted.
+                    if entry.expires_at.is_some_and(|t| t <= Utc::now()) {
+                        continue;
+                    }
                     match envelope::rewrap(
                         &vault.ring,
                         &entry.sealed,
