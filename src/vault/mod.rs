@@ -567,11 +567,17 @@ impl Vault {
         outputs: &'static [&'static str],
         secret_output: &'static str,
     ) -> Result<Credential, OpenError> {
-        let plaintext = envelope::open(
-            &self.ring,
-            &entry.sealed,
-            &self.aad(entry.slot, &entry.name),
-        )?;
+        self.open_in(&self.ring, entry, outputs, secret_output)
+    }
+
+    fn open_in(
+        &self,
+        ring: &Keyring,
+        entry: &Entry,
+        outputs: &'static [&'static str],
+        secret_output: &'static str,
+    ) -> Result<Credential, OpenError> {
+        let plaintext = envelope::open(ring, &entry.sealed, &self.aad(entry.slot, &entry.name))?;
         let values: BTreeMap<String, String> =
             serde_json::from_slice(&plaintext).map_err(|_| OpenError::Malformed)?;
         let outputs = values
@@ -675,11 +681,25 @@ impl Vault {
             .filter(|(k, _)| k.starts_with("e."))
             .map(|(k, v)| serde_json::from_str(v).map_err(|_| VaultError::Malformed(k.clone())))
             .collect::<Result<_, _>>()?;
+        // An entry wrapped by a KEK version newer than this ring knows (`keys rotate`
+        // added it after the ring was loaded) is checked against the KEKs as they are
+        // now, instead of being reported as needing a version that is gone.
+        let newer = entries.iter().any(|e| {
+            self.ring
+                .current()
+                .is_none_or(|(current, _)| e.sealed.kek_version > current)
+        });
+        let fresh = if newer {
+            self.reload_ring().await
+        } else {
+            None
+        };
+        let ring = fresh.as_ref().unwrap_or(&self.ring);
         let unopenable = entries
             .iter()
             .filter(|e| e.revoked_at.is_none())
             .find_map(|entry| {
-                self.open(entry, outputs, secret_output)
+                self.open_in(ring, entry, outputs, secret_output)
                     .err()
                     .map(|e| format!("vault entry {} (slot {}): {e}", entry.name, entry.slot))
             });
@@ -694,6 +714,17 @@ impl Vault {
                 )
             });
         Ok((entries.len(), unopenable.or(crowded)))
+    }
+
+    /// The KEKs as they are now, read again from where this ring came from; `None` when
+    /// that is unknown or cannot be read (the ring in hand is used then).
+    async fn reload_ring(&self) -> Option<Keyring> {
+        if self.ring.origin.is_empty() {
+            return None;
+        }
+        let api: Api<Secret> = Api::namespaced(self.api.clone().into_client(), &self.ring.origin);
+        let kek = api.get_opt(KEK_SECRET).await.ok()??;
+        ring_of(&kek, &self.ring.origin).ok()
     }
 
     /// Appends to the audit trail (and logs the record).
