@@ -16,6 +16,22 @@ use support::fakes;
 use support::scenario::*;
 use support::*;
 
+/// SIGKILLs the operator and waits (bounded) until the process is gone, so nothing it
+/// still had in flight can land after this returns.
+async fn stop(op: &Operator) {
+    op.kill();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    // Gone once reaped (the test's spawner thread waits for it): /proc has no entry.
+    while std::path::Path::new(&format!("/proc/{}", op.pid)).exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "operator {} still running 60s after SIGKILL",
+            op.pid
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn vault_name(resource: &str) -> String {
     format!("rotor-vault-{resource}")
 }
@@ -91,7 +107,6 @@ async fn a_third_postgres_rotation_does_not_mark_the_live_password_revoked() {
     let manifest = sample("postgres.yaml")
         .replace("host: postgres.example.com", "host: 127.0.0.1")
         .replace("port: 5432", &format!("port: {}", pg.port))
-        .replace("sslMode: require", "sslMode: disable")
         .replace("REPLACE_WITH_THE_ADMIN_PASSWORD", &pg.admin_password);
     apply_yaml(&client, &ns, &manifest).await.unwrap();
     rotated(&client, &ns, "app-db-login", 1).await;
@@ -104,11 +119,20 @@ async fn a_third_postgres_rotation_does_not_mark_the_live_password_revoked() {
     );
     assert_eq!(user, "app_a", "rotation 3 reuses slot 0's user");
     assert!(pg.can_login(&user, &password, "app").await);
+    // The sample's own `sslMode: require`: rotor's admin sessions ran over TLS.
+    let log = pg.log();
+    let admin_sessions: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("connection authorized: user=postgres database=app"))
+        .collect();
+    assert!(
+        !admin_sessions.is_empty() && admin_sessions.iter().all(|l| l.contains("SSL enabled")),
+        "rotor's admin sessions, all over TLS: {admin_sessions:#?}"
+    );
 
     // Deleted while no operator runs (no settle pass can answer with its own apply):
     // the restart must restore it from the vault.
-    op.kill();
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    stop(&op).await;
     Api::<Secret>::namespaced(client.clone(), &ns)
         .delete("app-db-login", &Default::default())
         .await
@@ -135,11 +159,15 @@ async fn a_third_postgres_rotation_does_not_mark_the_live_password_revoked() {
         pg.can_login(&user, &password, "app").await,
         "the restored password still logs in"
     );
+    let rotated_events = event_reasons(&client, &ns, "app-db-login")
+        .await
+        .iter()
+        .filter(|r| *r == "Rotated")
+        .count();
+    // (The third one may be lost with the killed operator; never a fourth.)
     assert!(
-        !event_reasons(&client, &ns, "app-db-login")
-            .await
-            .iter()
-            .any(|r| r == "Rotated" && after.rotation_count > 3)
+        rotated_events <= 3,
+        "{rotated_events} Rotated Events: the restore rotated"
     );
 }
 
@@ -256,7 +284,7 @@ async fn a_pre_existing_foreign_vault_secret_is_never_adopted() {
     assert_eq!(s.rotation_count, 0);
     // A later reconcile does not change its mind.
     request(&client, &ns, "grabbed", "rotor.dev/rotate", "again").await;
-    wait_status(&client, &ns, "grabbed", 30, "the request handled", |s| {
+    wait_status(&client, &ns, "grabbed", 90, "the request handled", |s| {
         s.last_handled_rotate_token.as_deref() == Some("again")
     })
     .await;
@@ -297,8 +325,7 @@ async fn fingerprints_are_keyed_and_old_unkeyed_ones_still_restore() {
 
     // The state an older rotor left: unkeyed fingerprints in status, in the vault
     // entry and on the Secret, and no fingerprint key in rotor-kek.
-    op.kill();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop(&op).await;
     let legacy = rotor::rotation::legacy_fingerprint(&issued);
     let rotations: Api<SecretRotation> = Api::namespaced(client.clone(), &ns);
     let mut slots = serde_json::to_value(&s.slots).unwrap();
@@ -374,9 +401,15 @@ async fn fingerprints_are_keyed_and_old_unkeyed_ones_still_restore() {
 
 /// Runs the CLI, which may fail: (success, stdout, stderr).
 fn rotor_cli_result(args: &[&str]) -> (bool, String, String) {
+    rotor_cli_env(args, &[])
+}
+
+/// Runs the CLI with extra environment, which may fail: (success, stdout, stderr).
+fn rotor_cli_env(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_rotor"))
         .args(args)
         .env("KUBECONFIG", &control_plane().kubeconfig)
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     (
@@ -401,8 +434,7 @@ async fn a_lost_kek_is_reported_as_unavailable_and_keys_rotate_reports_failures(
     rotated(&client, &ns, "orphaned", 1).await;
 
     // The KEK Secret is lost while the operator is down.
-    op.kill();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop(&op).await;
     secrets
         .delete("rotor-kek", &Default::default())
         .await
@@ -451,7 +483,9 @@ async fn a_lost_kek_is_reported_as_unavailable_and_keys_rotate_reports_failures(
         "keys rotate keeps the owner reference: {:?}",
         vault.owner_references()
     );
-    for entry in vault_entries(&client, &ns, "healthy").await {
+    let entries = vault_entries(&client, &ns, "healthy").await;
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    for entry in entries {
         assert_eq!(entry["sealed"]["kekVersion"], 2);
     }
     // Still readable: a deleted target is restored from the re-wrapped entry.
@@ -548,8 +582,7 @@ async fn a_flooded_vault_is_bounded_and_failed_credentials_are_marked_revoked() 
     // Deleted while no operator runs, so that no settle pass already holding the
     // Secret answers the deletion with its own apply: the restart must restore it
     // from the vault.
-    op.kill();
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    stop(&op).await;
     Api::<Secret>::namespaced(client.clone(), &ns)
         .delete(name, &Default::default())
         .await
@@ -622,7 +655,7 @@ async fn a_secret_shared_for_reading_only_is_never_written() {
         &client,
         &ns,
         "convox-rack-key",
-        30,
+        90,
         "the request handled",
         |s| {
             s.last_rotation_message.contains("allow-write")
@@ -657,14 +690,34 @@ async fn concurrent_keys_rotate_runs_never_overwrite_a_kek() {
         .await
         .unwrap();
     rotated(&client, &ns, "raced", 1).await;
+    // Every run reads rotor-kek and stops before adding its version (a test-only pause
+    // point); then all go at once: without the precondition each would write v2.
+    let hold = Hold::new(&ns);
+    hold.arm();
     let runs: Vec<_> = (0..4)
         .map(|_| {
             let ns = ns.clone();
-            std::thread::spawn(move || rotor_cli_result(&["keys", "rotate", "-n", &ns]))
+            let path = hold.path().to_string();
+            std::thread::spawn(move || {
+                rotor_cli_env(
+                    &["keys", "rotate", "-n", &ns],
+                    &[
+                        ("ROTOR_TEST_VAULT_PAUSE", "kek_write"),
+                        ("ROTOR_TEST_HOLD", path.as_str()),
+                    ],
+                )
+            })
         })
         .collect();
+    hold.wait_paused("kek_write", 4).await;
+    hold.release();
     let results: Vec<(bool, String, String)> =
         runs.into_iter().map(|r| r.join().unwrap()).collect();
+    let won = results.iter().filter(|(ok, _, _)| *ok).count();
+    assert_eq!(
+        won, 1,
+        "all four read the same rotor-kek: one adds v2 {results:?}"
+    );
     let mut versions = Vec::new();
     for (ok, out, err) in &results {
         if out.starts_with("KEK v") {

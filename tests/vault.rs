@@ -18,24 +18,38 @@ const NAME: &str = "supabase-secret-key";
 const TARGET: &str = "supabase-secret-key";
 const KEY: &str = "SUPABASE_SECRET_KEY";
 
-/// Waits until the operator stops at its failpoint, then SIGKILLs it.
-async fn kill_at_failpoint(op: &Operator, point: &str) {
-    for _ in 0..300 {
-        if op.logs().contains("failpoint reached") {
-            op.kill();
-            return;
-        }
+/// Waits (bounded) until the operator's log says `what`.
+async fn wait_log(op: &Operator, what: &str, context: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while !op.logs().contains(what) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the operator never logged {what:?} ({context}):\n{}",
+            op.logs()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!(
-        "the operator never reached failpoint {point}:\n{}",
-        op.logs()
-    );
+}
+
+/// Waits until the operator stops at its failpoint, then SIGKILLs it.
+async fn kill_at_failpoint(op: &Operator, point: &str) {
+    wait_log(op, "failpoint reached", point).await;
+    op.kill();
+}
+
+/// The vendor's record: how many keys it issued, which ids it deleted, which are live.
+fn vendor_record(fake: &fakes::Fake<fakes::Supabase>) -> (u32, Vec<String>, Vec<String>) {
+    let vendor = fake.lock();
+    let live = vendor.live().iter().map(|k| k.id.clone()).collect();
+    (vendor.creates, vendor.deleted_ids.clone(), live)
 }
 
 /// Two good rotations, then a third killed at `point`, then a restart: the third
-/// completes exactly once, the Secret holds a live key, the vendor holds exactly the
-/// two slot keys, the status tells the truth.
+/// completes exactly once — issued once, or (killed before the vault kept it) the
+/// leftover deleted by name and issued once more; nothing issued a second time once
+/// the vault holds it — the Secret holds a live key, the vendor holds exactly the two
+/// slot keys (before any orphan sweep could clean up, and after), the status tells
+/// the truth.
 async fn dual_phase_crash_at(point: &str) {
     let client = control_plane().client().await;
     let ns = namespace(&client, &format!("crash-dual-{}", point.replace('_', "-"))).await;
@@ -47,37 +61,120 @@ async fn dual_phase_crash_at(point: &str) {
     request(&client, &ns, NAME, "rotor.dev/rotate", "two").await;
     let s2 = rotated(&client, &ns, NAME, 2).await;
     let k2 = value(&client, &ns, TARGET, KEY).await.unwrap();
+    let k1_id = s2.slots[0].id.clone();
+    assert_eq!(
+        vendor_record(&fake).0,
+        2,
+        "{point}: two rotations, two keys"
+    );
     request(&client, &ns, NAME, "rotor.dev/rotate", "three").await;
     kill_at_failpoint(&op, point).await;
+    // The key the killed rotation issued, if it got that far.
+    let (creates_at_kill, deleted_at_kill, _) = vendor_record(&fake);
+    let issued_before_kill = !matches!(point, "after_intent" | "after_revoke_old");
+    assert_eq!(
+        creates_at_kill,
+        if issued_before_kill { 3 } else { 2 },
+        "{point}: the killed rotation issued {creates_at_kill} keys in all"
+    );
+    let killed_key = issued_before_kill.then(|| fake.lock().keys[2].id.clone());
+    let revoked_before_kill = point != "after_intent";
+    assert_eq!(
+        deleted_at_kill,
+        if revoked_before_kill {
+            vec![k1_id.clone()]
+        } else {
+            vec![]
+        },
+        "{point}: what the killed rotation revoked"
+    );
 
-    let op = Operator::start_with(&ns, FAST);
+    // The restarted operator stops right after it commits the rotation (status
+    // written, before the Event and the orphan sweep that follow): what the vendor was
+    // asked so far is the resumed rotation's work alone.
+    let hold = Hold::new(&ns);
+    hold.arm();
+    let op = Operator::start_env(
+        &ns,
+        FAST,
+        &[
+            ("ROTOR_TEST_PAUSE_AT", "after_flip@3"),
+            ("ROTOR_TEST_HOLD", hold.path()),
+        ],
+    );
     let s3 = rotated(&client, &ns, NAME, 3).await;
+    if point != "after_flip" {
+        wait_log(&op, "failpoint paused", point).await;
+        assert_eq!(
+            metric(&op, r#"rotor_orphan_sweeps_total{provider="supabase"}"#).await,
+            None,
+            "{point}: no orphan sweep has run yet"
+        );
+    }
+    let (creates, deleted, live) = vendor_record(&fake);
+    // Killed before the vault kept it: the leftover is deleted by name and the key
+    // issued afresh. Killed later: the kept key is resumed, never issued again.
+    let (want_creates, want_deleted) = match &killed_key {
+        Some(leftover) if point == "before_vault" => (4, vec![k1_id.clone(), leftover.clone()]),
+        _ => (3, vec![k1_id.clone()]),
+    };
+    assert_eq!(
+        creates, want_creates,
+        "{point}: keys the vendor issued in all (a second issue of rotation 3?)"
+    );
+    assert_eq!(
+        deleted, want_deleted,
+        "{point}: exactly these keys were deleted at the vendor"
+    );
+    if let Some(kept) = killed_key.as_ref().filter(|_| point != "before_vault") {
+        assert_eq!(
+            s3.slots[0].id, *kept,
+            "{point}: the key the killed rotation issued and kept is the one activated"
+        );
+    }
+    let slot_ids: Vec<String> = s3.slots.iter().map(|s| s.id.clone()).collect();
+    let mut sorted_live = live.clone();
+    sorted_live.sort();
+    let mut sorted_slots = slot_ids.clone();
+    sorted_slots.sort();
+    assert_eq!(
+        sorted_live, sorted_slots,
+        "{point}: before any sweep, the vendor holds exactly the two slot keys"
+    );
+    if matches!(point, "after_vault" | "after_test" | "after_secret") {
+        let audit = audit_text(&ns, NAME);
+        assert!(
+            audit.contains("resumed from the vault"),
+            "{point}: the audit trail records the resume:\n{audit}"
+        );
+    }
+    hold.release();
+
     let k3 = value(&client, &ns, TARGET, KEY).await.unwrap();
-    // What the vendor holds once the sweep after the resumed rotation has run.
+    // The sweep that follows the resumed rotation (or, after the flip, the one at
+    // start) finds nothing to revoke: the vendor's record is unchanged.
     wait_metric(
         &op,
         r#"rotor_orphan_sweeps_total{provider="supabase"}"#,
         1.0,
     )
     .await;
+    assert_eq!(
+        vendor_record(&fake),
+        (creates, deleted.clone(), live.clone()),
+        "{point}: the sweep had nothing to clean up"
+    );
     let live: Vec<(String, String)> = fake
         .lock()
         .live()
         .iter()
         .map(|k| (k.id.clone(), k.api_key.clone()))
         .collect();
-    let slot_ids: Vec<&str> = s3.slots.iter().map(|s| s.id.as_str()).collect();
     assert_eq!(
         live.len(),
         2,
         "{point}: the vendor holds exactly the two slot keys: {live:?}"
     );
-    for (id, _) in &live {
-        assert!(
-            slot_ids.contains(&id.as_str()),
-            "{point}: live key {id} is in no slot {slot_ids:?}"
-        );
-    }
     assert!(
         live.iter().any(|(_, k)| *k == k3),
         "{point}: the Secret holds a live key"
@@ -99,16 +196,21 @@ async fn dual_phase_crash_at(point: &str) {
     assert!(s3.in_flight.is_none());
     // Status counts rotations; Events are at most once per rotation (a kill after the
     // status commit and before the Event loses that Event, never doubles one).
+    // (Read after the sweep above: the reconcile that published an Event, or would have
+    // published a doubled one, sweeps only after publishing.)
     let after_commit = point == "after_flip";
-    let reasons = wait_events(&client, &ns, NAME, 3, if after_commit { 3 } else { 10 }).await;
+    let reasons = event_reasons(&client, &ns, NAME).await;
     let events = reasons.iter().filter(|r| *r == "Rotated").count();
     assert_eq!(
         events,
         if after_commit { 2 } else { 3 },
         "{point}: one Event per completed rotation: {reasons:?}"
     );
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(status_of(&client, &ns, NAME).await.rotation_count, 3);
+    // Nothing rotated again: still three rotations, the same slots, no new key.
+    let s = status_of(&client, &ns, NAME).await;
+    assert_eq!(s.rotation_count, 3, "{point}");
+    assert_eq!(s.slots, s3.slots, "{point}");
+    assert_eq!(fake.lock().creates, creates, "{point}: no further issue");
     let all: Vec<String> = fake.lock().keys.iter().map(|k| k.api_key.clone()).collect();
     assert_no_leak(&client, &ns, NAME, &op.logs(), &all).await;
     let audit = audit_text(&ns, NAME);
@@ -172,6 +274,15 @@ async fn single_phase_crash_at(point: &str) {
     );
     assert!(secret_value(&admin, "rackKey.pending").is_none(), "{point}");
     assert_eq!(fake.lock().puts, 1, "{point}: the rack key was set once");
+    // Killed once the rack runs the new key: the kept key is resumed from the vault
+    // (it passes its test), not left to the pending-admin-key fallback.
+    if matches!(point, "after_test" | "after_secret") {
+        let audit = audit_text(&ns, "convox-rack-key");
+        assert!(
+            audit.contains("resumed from the vault"),
+            "{point}: the audit trail records the resume:\n{audit}"
+        );
+    }
     assert_eq!(
         s.slots[0].fingerprint,
         fingerprint_of(&client, &ns, &key).await
@@ -238,16 +349,61 @@ async fn emergency_revoke_leaves_exactly_one_valid_key() {
         "{}",
         s.last_rotation_message
     );
-    assert!(
-        wait_events(&client, &ns, NAME, 3, 10)
-            .await
-            .contains(&"EmergencyRevoked".to_string())
-    );
+    wait_for_event(
+        &client,
+        &ns,
+        NAME,
+        "EmergencyRevoked",
+        "every older credential revoked",
+        90,
+    )
+    .await;
 
-    // Handled once: re-applying the same annotation changes nothing.
-    request(&client, &ns, NAME, "rotor.dev/rotate", "two").await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(status_of(&client, &ns, NAME).await.rotation_count, 3);
+    // Handled once: the tokens stay on the object, and a real change to it (a new
+    // generation, so a watch event and a reconcile whose status write is visible)
+    // neither revokes nor issues again.
+    let vendor_before = {
+        let v = fake.lock();
+        (v.creates, v.deleted_ids.clone())
+    };
+    let api: Api<SecretRotation> = Api::namespaced(client.clone(), &ns);
+    let before = api.get(NAME).await.unwrap();
+    let generation = before.metadata.generation.unwrap();
+    patch_rotation(
+        &client,
+        &ns,
+        NAME,
+        serde_json::json!({
+            "metadata": {"annotations": {"rotor.dev/rotate": "two", "rotor.dev/revoke": "leaked-2026-11-23"}},
+            "spec": {"schedule": {"rotateAtUtc": {"hours": 4, "minutes": 0}}},
+        }),
+    )
+    .await;
+    let after = wait_status(&client, &ns, NAME, 90, "the change reconciled", |s| {
+        s.observed_generation == Some(generation + 1)
+            && s.rotation_status == rotor::api::RotationPhase::Success
+            && s.in_flight.is_none()
+    })
+    .await;
+    let now = after.status.unwrap();
+    assert_eq!(now.rotation_count, 3, "handled once: {now:?}");
+    assert_eq!(
+        now.last_rotation_attempted_at, s.last_rotation_attempted_at,
+        "no rotation was attempted"
+    );
+    assert_eq!(now.slots, s.slots);
+    let vendor_after = {
+        let v = fake.lock();
+        (v.creates, v.deleted_ids.clone())
+    };
+    assert_eq!(
+        vendor_after, vendor_before,
+        "nothing issued or revoked at the vendor again"
+    );
+    assert_eq!(
+        value(&client, &ns, TARGET, KEY).await.as_deref(),
+        Some(key.as_str())
+    );
     let audit = audit_text(&ns, NAME);
     assert!(audit.contains("emergency"), "{audit}");
 }
@@ -361,18 +517,21 @@ async fn the_vault_keeps_values_encrypted_expires_revoked_entries_and_survives_k
 
     // Rotations 2 and 3: rotation 3 revokes key 1; with a 1s retention its entry expires
     // and rotation 4's cleanup deletes it.
-    for (token, n) in [("two", 2), ("three", 3)] {
-        request(&client, &ns, NAME, "rotor.dev/rotate", token).await;
-        rotated(&client, &ns, NAME, n).await;
-    }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let s2 = rotate(&client, &ns, NAME, "two", 2).await;
+    rotate(&client, &ns, NAME, "three", 3).await;
+    // Entry 1 is marked revoked after rotation 3's status is written (its retention
+    // clock starts then): wait for the mark and for its expiry to pass.
+    let id1 = s.slots[0].id.clone();
+    wait_expired(&secrets, &id1).await;
     request(&client, &ns, NAME, "rotor.dev/rotate", "four").await;
-    rotated(&client, &ns, NAME, 4).await;
-    // Entry 1 expired and was cleaned up; 2 (revoked, retained), 3 and 4 remain.
-    wait_status(&client, &ns, NAME, 30, "three vault entries", |s| {
-        s.vault.as_ref().is_some_and(|v| v.entries == 3)
-    })
-    .await;
+    let s4 = rotated(&client, &ns, NAME, 4).await;
+    // Entry 1 expired and went with rotation 4's first write; 2 (revoked by rotation
+    // 4, retained), 3 and 4 remain.
+    assert!(
+        vault_entry(&secrets, &id1).await.is_none(),
+        "the expired entry is deleted"
+    );
+    assert_eq!(s4.vault.as_ref().map(|v| v.entries), Some(3), "{s4:?}");
     let entries = secrets
         .get(&format!("rotor-vault-{NAME}"))
         .await
@@ -381,16 +540,30 @@ async fn the_vault_keeps_values_encrypted_expires_revoked_entries_and_survives_k
         .unwrap();
     assert_eq!(entries.keys().filter(|k| k.starts_with("e.")).count(), 3);
 
+    // Entry 2 (revoked by rotation 4) expires too, and goes with the next write: the
+    // one `keys rotate` makes. (Waited for, so that what follows does not race it.)
+    wait_expired(&secrets, &s2.slots[1].id).await;
     // keys rotate: a new KEK version, every DEK re-wrapped, everything still readable.
     let said = rotor_cli(&["keys", "rotate", "-n", &ns]);
     assert!(said.starts_with("KEK v2 added"), "{said}");
+    assert!(
+        said.contains("2 data keys re-wrapped, 0 failed"),
+        "the expired entry is dropped, not counted: {said}"
+    );
+    assert!(
+        vault_entry(&secrets, &s2.slots[1].id).await.is_none(),
+        "the expired entry 2 went with keys rotate's write"
+    );
     let vault = secrets.get(&format!("rotor-vault-{NAME}")).await.unwrap();
+    let mut checked = 0;
     for (k, v) in vault.data.unwrap() {
         if k.starts_with("e.") {
             let entry: serde_json::Value = serde_json::from_slice(&v.0).unwrap();
             assert_eq!(entry["sealed"]["kekVersion"], 2, "{k} re-wrapped");
+            checked += 1;
         }
     }
+    assert_eq!(checked, 2, "every entry checked");
     // Removing the old KEK keeps everything readable (all re-wrapped) ...
     secrets
         .patch(
@@ -400,16 +573,18 @@ async fn the_vault_keeps_values_encrypted_expires_revoked_entries_and_survives_k
         )
         .await
         .unwrap();
-    request(&client, &ns, NAME, "poke", "1").await;
-    let s = wait_status(&client, &ns, NAME, 30, "vault checked", |s| {
-        s.vault.as_ref().is_some_and(|v| v.problem.is_none())
-    })
-    .await;
-    assert!(s.status.unwrap().vault.unwrap().problem.is_none());
+    // A reconcile that provably ran after the removal (it saw the next generation)
+    // checked every entry against the KEKs left.
+    let s = reconciled_after_change(&client, &ns, 5).await;
+    assert_eq!(
+        s.vault.as_ref().map(|v| (v.entries, v.problem.clone())),
+        Some((2, None)),
+        "every entry still opens without v1"
+    );
     // ... removing the current one makes the entries unreadable, and status says so.
     secrets.patch("rotor-kek", &PatchParams::default(), &Patch::Merge(serde_json::json!({"data": {"v3": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", "v2": null}}))).await.unwrap();
     request(&client, &ns, NAME, "poke", "2").await;
-    let s = wait_status(&client, &ns, NAME, 30, "vault problem reported", |s| {
+    let s = wait_status(&client, &ns, NAME, 90, "vault problem reported", |s| {
         s.vault.as_ref().is_some_and(|v| v.problem.is_some())
     })
     .await;
@@ -441,7 +616,7 @@ async fn the_vault_keeps_values_encrypted_expires_revoked_entries_and_survives_k
         .await
         .unwrap();
     request(&client, &ns, NAME, "poke", "3").await;
-    let s = wait_status(&client, &ns, NAME, 30, "tampering reported", |s| {
+    let s = wait_status(&client, &ns, NAME, 90, "tampering reported", |s| {
         s.vault
             .as_ref()
             .and_then(|v| v.problem.as_deref())
@@ -462,6 +637,68 @@ async fn the_vault_keeps_values_encrypted_expires_revoked_entries_and_survives_k
     for action in ["issue", "test", "activate", "revoke", "key-rotation"] {
         assert!(audit.contains(action), "audit lacks {action}:\n{audit}");
     }
+}
+
+/// The vault entry of credential `id`, as JSON.
+async fn vault_entry(secrets: &Api<Secret>, id: &str) -> Option<serde_json::Value> {
+    let vault = secrets.get(&format!("rotor-vault-{NAME}")).await.unwrap();
+    vault
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("e."))
+        .map(|(_, v)| serde_json::from_slice::<serde_json::Value>(&v.0).unwrap())
+        .find(|e| e["id"] == id)
+}
+
+/// Waits (bounded) until credential `id`'s vault entry is marked revoked and its
+/// retention has passed.
+async fn wait_expired(secrets: &Api<Secret>, id: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let entry = vault_entry(secrets, id).await.expect("the entry is kept");
+        let expires = entry["expiresAt"]
+            .as_str()
+            .map(|t| t.parse::<chrono::DateTime<chrono::Utc>>().unwrap());
+        if expires.is_some_and(|t| t < chrono::Utc::now()) {
+            assert!(entry["revokedAt"].is_string(), "{entry}");
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "entry {id} never expired: {entry}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Changes the spec (the hour of the schedule: no rotation) and waits until a
+/// reconcile of that generation has finished: its status is what rotor sees now.
+async fn reconciled_after_change(
+    client: &kube::Client,
+    ns: &str,
+    hours: u32,
+) -> rotor::api::SecretRotationStatus {
+    let api: Api<SecretRotation> = Api::namespaced(client.clone(), ns);
+    let patched = api
+        .patch(
+            NAME,
+            &PatchParams::default(),
+            &Patch::Merge(
+                serde_json::json!({"spec": {"schedule": {"rotateAtUtc": {"hours": hours}}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let generation = patched.metadata.generation.unwrap();
+    wait_status(client, ns, NAME, 90, "the change reconciled", |s| {
+        s.observed_generation >= Some(generation)
+            && s.rotation_status == rotor::api::RotationPhase::Success
+            && s.in_flight.is_none()
+    })
+    .await
+    .status
+    .unwrap()
 }
 
 fn base64_of(bytes: &[u8]) -> String {
@@ -491,7 +728,7 @@ async fn deletion_policy_revoke_revokes_both_slots_and_retain_keeps_them() {
         serde_json::json!({"spec": {"deletionPolicy": "Revoke"}}),
     )
     .await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
     while api.get(NAME).await.unwrap().metadata.finalizers.is_none() {
         assert!(
             std::time::Instant::now() < deadline,
@@ -501,7 +738,7 @@ async fn deletion_policy_revoke_revokes_both_slots_and_retain_keeps_them() {
     }
     assert_eq!(fake.lock().live().len(), 2);
     api.delete(NAME, &Default::default()).await.unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
     while api.get_opt(NAME).await.unwrap().is_some() {
         assert!(
             std::time::Instant::now() < deadline,
@@ -538,7 +775,7 @@ async fn deletion_policy_revoke_revokes_both_slots_and_retain_keeps_them() {
     apply_yaml(&client, &ns, &manifest).await.unwrap();
     rotated(&client, &ns, "kept", 1).await;
     api.delete("kept", &Default::default()).await.unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
     while api.get_opt("kept").await.unwrap().is_some() {
         assert!(std::time::Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -547,5 +784,72 @@ async fn deletion_policy_revoke_revokes_both_slots_and_retain_keeps_them() {
         fake.lock().live().len(),
         1,
         "Retain keeps the credential working"
+    );
+}
+
+/// README "The vault": every vault write is a patch with the resourceVersion just read
+/// as a precondition, retried on conflict. rotor is held between reading its vault and
+/// writing it (during rotation 2) while a second writer — `rotor keys rotate`, which
+/// re-wraps entry 1 and appends to the audit trail — writes the same Secret: neither
+/// write is lost.
+#[tokio::test]
+async fn a_second_writer_between_the_vaults_read_and_write_loses_nothing() {
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "vault-writers").await;
+    let fake = fakes::supabase("abcdefghijklmnopqrst").await;
+    let hold = Hold::new(&ns);
+    let _op = Operator::start_env(
+        &ns,
+        FAST,
+        &[
+            ("ROTOR_TEST_VAULT_PAUSE", "vault_write"),
+            ("ROTOR_TEST_HOLD", hold.path()),
+        ],
+    );
+    apply_supabase_sample(&client, &ns, &fake).await;
+    let s1 = rotated(&client, &ns, NAME, 1).await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let id1 = s1.slots[0].id.clone();
+    assert_eq!(
+        vault_entry(&secrets, &id1).await.unwrap()["sealed"]["kekVersion"],
+        1
+    );
+
+    hold.arm();
+    request(&client, &ns, NAME, "rotor.dev/rotate", "two").await;
+    hold.wait_paused("vault_write", 1).await;
+    // rotor has read the vault and not written it yet: the second writer goes first.
+    let said = rotor_cli(&["keys", "rotate", "-n", &ns]);
+    assert!(said.starts_with("KEK v2 added"), "{said}");
+    assert!(said.contains("1 data keys re-wrapped, 0 failed"), "{said}");
+    hold.release();
+
+    let s2 = rotated(&client, &ns, NAME, 2).await;
+    // The second writer's write survived rotor's ...
+    assert_eq!(
+        vault_entry(&secrets, &id1).await.unwrap()["sealed"]["kekVersion"],
+        2,
+        "entry 1 stays re-wrapped under v2"
+    );
+    let audit = audit_text(&ns, NAME);
+    assert!(audit.contains("key-rotation"), "{audit}");
+    // ... and rotor's own write (retried on the conflict) is there too.
+    let id2 = s2.slots[1].id.clone();
+    assert!(
+        vault_entry(&secrets, &id2).await.is_some(),
+        "rotation 2's credential is kept"
+    );
+    // Both entries open — also for rotation 2's own status, although the rotation
+    // loaded the KEKs before `keys rotate` added v2 (it reads them again then).
+    assert_eq!(
+        s2.vault.as_ref().map(|v| (v.entries, v.problem.clone())),
+        Some((2, None)),
+        "rotation 2's status: both entries open"
+    );
+    let fresh = reconciled_after_change(&client, &ns, 5).await;
+    assert_eq!(
+        fresh.vault.map(|v| (v.entries, v.problem)),
+        Some((2, None)),
+        "both entries open"
     );
 }

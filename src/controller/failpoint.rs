@@ -1,20 +1,38 @@
 //! Test-only crash points. `ROTOR_TEST_CRASH_AT=<point>@<rotation>` makes the operator
 //! stop dead at that point of that rotation — it logs `failpoint reached` and hangs
 //! until the test SIGKILLs it — so tests can prove that every step resumes. Unset
-//! (always, outside tests) it costs one comparison. `ROTOR_TEST_PANIC` (below) makes
-//! a reconcile panic instead.
+//! (always, outside tests) it costs one comparison. `ROTOR_TEST_PAUSE_AT=<point>@<rotation>`
+//! with `ROTOR_TEST_HOLD=<file>` pauses there instead — logs `failpoint paused` and goes
+//! on once `<file>` no longer exists — so a test can look at the world at exactly that
+//! step (before the Event and the orphan sweep that follow a flip, say). `ROTOR_TEST_PANIC`
+//! (below) makes a reconcile panic instead.
 
 use std::sync::OnceLock;
 
+fn spec(variable: &str) -> Option<(String, u64)> {
+    let raw = std::env::var(variable).ok()?;
+    let (point, sequence) = raw.split_once('@')?;
+    Some((point.to_string(), sequence.parse().ok()?))
+}
+
 fn configured() -> Option<&'static (String, u64)> {
     static SPEC: OnceLock<Option<(String, u64)>> = OnceLock::new();
+    SPEC.get_or_init(|| spec("ROTOR_TEST_CRASH_AT")).as_ref()
+}
+
+fn paused() -> Option<&'static (String, u64, std::path::PathBuf)> {
+    static SPEC: OnceLock<Option<(String, u64, std::path::PathBuf)>> = OnceLock::new();
     SPEC.get_or_init(|| {
-        let raw = std::env::var("ROTOR_TEST_CRASH_AT").ok()?;
-        let (point, sequence) = raw.split_once('@')?;
-        Some((point.to_string(), sequence.parse().ok()?))
+        let (point, sequence) = spec("ROTOR_TEST_PAUSE_AT")?;
+        let hold = std::env::var_os("ROTOR_TEST_HOLD")?;
+        Some((point, sequence, hold.into()))
     })
     .as_ref()
 }
+
+/// How long a pause lasts at most when the test never lets go (bounded, like every
+/// wait in the tests).
+const MAX_PAUSE: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Stops here forever when this point of this rotation is the configured one.
 pub async fn reached(point: &str, sequence: u64) {
@@ -24,6 +42,21 @@ pub async fn reached(point: &str, sequence: u64) {
     {
         tracing::warn!(point, sequence, "failpoint reached; waiting to be killed");
         std::future::pending::<()>().await;
+    }
+    if let Some((p, s, hold)) = paused()
+        && p == point
+        && *s == sequence
+    {
+        tracing::warn!(
+            point,
+            sequence,
+            "failpoint paused; going on once the hold file is gone"
+        );
+        let start = std::time::Instant::now();
+        while hold.exists() && start.elapsed() < MAX_PAUSE {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        tracing::warn!(point, sequence, "failpoint released");
     }
 }
 

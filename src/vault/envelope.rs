@@ -221,9 +221,12 @@ mod tests {
             OpenError::Tampered,
             "another namespace"
         );
-        let r2 = ring(&[1, 2]);
-        // (Without a recorded KEK id; with one, a mismatch reads as "that version
-        // is gone", tested below.)
+        // The same ring plus a v2: it opens the entry as sealed (under v1), so what
+        // fails below fails only because the entry claims v2. (Without a recorded KEK
+        // id; with one, a mismatch reads as "that version is gone", tested below.)
+        let mut r2 = r.clone();
+        r2.keys.insert(2, Keyring::generate());
+        assert_eq!(&open(&r2, &s, AAD).unwrap()[..], b"value");
         let bad_version = Sealed {
             kek_version: 2,
             kek_id: None,
@@ -233,6 +236,17 @@ mod tests {
             open(&r2, &bad_version, AAD).unwrap_err(),
             OpenError::Tampered,
             "claims another KEK"
+        );
+        // Claiming v2 together with v2's id: still only v2 is tried.
+        let claims_v2 = Sealed {
+            kek_version: 2,
+            kek_id: Some(kek_id(&r2.keys[&2])),
+            ..s.clone()
+        };
+        assert_eq!(
+            open(&r2, &claims_v2, AAD).unwrap_err(),
+            OpenError::Tampered,
+            "claims another KEK, with its id"
         );
         let gone = Sealed {
             kek_version: 7,

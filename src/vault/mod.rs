@@ -13,6 +13,7 @@
 //!   entries and keeps the entry count and size bounded.
 
 pub mod envelope;
+mod pause;
 
 use crate::api::{FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE, OWNER_LABEL, SecretRotation};
 use crate::providers::Credential;
@@ -485,6 +486,7 @@ impl Vault {
             if existing.is_some() && has_owner && data == before {
                 return Ok((out, removed));
             }
+            pause::point("vault_write").await;
             match self.save(existing, data).await {
                 Ok(()) => return Ok((out, removed)),
                 Err(e) if is_conflict(&e) => continue,
@@ -565,11 +567,17 @@ impl Vault {
         outputs: &'static [&'static str],
         secret_output: &'static str,
     ) -> Result<Credential, OpenError> {
-        let plaintext = envelope::open(
-            &self.ring,
-            &entry.sealed,
-            &self.aad(entry.slot, &entry.name),
-        )?;
+        self.open_in(&self.ring, entry, outputs, secret_output)
+    }
+
+    fn open_in(
+        &self,
+        ring: &Keyring,
+        entry: &Entry,
+        outputs: &'static [&'static str],
+        secret_output: &'static str,
+    ) -> Result<Credential, OpenError> {
+        let plaintext = envelope::open(ring, &entry.sealed, &self.aad(entry.slot, &entry.name))?;
         let values: BTreeMap<String, String> =
             serde_json::from_slice(&plaintext).map_err(|_| OpenError::Malformed)?;
         let outputs = values
@@ -673,11 +681,25 @@ impl Vault {
             .filter(|(k, _)| k.starts_with("e."))
             .map(|(k, v)| serde_json::from_str(v).map_err(|_| VaultError::Malformed(k.clone())))
             .collect::<Result<_, _>>()?;
+        // An entry wrapped by a KEK version newer than this ring knows (`keys rotate`
+        // added it after the ring was loaded) is checked against the KEKs as they are
+        // now, instead of being reported as needing a version that is gone.
+        let newer = entries.iter().any(|e| {
+            self.ring
+                .current()
+                .is_none_or(|(current, _)| e.sealed.kek_version > current)
+        });
+        let fresh = if newer {
+            self.reload_ring().await
+        } else {
+            None
+        };
+        let ring = fresh.as_ref().unwrap_or(&self.ring);
         let unopenable = entries
             .iter()
             .filter(|e| e.revoked_at.is_none())
             .find_map(|entry| {
-                self.open(entry, outputs, secret_output)
+                self.open_in(ring, entry, outputs, secret_output)
                     .err()
                     .map(|e| format!("vault entry {} (slot {}): {e}", entry.name, entry.slot))
             });
@@ -692,6 +714,17 @@ impl Vault {
                 )
             });
         Ok((entries.len(), unopenable.or(crowded)))
+    }
+
+    /// The KEKs as they are now, read again from where this ring came from; `None` when
+    /// that is unknown or cannot be read (the ring in hand is used then).
+    async fn reload_ring(&self) -> Option<Keyring> {
+        if self.ring.origin.is_empty() {
+            return None;
+        }
+        let api: Api<Secret> = Api::namespaced(self.api.clone().into_client(), &self.ring.origin);
+        let kek = api.get_opt(KEK_SECRET).await.ok()??;
+        ring_of(&kek, &self.ring.origin).ok()
     }
 
     /// Appends to the audit trail (and logs the record).
@@ -846,6 +879,7 @@ pub async fn rotate_keys(
         })?,
     };
     let key = Keyring::generate();
+    pause::point("kek_write").await;
     let patch = serde_json::json!({
         "metadata": { "resourceVersion": kek.resource_version() },
         "data": { format!("v{next}"): B64.encode(&key[..]) },
@@ -937,6 +971,11 @@ pub async fn rotate_keys(
                         failures.push(format!("{ns}/{name} entry {k}: malformed"));
                         continue;
                     };
+                    // Expired: this very write drops it (housekeeping), so it is
+                    // neither re-wrapped nor counted.
+                    if entry.expires_at.is_some_and(|t| t <= Utc::now()) {
+                        continue;
+                    }
                     match envelope::rewrap(
                         &vault.ring,
                         &entry.sealed,
@@ -1106,9 +1145,16 @@ mod tests {
                 ),
             );
         }
-        housekeep(&mut data, &live, Utc::now());
+        assert!(
+            entry_bytes(&data) > MAX_ENTRY_BYTES,
+            "the case is over the bound"
+        );
+        let removed = housekeep(&mut data, &live, Utc::now());
         assert!(entry_bytes(&data) <= MAX_ENTRY_BYTES);
-        assert!(names(&data).contains(&"live-a".to_string()));
+        // The two oldest big ones go (one is not enough: each entry is a third of the
+        // bound plus its JSON), the live one stays.
+        assert_eq!(removed, 2);
+        assert_eq!(names(&data), vec!["big-2", "big-3", "live-a"]);
     }
 
     #[test]

@@ -112,3 +112,84 @@ pub async fn apply_supabase_sample(client: &Client, ns: &str, fake: &fakes::Fake
         .replace("sbp_REPLACE_WITH_YOUR_PERSONAL_ACCESS_TOKEN", &admin);
     apply_yaml(client, ns, &manifest).await.unwrap();
 }
+
+/// A hold file for the test-only pause points (`ROTOR_TEST_HOLD`, with
+/// `ROTOR_TEST_PAUSE_AT` for the controller's failpoints or `ROTOR_TEST_VAULT_PAUSE`
+/// for the vault's): while it exists, a process that reaches its pause point waits
+/// there. Removed when dropped, so a failing test never leaves a process held.
+pub struct Hold(std::path::PathBuf);
+
+impl Hold {
+    /// A hold for `tag`, not armed yet.
+    pub fn new(tag: &str) -> Self {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let path =
+            std::env::temp_dir().join(format!("rotor-hold-{tag}-{}-{n}", std::process::id()));
+        let hold = Self(path);
+        hold.release();
+        hold.clear_markers();
+        hold
+    }
+
+    pub fn path(&self) -> &str {
+        self.0.to_str().expect("a UTF-8 temp dir")
+    }
+
+    /// From now on, a process reaching its pause point waits.
+    pub fn arm(&self) {
+        std::fs::write(&self.0, b"hold").unwrap();
+    }
+
+    /// Lets every waiting process go on.
+    pub fn release(&self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+
+    /// The marker files the vault's pause points leave (`<hold>.<point>.<pid>.<n>`).
+    fn markers(&self, point: &str) -> Vec<std::path::PathBuf> {
+        let prefix = format!("{}.{point}.", self.0.file_name().unwrap().to_string_lossy());
+        std::fs::read_dir(self.0.parent().unwrap())
+            .map(|dir| {
+                dir.filter_map(|e| e.ok())
+                    .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                    .map(|e| e.path())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn clear_markers(&self) {
+        let prefix = format!("{}.", self.0.file_name().unwrap().to_string_lossy());
+        if let Ok(dir) = std::fs::read_dir(self.0.parent().unwrap()) {
+            for e in dir.filter_map(|e| e.ok()) {
+                if e.file_name().to_string_lossy().starts_with(&prefix) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+
+    /// Waits (bounded, 90 s) until `n` passes are paused at the vault's `point`.
+    pub async fn wait_paused(&self, point: &str, n: usize) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+        loop {
+            let paused = self.markers(point).len();
+            if paused >= n {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{paused} of {n} passes paused at {point} within 90s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.release();
+        self.clear_markers();
+    }
+}
