@@ -399,11 +399,17 @@ async fn a_second_writer_between_read_and_intent_never_starts_a_second_rotation(
     let client = control_plane().client().await;
     let ns = namespace(&client, "p-precondition").await;
     let fake = fakes::supabase("abcdefghijklmnopqrst").await;
-    let release = control_plane().dir.join(format!("{ns}-release"));
-    let _ = std::fs::remove_file(&release);
-    let pause = format!("before_intent@2:{}", release.display());
+    let hold = Hold::new(&ns);
+    hold.arm();
     // Operator A stops between its read and its intent write of rotation 2.
-    let a = Operator::start_env(&ns, FAST, &[("ROTOR_TEST_PAUSE_AT", pause.as_str())]);
+    let a = Operator::start_env(
+        &ns,
+        FAST,
+        &[
+            ("ROTOR_TEST_PAUSE_AT", "before_intent@2"),
+            ("ROTOR_TEST_HOLD", hold.path()),
+        ],
+    );
     apply_supabase_sample(&client, &ns, &fake).await;
     rotated(&client, &ns, NAME, 1).await;
     request(&client, &ns, NAME, "rotor.dev/rotate", "two").await;
@@ -425,7 +431,7 @@ async fn a_second_writer_between_read_and_intent_never_starts_a_second_rotation(
     // and the re-read finds nothing to do.
     const STALE: &str = "object changed since it was read";
     let stale_before = a.logs().matches(STALE).count();
-    std::fs::write(&release, b"go").unwrap();
+    hold.release();
     until(
         60,
         "A's stale intent write was refused or A issued again",

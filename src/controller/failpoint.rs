@@ -70,35 +70,3 @@ pub fn panic_if_configured(name: &str) {
         panic!("failpoint: a reconcile panicked");
     }
 }
-
-/// `ROTOR_TEST_PAUSE_AT=<point>@<rotation>:<file>` makes the operator wait at that
-/// point of that rotation until `<file>` exists (at most ten minutes), then carry on —
-/// so a test can act between two steps, as a second writer would. It logs
-/// `failpoint paused` when it stops and `failpoint released` when it goes on. Unset
-/// (always, outside tests) it costs one comparison.
-pub async fn paused(point: &str, sequence: u64) {
-    static SPEC: OnceLock<Option<(String, u64, String)>> = OnceLock::new();
-    let configured = SPEC.get_or_init(|| {
-        let raw = std::env::var("ROTOR_TEST_PAUSE_AT").ok()?;
-        let (at, file) = raw.split_once(':')?;
-        let (p, s) = at.split_once('@')?;
-        Some((p.to_string(), s.parse().ok()?, file.to_string()))
-    });
-    if let Some((p, s, file)) = configured
-        && p == point
-        && *s == sequence
-    {
-        tracing::warn!(
-            point,
-            sequence,
-            "failpoint paused; waiting for the release file"
-        );
-        for _ in 0..6_000 {
-            if std::path::Path::new(file).exists() {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-        tracing::warn!(point, sequence, "failpoint released");
-    }
-}

@@ -303,7 +303,7 @@ impl Run {
         );
         // Between the read this decision rests on and its compare-and-swap: a test
         // lets a second writer act here.
-        failpoint::paused("before_intent", sequence).await;
+        failpoint::reached("before_intent", sequence).await;
         self.write_status(&status).await?;
         failpoint::reached("after_intent", sequence).await;
 
