@@ -350,6 +350,82 @@ async fn convex_sample_rotates_tokens_and_tests_with_the_new_one() {
     .await;
 }
 
+/// Waits (bounded, 60 s) until `done` holds for the fake's state.
+async fn wait_fake<S>(fake: &fakes::Fake<S>, what: &str, done: impl Fn(&S) -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if done(&fake.lock()) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the fake did not see {what} within 60s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Nothing failed on the way: no failed attempt in status, no RotationFailed Event, and
+/// the operator's `rotor_rotation_failures_total` for `provider` absent or 0 (while its
+/// success counter is there, so the scrape itself worked).
+async fn assert_no_failed_attempt(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    op: &Operator,
+    provider: &str,
+) {
+    let s = status_of(client, ns, name).await;
+    assert_eq!(s.failed_attempts, 0, "{}", s.last_rotation_message);
+    let reasons = event_reasons(client, ns, name).await;
+    assert!(
+        !reasons.iter().any(|r| r == "RotationFailed"),
+        "a rotation attempt failed: {reasons:?}"
+    );
+    let success = metric(
+        op,
+        &format!(r#"rotor_rotations_total{{provider="{provider}",result="success"}}"#),
+    )
+    .await;
+    assert!(
+        success.is_some_and(|v| v >= 1.0),
+        "success counter {success:?}"
+    );
+    let failures = metric(
+        op,
+        &format!(r#"rotor_rotation_failures_total{{provider="{provider}"}}"#),
+    )
+    .await;
+    assert!(
+        failures.is_none_or(|v| v == 0.0),
+        "rotor_rotation_failures_total {failures:?}"
+    );
+}
+
+/// The Convox sample against `fake`, its update held until the test ends it.
+async fn apply_convox_sample(
+    client: &kube::Client,
+    ns: &str,
+    fake: &fakes::Fake<fakes::Convox>,
+    initial: &str,
+) {
+    fake.lock().update_takes = std::time::Duration::from_secs(3600);
+    let manifest = sample("convox.yaml")
+        .replace("https://rack.example.com", &fake.url)
+        .replace("REPLACE_WITH_THE_CURRENT_RACK_API_KEY", initial);
+    apply_yaml(client, ns, &manifest).await.unwrap();
+}
+
+/// Lets the rack finish its update once rotor has polled it (seen `updating`) `polls`
+/// times in all.
+async fn finish_rack_update_after(fake: &fakes::Fake<fakes::Convox>, polls: u32) {
+    wait_fake(fake, "rotor polling the updating rack", |r| {
+        r.updating_answers >= polls
+    })
+    .await;
+    fake.lock().finish_update();
+}
+
 #[tokio::test]
 async fn convox_sample_replaces_the_rack_key_and_keeps_it() {
     let client = control_plane().client().await;
@@ -357,10 +433,10 @@ async fn convox_sample_replaces_the_rack_key_and_keeps_it() {
     let initial = "InitialRackKey0123456789";
     let fake = fakes::convox(initial).await;
     let op = Operator::start_with(&ns, FAST);
-    let manifest = sample("convox.yaml")
-        .replace("https://rack.example.com", &fake.url)
-        .replace("REPLACE_WITH_THE_CURRENT_RACK_API_KEY", initial);
-    apply_yaml(&client, &ns, &manifest).await.unwrap();
+    apply_convox_sample(&client, &ns, &fake, initial).await;
+    // The rack says "updating" to the new key until the test lets it finish: rotor
+    // polls through it (the busy branch) instead of failing the attempt.
+    finish_rack_update_after(&fake, 2).await;
     let s = rotated(&client, &ns, "convox-rack-key", 1).await;
     let k1 = value(&client, &ns, "convox-rack-key", "CONVOX_PASSWORD")
         .await
@@ -377,9 +453,9 @@ async fn convox_sample_replaces_the_rack_key_and_keeps_it() {
             "{}",
             rack.raw_put_bodies[0].len()
         );
-        assert!(
-            rack.refused_during_update > 0,
-            "rotor polled through the update"
+        assert_eq!(
+            rack.refused_during_update, 0,
+            "rotor polled the update with the new key only"
         );
         assert_eq!(k1.len(), 32);
     }
@@ -401,18 +477,22 @@ async fn convox_sample_replaces_the_rack_key_and_keeps_it() {
         "convox-rack-key",
         "SinglePhaseRotation",
         "",
-        10,
+        60,
     )
     .await;
     assert_eq!(warning.type_.as_deref(), Some("Warning"));
 
-    rotate(&client, &ns, "convox-rack-key", "r2", 2).await;
+    request(&client, &ns, "convox-rack-key", "rotor.dev/rotate", "r2").await;
+    let polls = fake.lock().updating_answers;
+    finish_rack_update_after(&fake, polls + 2).await;
+    rotated(&client, &ns, "convox-rack-key", 2).await;
     let k2 = value(&client, &ns, "convox-rack-key", "CONVOX_PASSWORD")
         .await
         .unwrap();
     assert_ne!(k1, k2);
     assert_eq!(fake.lock().password, k2);
     assert_eq!(fake.lock().puts, 2);
+    assert_eq!(fake.lock().refused_during_update, 0);
     let admin = get_secret(&client, &ns, "convox-rack-admin").await.unwrap();
     assert_eq!(
         secret_value(&admin, "rackKey").as_deref(),
@@ -423,6 +503,7 @@ async fn convox_sample_replaces_the_rack_key_and_keeps_it() {
             .await
             .is_none()
     );
+    assert_no_failed_attempt(&client, &ns, "convox-rack-key", &op, "convox").await;
     assert_no_leak(
         &client,
         &ns,
@@ -439,28 +520,25 @@ async fn convox_crash_after_the_put_resumes_with_the_pending_key() {
     let ns = namespace(&client, "convox-crash").await;
     let initial = "InitialRackKey0123456789";
     let fake = fakes::convox(initial).await;
-    // The rack update takes long enough to kill the operator in the middle of it.
-    fake.lock().update_takes = std::time::Duration::from_secs(3);
     let op = Operator::start_with(&ns, FAST);
-    let manifest = sample("convox.yaml")
-        .replace("https://rack.example.com", &fake.url)
-        .replace("REPLACE_WITH_THE_CURRENT_RACK_API_KEY", initial);
-    apply_yaml(&client, &ns, &manifest).await.unwrap();
-    // Wait for the PUT, then kill the operator while the rack updates.
-    for _ in 0..200 {
-        if fake.lock().puts == 1 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert_eq!(fake.lock().puts, 1);
+    // The rack updates until the test ends it: kill the operator in the middle of it,
+    // once it has polled the update.
+    apply_convox_sample(&client, &ns, &fake, initial).await;
+    wait_fake(&fake, "the PUT and a poll", |r| {
+        r.puts == 1 && r.updating_answers >= 1
+    })
+    .await;
     op.kill();
     let admin = get_secret(&client, &ns, "convox-rack-admin").await.unwrap();
     let pending =
         secret_value(&admin, "rackKey.pending").expect("the new key was kept before the PUT");
     assert_eq!(secret_value(&admin, "rackKey").as_deref(), Some(initial));
 
-    let _op = Operator::start_with(&ns, FAST);
+    // The new operator finds the rack still updating with the pending key: it waits
+    // for it (no second key, no failed attempt, no 30 s backoff).
+    let polls = fake.lock().updating_answers;
+    let op = Operator::start_with(&ns, FAST);
+    finish_rack_update_after(&fake, polls + 1).await;
     let s = wait_status(&client, &ns, "convox-rack-key", 60, "resumed", |s| {
         s.rotation_count == 1
     })
@@ -474,6 +552,11 @@ async fn convox_crash_after_the_put_resumes_with_the_pending_key() {
     );
     assert_eq!(fake.lock().password, pending);
     assert_eq!(
+        fake.lock().refused_during_update,
+        0,
+        "the old key was never tried after the PUT"
+    );
+    assert_eq!(
         value(&client, &ns, "convox-rack-key", "CONVOX_PASSWORD")
             .await
             .as_deref(),
@@ -486,6 +569,7 @@ async fn convox_crash_after_the_put_resumes_with_the_pending_key() {
     );
     assert!(secret_value(&admin, "rackKey.pending").is_none());
     assert_eq!(s.rotation_status, RotationPhase::Success);
+    assert_no_failed_attempt(&client, &ns, "convox-rack-key", &op, "convox").await;
 }
 
 #[tokio::test]
