@@ -295,6 +295,40 @@ async fn transient_429_is_retried_within_one_rotation() {
     assert_eq!((vendor.rate_limited, vendor.creates), (2, 1));
 }
 
+/// What the Convex fake saw, checked call by call: every create and delete carried
+/// the admin token, and the `count` test calls (lists with another token) each carried
+/// exactly the token the create just before it had issued.
+fn assert_convex_tokens_used_right(vendor: &fakes::Convex, count: usize) {
+    for call in vendor
+        .calls_of("create")
+        .iter()
+        .chain(&vendor.calls_of("delete"))
+    {
+        assert_eq!(
+            call.token, vendor.admin_token,
+            "a {} used another token than the admin's ({:?})",
+            call.op, call.name
+        );
+    }
+    let tests = vendor.test_calls();
+    assert_eq!(tests.len(), count, "one test call per issued token");
+    for (list, create) in tests {
+        let create = create.expect("a test call used a token no create issued");
+        let last_create = vendor
+            .calls
+            .iter()
+            .take_while(|c| !std::ptr::eq(*c, list))
+            .filter(|c| c.op == "create" && c.issued.is_some())
+            .last()
+            .unwrap();
+        assert_eq!(
+            create, last_create,
+            "the test call used an older token, not the one just issued"
+        );
+        assert_eq!(list.status, 200);
+    }
+}
+
 #[tokio::test]
 async fn convex_sample_rotates_tokens_and_tests_with_the_new_one() {
     let client = control_plane().client().await;
@@ -319,9 +353,11 @@ async fn convex_sample_rotates_tokens_and_tests_with_the_new_one() {
             prefix.starts_with("rotor-") && ms.parse::<i64>().unwrap() > 1_700_000_000_000,
             "{name1}"
         );
+        assert_convex_tokens_used_right(&vendor, 1);
         assert_eq!(
-            vendor.lists_by_new_token, 1,
-            "the new token was tested by listing with it"
+            vendor.test_calls()[0].0.token,
+            t1,
+            "tested with the new token"
         );
     }
     rotate(&client, &ns, "convex-deploy-key", "r2", 2).await;
@@ -338,8 +374,10 @@ async fn convex_sample_rotates_tokens_and_tests_with_the_new_one() {
             "deleted by name, two rotations later"
         );
         assert_eq!(vendor.tokens.len(), 2);
-        assert_eq!(vendor.lists_by_new_token, 3);
+        assert_convex_tokens_used_right(&vendor, 3);
+        assert_eq!(vendor.test_calls()[2].0.token, t3);
     }
+    assert_no_failed_attempt(&client, &ns, "convex-deploy-key", &op, "convex").await;
     assert_no_leak(
         &client,
         &ns,
@@ -348,6 +386,65 @@ async fn convex_sample_rotates_tokens_and_tests_with_the_new_one() {
         &[t1, t3, admin],
     )
     .await;
+}
+
+/// README "convex": a 409 for the rotation's name (a token created by an attempt whose
+/// answer never arrived, whose value can never be read again) deletes that token and
+/// creates the name afresh. Here the first create's answer is lost: the call is cut
+/// off by `--http-timeout`, retried, meets the 409.
+#[tokio::test]
+async fn convex_409_on_create_replaces_the_token_whose_value_was_lost() {
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "convex-409").await;
+    let fake = fakes::convex().await;
+    let admin = fake.lock().admin_token.clone();
+    fake.lock().lose_create_answer_next = 1;
+    let flags = [FAST, &["--http-timeout", "3s"]].concat();
+    let op = Operator::start_with(&ns, &flags);
+    let manifest = sample("convex.yaml")
+        .replace("https://api.convex.dev", &fake.url)
+        .replace("REPLACE_WITH_YOUR_CONVEX_ACCESS_TOKEN", &admin);
+    apply_yaml(&client, &ns, &manifest).await.unwrap();
+    let s = rotated(&client, &ns, "convex-deploy-key", 1).await;
+    let name = s.slots[0].id.clone();
+    let token = value(&client, &ns, "convex-deploy-key", "CONVEX_ACCESS_KEY")
+        .await
+        .unwrap();
+    {
+        let vendor = fake.lock();
+        let creates: Vec<(Option<&str>, u16, bool)> = vendor
+            .calls_of("create")
+            .iter()
+            .map(|c| (c.name.as_deref(), c.status, c.issued.is_some()))
+            .collect();
+        assert_eq!(
+            creates,
+            vec![
+                (Some(name.as_str()), 200, true),
+                (Some(name.as_str()), 409, false),
+                (Some(name.as_str()), 200, true),
+            ],
+            "lost answer, 409 on the retry, created afresh"
+        );
+        let lost = vendor.calls_of("create")[0].issued.clone().unwrap();
+        assert_ne!(lost, token);
+        assert_eq!(
+            vendor.deleted,
+            vec![name.clone()],
+            "the lost token was deleted"
+        );
+        assert_eq!(
+            vendor.tokens.get(&name),
+            Some(&token),
+            "the Secret holds the new one"
+        );
+        assert!(
+            !vendor.tokens.values().any(|t| *t == lost),
+            "the token whose value nobody has is dead"
+        );
+        assert_convex_tokens_used_right(&vendor, 1);
+    }
+    assert_no_failed_attempt(&client, &ns, "convex-deploy-key", &op, "convex").await;
 }
 
 /// Waits (bounded, 60 s) until `done` holds for the fake's state.

@@ -487,6 +487,9 @@ pub struct Convex {
     /// Every call, in order, with the token it used.
     pub calls: Vec<ConvexCall>,
     pub requests: u32,
+    /// Create the next N tokens but never deliver the answer (the connection stays
+    /// open): the caller cannot know the value, the name is taken.
+    pub lose_create_answer_next: u32,
     pub knobs: Knobs,
 }
 
@@ -550,26 +553,41 @@ fn convex_call(
 }
 
 async fn cx_create(State(st): Cx, headers: HeaderMap, Json(req): Json<Value>) -> Response {
-    let mut s = st.lock().unwrap();
+    let (response, lost) = {
+        let mut s = st.lock().unwrap();
+        let response = cx_create_locked(&mut s, &headers, &req);
+        let lost = response.status().is_success() && s.lose_create_answer_next > 0;
+        if lost {
+            s.lose_create_answer_next -= 1;
+        }
+        (response, lost)
+    };
+    if lost {
+        return std::future::pending().await;
+    }
+    response
+}
+
+fn cx_create_locked(s: &mut Convex, headers: &HeaderMap, req: &Value) -> Response {
     let name = req["name"].as_str().unwrap_or_default().to_string();
     let name = Some(name.as_str()).filter(|n| !n.is_empty());
-    if convex_auth(&s, &headers).is_none() {
+    if convex_auth(s, headers).is_none() {
         let r = message(StatusCode::UNAUTHORIZED, "invalid token");
-        return convex_call(&mut s, "create", &headers, name, None, r);
+        return convex_call(s, "create", headers, name, None, r);
     }
     let Some(name) = name else {
         let r = message(StatusCode::BAD_REQUEST, "name is required");
-        return convex_call(&mut s, "create", &headers, None, None, r);
+        return convex_call(s, "create", headers, None, None, r);
     };
     if s.tokens.contains_key(name) {
         let r = message(StatusCode::CONFLICT, "a token with this name exists");
-        return convex_call(&mut s, "create", &headers, Some(name), None, r);
+        return convex_call(s, "create", headers, Some(name), None, r);
     }
     s.creates += 1;
     let token = random_token("cvx_pat_");
     s.tokens.insert(name.to_string(), token.clone());
     let r = Json(json!({ "accessToken": token })).into_response();
-    convex_call(&mut s, "create", &headers, Some(name), Some(&token), r)
+    convex_call(s, "create", headers, Some(name), Some(&token), r)
 }
 
 async fn cx_list(State(st): Cx, headers: HeaderMap) -> Response {
