@@ -329,6 +329,81 @@ fn assert_convex_tokens_used_right(vendor: &fakes::Convex, count: usize) {
     }
 }
 
+/// `n` Supabase SecretRotations `shared-0` … sharing one admin Secret (one token).
+fn shared_supabase(fake: &fakes::Fake<fakes::Supabase>, n: usize) -> String {
+    let admin = fake.lock().admin_token.clone();
+    let mut manifest = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: supabase-admin\n  annotations:\n    rotor.dev/allow-read: \"*\"\nstringData:\n  accessToken: \"{admin}\"\n"
+    );
+    for i in 0..n {
+        manifest.push_str(&format!(
+            r#"---
+apiVersion: rotor.dev/v1alpha1
+kind: SecretRotation
+metadata:
+  name: shared-{i}
+spec:
+  provider:
+    supabase:
+      projectRef: abcdefghijklmnopqrst
+      keyType: secret
+      credentialsRef: {{ name: supabase-admin, key: accessToken }}
+      baseUrl: "{url}"
+  schedule:
+    rotationInterval: 30d
+  secretsMapping:
+    apiKey: KEY
+  target:
+    name: shared-{i}
+"#,
+            url = fake.url
+        ));
+    }
+    manifest
+}
+
+/// Many resources sharing one admin token against the documented rate limit (made
+/// small here: 10 requests per 3 s window): all rotate, none fails, and the vendor
+/// never had to refuse a request beyond the limit its headers announced.
+#[tokio::test]
+async fn many_resources_sharing_one_token_stay_within_the_announced_rate_limit() {
+    const N: usize = 30;
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "supabase-shared").await;
+    let fake = fakes::supabase("abcdefghijklmnopqrst").await;
+    fake.lock().rate = fakes::RateLimit::new(10, std::time::Duration::from_secs(3));
+    let op = Operator::start_with(&ns, FAST);
+    apply_yaml(&client, &ns, &shared_supabase(&fake, N))
+        .await
+        .unwrap();
+    for i in 0..N {
+        // Thirty rotations of ~3 requests at 10 per 3 s take about 30 s, and more on a
+        // loaded machine: the bound is generous.
+        wait_status(&client, &ns, &format!("shared-{i}"), 300, "rotated", |s| {
+            s.rotation_count == 1 && s.rotation_status == RotationPhase::Success
+        })
+        .await;
+    }
+    for i in 0..N {
+        assert_eq!(
+            status_of(&client, &ns, &format!("shared-{i}"))
+                .await
+                .failed_attempts,
+            0,
+            "shared-{i} had a failed attempt"
+        );
+    }
+    assert_no_failed_attempt(&client, &ns, "shared-0", &op, "supabase").await;
+    let vendor = fake.lock();
+    assert_eq!(vendor.creates as usize, N, "one key per resource");
+    assert_eq!(
+        (vendor.over_limit, vendor.rate_limited),
+        (0, 0),
+        "rotor sent requests beyond the announced limit ({} requests in all)",
+        vendor.requests
+    );
+}
+
 #[tokio::test]
 async fn convex_sample_rotates_tokens_and_tests_with_the_new_one() {
     let client = control_plane().client().await;
