@@ -263,7 +263,15 @@ impl HttpClient {
                             vendor_message(&reply.body)
                         ))
                     };
-                    (error, requested_wait(&headers))
+                    // X-RateLimit-Reset says when the rate window ends: it is a wait
+                    // for a 429 only (a vendor sending it on every answer would
+                    // otherwise hold a 503's retry for the rest of the window).
+                    let asked = if status == 429 {
+                        requested_wait(&headers)
+                    } else {
+                        retry_after(&headers)
+                    };
+                    (error, asked)
                 }
                 Err(e) => (
                     ProviderError::Unavailable(format!("{what}: {}", transport_message(e))),
@@ -600,6 +608,11 @@ fn printable(name: &str, value: &str) -> String {
 /// How long the server asked rotor to wait: `Retry-After` (seconds or an HTTP date)
 /// or `X-RateLimit-Reset` (seconds to wait, or a unix time in seconds or ms).
 pub fn requested_wait(headers: &HeaderMap) -> Option<AskedWait> {
+    retry_after(headers).or_else(|| reset_wait(headers))
+}
+
+/// `Retry-After` (seconds, fractional seconds or an HTTP date) as a wait.
+fn retry_after(headers: &HeaderMap) -> Option<AskedWait> {
     let header = |name: &str| {
         headers
             .get(name)
@@ -623,7 +636,7 @@ pub fn requested_wait(headers: &HeaderMap) -> Option<AskedWait> {
             });
         }
     }
-    reset_wait(headers)
+    None
 }
 
 /// `X-RateLimit-Reset` as a wait: seconds to wait, or a unix time in seconds or ms.
