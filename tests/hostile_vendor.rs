@@ -407,7 +407,7 @@ async fn key_in_a_test_url_or_echoed_by_the_vendor_leaks_nowhere() {
         "{}",
         s.last_rotation_message
     );
-    wait_events(&client, &ns, "echoed", 1, 10).await;
+    wait_events(&client, &ns, "echoed", 1, 60).await;
     for name in ["refused", "echoed"] {
         assert_no_leak(&client, &ns, name, &op.logs(), std::slice::from_ref(&admin)).await;
     }
@@ -433,8 +433,9 @@ async fn convox_rack_stuck_updating_is_given_up_within_the_provider_timeout() {
     apply_yaml(&client, &ns, &manifest).await.unwrap();
     let s = failed(&client, &ns, "convox-rack-key").await;
     assert!(
-        s.last_rotation_message
-            .contains("the rack did not come back running with the new key within 2s"),
+        s.last_rotation_message.contains(
+            "the rack did not come back running with the new key within 2s (status \"updating\")"
+        ),
         "{}",
         s.last_rotation_message
     );
@@ -442,6 +443,10 @@ async fn convox_rack_stuck_updating_is_given_up_within_the_provider_timeout() {
         fake.lock().puts,
         1,
         "one key set, then polled, then given up"
+    );
+    assert!(
+        fake.lock().updating_answers > 0,
+        "rotor polled the rack while it said updating"
     );
     assert_alive(&op).await;
 }
