@@ -566,3 +566,41 @@ async fn a_vendor_that_stalls_is_cut_off_by_http_timeout() {
     );
     assert_alive(&op).await;
 }
+
+/// A Convex API answering 503 with `Retry-After: 1` twice: rotor waits what it was
+/// told between the attempts (seen at the vendor: at least a second apart, where the
+/// backoff alone would be 50 ms) and the rotation goes through with no failed attempt.
+#[tokio::test]
+async fn a_503_with_retry_after_is_waited_for_and_retried_within_one_attempt() {
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "hv-503").await;
+    let fake = fakes::convex().await;
+    let admin = fake.lock().admin_token.clone();
+    fake.lock().knobs.unavailable_next = 2;
+    fake.lock().knobs.retry_after = Some("1".into());
+    let _op = Operator::start_with(&ns, FAST);
+    let manifest = sample("convex.yaml")
+        .replace("https://api.convex.dev", &fake.url)
+        .replace("REPLACE_WITH_YOUR_CONVEX_ACCESS_TOKEN", &admin);
+    apply_yaml(&client, &ns, &manifest).await.unwrap();
+    let s = rotated(&client, &ns, "convex-deploy-key", 1).await;
+    assert_eq!(s.failed_attempts, 0, "{}", s.last_rotation_message);
+    assert!(
+        !event_reasons(&client, &ns, "convex-deploy-key")
+            .await
+            .iter()
+            .any(|r| r == "RotationFailed")
+    );
+    let vendor = fake.lock();
+    assert_eq!(vendor.creates, 1);
+    let seen = &vendor.knobs.seen;
+    let outcomes: Vec<&str> = seen.iter().take(3).map(|(_, what)| *what).collect();
+    assert_eq!(outcomes, ["503", "503", "pass"]);
+    for pair in seen[..3].windows(2) {
+        let gap = pair[1].0 - pair[0].0;
+        assert!(
+            gap >= std::time::Duration::from_millis(950),
+            "retried {gap:?} after a 503 that asked for 1 s"
+        );
+    }
+}

@@ -35,6 +35,9 @@ pub struct Knobs {
     pub fail_test: bool,
     /// Answer every delete (revoke) with 500.
     pub fail_delete: bool,
+    /// Every request the knobs saw, when, and what they did with it: `429`, `503`,
+    /// `stall` or `pass`.
+    pub seen: Vec<(Instant, &'static str)>,
 }
 
 /// What the knobs do with one request.
@@ -102,6 +105,18 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
 
 /// Applies the 429 / 503 / stall knobs; `None` lets the request through.
 fn injected(knobs: &mut Knobs) -> Option<Injected> {
+    let outcome = injected_now(knobs);
+    let what = match &outcome {
+        None => "pass",
+        Some(Injected::Stall) => "stall",
+        Some(Injected::Answer(r)) if r.status() == StatusCode::TOO_MANY_REQUESTS => "429",
+        Some(Injected::Answer(_)) => "503",
+    };
+    knobs.seen.push((Instant::now(), what));
+    outcome
+}
+
+fn injected_now(knobs: &mut Knobs) -> Option<Injected> {
     let asked = knobs.retry_after.clone();
     let retry_after = |r: &mut Response| {
         if let Some(v) = &asked {
