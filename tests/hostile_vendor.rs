@@ -407,7 +407,7 @@ async fn key_in_a_test_url_or_echoed_by_the_vendor_leaks_nowhere() {
         "{}",
         s.last_rotation_message
     );
-    wait_events(&client, &ns, "echoed", 1, 10).await;
+    wait_events(&client, &ns, "echoed", 1, 60).await;
     for name in ["refused", "echoed"] {
         assert_no_leak(&client, &ns, name, &op.logs(), std::slice::from_ref(&admin)).await;
     }
@@ -433,8 +433,9 @@ async fn convox_rack_stuck_updating_is_given_up_within_the_provider_timeout() {
     apply_yaml(&client, &ns, &manifest).await.unwrap();
     let s = failed(&client, &ns, "convox-rack-key").await;
     assert!(
-        s.last_rotation_message
-            .contains("the rack did not come back running with the new key within 2s"),
+        s.last_rotation_message.contains(
+            "the rack did not come back running with the new key within 2s (status \"updating\")"
+        ),
         "{}",
         s.last_rotation_message
     );
@@ -443,5 +444,163 @@ async fn convox_rack_stuck_updating_is_given_up_within_the_provider_timeout() {
         1,
         "one key set, then polled, then given up"
     );
+    assert!(
+        fake.lock().updating_answers > 0,
+        "rotor polled the rack while it said updating"
+    );
     assert_alive(&op).await;
+}
+
+/// `--http-max-wait` set low: a vendor asking (`Retry-After`) for longer fails the
+/// attempt at once, with what it asked and the cap; a shorter wait is honoured and
+/// the rotation goes through.
+#[tokio::test]
+async fn retry_after_longer_than_http_max_wait_fails_at_once_and_a_shorter_one_is_waited() {
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "hv-max-wait").await;
+    let fake = fakes::key_api().await;
+    fake.lock().knobs.rate_limit_next = 1;
+    fake.lock().knobs.retry_after = Some("1".into());
+    let flags = [FAST, &["--http-max-wait", "3s"]].concat();
+    let _op = Operator::start_with(&ns, &flags);
+    apply_yaml(&client, &ns, &http_sample(&fake)).await.unwrap();
+    let s = rotated(&client, &ns, "partner-api-key", 1).await;
+    assert_eq!(s.failed_attempts, 0, "{}", s.last_rotation_message);
+    assert!(
+        !event_reasons(&client, &ns, "partner-api-key")
+            .await
+            .iter()
+            .any(|r| r == "RotationFailed"),
+        "the 1 s wait was honoured within one attempt"
+    );
+    assert_eq!(fake.lock().creates, 1);
+
+    fake.lock().knobs.rate_limit_next = 1000;
+    fake.lock().knobs.retry_after = Some("30".into());
+    let before = fake.lock().requests;
+    request(
+        &client,
+        &ns,
+        "partner-api-key",
+        "rotor.dev/rotate",
+        "too-long",
+    )
+    .await;
+    let s = wait_status(&client, &ns, "partner-api-key", 60, "failed", |s| {
+        s.rotation_status == rotor::api::RotationPhase::Failed
+            && s.last_handled_rotate_token.as_deref() == Some("too-long")
+    })
+    .await
+    .status
+    .unwrap();
+    assert!(
+        s.last_rotation_message.contains(
+            "the provider asked to wait 30s (Retry-After: 30); rotor waits at most 3s (--http-max-wait)"
+        ),
+        "{}",
+        s.last_rotation_message
+    );
+    assert_eq!(
+        fake.lock().requests - before,
+        1,
+        "no retry after a wait beyond the cap"
+    );
+    assert_eq!(fake.lock().creates, 1);
+}
+
+/// `--http-timeout` cuts off a call the vendor never answers: one stalled call is
+/// retried and the rotation goes through; a vendor that stalls every call fails the
+/// rotation (each attempt cut off) long before `--provider-timeout`.
+#[tokio::test]
+async fn a_vendor_that_stalls_is_cut_off_by_http_timeout() {
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "hv-stall").await;
+    let fake = fakes::key_api().await;
+    fake.lock().knobs.stall_next = 1;
+    let flags = [FAST, &["--http-timeout", "2s", "--provider-timeout", "10m"]].concat();
+    let op = Operator::start_with(&ns, &flags);
+    apply_yaml(&client, &ns, &http_sample(&fake)).await.unwrap();
+    let s = rotated(&client, &ns, "partner-api-key", 1).await;
+    assert_eq!(s.failed_attempts, 0, "{}", s.last_rotation_message);
+    assert!(
+        !event_reasons(&client, &ns, "partner-api-key")
+            .await
+            .iter()
+            .any(|r| r == "RotationFailed")
+    );
+    {
+        let api = fake.lock();
+        assert_eq!(api.knobs.stall_next, 0, "the stalled call was made");
+        assert_eq!(api.creates, 1);
+    }
+
+    fake.lock().knobs.stall_next = 1000;
+    let before = fake.lock().requests;
+    request(
+        &client,
+        &ns,
+        "partner-api-key",
+        "rotor.dev/rotate",
+        "stalls",
+    )
+    .await;
+    let s = wait_status(&client, &ns, "partner-api-key", 60, "failed", |s| {
+        s.rotation_status == rotor::api::RotationPhase::Failed
+            && s.last_handled_rotate_token.as_deref() == Some("stalls")
+    })
+    .await
+    .status
+    .unwrap();
+    assert!(
+        s.last_rotation_message
+            .contains("the provider is unavailable")
+            && s.last_rotation_message.contains("timed out")
+            && s.last_rotation_message.contains("gave up after 3 attempts"),
+        "{}",
+        s.last_rotation_message
+    );
+    assert_eq!(
+        fake.lock().requests - before,
+        3,
+        "three attempts, each cut off"
+    );
+    assert_alive(&op).await;
+}
+
+/// A Convex API answering 503 with `Retry-After: 1` twice: rotor waits what it was
+/// told between the attempts (seen at the vendor: at least a second apart, where the
+/// backoff alone would be 50 ms) and the rotation goes through with no failed attempt.
+#[tokio::test]
+async fn a_503_with_retry_after_is_waited_for_and_retried_within_one_attempt() {
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "hv-503").await;
+    let fake = fakes::convex().await;
+    let admin = fake.lock().admin_token.clone();
+    fake.lock().knobs.unavailable_next = 2;
+    fake.lock().knobs.retry_after = Some("1".into());
+    let _op = Operator::start_with(&ns, FAST);
+    let manifest = sample("convex.yaml")
+        .replace("https://api.convex.dev", &fake.url)
+        .replace("REPLACE_WITH_YOUR_CONVEX_ACCESS_TOKEN", &admin);
+    apply_yaml(&client, &ns, &manifest).await.unwrap();
+    let s = rotated(&client, &ns, "convex-deploy-key", 1).await;
+    assert_eq!(s.failed_attempts, 0, "{}", s.last_rotation_message);
+    assert!(
+        !event_reasons(&client, &ns, "convex-deploy-key")
+            .await
+            .iter()
+            .any(|r| r == "RotationFailed")
+    );
+    let vendor = fake.lock();
+    assert_eq!(vendor.creates, 1);
+    let seen = &vendor.knobs.seen;
+    let outcomes: Vec<&str> = seen.iter().take(3).map(|(_, what)| *what).collect();
+    assert_eq!(outcomes, ["503", "503", "pass"]);
+    for pair in seen[..3].windows(2) {
+        let gap = pair[1].0 - pair[0].0;
+        assert!(
+            gap >= std::time::Duration::from_millis(950),
+            "retried {gap:?} after a 503 that asked for 1 s"
+        );
+    }
 }

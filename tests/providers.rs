@@ -82,7 +82,7 @@ async fn supabase_sample_rotates_keys_at_the_vendor() {
         assert_eq!(live.len(), 2);
         assert!(live.contains(&s2.slots[1].id.as_str()) && live.contains(&s3.slots[0].id.as_str()));
     }
-    let events = wait_events(&client, &ns, "supabase-secret-key", 3, 10).await;
+    let events = wait_events(&client, &ns, "supabase-secret-key", 3, 60).await;
     assert_eq!(events, vec!["Rotated"; 3]);
     let k3 = value(&client, &ns, "supabase-secret-key", "SUPABASE_SECRET_KEY")
         .await
@@ -176,7 +176,7 @@ async fn expect_failed_rotation(
         "supabase-secret-key",
         "RotationFailed",
         expected,
-        10,
+        60,
     )
     .await;
     assert_eq!(event.type_.as_deref(), Some("Warning"));
@@ -291,8 +291,120 @@ async fn transient_429_is_retried_within_one_rotation() {
         ..Knobs::default()
     };
     supabase_ready(&client, &ns, &fake, &op).await;
+    {
+        let vendor = fake.lock();
+        assert_eq!((vendor.rate_limited, vendor.creates), (2, 1));
+    }
+    assert_no_failed_attempt(&client, &ns, "supabase-secret-key", &op, "supabase").await;
+}
+
+/// What the Convex fake saw, checked call by call: every create and delete carried
+/// the admin token, and the `count` test calls (lists with another token) each carried
+/// exactly the token the create just before it had issued.
+fn assert_convex_tokens_used_right(vendor: &fakes::Convex, count: usize) {
+    for call in vendor
+        .calls_of("create")
+        .iter()
+        .chain(&vendor.calls_of("delete"))
+    {
+        assert_eq!(
+            call.token, vendor.admin_token,
+            "a {} used another token than the admin's ({:?})",
+            call.op, call.name
+        );
+    }
+    let tests = vendor.test_calls();
+    assert_eq!(tests.len(), count, "one test call per issued token");
+    for (list, create) in tests {
+        let create = create.expect("a test call used a token no create issued");
+        let last_create = vendor
+            .calls
+            .iter()
+            .take_while(|c| !std::ptr::eq(*c, list))
+            .filter(|c| c.op == "create" && c.issued.is_some())
+            .last()
+            .unwrap();
+        assert_eq!(
+            create, last_create,
+            "the test call used an older token, not the one just issued"
+        );
+        assert_eq!(list.status, 200);
+    }
+}
+
+/// `n` Supabase SecretRotations `shared-0` … sharing one admin Secret (one token).
+fn shared_supabase(fake: &fakes::Fake<fakes::Supabase>, n: usize) -> String {
+    let admin = fake.lock().admin_token.clone();
+    let mut manifest = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: supabase-admin\n  annotations:\n    rotor.dev/allow-read: \"*\"\nstringData:\n  accessToken: \"{admin}\"\n"
+    );
+    for i in 0..n {
+        manifest.push_str(&format!(
+            r#"---
+apiVersion: rotor.dev/v1alpha1
+kind: SecretRotation
+metadata:
+  name: shared-{i}
+spec:
+  provider:
+    supabase:
+      projectRef: abcdefghijklmnopqrst
+      keyType: secret
+      credentialsRef: {{ name: supabase-admin, key: accessToken }}
+      baseUrl: "{url}"
+  schedule:
+    rotationInterval: 30d
+  secretsMapping:
+    apiKey: KEY
+  target:
+    name: shared-{i}
+"#,
+            url = fake.url
+        ));
+    }
+    manifest
+}
+
+/// Many resources sharing one admin token against the documented rate limit (made
+/// small here: 10 requests per 3 s window): all rotate, none fails, and the vendor
+/// never had to refuse a request beyond the limit its headers announced.
+#[tokio::test]
+async fn many_resources_sharing_one_token_stay_within_the_announced_rate_limit() {
+    const N: usize = 30;
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "supabase-shared").await;
+    let fake = fakes::supabase("abcdefghijklmnopqrst").await;
+    fake.lock().rate = fakes::RateLimit::new(10, std::time::Duration::from_secs(3));
+    let op = Operator::start_with(&ns, FAST);
+    apply_yaml(&client, &ns, &shared_supabase(&fake, N))
+        .await
+        .unwrap();
+    for i in 0..N {
+        // Thirty rotations of ~3 requests at 10 per 3 s take about 30 s, and more on a
+        // loaded machine: the bound is generous.
+        wait_status(&client, &ns, &format!("shared-{i}"), 300, "rotated", |s| {
+            s.rotation_count == 1 && s.rotation_status == RotationPhase::Success
+        })
+        .await;
+    }
+    for i in 0..N {
+        assert_eq!(
+            status_of(&client, &ns, &format!("shared-{i}"))
+                .await
+                .failed_attempts,
+            0,
+            "shared-{i} had a failed attempt"
+        );
+    }
+    assert_no_failed_attempt(&client, &ns, "shared-0", &op, "supabase").await;
     let vendor = fake.lock();
-    assert_eq!((vendor.rate_limited, vendor.creates), (2, 1));
+    assert_eq!(vendor.creates as usize, N, "one key per resource");
+    assert_eq!(
+        (vendor.over_limit, vendor.rate_limited),
+        (0, 0),
+        "rotor sent requests beyond the announced limit ({} requests in all)",
+        vendor.requests
+    );
 }
 
 #[tokio::test]
@@ -319,9 +431,11 @@ async fn convex_sample_rotates_tokens_and_tests_with_the_new_one() {
             prefix.starts_with("rotor-") && ms.parse::<i64>().unwrap() > 1_700_000_000_000,
             "{name1}"
         );
+        assert_convex_tokens_used_right(&vendor, 1);
         assert_eq!(
-            vendor.lists_by_new_token, 1,
-            "the new token was tested by listing with it"
+            vendor.test_calls()[0].0.token,
+            t1,
+            "tested with the new token"
         );
     }
     rotate(&client, &ns, "convex-deploy-key", "r2", 2).await;
@@ -338,8 +452,10 @@ async fn convex_sample_rotates_tokens_and_tests_with_the_new_one() {
             "deleted by name, two rotations later"
         );
         assert_eq!(vendor.tokens.len(), 2);
-        assert_eq!(vendor.lists_by_new_token, 3);
+        assert_convex_tokens_used_right(&vendor, 3);
+        assert_eq!(vendor.test_calls()[2].0.token, t3);
     }
+    assert_no_failed_attempt(&client, &ns, "convex-deploy-key", &op, "convex").await;
     assert_no_leak(
         &client,
         &ns,
@@ -350,6 +466,141 @@ async fn convex_sample_rotates_tokens_and_tests_with_the_new_one() {
     .await;
 }
 
+/// README "convex": a 409 for the rotation's name (a token created by an attempt whose
+/// answer never arrived, whose value can never be read again) deletes that token and
+/// creates the name afresh. Here the first create's answer is lost: the call is cut
+/// off by `--http-timeout`, retried, meets the 409.
+#[tokio::test]
+async fn convex_409_on_create_replaces_the_token_whose_value_was_lost() {
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "convex-409").await;
+    let fake = fakes::convex().await;
+    let admin = fake.lock().admin_token.clone();
+    fake.lock().lose_create_answer_next = 1;
+    let flags = [FAST, &["--http-timeout", "3s"]].concat();
+    let op = Operator::start_with(&ns, &flags);
+    let manifest = sample("convex.yaml")
+        .replace("https://api.convex.dev", &fake.url)
+        .replace("REPLACE_WITH_YOUR_CONVEX_ACCESS_TOKEN", &admin);
+    apply_yaml(&client, &ns, &manifest).await.unwrap();
+    let s = rotated(&client, &ns, "convex-deploy-key", 1).await;
+    let name = s.slots[0].id.clone();
+    let token = value(&client, &ns, "convex-deploy-key", "CONVEX_ACCESS_KEY")
+        .await
+        .unwrap();
+    {
+        let vendor = fake.lock();
+        let creates: Vec<(Option<&str>, u16, bool)> = vendor
+            .calls_of("create")
+            .iter()
+            .map(|c| (c.name.as_deref(), c.status, c.issued.is_some()))
+            .collect();
+        assert_eq!(
+            creates,
+            vec![
+                (Some(name.as_str()), 200, true),
+                (Some(name.as_str()), 409, false),
+                (Some(name.as_str()), 200, true),
+            ],
+            "lost answer, 409 on the retry, created afresh"
+        );
+        let lost = vendor.calls_of("create")[0].issued.clone().unwrap();
+        assert_ne!(lost, token);
+        assert_eq!(
+            vendor.deleted,
+            vec![name.clone()],
+            "the lost token was deleted"
+        );
+        assert_eq!(
+            vendor.tokens.get(&name),
+            Some(&token),
+            "the Secret holds the new one"
+        );
+        assert!(
+            !vendor.tokens.values().any(|t| *t == lost),
+            "the token whose value nobody has is dead"
+        );
+        assert_convex_tokens_used_right(&vendor, 1);
+    }
+    assert_no_failed_attempt(&client, &ns, "convex-deploy-key", &op, "convex").await;
+}
+
+/// Waits (bounded, 60 s) until `done` holds for the fake's state.
+async fn wait_fake<S>(fake: &fakes::Fake<S>, what: &str, done: impl Fn(&S) -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if done(&fake.lock()) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the fake did not see {what} within 60s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Nothing failed on the way: no failed attempt in status, no RotationFailed Event, and
+/// the operator's `rotor_rotation_failures_total` for `provider` absent or 0 (while its
+/// success counter is there, so the scrape itself worked).
+async fn assert_no_failed_attempt(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    op: &Operator,
+    provider: &str,
+) {
+    let s = status_of(client, ns, name).await;
+    assert_eq!(s.failed_attempts, 0, "{}", s.last_rotation_message);
+    let reasons = event_reasons(client, ns, name).await;
+    assert!(
+        !reasons.iter().any(|r| r == "RotationFailed"),
+        "a rotation attempt failed: {reasons:?}"
+    );
+    let success = metric(
+        op,
+        &format!(r#"rotor_rotations_total{{provider="{provider}",result="success"}}"#),
+    )
+    .await;
+    assert!(
+        success.is_some_and(|v| v >= 1.0),
+        "success counter {success:?}"
+    );
+    let failures = metric(
+        op,
+        &format!(r#"rotor_rotation_failures_total{{provider="{provider}"}}"#),
+    )
+    .await;
+    assert!(
+        failures.is_none_or(|v| v == 0.0),
+        "rotor_rotation_failures_total {failures:?}"
+    );
+}
+
+/// The Convox sample against `fake`, its update held until the test ends it.
+async fn apply_convox_sample(
+    client: &kube::Client,
+    ns: &str,
+    fake: &fakes::Fake<fakes::Convox>,
+    initial: &str,
+) {
+    fake.lock().update_takes = std::time::Duration::from_secs(3600);
+    let manifest = sample("convox.yaml")
+        .replace("https://rack.example.com", &fake.url)
+        .replace("REPLACE_WITH_THE_CURRENT_RACK_API_KEY", initial);
+    apply_yaml(client, ns, &manifest).await.unwrap();
+}
+
+/// Lets the rack finish its update once rotor has polled it (seen `updating`) `polls`
+/// times in all.
+async fn finish_rack_update_after(fake: &fakes::Fake<fakes::Convox>, polls: u32) {
+    wait_fake(fake, "rotor polling the updating rack", |r| {
+        r.updating_answers >= polls
+    })
+    .await;
+    fake.lock().finish_update();
+}
+
 #[tokio::test]
 async fn convox_sample_replaces_the_rack_key_and_keeps_it() {
     let client = control_plane().client().await;
@@ -357,10 +608,10 @@ async fn convox_sample_replaces_the_rack_key_and_keeps_it() {
     let initial = "InitialRackKey0123456789";
     let fake = fakes::convox(initial).await;
     let op = Operator::start_with(&ns, FAST);
-    let manifest = sample("convox.yaml")
-        .replace("https://rack.example.com", &fake.url)
-        .replace("REPLACE_WITH_THE_CURRENT_RACK_API_KEY", initial);
-    apply_yaml(&client, &ns, &manifest).await.unwrap();
+    apply_convox_sample(&client, &ns, &fake, initial).await;
+    // The rack says "updating" to the new key until the test lets it finish: rotor
+    // polls through it (the busy branch) instead of failing the attempt.
+    finish_rack_update_after(&fake, 2).await;
     let s = rotated(&client, &ns, "convox-rack-key", 1).await;
     let k1 = value(&client, &ns, "convox-rack-key", "CONVOX_PASSWORD")
         .await
@@ -377,9 +628,9 @@ async fn convox_sample_replaces_the_rack_key_and_keeps_it() {
             "{}",
             rack.raw_put_bodies[0].len()
         );
-        assert!(
-            rack.refused_during_update > 0,
-            "rotor polled through the update"
+        assert_eq!(
+            rack.refused_during_update, 0,
+            "rotor polled the update with the new key only"
         );
         assert_eq!(k1.len(), 32);
     }
@@ -401,18 +652,22 @@ async fn convox_sample_replaces_the_rack_key_and_keeps_it() {
         "convox-rack-key",
         "SinglePhaseRotation",
         "",
-        10,
+        60,
     )
     .await;
     assert_eq!(warning.type_.as_deref(), Some("Warning"));
 
-    rotate(&client, &ns, "convox-rack-key", "r2", 2).await;
+    request(&client, &ns, "convox-rack-key", "rotor.dev/rotate", "r2").await;
+    let polls = fake.lock().updating_answers;
+    finish_rack_update_after(&fake, polls + 2).await;
+    rotated(&client, &ns, "convox-rack-key", 2).await;
     let k2 = value(&client, &ns, "convox-rack-key", "CONVOX_PASSWORD")
         .await
         .unwrap();
     assert_ne!(k1, k2);
     assert_eq!(fake.lock().password, k2);
     assert_eq!(fake.lock().puts, 2);
+    assert_eq!(fake.lock().refused_during_update, 0);
     let admin = get_secret(&client, &ns, "convox-rack-admin").await.unwrap();
     assert_eq!(
         secret_value(&admin, "rackKey").as_deref(),
@@ -423,6 +678,7 @@ async fn convox_sample_replaces_the_rack_key_and_keeps_it() {
             .await
             .is_none()
     );
+    assert_no_failed_attempt(&client, &ns, "convox-rack-key", &op, "convox").await;
     assert_no_leak(
         &client,
         &ns,
@@ -439,28 +695,25 @@ async fn convox_crash_after_the_put_resumes_with_the_pending_key() {
     let ns = namespace(&client, "convox-crash").await;
     let initial = "InitialRackKey0123456789";
     let fake = fakes::convox(initial).await;
-    // The rack update takes long enough to kill the operator in the middle of it.
-    fake.lock().update_takes = std::time::Duration::from_secs(3);
     let op = Operator::start_with(&ns, FAST);
-    let manifest = sample("convox.yaml")
-        .replace("https://rack.example.com", &fake.url)
-        .replace("REPLACE_WITH_THE_CURRENT_RACK_API_KEY", initial);
-    apply_yaml(&client, &ns, &manifest).await.unwrap();
-    // Wait for the PUT, then kill the operator while the rack updates.
-    for _ in 0..200 {
-        if fake.lock().puts == 1 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert_eq!(fake.lock().puts, 1);
+    // The rack updates until the test ends it: kill the operator in the middle of it,
+    // once it has polled the update.
+    apply_convox_sample(&client, &ns, &fake, initial).await;
+    wait_fake(&fake, "the PUT and a poll", |r| {
+        r.puts == 1 && r.updating_answers >= 1
+    })
+    .await;
     op.kill();
     let admin = get_secret(&client, &ns, "convox-rack-admin").await.unwrap();
     let pending =
         secret_value(&admin, "rackKey.pending").expect("the new key was kept before the PUT");
     assert_eq!(secret_value(&admin, "rackKey").as_deref(), Some(initial));
 
-    let _op = Operator::start_with(&ns, FAST);
+    // The new operator finds the rack still updating with the pending key: it waits
+    // for it (no second key, no failed attempt, no 30 s backoff).
+    let polls = fake.lock().updating_answers;
+    let op = Operator::start_with(&ns, FAST);
+    finish_rack_update_after(&fake, polls + 1).await;
     let s = wait_status(&client, &ns, "convox-rack-key", 60, "resumed", |s| {
         s.rotation_count == 1
     })
@@ -474,6 +727,11 @@ async fn convox_crash_after_the_put_resumes_with_the_pending_key() {
     );
     assert_eq!(fake.lock().password, pending);
     assert_eq!(
+        fake.lock().refused_during_update,
+        0,
+        "the old key was never tried after the PUT"
+    );
+    assert_eq!(
         value(&client, &ns, "convox-rack-key", "CONVOX_PASSWORD")
             .await
             .as_deref(),
@@ -486,6 +744,7 @@ async fn convox_crash_after_the_put_resumes_with_the_pending_key() {
     );
     assert!(secret_value(&admin, "rackKey.pending").is_none());
     assert_eq!(s.rotation_status, RotationPhase::Success);
+    assert_no_failed_attempt(&client, &ns, "convox-rack-key", &op, "convox").await;
 }
 
 #[tokio::test]

@@ -1,13 +1,19 @@
 //! The one HTTP client every HTTP provider shares: connection reuse, timeouts, the
 //! endpoint guard, and retries of 429 and 5xx with exponential backoff and jitter,
-//! honouring `Retry-After` and `X-RateLimit-Reset`.
+//! honouring `Retry-After` and `X-RateLimit-Reset`. A vendor's announced budget
+//! (`X-RateLimit-Remaining` with `X-RateLimit-Reset`) is kept per endpoint and
+//! credential, and spent before sending: many resources sharing one admin token wait
+//! for the window to reset instead of running into 429s and failing.
 
 use super::ProviderError;
 use super::endpoint::{self, Cidr, Guard, GuardedResolver};
 use rand::Rng;
 use reqwest::header::HeaderMap;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::time::Instant;
 
 /// How HTTP calls behave; `rotor run` flags set it.
 #[derive(Clone, Debug)]
@@ -149,6 +155,7 @@ fn looks_like_a_token(word: &str) -> bool {
 pub struct HttpClient {
     client: reqwest::Client,
     pub settings: HttpSettings,
+    budgets: Arc<Budgets>,
 }
 
 impl HttpClient {
@@ -169,7 +176,11 @@ impl HttpClient {
             .user_agent(concat!("rotor/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("the HTTP client builds from static settings");
-        Self { client, settings }
+        Self {
+            client,
+            settings,
+            budgets: Arc::default(),
+        }
     }
 
     /// Checks a provider URL: http(s), and not a literal internal address.
@@ -225,7 +236,13 @@ impl HttpClient {
             // The final URL, with every placeholder filled: a vendor-chosen id can make
             // the host an IP literal (`http://{{id}}/` with id 2852039166).
             self.check_host(request.url())?;
+            let budget = self.budgets.key(&request);
+            self.spend(what, budget).await?;
             let outcome = self.client.execute(request).await;
+            if let Ok(resp) = &outcome {
+                self.budgets
+                    .update(budget, resp.headers(), self.settings.max_wait);
+            }
             let (retryable, asked) = match outcome {
                 Ok(resp) => {
                     let status = resp.status().as_u16();
@@ -246,7 +263,15 @@ impl HttpClient {
                             vendor_message(&reply.body)
                         ))
                     };
-                    (error, requested_wait(&headers))
+                    // X-RateLimit-Reset says when the rate window ends: it is a wait
+                    // for a 429 only (a vendor sending it on every answer would
+                    // otherwise hold a 503's retry for the rest of the window).
+                    let asked = if status == 429 {
+                        requested_wait(&headers)
+                    } else {
+                        retry_after(&headers)
+                    };
+                    (error, asked)
                 }
                 Err(e) => (
                     ProviderError::Unavailable(format!("{what}: {}", transport_message(e))),
@@ -277,6 +302,30 @@ impl HttpClient {
         }
     }
 
+    /// Takes one request from the budget the vendor announced for this endpoint and
+    /// credential, waiting for its window to reset when none is left (at most
+    /// `--http-max-wait`; the whole call stays bounded by `--provider-timeout`).
+    async fn spend(&self, what: &str, key: u64) -> Result<(), ProviderError> {
+        loop {
+            let Some(wait) = self.budgets.take(key) else {
+                return Ok(());
+            };
+            if wait > self.settings.max_wait {
+                return Err(ProviderError::RateLimited(format!(
+                    "{what}: the provider's rate limit allows no request for {}; rotor waits at most {} (--http-max-wait)",
+                    humantime::format_duration(Duration::from_secs(wait.as_secs())),
+                    humantime::format_duration(self.settings.max_wait)
+                )));
+            }
+            tracing::debug!(
+                what,
+                wait_ms = wait.as_millis() as u64,
+                "waiting for the provider's rate-limit window"
+            );
+            tokio::time::sleep(wait).await;
+        }
+    }
+
     fn backoff(&self, attempt: u32) -> Duration {
         let base = self
             .settings
@@ -289,6 +338,168 @@ impl HttpClient {
         Duration::try_from_secs_f64(base.as_secs_f64() * (1.0 + jitter))
             .unwrap_or(self.settings.max_wait)
             .min(self.settings.max_wait)
+    }
+}
+
+/// What a vendor's rate-limit headers announced to one caller (an endpoint and the
+/// credential it sent): requests left in the current window and when it resets.
+#[derive(Debug)]
+struct Budget {
+    remaining: u64,
+    limit: Option<u64>,
+    reset_at: Instant,
+    /// The longest window seen (a fresh window is assumed to last as long).
+    window: Duration,
+}
+
+/// The budgets of every caller, by a keyed hash of scheme, host, port and
+/// `Authorization` (never the credential itself). At most [`Budgets::MAX`] callers are
+/// remembered; past that, callers without a budget are simply not throttled.
+#[derive(Default)]
+struct Budgets {
+    hasher: std::hash::RandomState,
+    map: Mutex<HashMap<u64, Budget>>,
+}
+
+impl Budget {
+    /// One request is out to learn the budget; the others wait for its answer.
+    fn probe(now: Instant) -> Self {
+        Self {
+            remaining: 0,
+            limit: None,
+            reset_at: now + Budgets::PROBE,
+            window: Duration::ZERO,
+        }
+    }
+
+    /// The vendor announced no budget: nothing is held back.
+    fn unlimited(now: Instant) -> Self {
+        Self {
+            remaining: u64::MAX,
+            limit: None,
+            reset_at: now + Duration::from_secs(60),
+            window: Duration::ZERO,
+        }
+    }
+}
+
+impl Budgets {
+    const MAX: usize = 4096;
+    /// The longest the first answer is waited for before another request goes.
+    const PROBE: Duration = Duration::from_secs(2);
+
+    fn key(&self, request: &reqwest::Request) -> u64 {
+        let mut h = self.hasher.build_hasher();
+        let url = request.url();
+        (url.scheme(), url.host_str(), url.port_or_known_default()).hash(&mut h);
+        request
+            .headers()
+            .get(reqwest::header::AUTHORIZATION)
+            .map(|v| v.as_bytes())
+            .hash(&mut h);
+        h.finish()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Budget>> {
+        // The map holds no invariant a panicking holder could break.
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes one request: `None` if it may go now, else how long to wait before
+    /// asking again. A caller rotor knows nothing about sends one request first and
+    /// the others wait for its answer (at most [`Budgets::PROBE`]): a burst of
+    /// resources sharing a token must not spend more than the vendor allows before
+    /// the vendor could say how much that is.
+    fn take(&self, key: u64) -> Option<Duration> {
+        let mut map = self.lock();
+        let now = Instant::now();
+        if !map.contains_key(&key) {
+            if map.len() >= Self::MAX {
+                map.retain(|_, b| b.reset_at > now);
+                if map.len() >= Self::MAX {
+                    return None;
+                }
+            }
+            map.insert(key, Budget::probe(now));
+            return None;
+        }
+        let budget = map.get_mut(&key)?;
+        if now >= budget.reset_at {
+            let Some(limit) = budget.limit else {
+                // Not announced (or the probe's answer never came): probe again.
+                *budget = Budget::probe(now);
+                return None;
+            };
+            // A fresh window: its real reset comes with the first answers in it.
+            budget.remaining = limit;
+            budget.reset_at = now + budget.window;
+        }
+        if budget.remaining == 0 {
+            return Some(budget.reset_at - now);
+        }
+        budget.remaining -= 1;
+        None
+    }
+
+    /// Records what an answer's headers announce (`X-RateLimit-Remaining` with
+    /// `X-RateLimit-Reset`; either missing or unreadable: nothing).
+    fn update(&self, key: u64, headers: &HeaderMap, max_wait: Duration) {
+        let number = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        let now = Instant::now();
+        let announced = number("x-ratelimit-remaining")
+            .zip(reset_wait(headers))
+            // A window longer than rotor would wait for is not tracked (the 429 path
+            // reports it if the vendor insists).
+            .filter(|(_, reset)| reset.wait <= max_wait);
+        let Some((remaining, reset)) = announced else {
+            // No budget announced: requests go freely; asked again in a while.
+            if let Some(b) = self.lock().get_mut(&key)
+                && b.limit.is_none()
+            {
+                *b = Budget::unlimited(now);
+            }
+            return;
+        };
+        let reset_at = now + reset.wait;
+        let mut map = self.lock();
+        if map.len() >= Self::MAX && !map.contains_key(&key) {
+            map.retain(|_, b| b.reset_at > now);
+            if map.len() >= Self::MAX {
+                return;
+            }
+        }
+        let fresh = Budget {
+            remaining,
+            limit: number("x-ratelimit-limit"),
+            reset_at,
+            window: reset.wait,
+        };
+        match map.get_mut(&key) {
+            Some(b) if now < b.reset_at && b.limit.is_some() => {
+                // Answers arrive out of order, and the reset is given in whole
+                // seconds: one that resets well before the window rotor counts in
+                // belongs to an earlier window.
+                if reset_at + Duration::from_millis(1500) < b.reset_at {
+                    return;
+                }
+                b.remaining = b.remaining.min(remaining);
+                b.reset_at = b.reset_at.max(reset_at);
+                b.limit = fresh.limit.or(b.limit);
+                b.window = b.window.max(reset.wait);
+            }
+            Some(b) => {
+                let window = b.window.max(reset.wait);
+                *b = Budget { window, ..fresh };
+            }
+            None => {
+                map.insert(key, fresh);
+            }
+        }
     }
 }
 
@@ -397,6 +608,11 @@ fn printable(name: &str, value: &str) -> String {
 /// How long the server asked rotor to wait: `Retry-After` (seconds or an HTTP date)
 /// or `X-RateLimit-Reset` (seconds to wait, or a unix time in seconds or ms).
 pub fn requested_wait(headers: &HeaderMap) -> Option<AskedWait> {
+    retry_after(headers).or_else(|| reset_wait(headers))
+}
+
+/// `Retry-After` (seconds, fractional seconds or an HTTP date) as a wait.
+fn retry_after(headers: &HeaderMap) -> Option<AskedWait> {
     let header = |name: &str| {
         headers
             .get(name)
@@ -420,7 +636,15 @@ pub fn requested_wait(headers: &HeaderMap) -> Option<AskedWait> {
             });
         }
     }
-    let raw = header("x-ratelimit-reset")?;
+    None
+}
+
+/// `X-RateLimit-Reset` as a wait: seconds to wait, or a unix time in seconds or ms.
+fn reset_wait(headers: &HeaderMap) -> Option<AskedWait> {
+    let raw = headers
+        .get("x-ratelimit-reset")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)?;
     let reset = raw.parse::<f64>().ok()?;
     let now_ms = chrono::Utc::now().timestamp_millis() as f64;
     let secs = if reset > 1e12 {
@@ -440,6 +664,42 @@ pub fn requested_wait(headers: &HeaderMap) -> Option<AskedWait> {
 mod tests {
     use super::*;
     use reqwest::header::HeaderValue;
+
+    #[tokio::test]
+    async fn an_announced_budget_is_spent_before_sending() {
+        let budgets = Budgets::default();
+        let max = Duration::from_secs(60);
+        let headers = |remaining: &str, reset: &str| {
+            let mut h = HeaderMap::new();
+            h.insert("x-ratelimit-limit", HeaderValue::from_static("2"));
+            h.insert(
+                "x-ratelimit-remaining",
+                HeaderValue::from_str(remaining).unwrap(),
+            );
+            h.insert("x-ratelimit-reset", HeaderValue::from_str(reset).unwrap());
+            h
+        };
+        // Unknown caller: one request goes, the next waits for its answer.
+        assert_eq!(budgets.take(1), None);
+        assert!(budgets.take(1).is_some_and(|w| w <= Budgets::PROBE));
+        budgets.update(1, &headers("1", "30"), max);
+        assert_eq!(budgets.take(1), None);
+        let wait = budgets.take(1).expect("the budget is spent");
+        assert!(wait > Duration::from_secs(28) && wait <= Duration::from_secs(30));
+        // A stale answer from an earlier window does not refill it.
+        budgets.update(1, &headers("5", "1"), max);
+        assert!(budgets.take(1).is_some());
+        // No headers: nothing is held back.
+        assert_eq!(budgets.take(2), None);
+        budgets.update(2, &HeaderMap::new(), max);
+        for _ in 0..100 {
+            assert_eq!(budgets.take(2), None);
+        }
+        // A window longer than --http-max-wait is not tracked.
+        assert_eq!(budgets.take(3), None);
+        budgets.update(3, &headers("0", "3600"), max);
+        assert_eq!(budgets.take(3), None);
+    }
 
     #[test]
     fn a_huge_backoff_flag_is_capped_not_a_panic() {

@@ -153,10 +153,18 @@ impl Provider for ConvoxProvider {
     async fn issue(&self, request: &IssueRequest<'_>) -> Result<Credential, ProviderError> {
         // A rotation that died after its PUT left the new key pending: if the rack
         // takes it, that key is this rotation's credential. Never issue twice.
-        if let Some(pending) = &self.pending
-            && matches!(self.probe(pending.expose_secret()).await?, Probe::Running)
-        {
-            return Ok(self.credential(request.name, pending.clone()));
+        // A rack still updating to it answers the pending key with its status (the
+        // old key stopped working at the PUT): wait for that update, never probe the
+        // old key or set another.
+        if let Some(pending) = &self.pending {
+            match self.probe(pending.expose_secret()).await? {
+                Probe::Running => return Ok(self.credential(request.name, pending.clone())),
+                Probe::Busy(_) => {
+                    self.wait_running(pending.expose_secret()).await?;
+                    return Ok(self.credential(request.name, pending.clone()));
+                }
+                Probe::Refused => {}
+            }
         }
         let admin = match self.probe(self.current.expose_secret()).await? {
             Probe::Running => self.current.clone(),
