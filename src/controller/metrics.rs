@@ -26,6 +26,11 @@ pub struct ResourceLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
     pub error: String,
 }
@@ -50,7 +55,7 @@ pub struct Metrics {
     pub orphans_swept: Family<ProviderLabels, Counter>,
     pub sweeps: Family<ProviderLabels, Counter>,
     pub secret_restores: Family<ProviderLabels, Counter>,
-    pub webhook_failures: Counter,
+    pub reconciles: Family<ResultLabels, Counter>,
     pub reconcile_errors: Family<ErrorLabels, Counter>,
 }
 
@@ -107,11 +112,11 @@ impl Default for Metrics {
             "Target Secrets written again from the vault (deleted, lost a key, or edited)",
             secret_restores.clone(),
         );
-        let webhook_failures = Counter::default();
+        let reconciles = Family::<ResultLabels, Counter>::default();
         registry.register(
-            "webhook_failures",
-            "Notification webhooks that could not be delivered",
-            webhook_failures.clone(),
+            "reconciles",
+            "Reconciles run, by result: ok, error, or deferred (the namespace had no free share)",
+            reconciles.clone(),
         );
         let reconcile_errors = Family::<ErrorLabels, Counter>::default();
         registry.register(
@@ -129,13 +134,20 @@ impl Default for Metrics {
             orphans_swept,
             sweeps,
             secret_restores,
-            webhook_failures,
+            reconciles,
             reconcile_errors,
         }
     }
 }
 
 impl Metrics {
+    /// Counts one reconcile by its result (`ok`, `error`, `deferred`).
+    pub fn reconciled(&self, result: &'static str) {
+        self.reconciles
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
     /// The text exposition format.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -205,6 +217,8 @@ mod tests {
         m.rotation("supabase", false, 1.5);
         m.schedule("shop", "key", Some(1_800_000_000.0), Some(1_700_000_000.0));
         super::count(&m.secret_restores, "random");
+        m.reconciled("ok");
+        m.reconciled("ok");
         let text = m.encode();
         for line in [
             r#"rotor_rotations_total{provider="supabase",result="success"} 1"#,
@@ -214,7 +228,7 @@ mod tests {
             r#"rotor_next_rotation_timestamp_seconds{namespace="shop",name="key"} 1800000000.0"#,
             r#"rotor_credential_last_rotated_timestamp_seconds{namespace="shop",name="key"} 1700000000.0"#,
             r#"rotor_secret_restores_total{provider="random"} 1"#,
-            "rotor_webhook_failures_total 0",
+            r#"rotor_reconciles_total{result="ok"} 2"#,
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }

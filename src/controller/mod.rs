@@ -152,6 +152,7 @@ const FAIRNESS_RETRY: Duration = Duration::from_secs(2);
 async fn reconcile(obj: Arc<Guarded>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = obj.metadata.namespace.clone().unwrap_or_default();
     let Some(_permit) = ctx.fairness.try_acquire(&ns) else {
+        ctx.metrics.reconciled("deferred");
         return Ok(Action::requeue(FAIRNESS_RETRY));
     };
     let name = obj.metadata.name.clone().unwrap_or_default();
@@ -176,14 +177,17 @@ async fn reconcile(obj: Arc<Guarded>, ctx: Arc<Context>) -> Result<Action, Error
             Ok(sr) => reconcile::reconcile(sr.clone(), ctx.clone()).await,
         }
     };
-    match std::panic::AssertUnwindSafe(work).catch_unwind().await {
+    let result = match std::panic::AssertUnwindSafe(work).catch_unwind().await {
         Ok(result) => {
             ctx.panics.reset(&ns, &name);
             result
         }
         // The payload may quote a value: never logged (see the panic hook in main).
         Err(_) => Err(Error::Panicked),
-    }
+    };
+    ctx.metrics
+        .reconciled(if result.is_ok() { "ok" } else { "error" });
+    result
 }
 
 fn error_policy(obj: Arc<Guarded>, error: &Error, ctx: Arc<Context>) -> Action {

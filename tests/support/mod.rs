@@ -374,10 +374,10 @@ pub async fn metric(op: &Operator, series: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
 }
 
-/// Waits (bounded, 15 s) until the sample `series` on the operator's /metrics is at
+/// Waits (bounded, 60 s) until the sample `series` on the operator's /metrics is at
 /// least `min`.
 pub async fn wait_metric(op: &Operator, series: &str, min: f64) {
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let value = metric(op, series).await;
         if value.is_some_and(|v| v >= min) {
@@ -385,7 +385,7 @@ pub async fn wait_metric(op: &Operator, series: &str, min: f64) {
         }
         assert!(
             Instant::now() < deadline,
-            "{series} not at {min} within 15s (now {value:?})"
+            "{series} not at {min} within 60s (now {value:?})"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -47,6 +47,38 @@ pub async fn rotated(client: &Client, ns: &str, name: &str, count: u64) -> Secre
     .unwrap()
 }
 
+/// "Nothing rotated": waits until rotor has reconciled `generation` *and* is at rest —
+/// `Success`, no rotation in flight — then asserts that no rotation was attempted since
+/// `before` (same `lastRotationAttemptedAt`, count and slots). Waiting for
+/// `observedGeneration` alone is not enough: a rotation's intent write sets it while the
+/// count, slots and Secret are still unchanged.
+pub async fn settled_without_rotation(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    generation: Option<i64>,
+    before: &SecretRotationStatus,
+) -> SecretRotationStatus {
+    let s = wait_status(client, ns, name, 90, "reconciled and at rest", |s| {
+        s.observed_generation == generation
+            && s.rotation_status == RotationPhase::Success
+            && s.in_flight.is_none()
+    })
+    .await
+    .status
+    .unwrap();
+    assert_eq!(
+        s.last_rotation_attempted_at, before.last_rotation_attempted_at,
+        "{name}: a rotation was attempted"
+    );
+    assert_eq!(
+        s.rotation_count, before.rotation_count,
+        "{name}: rotated again"
+    );
+    assert_eq!(s.slots, before.slots, "{name}: the slots changed");
+    s
+}
+
 /// Waits until the resource is `Failed` (a refusal or a failed rotation); its status.
 pub async fn failed(client: &Client, ns: &str, name: &str) -> SecretRotationStatus {
     wait_status(client, ns, name, 60, "failed", |s| {
