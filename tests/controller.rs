@@ -651,16 +651,29 @@ async fn damaged_target_secret_is_restored_from_the_vault() {
     assert_no_leak(&client, &ns, name, &op.logs(), &[token, previous, fresh]).await;
 }
 
-/// Every reconcile the operator ran, whatever its result (`rotor_reconciles_total`).
-async fn reconciles(op: &Operator) -> f64 {
-    let mut total = 0.0;
-    for result in ["ok", "error", "deferred"] {
-        total += metric(
-            op,
-            &format!("rotor_reconciles_total{{result=\"{result}\"}}"),
-        )
-        .await
-        .unwrap_or(0.0);
+#[test]
+fn the_leak_scan_sees_a_value_in_every_form_a_log_can_carry_it() {
+    use base64::Engine;
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    let value = "s3cr3t/+value?&= with space".to_string();
+    let values = [value.clone()];
+    let clean = r#"{"msg":"rotated","fingerprint":"hmac-sha256:0a1b2c3d"}"#;
+    assert_eq!(find_leak(clean, &values), None);
+    for prefix in ["", "x", "xy"] {
+        let embedded = format!("{prefix}user:{value}@host");
+        for text in [
+            STANDARD.encode(&embedded),
+            URL_SAFE_NO_PAD.encode(&embedded),
+            format!("Basic {}", STANDARD.encode(&embedded)),
+        ] {
+            assert!(find_leak(&text, &values).is_some(), "missed in {text}");
+        }
     }
-    total
+    let escaped = serde_json::to_string(&value).unwrap();
+    assert!(find_leak(&format!("{{\"v\":{escaped}}}"), &values).is_some());
+    let url = format!(
+        "https://h/?k={}",
+        percent_encoding::utf8_percent_encode(&value, percent_encoding::NON_ALPHANUMERIC)
+    );
+    assert!(find_leak(&url, &values).is_some(), "missed in {url}");
 }

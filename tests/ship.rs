@@ -380,6 +380,14 @@ async fn rbac_is_least_privilege_proven_by_a_run_with_the_chart_token() {
         wait_events(&client, &tenant, "session-key", 2, 60).await,
         vec!["Rotated", "Rotated"]
     );
+    assert_no_leak_of_target(
+        &client,
+        &tenant,
+        "session-key",
+        "app-session-key",
+        &op.logs(),
+    )
+    .await;
     // deletionPolicy Revoke: the finalizer is added, then removed after revoking.
     patch_rotation(
         &client,
@@ -551,6 +559,8 @@ async fn argocd_health_check_on_status_objects_from_real_runs() {
     let (status, message) = argo_health(&healthy);
     assert_eq!(status, "Healthy");
     assert!(message.contains("slot 0 active"), "{message}");
+
+    assert_no_leak_of_target(&client, &ns, "argo", "argo-secret", &op.logs()).await;
 
     // Stale: the spec changed while no operator was running.
     op.kill();

@@ -271,14 +271,94 @@ pub async fn assert_no_leak(client: &Client, ns: &str, name: &str, log: &str, va
     }
     let values = super::issued();
     for (place, text) in &places {
-        for v in values.iter().filter(|v| v.len() >= 8) {
-            assert!(
-                !text.contains(v.as_str()),
-                "a credential value ({}) appears in {place}",
+        if let Some((v, form)) = find_leak(text, &values) {
+            panic!(
+                "a credential value ({}) appears {form} in {place}",
                 rotor::rotation::fingerprint(v)
             );
         }
     }
+}
+
+/// [`assert_no_leak`] with every value of the target Secret `secret` (all of them are
+/// credentials: the random provider's, in the tests that call this).
+pub async fn assert_no_leak_of_target(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    secret: &str,
+    log: &str,
+) {
+    let target = get_secret(client, ns, secret)
+        .await
+        .expect("the target Secret");
+    let values: Vec<String> = target
+        .data
+        .unwrap_or_default()
+        .values()
+        .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+        .filter(|v| v.len() >= 8)
+        .collect();
+    assert!(!values.is_empty(), "{secret} holds a value to scan for");
+    assert_no_leak(client, ns, name, log, &values).await;
+}
+
+/// The first of `values` (8 characters or more) that `text` holds in any form a log, an
+/// Event or a status could carry it in, and which form.
+pub fn find_leak<'a>(text: &str, values: &'a [String]) -> Option<(&'a String, &'static str)> {
+    values.iter().filter(|v| v.len() >= 8).find_map(|v| {
+        leak_forms(v)
+            .into_iter()
+            .find(|(f, _)| text.contains(f.as_str()))
+            .map(|(_, how)| (v, how))
+    })
+}
+
+/// `value` as it may appear: itself, JSON-escaped (the logs are JSON), percent-encoded
+/// (in a URL or a form body), and base64 (standard or URL-safe, padded or not) at each
+/// of the three byte alignments it can have inside a longer encoded string — for an
+/// unaligned one, the groups that also hold bytes from before or after are left out.
+pub fn leak_forms(value: &str) -> Vec<(String, &'static str)> {
+    use base64::Engine;
+    use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+    use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+    const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    let mut forms = vec![(value.to_string(), "as is")];
+    let json = serde_json::to_string(value).unwrap();
+    forms.push((json[1..json.len() - 1].to_string(), "JSON-escaped"));
+    for set in [NON_ALPHANUMERIC, UNRESERVED] {
+        forms.push((
+            utf8_percent_encode(value, set).to_string(),
+            "percent-encoded",
+        ));
+        forms.push((
+            utf8_percent_encode(value, set)
+                .to_string()
+                .replace("%20", "+"),
+            "form-encoded",
+        ));
+    }
+    for offset in 0..3usize {
+        let mut bytes = vec![0u8; offset];
+        bytes.extend_from_slice(value.as_bytes());
+        for engine in [&STANDARD_NO_PAD, &URL_SAFE_NO_PAD] {
+            let encoded = engine.encode(&bytes);
+            // Characters before `skip` mix in bytes from before the value; the last,
+            // partial group mixes in what follows it.
+            let skip = if offset == 0 { 0 } else { 4 };
+            let whole = (offset + value.len()) / 3 * 4;
+            if whole > skip && whole - skip >= 8 {
+                forms.push((encoded[skip..whole].to_string(), "base64-encoded"));
+            }
+        }
+    }
+    forms.sort();
+    forms.dedup_by(|a, b| a.0 == b.0);
+    forms
 }
 
 /// Applies a merge patch to a SecretRotation.

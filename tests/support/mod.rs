@@ -121,11 +121,38 @@ extern "C" fn cleanup_at_exit() {
             }
         }
     }
-    if let Ok(Some(dir)) = SCRATCH.lock().map(|d| d.clone())
-        && std::env::var_os("ROTOR_KEEP_TEST_DIR").is_none()
-    {
+    let Ok(Some(dir)) = SCRATCH.lock().map(|d| d.clone()) else {
+        return;
+    };
+    // The final leak scan of this test binary: every operator log, written to its end
+    // (the operators are dead now), against every value any of its tests saw. A test's
+    // own scan ran while other operators were still writing.
+    if let Some((place, fingerprint, form)) = final_leak_scan(&dir) {
+        eprintln!(
+            "LEAK: a credential value ({fingerprint}) appears {form} in {place}; \
+             test directory kept: {}",
+            dir.display()
+        );
+        unsafe { libc::_exit(1) };
+    }
+    if std::env::var_os("ROTOR_KEEP_TEST_DIR").is_none() {
         let _ = std::fs::remove_dir_all(dir);
     }
+}
+
+fn final_leak_scan(dir: &Path) -> Option<(String, String, &'static str)> {
+    let values = issued();
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        if !file.starts_with("operator-") {
+            continue;
+        }
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        if let Some((v, form)) = kube_util::find_leak(&text, &values) {
+            return Some((file, rotor::rotation::fingerprint(v), form));
+        }
+    }
+    None
 }
 
 pub fn free_port() -> u16 {
@@ -372,6 +399,16 @@ pub async fn metric(op: &Operator, series: &str) -> Option<f64> {
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
+}
+
+/// Every reconcile `op` ran, whatever its result (`rotor_reconciles_total`).
+pub async fn reconciles(op: &Operator) -> f64 {
+    let mut total = 0.0;
+    for result in ["ok", "error", "deferred"] {
+        let series = format!("rotor_reconciles_total{{result=\"{result}\"}}");
+        total += metric(op, &series).await.unwrap_or(0.0);
+    }
+    total
 }
 
 /// Waits (bounded, 60 s) until the sample `series` on the operator's /metrics is at
