@@ -795,11 +795,12 @@ async fn postgres_sample_rotates_across_two_users_on_a_real_server() {
     let ns = namespace(&client, "postgres").await;
     let flags = [FAST, &["--sweep-interval", "1s"]].concat();
     let op = Operator::start_with(&ns, &flags);
+    // The sample's own `sslMode: require`: the test server speaks TLS.
     let manifest = sample("postgres.yaml")
         .replace("host: postgres.example.com", "host: 127.0.0.1")
         .replace("port: 5432", &format!("port: {}", pg.port))
-        .replace("sslMode: require", "sslMode: disable")
         .replace("REPLACE_WITH_THE_ADMIN_PASSWORD", &pg.admin_password);
+    assert!(manifest.contains("sslMode: require"));
     apply_yaml(&client, &ns, &manifest).await.unwrap();
     wait_status(&client, &ns, "app-db-login", 60, "rotated", |s| {
         s.rotation_count == 1
@@ -820,6 +821,18 @@ async fn postgres_sample_rotates_across_two_users_on_a_real_server() {
     };
     let (u1, p1, uri1) = login(1).await;
     assert_eq!(u1, "app_a");
+    // memberOf: the user rotor created holds the role (and so its privileges); the
+    // user that existed before is left as its owner made it.
+    assert_eq!(pg.roles_of("app_a").await, vec!["app_rw".to_string()]);
+    assert!(pg.roles_of("app_b").await.is_empty());
+    pg.admin_sql(
+        "CREATE TABLE IF NOT EXISTS app_grants (n int); GRANT SELECT ON app_grants TO app_rw",
+    )
+    .await;
+    let as_a = pg.session(&u1, &p1, "postgres").await;
+    as_a.simple_query("SELECT n FROM app_grants")
+        .await
+        .expect("app_a reads what app_rw may read");
     assert!(
         pg.can_login(&u1, &p1, "app").await,
         "the active user logs in"
@@ -827,7 +840,7 @@ async fn postgres_sample_rotates_across_two_users_on_a_real_server() {
     assert_eq!(
         uri1,
         format!(
-            "postgresql://app%5Fa:{p1}@127.0.0.1:{}/app?sslmode=disable",
+            "postgresql://app%5Fa:{p1}@127.0.0.1:{}/app?sslmode=require",
             pg.port
         )
     );
@@ -858,7 +871,15 @@ async fn postgres_sample_rotates_across_two_users_on_a_real_server() {
         "the previous user still logs in"
     );
 
+    // A session app_a opened with the password from rotation 1, still open when
+    // rotation 3 revokes that password: it is ended, not left running.
+    let old_session = pg.session(&u1, &p1, "app").await;
+    old_session.simple_query("SELECT 1").await.unwrap();
     rotate(&client, &ns, "app-db-login", "r3", 3).await;
+    assert!(
+        old_session.simple_query("SELECT 1").await.is_err(),
+        "the revoked password's session was ended"
+    );
     let (u3, p3, _) = login(3).await;
     assert_eq!(u3, "app_a");
     assert!(pg.can_login(&u3, &p3, "app").await);

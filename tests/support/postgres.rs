@@ -280,3 +280,61 @@ impl Postgres {
         client.batch_execute(sql).await.unwrap();
     }
 }
+
+impl Postgres {
+    /// A session as `user` on `database` (plain connection), kept open by the caller.
+    /// Panics when the login fails: the caller asserts it can log in.
+    pub async fn session(
+        &self,
+        user: &str,
+        password: &str,
+        database: &str,
+    ) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::Config::new()
+            .host("127.0.0.1")
+            .port(self.port)
+            .user(user)
+            .password(password)
+            .dbname(database)
+            .connect(tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("logging in as {user:?}: {e}"));
+        tokio::spawn(connection);
+        client
+    }
+
+    /// A session as the admin on `database`.
+    pub async fn admin_session(&self, database: &str) -> tokio_postgres::Client {
+        self.session("postgres", &self.admin_password, database)
+            .await
+    }
+
+    /// The roles `user` is a member of (pg_auth_members), sorted.
+    pub async fn roles_of(&self, user: &str) -> Vec<String> {
+        let admin = self.admin_session("postgres").await;
+        let rows = admin
+            .query(
+                "SELECT r.rolname FROM pg_catalog.pg_auth_members m \
+                 JOIN pg_catalog.pg_roles r ON r.oid = m.roleid \
+                 JOIN pg_catalog.pg_roles u ON u.oid = m.member \
+                 WHERE u.rolname = $1 ORDER BY 1",
+                &[&user],
+            )
+            .await
+            .unwrap();
+        rows.iter().map(|r| r.get(0)).collect()
+    }
+
+    /// Which of `names` exist as roles, sorted.
+    pub async fn existing_roles(&self, names: &[&str]) -> Vec<String> {
+        let admin = self.admin_session("postgres").await;
+        let rows = admin
+            .query(
+                "SELECT rolname FROM pg_catalog.pg_roles WHERE rolname = ANY($1) ORDER BY 1",
+                &[&names],
+            )
+            .await
+            .unwrap();
+        rows.iter().map(|r| r.get(0)).collect()
+    }
+}
