@@ -374,3 +374,70 @@ async fn a_server_that_accepts_and_never_answers_does_not_hold_a_worker() {
     silent.abort();
     assert_no_leak(&client, &ns, "silent", &op.logs(), &[admin_password]).await;
 }
+
+/// README: `usernames` names the two users (slot 0, slot 1) instead of `<username>_a/_b`;
+/// one that does not exist is created with LOGIN, one that exists is taken over.
+#[tokio::test]
+async fn usernames_name_both_users_and_a_missing_one_is_created() {
+    let pg = postgres();
+    pg.admin_sql("CREATE DATABASE named_db").await;
+    pg.admin_sql("CREATE ROLE orders_next WITH LOGIN PASSWORD 'set-by-a-human-42'")
+        .await;
+    assert_eq!(
+        pg.existing_roles(&["orders_live", "orders_next"]).await,
+        vec!["orders_next".to_string()]
+    );
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "pg-usernames").await;
+    let op = Operator::start_with(&ns, FAST);
+    let yaml = manifest(
+        "named",
+        "127.0.0.1",
+        pg.port,
+        "named_db",
+        "require",
+        ("postgres", &pg.admin_password),
+        "unused",
+        None,
+    )
+    .replace(
+        r#""username":"unused""#,
+        r#""usernames":["orders_live","orders_next"]"#,
+    );
+    assert!(yaml.contains("usernames"), "{yaml}");
+    apply_yaml(&client, &ns, &yaml).await.unwrap();
+    rotated(&client, &ns, "named", 1).await;
+    let u1 = value(&client, &ns, "named", "DB_USER").await.unwrap();
+    let p1 = value(&client, &ns, "named", "DB_PASSWORD").await.unwrap();
+    assert_eq!(u1, "orders_live", "slot 0 is the first name");
+    assert!(pg.can_login(&u1, &p1, "named_db").await);
+    assert_eq!(
+        pg.existing_roles(&["orders_live", "orders_next", "unused_a", "unused_b"])
+            .await,
+        vec!["orders_live".to_string(), "orders_next".to_string()],
+        "the missing user was created, no <username>_a/_b"
+    );
+
+    rotate(&client, &ns, "named", "second", 2).await;
+    let u2 = value(&client, &ns, "named", "DB_USER").await.unwrap();
+    let p2 = value(&client, &ns, "named", "DB_PASSWORD").await.unwrap();
+    assert_eq!(u2, "orders_next", "slot 1 is the second name");
+    assert!(pg.can_login(&u2, &p2, "named_db").await);
+    assert!(
+        !pg.can_login("orders_next", "set-by-a-human-42", "named_db")
+            .await,
+        "the existing user's old password no longer works"
+    );
+    assert!(
+        pg.can_login(&u1, &p1, "named_db").await,
+        "the previous user still logs in"
+    );
+    assert_no_leak(
+        &client,
+        &ns,
+        "named",
+        &op.logs(),
+        &[p1, p2, pg.admin_password.clone()],
+    )
+    .await;
+}
