@@ -604,3 +604,181 @@ async fn a_503_with_retry_after_is_waited_for_and_retried_within_one_attempt() {
         );
     }
 }
+
+/// One request as a vendor received it.
+#[derive(Clone, Debug)]
+struct Received {
+    method: String,
+    path: String,
+    query: Option<String>,
+    x_key: Option<String>,
+    x_id: Option<String>,
+    body: String,
+}
+
+/// A key API that records every request as it arrived (raw path, header, body), issues
+/// keys with `id_of(n)` as their id, and answers a DELETE with `revoke_status`.
+async fn recording_vendor(
+    id_of: fn(u32) -> String,
+    revoke_status: StatusCode,
+) -> (String, Arc<std::sync::Mutex<Vec<Received>>>) {
+    let seen: Arc<std::sync::Mutex<Vec<Received>>> = Arc::default();
+    let issued = Arc::new(AtomicU32::new(0));
+    let state = seen.clone();
+    let app = axum::Router::new().fallback(
+        move |method: axum::http::Method, uri: axum::http::Uri, headers: HeaderMap, body: Bytes| {
+            let seen = state.clone();
+            let issued = issued.clone();
+            async move {
+                seen.lock().unwrap().push(Received {
+                    method: method.to_string(),
+                    path: uri.path().to_string(),
+                    query: uri.query().map(str::to_string),
+                    x_key: headers
+                        .get("x-key")
+                        .map(|v| v.to_str().unwrap_or("<not ASCII>").to_string()),
+                    x_id: headers
+                        .get("x-id")
+                        .map(|v| v.to_str().unwrap_or("<not ASCII>").to_string()),
+                    body: String::from_utf8_lossy(&body).into_owned(),
+                });
+                match (method.as_str(), uri.path()) {
+                    ("POST", "/keys") => {
+                        let n = issued.fetch_add(1, Ordering::SeqCst) + 1;
+                        let key = format!("k/{}?&#{n}", random(32));
+                        remember_issued(&key);
+                        Json(json!({"key": key, "id": id_of(n)})).into_response()
+                    }
+                    ("GET", p) if p.starts_with("/check/") => StatusCode::OK.into_response(),
+                    ("DELETE", p) if p.starts_with("/keys/") => revoke_status.into_response(),
+                    _ => StatusCode::NOT_FOUND.into_response(),
+                }
+            }
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, seen)
+}
+
+/// README (http): placeholders are percent-encoded in URLs and JSON-escaped in JSON
+/// bodies, and filled once — a vendor id that spells a JSON field, a path, a query or
+/// another placeholder is carried as data; `revoke` treats 410 as already gone.
+#[tokio::test]
+async fn http_placeholders_are_escaped_for_their_place_and_a_410_revoke_is_gone() {
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "hv-escape").await;
+    fn hostile_id(n: u32) -> String {
+        format!("{n}/../x?admin=1#\", \"admin\": true, \"k\": \"{{{{key}}}}\\")
+    }
+    let (url, seen) = recording_vendor(hostile_id, StatusCode::GONE).await;
+    let op = Operator::start_with(&ns, FAST);
+    let admin = random(40);
+    let yaml = http_rotation("escaped", &format!("{url}/keys"), None, &admin).replace(
+        "      idPath: $.id",
+        &format!(
+            "      idPath: $.id\n      test:\n        url: \"{url}/check/{{{{key}}}}\"\n        method: GET\n        headers:\n          - name: x-key\n            value: \"{{{{key}}}}\"\n          - name: x-id\n            value: '{{{{id}}}}'\n      revoke:\n        url: \"{url}/keys/{{{{id}}}}\"\n        method: DELETE\n        body: '{{\"id\": \"{{{{id}}}}\"}}'"
+        ),
+    );
+    apply_yaml(&client, &ns, &yaml).await.unwrap();
+    rotated(&client, &ns, "escaped", 1).await;
+    rotate(&client, &ns, "escaped", "two", 2).await;
+    // Rotation 3 revokes the key of rotation 1 (its slot's): the vendor says 410.
+    let s = rotate(&client, &ns, "escaped", "three", 3).await;
+    assert_eq!(s.failed_attempts, 0, "a 410 is not a failure");
+    let events = event_reasons(&client, &ns, "escaped").await;
+    assert!(
+        events.iter().all(|r| r == "Rotated"),
+        "nothing failed: {events:?}"
+    );
+
+    let seen = seen.lock().unwrap().clone();
+    let first_key = {
+        let tests: Vec<&Received> = seen.iter().filter(|r| r.method == "GET").collect();
+        assert_eq!(tests.len(), 3, "one test per rotation: {seen:?}");
+        for t in &tests {
+            let key = t.x_key.clone().expect("the key in its header");
+            // In the URL: one encoded path segment, no query, nothing cut at `#`.
+            let segment = t.path.strip_prefix("/check/").unwrap();
+            assert!(!segment.contains('/') && t.query.is_none(), "{t:?}");
+            assert_eq!(
+                percent_encoding::percent_decode_str(segment)
+                    .decode_utf8()
+                    .unwrap(),
+                key
+            );
+        }
+        for (n, t) in tests.iter().enumerate() {
+            assert_eq!(
+                t.x_id.as_deref(),
+                Some(hostile_id(n as u32 + 1).as_str()),
+                "the id is filled once: the {{{{key}}}} in it stays text"
+            );
+        }
+        tests[0].x_key.clone().unwrap()
+    };
+    let revokes: Vec<&Received> = seen.iter().filter(|r| r.method == "DELETE").collect();
+    assert_eq!(
+        revokes.len(),
+        1,
+        "rotation 3 revoked rotation 1's key: {seen:?}"
+    );
+    let revoke = revokes[0];
+    let segment = revoke.path.strip_prefix("/keys/").unwrap();
+    assert!(
+        !segment.contains('/') && revoke.query.is_none(),
+        "{revoke:?}"
+    );
+    assert_eq!(
+        percent_encoding::percent_decode_str(segment)
+            .decode_utf8()
+            .unwrap(),
+        hostile_id(1),
+        "the id went into the URL as one segment"
+    );
+    let body: serde_json::Value = serde_json::from_str(&revoke.body).expect("valid JSON");
+    assert_eq!(
+        body,
+        json!({"id": hostile_id(1)}),
+        "the id is one JSON string, its placeholder text not filled"
+    );
+    assert!(
+        !revoke.body.contains(&first_key),
+        "the key never went into the revoke"
+    );
+    assert_no_leak(&client, &ns, "escaped", &op.logs(), &[admin]).await;
+}
+
+/// README (http): without `test` the key is activated untested; without `revoke` old
+/// keys stay valid at the vendor — no request is made for either.
+#[tokio::test]
+async fn http_without_test_or_revoke_activates_untested_and_revokes_nothing() {
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "hv-minimal").await;
+    let (url, seen) = recording_vendor(|n| format!("id-{n}"), StatusCode::NO_CONTENT).await;
+    let _op = Operator::start_with(&ns, FAST);
+    let yaml = http_rotation("minimal", &format!("{url}/keys"), None, &random(40));
+    assert!(!yaml.contains("test:") && !yaml.contains("revoke:"));
+    apply_yaml(&client, &ns, &yaml).await.unwrap();
+    rotated(&client, &ns, "minimal", 1).await;
+    rotate(&client, &ns, "minimal", "two", 2).await;
+    let s = rotate(&client, &ns, "minimal", "three", 3).await;
+    assert_eq!(s.failed_attempts, 0);
+    let key = value(&client, &ns, "minimal", "KEY").await.unwrap();
+    assert!(
+        key.starts_with("k/") && key.ends_with("#3"),
+        "the third key is active"
+    );
+    let methods: Vec<String> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| r.method.clone())
+        .collect();
+    assert_eq!(
+        methods,
+        vec!["POST"; 3],
+        "only the three issues: {methods:?}"
+    );
+}

@@ -48,17 +48,33 @@ struct Vars<'a> {
 }
 
 impl Vars<'_> {
+    /// Fills the placeholders in one pass over the template: a value is never read
+    /// again, so a vendor id that says `{{key}}` stays those seven characters.
     fn render(&self, template: &str, encode: impl Fn(&str) -> String) -> String {
-        let mut out = template.to_string();
-        for (placeholder, value) in [
-            ("{{name}}", self.name),
-            ("{{id}}", self.id),
-            ("{{key}}", self.key),
-        ] {
-            if let Some(v) = value {
-                out = out.replace(placeholder, &encode(v));
+        let mut out = String::with_capacity(template.len());
+        let mut rest = template;
+        while let Some(at) = rest.find("{{") {
+            out.push_str(&rest[..at]);
+            rest = &rest[at..];
+            let hit = [
+                ("{{name}}", self.name),
+                ("{{id}}", self.id),
+                ("{{key}}", self.key),
+            ]
+            .into_iter()
+            .find_map(|(p, v)| Some((p, v?)).filter(|(p, _)| rest.starts_with(p)));
+            match hit {
+                Some((placeholder, value)) => {
+                    out.push_str(&encode(value));
+                    rest = &rest[placeholder.len()..];
+                }
+                None => {
+                    out.push_str("{{");
+                    rest = &rest[2..];
+                }
             }
         }
+        out.push_str(rest);
         out
     }
 }
@@ -492,5 +508,26 @@ mod tests {
             .unwrap();
         assert_eq!(issued.id, "..");
         assert_eq!(seen.lock().unwrap().len(), 1, "nothing else was deleted");
+    }
+
+    #[test]
+    fn placeholders_are_filled_once_and_values_are_never_read_as_templates() {
+        let vars = Vars {
+            name: Some("{{id}}"),
+            id: Some("{{key}}"),
+            key: Some("secret-value"),
+        };
+        assert_eq!(
+            vars.render("a {{name}} b {{id}} c {{key}} {{other}} {{", str::to_string),
+            "a {{id}} b {{key}} c secret-value {{other}} {{"
+        );
+        let only_key = Vars {
+            key: Some("k"),
+            ..Vars::default()
+        };
+        assert_eq!(
+            only_key.render("{{id}}/{{key}}", str::to_string),
+            "{{id}}/k"
+        );
     }
 }
