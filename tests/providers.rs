@@ -926,6 +926,41 @@ async fn endpoint_safety_and_namespace_rules() {
         "no request reached the internal address"
     );
 
+    // A DNS name is judged by the addresses it resolves to: `localhost` is loopback.
+    let by_name = manifest
+        .replace("name: supabase-secret-key\nspec", "name: by-name\nspec")
+        .replace("http://127.0.0.1:", "http://localhost:")
+        .replace(
+            "rotor.dev/allow-read: supabase-secret-key",
+            "rotor.dev/allow-read: supabase-secret-key,by-name",
+        );
+    assert!(by_name.contains("http://localhost:") && by_name.contains(",by-name"));
+    apply_yaml(&client, &ns, &by_name).await.unwrap();
+    let s = failed(&client, &ns, "by-name").await;
+    assert!(
+        s.last_rotation_message
+            .contains("endpoint localhost resolves to a loopback, private or link-local address"),
+        "{}",
+        s.last_rotation_message
+    );
+    assert_eq!(fake.lock().requests, 0, "nothing reached localhost either");
+
+    // A database host goes through the same guard, before any connection.
+    let pg = postgres::postgres();
+    let database = manifest_pg_guarded(pg, "localhost");
+    apply_yaml(&client, &ns, &database).await.unwrap();
+    let s = failed(&client, &ns, "guarded-db").await;
+    assert!(
+        s.last_rotation_message
+            .contains("endpoint localhost resolves to a loopback, private or link-local address"),
+        "{}",
+        s.last_rotation_message
+    );
+    assert!(
+        !pg.log().contains("database=guard_db"),
+        "rotor connected to the refused database host"
+    );
+
     let cross = manifest
         .replace("name: supabase-secret-key\nspec", "name: cross\nspec")
         .replace(
@@ -951,4 +986,37 @@ async fn endpoint_safety_and_namespace_rules() {
         s.last_rotation_message
     );
     assert_eq!(condition(&s, "Degraded").reason, "CredentialsMissing");
+}
+
+/// A PostgreSQL SecretRotation `guarded-db` (with its admin Secret) for `host`.
+fn manifest_pg_guarded(pg: &postgres::Postgres, host: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Secret
+metadata:
+  name: guarded-db-admin
+  annotations:
+    rotor.dev/allow-read: guarded-db
+stringData:
+  password: "{password}"
+---
+apiVersion: rotor.dev/v1alpha1
+kind: SecretRotation
+metadata:
+  name: guarded-db
+spec:
+  provider:
+    postgres:
+      host: {host}
+      port: {port}
+      database: guard_db
+      adminUsername: postgres
+      credentialsRef: {{ name: guarded-db-admin, key: password }}
+      username: guarded
+  secretsMapping: {{ password: DB_PASSWORD }}
+  target: {{ name: guarded-db }}
+"#,
+        password = pg.admin_password,
+        port = pg.port,
+    )
 }
