@@ -272,3 +272,54 @@ async fn plan_shows_what_would_happen_and_rotate_asks_for_a_rotation() {
         format!("rotor {}", env!("CARGO_PKG_VERSION"))
     );
 }
+
+/// README (Operating): a leader that loses its lease exits, so it never reconciles
+/// beside the new leader. Another holder takes the Lease over; replica-a must exit
+/// and leave it alone.
+#[tokio::test]
+async fn a_leader_that_loses_its_lease_exits() {
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "lease-lost").await;
+    let flags = ["--leader-elect", "--lease-duration-seconds", "6"];
+    let a = Operator::start_env(
+        &ns,
+        &flags,
+        &[("POD_NAMESPACE", &ns), ("POD_NAME", "replica-a")],
+    );
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    let holder = |l: Option<Lease>| l.and_then(|l| l.spec).and_then(|s| s.holder_identity);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while holder(leases.get_opt("rotor-leader").await.unwrap()).as_deref() != Some("replica-a") {
+        assert!(Instant::now() < deadline, "replica-a never took the lease");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    leases
+        .patch(
+            "rotor-leader",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"spec": {
+                "holderIdentity": "intruder",
+                "acquireTime": now,
+                "renewTime": now,
+                "leaseDurationSeconds": 3600,
+            }})),
+        )
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::path::Path::new(&format!("/proc/{}", a.pid)).exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the leader kept running after losing its lease:\n{}",
+            a.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        holder(leases.get_opt("rotor-leader").await.unwrap()).as_deref(),
+        Some("intruder"),
+        "it left the lease to its new holder"
+    );
+    assert!(a.logs().contains("lost the leader lease"), "{}", a.logs());
+}
