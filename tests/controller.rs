@@ -582,7 +582,9 @@ async fn damaged_target_secret_is_restored_from_the_vault() {
 
     // Deleted while the operator runs: the same two credentials come back.
     secrets.delete(target, &Default::default()).await.unwrap();
-    both_back(30).await;
+    both_back(60).await;
+    let restores = r#"rotor_secret_restores_total{provider="random"}"#;
+    wait_metric(&op, restores, 1.0).await;
 
     // Edited by hand: the active credential is put back.
     secrets
@@ -593,11 +595,11 @@ async fn damaged_target_secret_is_restored_from_the_vault() {
         )
         .await
         .unwrap();
-    wait_value(&client, &ns, target, "TOKEN", &token, 30).await;
+    wait_value(&client, &ns, target, "TOKEN", &token, 60).await;
+    wait_metric(&op, restores, 2.0).await;
 
     // Deleted while no operator runs: the next one restores it and says so.
-    op.kill();
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    op.stop().await;
     secrets.delete(target, &Default::default()).await.unwrap();
     let plan = rotor_cli(&["plan", "-n", &ns, name]);
     assert!(
@@ -626,9 +628,10 @@ async fn damaged_target_secret_is_restored_from_the_vault() {
         "the audit trail records the restore: {trail:?}"
     );
 
+    wait_metric(&op, restores, 1.0).await;
+
     // The vault gone as well: only a rotation can refill the Secret.
-    op.kill();
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    op.stop().await;
     secrets.delete(target, &Default::default()).await.unwrap();
     secrets
         .delete(&format!("rotor-vault-{name}"), &Default::default())

@@ -16,22 +16,6 @@ use support::fakes;
 use support::scenario::*;
 use support::*;
 
-/// SIGKILLs the operator and waits (bounded) until the process is gone, so nothing it
-/// still had in flight can land after this returns.
-async fn stop(op: &Operator) {
-    op.kill();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    // Gone once reaped (the test's spawner thread waits for it): /proc has no entry.
-    while std::path::Path::new(&format!("/proc/{}", op.pid)).exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "operator {} still running 60s after SIGKILL",
-            op.pid
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 fn vault_name(resource: &str) -> String {
     format!("rotor-vault-{resource}")
 }
@@ -132,7 +116,7 @@ async fn a_third_postgres_rotation_does_not_mark_the_live_password_revoked() {
 
     // Deleted while no operator runs (no settle pass can answer with its own apply):
     // the restart must restore it from the vault.
-    stop(&op).await;
+    op.stop().await;
     Api::<Secret>::namespaced(client.clone(), &ns)
         .delete("app-db-login", &Default::default())
         .await
@@ -325,7 +309,7 @@ async fn fingerprints_are_keyed_and_old_unkeyed_ones_still_restore() {
 
     // The state an older rotor left: unkeyed fingerprints in status, in the vault
     // entry and on the Secret, and no fingerprint key in rotor-kek.
-    stop(&op).await;
+    op.stop().await;
     let legacy = rotor::rotation::legacy_fingerprint(&issued);
     let rotations: Api<SecretRotation> = Api::namespaced(client.clone(), &ns);
     let mut slots = serde_json::to_value(&s.slots).unwrap();
@@ -434,7 +418,7 @@ async fn a_lost_kek_is_reported_as_unavailable_and_keys_rotate_reports_failures(
     rotated(&client, &ns, "orphaned", 1).await;
 
     // The KEK Secret is lost while the operator is down.
-    stop(&op).await;
+    op.stop().await;
     secrets
         .delete("rotor-kek", &Default::default())
         .await
@@ -582,7 +566,7 @@ async fn a_flooded_vault_is_bounded_and_failed_credentials_are_marked_revoked() 
     // Deleted while no operator runs, so that no settle pass already holding the
     // Secret answers the deletion with its own apply: the restart must restore it
     // from the vault.
-    stop(&op).await;
+    op.stop().await;
     Api::<Secret>::namespaced(client.clone(), &ns)
         .delete(name, &Default::default())
         .await

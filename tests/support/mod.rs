@@ -488,6 +488,27 @@ impl Operator {
         kill(self.pid);
     }
 
+    /// SIGKILLs the operator and waits (bounded, 60 s) until the process is gone, so
+    /// nothing it still had in flight can land after this returns.
+    pub async fn stop(&self) {
+        self.kill();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        // Gone once reaped (the spawner thread waits for it): /proc has no entry.
+        while Path::new(&format!("/proc/{}", self.pid)).exists() {
+            assert!(
+                Instant::now() < deadline,
+                "operator {} still running 60s after SIGKILL",
+                self.pid
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Whether the operator process has exited (and been reaped).
+    pub fn exited(&self) -> bool {
+        !Path::new(&format!("/proc/{}", self.pid)).exists()
+    }
+
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
