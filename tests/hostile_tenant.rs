@@ -11,7 +11,6 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use rotor::api::SecretRotation;
 use std::collections::BTreeMap;
-use std::time::Duration;
 use support::fakes;
 use support::scenario::*;
 use support::*;
