@@ -267,6 +267,64 @@ async fn plan_shows_what_would_happen_and_rotate_asks_for_a_rotation() {
     .status
     .unwrap();
     assert_eq!(s.active_index, 1);
+
+    // `rotor revoke`: an emergency — a fresh rotor.dev/revoke token, and the operator
+    // issues a new credential and revokes every older one.
+    let value_before = secret_value(
+        &get_secret(&client, &ns, "manual-secret").await.unwrap(),
+        "V",
+    )
+    .unwrap();
+    let said = rotor_cli(&["revoke", "manual", "-n", &ns]);
+    assert!(said.contains("rotor.dev/revoke="), "{said}");
+    let sr = Api::<rotor::api::SecretRotation>::namespaced(client.clone(), &ns)
+        .get("manual")
+        .await
+        .unwrap();
+    let token = sr.metadata.annotations.unwrap_or_default()["rotor.dev/revoke"].clone();
+    assert!(
+        said.contains(&token),
+        "the token it set is the one it printed: {said}"
+    );
+    wait_for_event(&client, &ns, "manual", "EmergencyRevoked", "", 60).await;
+    let s = status_of(&client, &ns, "manual").await;
+    assert_eq!(s.rotation_count, 3, "one emergency rotation");
+    assert_eq!(
+        s.slots.len(),
+        1,
+        "one credential left, every older one revoked"
+    );
+    assert_eq!(s.last_handled_revoke_token.as_deref(), Some(token.as_str()));
+    let value_after = secret_value(
+        &get_secret(&client, &ns, "manual-secret").await.unwrap(),
+        "V",
+    )
+    .unwrap();
+    assert_ne!(
+        value_after, value_before,
+        "the leaked value is gone from the Secret"
+    );
+
+    // `rotor plan -A`: every namespace, this one and another.
+    let other = namespace(&client, "plan-other").await;
+    apply_yaml(
+        &client,
+        &other,
+        &manual.replace("name: manual\n", "name: elsewhere\n"),
+    )
+    .await
+    .unwrap();
+    let all = rotor_cli(&["plan", "-A"]);
+    assert!(all.starts_with("NAMESPACE"), "{all}");
+    for (namespace, name) in [(&ns, "session-key"), (&ns, "manual"), (&other, "elsewhere")] {
+        assert!(
+            all.lines().any(|l| {
+                let mut cols = l.split_whitespace();
+                cols.next() == Some(namespace.as_str()) && cols.next() == Some(name)
+            }),
+            "{namespace}/{name} missing from plan -A:\n{all}"
+        );
+    }
     assert_eq!(
         rotor_cli(&["version"]).trim(),
         format!("rotor {}", env!("CARGO_PKG_VERSION"))
