@@ -853,3 +853,64 @@ async fn a_second_writer_between_the_vaults_read_and_write_loses_nothing() {
         "both entries open"
     );
 }
+
+/// README: `--sweep-interval 0s` turns the periodic sweep off — orphans are swept only
+/// after a rotation and when the operator starts.
+#[tokio::test]
+async fn sweep_interval_zero_sweeps_only_after_rotations_and_at_start() {
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "sweep-off").await;
+    let flags = [FAST, &["--sweep-interval", "0s"]].concat();
+    let (fake, op, _) = supabase_rotated(&client, &ns, &flags).await;
+    let sweeps = r#"rotor_orphan_sweeps_total{provider="supabase"}"#;
+    wait_metric(&op, sweeps, 1.0).await;
+    let prefix = fake.lock().keys[0]
+        .name
+        .rsplit_once('_')
+        .unwrap()
+        .0
+        .to_string();
+    let plant = |id: &str, n: u32| {
+        fake.lock().keys.push(fakes::SupabaseKey {
+            id: id.into(),
+            name: format!("{prefix}_{}", 90 + n),
+            key_type: "secret".into(),
+            api_key: format!("sb_secret_{id}_zzzzzzzzzzzz"),
+            deleted: false,
+        });
+    };
+    plant("orphan-1", 1);
+    let swept_so_far = metric(&op, sweeps).await;
+    // A window in which a 1 s interval would have swept several times: nothing.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(metric(&op, sweeps).await, swept_so_far, "no periodic sweep");
+    assert!(!fake.lock().deleted_ids.contains(&"orphan-1".to_string()));
+
+    // A rotation sweeps after itself.
+    request(&client, &ns, NAME, "rotor.dev/rotate", "two").await;
+    rotated(&client, &ns, NAME, 2).await;
+    wait_metric(
+        &op,
+        r#"rotor_orphans_swept_total{provider="supabase"}"#,
+        1.0,
+    )
+    .await;
+    assert!(fake.lock().deleted_ids.contains(&"orphan-1".to_string()));
+
+    // A start sweeps once.
+    op.stop().await;
+    plant("orphan-2", 2);
+    let op = Operator::start_with(&ns, &flags);
+    wait_metric(
+        &op,
+        r#"rotor_orphans_swept_total{provider="supabase"}"#,
+        1.0,
+    )
+    .await;
+    assert!(fake.lock().deleted_ids.contains(&"orphan-2".to_string()));
+    assert_eq!(
+        status_of(&client, &ns, NAME).await.rotation_count,
+        2,
+        "no rotation"
+    );
+}

@@ -377,7 +377,11 @@ impl Run {
         {
             if due <= self.now {
                 self.sweep(spec, &pair, vault, &uid).await;
-                due = self.sweep_due().unwrap_or(due);
+                match self.sweep_due() {
+                    Some(next_due) => due = next_due,
+                    // Periodic sweeps are off: the one at start is done.
+                    None => return Ok(requeue_at(wake, self.now)),
+                }
             }
             wake = Some(wake.map_or(due, |at| at.min(due)));
         }
@@ -417,12 +421,10 @@ impl Run {
         Ok(Action::requeue(CONFLICT_RECHECK))
     }
 
-    /// When this resource's periodic orphan sweep is due; `None` when periodic sweeps
-    /// are off. A resource this process has not swept yet is due now.
+    /// When this resource's next orphan sweep is due. A resource this process has not
+    /// swept yet is due now (the sweep at start); after that, every `--sweep-interval`,
+    /// or never (`None`) when periodic sweeps are off (`0s`).
     fn sweep_due(&self) -> Option<DateTime<Utc>> {
-        let every = chrono::Duration::from_std(self.ctx.settings.sweep_interval)
-            .ok()
-            .filter(|d| !d.is_zero())?;
         let uid = self.sr.uid()?;
         let last = self
             .ctx
@@ -431,10 +433,16 @@ impl Run {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(&uid)
             .and_then(|s| s.at);
-        Some(last.map_or(self.now, |t| {
-            t.checked_add_signed(every)
-                .unwrap_or(DateTime::<Utc>::MAX_UTC)
-        }))
+        let Some(last) = last else {
+            return Some(self.now);
+        };
+        let every = chrono::Duration::from_std(self.ctx.settings.sweep_interval)
+            .ok()
+            .filter(|d| !d.is_zero())?;
+        Some(
+            last.checked_add_signed(every)
+                .unwrap_or(DateTime::<Utc>::MAX_UTC),
+        )
     }
 
     pub(super) fn export_schedule(&self, status: &SecretRotationStatus) {
