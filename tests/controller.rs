@@ -308,8 +308,10 @@ async fn manual_annotation_rotates_exactly_once_across_reapplies() {
         s.rotation_count == 3
     })
     .await;
-    let reasons = event_reasons(&client, &ns, "manual").await;
-    assert!(reasons.iter().all(|r| r == "Rotated"), "{reasons:?}");
+    // One Rotated Event per rotation, nothing else (an `all()` over a list read
+    // without waiting passed with no Event at all).
+    let reasons = wait_events(&client, &ns, "manual", 3, 60).await;
+    assert_eq!(reasons, vec!["Rotated"; 3]);
 }
 
 #[tokio::test]
