@@ -387,6 +387,8 @@ impl Budgets {
     const MAX: usize = 4096;
     /// The longest the first answer is waited for before another request goes.
     const PROBE: Duration = Duration::from_secs(2);
+    /// The shortest window rotor counts in, whatever the vendor announces.
+    const MIN_WINDOW: Duration = Duration::from_secs(1);
 
     fn key(&self, request: &reqwest::Request) -> u64 {
         let mut h = self.hasher.build_hasher();
@@ -430,9 +432,11 @@ impl Budgets {
                 *budget = Budget::probe(now);
                 return None;
             };
-            // A fresh window: its real reset comes with the first answers in it.
+            // A fresh window: its real reset comes with the first answers in it. A
+            // vendor announcing a zero-length window gets one of a second, so a
+            // spent budget is a wait, never a loop that spins until the timeout.
             budget.remaining = limit;
-            budget.reset_at = now + budget.window;
+            budget.reset_at = now + budget.window.max(Self::MIN_WINDOW);
         }
         if budget.remaining == 0 {
             return Some(budget.reset_at - now);
@@ -475,7 +479,8 @@ impl Budgets {
         }
         let fresh = Budget {
             remaining,
-            limit: number("x-ratelimit-limit"),
+            // A limit of 0 says nothing a window could be refilled with.
+            limit: number("x-ratelimit-limit").filter(|l| *l > 0),
             reset_at,
             window: reset.wait,
         };
@@ -699,6 +704,32 @@ mod tests {
         assert_eq!(budgets.take(3), None);
         budgets.update(3, &headers("0", "3600"), max);
         assert_eq!(budgets.take(3), None);
+        // A hostile vendor announcing a zero-length window and nothing left: every
+        // take is a wait of a real length, never a zero wait to spin on.
+        let mut zero = HeaderMap::new();
+        zero.insert("x-ratelimit-limit", HeaderValue::from_static("1"));
+        zero.insert("x-ratelimit-remaining", HeaderValue::from_static("0"));
+        zero.insert("x-ratelimit-reset", HeaderValue::from_static("0"));
+        assert_eq!(budgets.take(4), None);
+        budgets.update(4, &zero, max);
+        let mut waits = 0;
+        for _ in 0..10 {
+            if let Some(w) = budgets.take(4) {
+                assert!(w >= Duration::from_millis(900), "a {w:?} wait spins");
+                waits += 1;
+            }
+        }
+        assert!(waits >= 9, "the one-request window is spent at once");
+        // A limit of 0: the window is not refilled with nothing for ever.
+        let mut none = zero.clone();
+        none.insert("x-ratelimit-limit", HeaderValue::from_static("0"));
+        assert_eq!(budgets.take(5), None);
+        budgets.update(5, &none, max);
+        for _ in 0..10 {
+            if let Some(w) = budgets.take(5) {
+                assert!(w >= Duration::from_millis(900), "a {w:?} wait spins");
+            }
+        }
     }
 
     #[test]
