@@ -111,20 +111,9 @@ async fn metrics_and_health_after_a_rotation() {
 async fn two_replicas_one_leader_and_a_takeover_without_double_rotation() {
     let client = control_plane().client().await;
     let ns = namespace(&client, "leader").await;
-    let flags = ["--leader-elect", "--lease-duration-seconds", "6"];
-    let a = Operator::start_env(
-        &ns,
-        &flags,
-        &[("POD_NAMESPACE", &ns), ("POD_NAME", "replica-a")],
-    );
+    let flags = LEADER_FLAGS;
     // Let replica a take the lease first, so the test knows who leads.
-    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
-    let holder = |l: Option<Lease>| l.and_then(|l| l.spec).and_then(|s| s.holder_identity);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while holder(leases.get_opt("rotor-leader").await.unwrap()).as_deref() != Some("replica-a") {
-        assert!(Instant::now() < deadline, "replica-a never took the lease");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let (a, leases) = leader_a(&client, &ns).await;
     let b = Operator::start_env(
         &ns,
         &flags,
@@ -338,19 +327,8 @@ async fn plan_shows_what_would_happen_and_rotate_asks_for_a_rotation() {
 async fn a_leader_that_loses_its_lease_exits() {
     let client = control_plane().client().await;
     let ns = namespace(&client, "lease-lost").await;
-    let flags = ["--leader-elect", "--lease-duration-seconds", "6"];
-    let a = Operator::start_env(
-        &ns,
-        &flags,
-        &[("POD_NAMESPACE", &ns), ("POD_NAME", "replica-a")],
-    );
-    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
-    let holder = |l: Option<Lease>| l.and_then(|l| l.spec).and_then(|s| s.holder_identity);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while holder(leases.get_opt("rotor-leader").await.unwrap()).as_deref() != Some("replica-a") {
-        assert!(Instant::now() < deadline, "replica-a never took the lease");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    // Let replica a take the lease first, so the test knows who leads.
+    let (a, leases) = leader_a(&client, &ns).await;
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     leases
         .patch(
@@ -380,4 +358,27 @@ async fn a_leader_that_loses_its_lease_exits() {
         "it left the lease to its new holder"
     );
     assert!(a.logs().contains("lost the leader lease"), "{}", a.logs());
+}
+
+const LEADER_FLAGS: [&str; 3] = ["--leader-elect", "--lease-duration-seconds", "6"];
+
+/// The holder of a Lease, if any.
+fn holder(lease: Option<Lease>) -> Option<String> {
+    lease.and_then(|l| l.spec).and_then(|s| s.holder_identity)
+}
+
+/// Replica a, started with leader election, once it holds the Lease (bounded, 60 s).
+async fn leader_a(client: &kube::Client, ns: &str) -> (Operator, Api<Lease>) {
+    let a = Operator::start_env(
+        ns,
+        &LEADER_FLAGS,
+        &[("POD_NAMESPACE", ns), ("POD_NAME", "replica-a")],
+    );
+    let leases: Api<Lease> = Api::namespaced(client.clone(), ns);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while holder(leases.get_opt("rotor-leader").await.unwrap()).as_deref() != Some("replica-a") {
+        assert!(Instant::now() < deadline, "replica-a never took the lease");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    (a, leases)
 }

@@ -241,23 +241,33 @@ impl Postgres {
     /// any other failure (server down, no such database) fails the test, so "cannot
     /// log in" is never "could not ask".
     pub async fn can_login(&self, user: &str, password: &str, database: &str) -> bool {
-        let conn = tokio_postgres::Config::new()
-            .host("127.0.0.1")
-            .port(self.port)
-            .user(user)
-            .password(password)
-            .dbname(database)
-            .connect(tokio_postgres::NoTls)
-            .await;
-        match conn {
-            Ok((client, connection)) => {
-                tokio::spawn(connection);
+        match self.connect(user, password, database).await {
+            Ok(client) => {
                 client.simple_query("SELECT 1").await.unwrap();
                 true
             }
             Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::INVALID_PASSWORD) => false,
             Err(e) => panic!("logging in as {user:?} failed, not with a refused password: {e}"),
         }
+    }
+
+    /// A plain connection as `user`, its connection task spawned.
+    async fn connect(
+        &self,
+        user: &str,
+        password: &str,
+        database: &str,
+    ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        let (client, connection) = tokio_postgres::Config::new()
+            .host("127.0.0.1")
+            .port(self.port)
+            .user(user)
+            .password(password)
+            .dbname(database)
+            .connect(tokio_postgres::NoTls)
+            .await?;
+        tokio::spawn(connection);
+        Ok(client)
     }
 
     /// The server's log so far (connections are logged).
@@ -267,16 +277,7 @@ impl Postgres {
 
     /// Runs SQL as the admin.
     pub async fn admin_sql(&self, sql: &str) {
-        let (client, connection) = tokio_postgres::Config::new()
-            .host("127.0.0.1")
-            .port(self.port)
-            .user("postgres")
-            .password(&self.admin_password)
-            .dbname("postgres")
-            .connect(tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(connection);
+        let client = self.admin_session("postgres").await;
         client.batch_execute(sql).await.unwrap();
     }
 }
@@ -290,17 +291,9 @@ impl Postgres {
         password: &str,
         database: &str,
     ) -> tokio_postgres::Client {
-        let (client, connection) = tokio_postgres::Config::new()
-            .host("127.0.0.1")
-            .port(self.port)
-            .user(user)
-            .password(password)
-            .dbname(database)
-            .connect(tokio_postgres::NoTls)
+        self.connect(user, password, database)
             .await
-            .unwrap_or_else(|e| panic!("logging in as {user:?}: {e}"));
-        tokio::spawn(connection);
-        client
+            .unwrap_or_else(|e| panic!("logging in as {user:?}: {e}"))
     }
 
     /// A session as the admin on `database`.
