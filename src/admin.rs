@@ -2,7 +2,7 @@
 //! controller's watches have synced — or while this replica stands by for the leader
 //! lease, so a rolling update of a leader-elected Deployment never stalls.
 
-use crate::controller::metrics::Metrics;
+use crate::metrics::Metrics;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;

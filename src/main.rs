@@ -311,7 +311,7 @@ async fn annotate(
     let api: Api<SecretRotation> = Api::namespaced(client, &ns);
     let token = format!(
         "{}{}",
-        rotor::controller::ROTATE_TOKEN_PREFIX,
+        rotor::api::ROTATE_TOKEN_PREFIX,
         chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ")
     );
     let patch = serde_json::json!({ "metadata": { "annotations": { annotation: token } } });

@@ -23,6 +23,9 @@ pub const GROUP: &str = "rotor.dev";
 pub const FIELD_MANAGER: &str = "rotor";
 /// Annotation whose new value requests one rotation (GitOps-safe: handled once).
 pub const ROTATE_ANNOTATION: &str = "rotor.dev/rotate";
+/// Tokens `rotor rotate` and `rotor revoke` write start with this, so the audit trail
+/// can tell the CLI from a hand-edited annotation.
+pub const ROTATE_TOKEN_PREFIX: &str = "cli-";
 /// Annotation whose new value requests an emergency revoke: issue and activate a new
 /// credential, then revoke both old slots at once (GitOps-safe: handled once).
 pub const REVOKE_ANNOTATION: &str = "rotor.dev/revoke";

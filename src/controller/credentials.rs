@@ -9,7 +9,8 @@
 
 use super::validate::SpecError;
 use crate::api::{SecretKeyRef, SecretRotation};
-use crate::providers::{Credential, Secrets, Stash, pending_key};
+use crate::providers::{Secrets, pending_key};
+use crate::rotation::{Credential, Stash, StashError};
 use async_trait::async_trait;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
@@ -188,16 +189,16 @@ pub struct PendingAdminKey<'a> {
 
 #[async_trait]
 impl Stash for PendingAdminKey<'_> {
-    async fn keep(&self, credential: &Credential) -> Result<(), String> {
+    async fn keep(&self, credential: &Credential) -> Result<(), StashError> {
         let value = credential
             .outputs
             .get(credential.secret_output)
-            .ok_or("no secret output")?;
+            .ok_or_else(|| StashError::AdminSecret("no secret output".into()))?;
         let mut data = serde_json::Map::new();
         data.insert(pending_key(&self.admin.key), encoded(value));
         patch_data(self.secrets, self.admin, self.resource, data)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| StashError::AdminSecret(e.to_string()))
     }
 }
 

@@ -6,7 +6,7 @@ use super::Error;
 use super::credentials;
 use super::reconcile::Run;
 use crate::api::DeletionPolicy;
-use crate::providers::Revocation;
+use crate::rotation::Revocation;
 use kube::ResourceExt;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;

@@ -6,7 +6,6 @@ pub mod deletion;
 mod failpoint;
 pub mod fairness;
 pub mod guard;
-pub mod metrics;
 pub mod plan;
 mod reconcile;
 mod restore;
@@ -61,14 +60,10 @@ pub struct Swept {
     pub revoked: std::collections::BTreeSet<String>,
 }
 
-/// Tokens `rotor rotate` and `rotor revoke` write start with this, so the audit trail
-/// can tell the CLI from a hand-edited annotation.
-pub const ROTATE_TOKEN_PREFIX: &str = "cli-";
-
 /// What every reconcile needs.
 pub struct Context {
     pub client: Client,
-    pub metrics: Arc<metrics::Metrics>,
+    pub metrics: Arc<crate::metrics::Metrics>,
     pub http: crate::providers::HttpClient,
     pub reporter: Reporter,
     pub settings: Settings,
@@ -193,7 +188,7 @@ async fn reconcile(obj: Arc<Guarded>, ctx: Arc<Context>) -> Result<Action, Error
 fn error_policy(obj: Arc<Guarded>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics
         .reconcile_errors
-        .get_or_create(&metrics::ErrorLabels {
+        .get_or_create(&crate::metrics::ErrorLabels {
             error: error.kind().into(),
         })
         .inc();

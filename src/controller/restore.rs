@@ -9,9 +9,8 @@ use super::secret;
 use super::status;
 use super::validate::ValidSpec;
 use crate::api::SecretRotation;
-use crate::providers::Credential;
-use crate::providers::{IssueRequest, Provider, ProviderError, Revocation};
 use crate::rotation::Slot;
+use crate::rotation::{Credential, IssueRequest, Provider, ProviderError, Revocation};
 use crate::vault::Vault;
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
@@ -93,7 +92,7 @@ impl Run {
                 Some(format!("target Secret {}", damage.describe())),
             )
             .await;
-        super::metrics::count(&self.ctx.metrics.secret_restores, spec.provider.kind());
+        crate::metrics::count(&self.ctx.metrics.secret_restores, spec.provider.kind());
         self.publish(EventType::Normal, "Restored", "Restore", note)
             .await;
         Ok(true)

@@ -3,16 +3,18 @@
 //! vault at once) → test → admin credential (single-phase) → target Secret → flip →
 //! mark revoked entries, clean up, sweep orphans.
 
+use super::Error;
 use super::credentials::{self, PendingAdminKey};
 use super::failpoint;
 use super::reconcile::{Run, describe_active, requeue_at};
 use super::secret::{self, Target};
 use super::status::{self, Reason};
 use super::validate::ValidSpec;
-use super::{Error, ROTATE_TOKEN_PREFIX};
-use crate::api::{InFlightRotation, REVOKE_ANNOTATION, ROTATE_ANNOTATION, Strategy};
-use crate::providers::{Credential, NameParts, Revocation, Stash};
+use crate::api::{
+    InFlightRotation, REVOKE_ANNOTATION, ROTATE_ANNOTATION, ROTATE_TOKEN_PREFIX, Strategy,
+};
 use crate::rotation::{self, Observer, Slot, Step, Trigger};
+use crate::rotation::{Credential, NameParts, Revocation, Stash, StashError};
 use crate::vault::{AuditRecord, SlotRef, Vault};
 use async_trait::async_trait;
 use chrono::Utc;
@@ -34,12 +36,12 @@ struct KeepInVault<'a> {
 
 #[async_trait]
 impl Stash for KeepInVault<'_> {
-    async fn keep(&self, credential: &Credential) -> Result<(), String> {
+    async fn keep(&self, credential: &Credential) -> Result<(), StashError> {
         failpoint::reached("before_vault", self.sequence).await;
         self.vault
             .put(self.name, self.slot, credential)
             .await
-            .map_err(|e| format!("vault: {e}"))?;
+            .map_err(|e| StashError::Vault(e.to_string()))?;
         failpoint::reached("after_vault", self.sequence).await;
         match &self.next {
             Some(next) => next.keep(credential).await,
@@ -645,7 +647,7 @@ impl Run {
         {
             swept.revoked.extend(revoked);
         }
-        super::metrics::count(&self.ctx.metrics.sweeps, spec.provider.kind());
+        crate::metrics::count(&self.ctx.metrics.sweeps, spec.provider.kind());
     }
 
     async fn revoke_orphans(
@@ -686,7 +688,7 @@ impl Run {
                             Some("orphan sweep".into()),
                         )
                         .await;
-                    super::metrics::count(&self.ctx.metrics.orphans_swept, spec.provider.kind());
+                    crate::metrics::count(&self.ctx.metrics.orphans_swept, spec.provider.kind());
                     revoked.push(orphan.clone());
                 }
                 Err(e) => warn!(credential = %orphan, error = %e, "revoking an orphan failed"),

@@ -2,8 +2,8 @@
 
 use super::validate::{ValidSpec, previous_key};
 use crate::api::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, OWNER_LABEL, SecretRotation};
-use crate::providers::Credential;
 use crate::rotation;
+use crate::rotation::Credential;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;

@@ -2,8 +2,9 @@
 //! never see raw user input, and every error names the field and how to fix it.
 
 use crate::api::{IntervalError, SecretRotationSpec, Strategy};
-use crate::providers::{self, BuildContext, Provider, ProviderError};
+use crate::providers::{self, BuildContext};
 use crate::rotation::{MIN_INTERVAL, Schedule};
+use crate::rotation::{Provider, ProviderError};
 
 /// A spec that passed every check.
 pub struct ValidSpec {

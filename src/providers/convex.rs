@@ -4,11 +4,9 @@
 //! name is the token's id. Test: `GET /v1/list_personal_access_tokens` with the *new*
 //! token. Delete: `POST /v1/delete_personal_access_token {"id": name}` (404: gone).
 
-use super::{
-    BuildContext, Credential, HttpClient, IssueRequest, NameParts, Provider, ProviderError,
-    Revocation,
-};
+use super::{BuildContext, HttpClient};
 use crate::api::ConvexSpec;
+use crate::rotation::{Credential, IssueRequest, NameParts, Provider, ProviderError, Revocation};
 use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -207,7 +205,7 @@ impl Provider for ConvexProvider {
         let own = format!("{prefix}-");
         Ok(names_in(&value)
             .into_iter()
-            .filter(|n| super::own_name(&own, n) && n.len() == own.len() + UNIX_MS_DIGITS)
+            .filter(|n| crate::rotation::own_name(&own, n) && n.len() == own.len() + UNIX_MS_DIGITS)
             .collect())
     }
 }

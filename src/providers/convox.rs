@@ -7,11 +7,9 @@
 //! `<key>.pending` in the credentials Secret until rotor has recorded it, so a crash at
 //! any point never loses the only key to the rack.
 
-use super::{
-    BuildContext, Credential, HttpClient, IssueRequest, NameParts, Provider, ProviderError,
-    Revocation, random_alphanumeric,
-};
+use super::{BuildContext, HttpClient, random_alphanumeric};
 use crate::api::{ConvoxSpec, SecretKeyRef, Strategy};
+use crate::rotation::{Credential, IssueRequest, NameParts, Provider, ProviderError, Revocation};
 use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;

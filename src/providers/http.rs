@@ -3,10 +3,9 @@
 //! JSONPath (RFC 9535) expressions that pull the key and its id from responses.
 //! Placeholders: `{{name}}` (issue), `{{id}}` and `{{key}}` (test, revoke).
 
-use super::{
-    BuildContext, Credential, HttpClient, IssueRequest, Provider, ProviderError, Revocation,
-};
+use super::{BuildContext, HttpClient};
 use crate::api::{HttpRequestSpec, HttpSpec};
+use crate::rotation::{Credential, IssueRequest, Provider, ProviderError, Revocation};
 use async_trait::async_trait;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::Method;
@@ -386,7 +385,7 @@ impl Provider for HttpProvider {
             .into_iter()
             .zip(ids)
             .filter_map(|(name, id)| {
-                let own = name.is_some_and(|n| super::own_name(prefix, &n));
+                let own = name.is_some_and(|n| crate::rotation::own_name(prefix, &n));
                 own.then_some(id).flatten()
             })
             .collect())
@@ -396,7 +395,8 @@ impl Provider for HttpProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::providers::{HttpSettings, NoStash, Secrets};
+    use crate::providers::{HttpSettings, Secrets};
+    use crate::rotation::NoStash;
     use axum::routing::{delete, get, post};
 
     async fn vendor(seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>) -> String {

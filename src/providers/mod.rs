@@ -1,5 +1,6 @@
-//! Credential providers: one file each, one trait. Providers never touch the
-//! Kubernetes API; they get their configuration validated and their Secrets resolved.
+//! Credential providers: one file each, each implementing the provider contract of
+//! [`crate::rotation::Provider`]. Providers never touch the Kubernetes API; they get
+//! their configuration validated and their Secrets resolved.
 
 pub mod client;
 mod convex;
@@ -14,199 +15,10 @@ pub use client::{HttpClient, HttpSettings};
 pub use random::RandomProvider;
 
 use crate::api::{ProviderSpec, SecretKeyRef, Strategy};
+use crate::rotation::{Credential, IssueRequest, NameParts, Provider, ProviderError, Revocation};
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use std::collections::BTreeMap;
-
-/// A credential a provider issued. Values are `SecretString`s: redacted in Debug,
-/// zeroized on drop.
-#[derive(Debug)]
-pub struct Credential {
-    /// The provider's id for it (used to revoke it later).
-    pub id: String,
-    /// Named outputs, e.g. `apiKey`, or `username` + `password` + `uri`.
-    pub outputs: BTreeMap<&'static str, SecretString>,
-    /// The output that is the secret itself; the fingerprint is taken of it.
-    pub secret_output: &'static str,
-}
-
-impl Credential {
-    /// The keyed fingerprint of the secret output (`hmac-sha256:` + 8 hex digits;
-    /// see [`crate::rotation::fingerprint`]).
-    pub fn fingerprint(&self) -> String {
-        let secret = self
-            .outputs
-            .get(self.secret_output)
-            .map(|s| s.expose_secret())
-            .unwrap_or("");
-        crate::rotation::fingerprint(secret)
-    }
-
-    /// A credential with one output.
-    pub fn single(id: impl Into<String>, output: &'static str, value: SecretString) -> Self {
-        Self {
-            id: id.into(),
-            outputs: BTreeMap::from([(output, value)]),
-            secret_output: output,
-        }
-    }
-}
-
-/// Where a credential is kept the moment it exists, before anything uses it.
-#[async_trait]
-pub trait Stash: Send + Sync {
-    async fn keep(&self, credential: &Credential) -> Result<(), String>;
-}
-
-/// A stash that keeps nothing (tests, providers that need none).
-pub struct NoStash;
-
-#[async_trait]
-impl Stash for NoStash {
-    async fn keep(&self, _: &Credential) -> Result<(), String> {
-        Ok(())
-    }
-}
-
-/// One issue call.
-pub struct IssueRequest<'a> {
-    /// The credential's name (deterministic per rotation; see [`Provider::credential_name`]).
-    pub name: &'a str,
-    /// The slot it goes into (PostgreSQL picks the user by it).
-    pub slot: u8,
-    pub stash: &'a dyn Stash,
-}
-
-/// What a credential name is made of.
-pub struct NameParts<'a> {
-    /// The SecretRotation's uid.
-    pub uid: &'a str,
-    /// The number of the rotation that issues it.
-    pub sequence: u64,
-    /// When that rotation started (recorded in status before the issue call).
-    pub started_at: DateTime<Utc>,
-}
-
-/// The result of a revoke call.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Revocation {
-    Revoked,
-    /// The provider no longer knows the credential (e.g. 404): as good as revoked.
-    AlreadyGone,
-    /// The provider has no way to revoke (an http provider without `revoke`): the
-    /// credential stays valid at the vendor.
-    Unsupported,
-}
-
-/// Why a provider call failed. Messages come from the vendor or from rotor, never
-/// contain a credential value, and are shown to users in status and Events.
-#[derive(Debug, thiserror::Error)]
-pub enum ProviderError {
-    #[error("invalid provider configuration: {0}")]
-    InvalidConfig(String),
-    #[error("the provider rejected the admin credential ({status}): {message}")]
-    Unauthorized { status: u16, message: String },
-    #[error("the provider refused the request ({status}): {message}")]
-    Rejected { status: u16, message: String },
-    #[error("rate limited by the provider: {0}")]
-    RateLimited(String),
-    #[error("the provider is unavailable: {0}")]
-    Unavailable(String),
-    #[error("the provider answered something rotor cannot read: {0}")]
-    BadResponse(String),
-    #[error("the new credential failed its test: {0}")]
-    TestFailed(String),
-    #[error("keeping the new credential failed: {0}")]
-    Stash(String),
-}
-
-impl ProviderError {
-    /// Adds how many attempts were made.
-    pub fn after_retries(self, attempts: u32) -> Self {
-        self.with_note(format!("gave up after {attempts} attempts"))
-    }
-
-    /// The same error with `f` applied to its message (scrubbing).
-    pub fn map_message(self, f: impl Fn(&str) -> String) -> Self {
-        match self {
-            Self::InvalidConfig(m) => Self::InvalidConfig(f(&m)),
-            Self::Unauthorized { status, message } => Self::Unauthorized {
-                status,
-                message: f(&message),
-            },
-            Self::Rejected { status, message } => Self::Rejected {
-                status,
-                message: f(&message),
-            },
-            Self::RateLimited(m) => Self::RateLimited(f(&m)),
-            Self::Unavailable(m) => Self::Unavailable(f(&m)),
-            Self::BadResponse(m) => Self::BadResponse(f(&m)),
-            Self::TestFailed(m) => Self::TestFailed(f(&m)),
-            Self::Stash(m) => Self::Stash(f(&m)),
-        }
-    }
-
-    /// Appends a note to the message.
-    pub fn with_note(self, note: String) -> Self {
-        match self {
-            Self::RateLimited(m) => Self::RateLimited(format!("{m} ({note})")),
-            Self::Unavailable(m) => Self::Unavailable(format!("{m} ({note})")),
-            other => other,
-        }
-    }
-}
-
-/// Issue, test, revoke and list credentials at one provider.
-#[async_trait]
-pub trait Provider: Send + Sync {
-    /// Short name (random, supabase, ...), for status and metrics.
-    fn kind(&self) -> &'static str;
-    /// The outputs a credential carries; `secretsMapping` may only name these.
-    fn outputs(&self) -> &'static [&'static str];
-    /// The output that is the secret itself (fingerprinted).
-    fn secret_output(&self) -> &'static str;
-    /// The strategy used when the spec does not name one.
-    fn default_strategy(&self) -> Strategy {
-        Strategy::DualPhase
-    }
-    /// Whether the provider can run `strategy`.
-    fn supports(&self, strategy: Strategy) -> bool {
-        strategy == self.default_strategy()
-    }
-    /// The name of the credential a rotation issues: deterministic, so a resumed
-    /// rotation finds what a dead one created, and recognisable as rotor's.
-    fn credential_name(&self, parts: &NameParts<'_>) -> String {
-        crate::rotation::credential_name(parts.uid, parts.sequence)
-    }
-    /// The name prefix of every credential this resource issues (for listing).
-    fn name_prefix(&self, uid: &str) -> String {
-        crate::rotation::credential_name(uid, 0)
-            .trim_end_matches('0')
-            .to_string()
-    }
-    /// The admin credential this provider replaces with each new credential (Convox:
-    /// the rack key); rotor writes the new value there after a rotation.
-    fn replaces_admin_credential(&self) -> Option<&SecretKeyRef> {
-        None
-    }
-    /// Every secret value the provider holds (admin tokens, header values): scrubbed
-    /// from its error messages, with their encoded forms, before they leave it.
-    fn known_values(&self) -> Vec<SecretString> {
-        Vec::new()
-    }
-    /// Issues a new credential.
-    async fn issue(&self, request: &IssueRequest<'_>) -> Result<Credential, ProviderError>;
-    /// Proves that `credential` works.
-    async fn test(&self, credential: &Credential) -> Result<(), ProviderError>;
-    /// Revokes the credential with provider id `id`.
-    async fn revoke(&self, id: &str) -> Result<Revocation, ProviderError>;
-    /// Ids of the credentials at the provider that this resource issued: `prefix` is
-    /// [`Provider::name_prefix`], and only names of exactly this provider's own format
-    /// after it count (a neighbour's `shop-payments-…` is not `shop`'s, nor is a
-    /// human's `shop-admin`).
-    async fn list_own(&self, prefix: &str) -> Result<Vec<String>, ProviderError>;
-}
 
 /// Resolved Secret values a provider needs, by (Secret name, key).
 #[derive(Default)]
@@ -275,14 +87,6 @@ pub fn build(
         timeout: ctx.http.settings.provider_timeout,
         known,
     }))
-}
-
-/// Whether `name` is one this provider issued under `prefix`: the prefix, then only
-/// the digits rotor puts there (a sequence number or a unix time).
-pub fn own_name(prefix: &str, name: &str) -> bool {
-    name.strip_prefix(prefix).is_some_and(|rest| {
-        !rest.is_empty() && rest.len() <= 20 && rest.bytes().all(|b| b.is_ascii_digit())
-    })
 }
 
 /// Replaces every value in `values` (as is, percent-encoded, JSON-escaped and
@@ -436,6 +240,7 @@ pub fn random_alphanumeric(len: usize) -> SecretString {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rotation::NoStash;
 
     #[test]
     fn outputs_of_matches_every_built_provider() {
@@ -471,16 +276,6 @@ mod tests {
                 spec.kind()
             );
         }
-    }
-
-    #[test]
-    fn own_names_are_exact() {
-        assert!(own_name("shop-", "shop-1700000000000"));
-        assert!(!own_name("shop-", "shop-payments-1700000000000"));
-        assert!(!own_name("shop-", "shop-admin"));
-        assert!(!own_name("shop-", "shop-"));
-        assert!(!own_name("rotor-5f0c3a9e-", "rotor-5f0c3a9e-7x"));
-        assert!(own_name("rotor-5f0c3a9e-", "rotor-5f0c3a9e-7"));
     }
 
     #[test]

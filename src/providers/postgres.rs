@@ -16,11 +16,9 @@
 //! Each session (connect, queries) is bounded by the HTTP timeout, so a server that
 //! accepts the connection and then stalls cannot hold a worker.
 
-use super::{
-    BuildContext, Credential, IssueRequest, Provider, ProviderError, Revocation, endpoint,
-    random_alphanumeric,
-};
+use super::{BuildContext, endpoint, random_alphanumeric};
 use crate::api::PostgresSpec;
+use crate::rotation::{Credential, IssueRequest, Provider, ProviderError, Revocation};
 use async_trait::async_trait;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use postgres_protocol::escape::{escape_identifier, escape_literal};

@@ -1,8 +1,8 @@
 //! `provider.random`: a value drawn from the operating system's CSPRNG. No external
 //! system, so revoking is a no-op and the value is valid wherever it is deployed.
 
-use super::{Credential, IssueRequest, Provider, ProviderError, Revocation};
 use crate::api::RandomSpec;
+use crate::rotation::{Credential, IssueRequest, Provider, ProviderError, Revocation};
 use async_trait::async_trait;
 use rand::{Rng, distr::Uniform};
 use secrecy::{ExposeSecret, SecretString};
@@ -108,7 +108,7 @@ impl Provider for RandomProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::providers::NoStash;
+    use crate::rotation::NoStash;
 
     fn issue(name: &str) -> IssueRequest<'_> {
         IssueRequest {

@@ -6,11 +6,9 @@
 //! `DELETE /v1/projects/{ref}/api-keys/{id}` (404: already gone). Bearer auth with a
 //! personal access token.
 
-use super::{
-    BuildContext, Credential, HttpClient, IssueRequest, NameParts, Provider, ProviderError,
-    Revocation,
-};
+use super::{BuildContext, HttpClient};
 use crate::api::SupabaseSpec;
+use crate::rotation::{Credential, IssueRequest, NameParts, Provider, ProviderError, Revocation};
 use async_trait::async_trait;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use secrecy::{ExposeSecret, SecretString};
@@ -210,7 +208,8 @@ impl Provider for SupabaseProvider {
 
     async fn list_own(&self, prefix: &str) -> Result<Vec<String>, ProviderError> {
         // Own names are exactly `rotor_<uid8>_<n>`.
-        self.ids_where(|n| super::own_name(prefix, n)).await
+        self.ids_where(|n| crate::rotation::own_name(prefix, n))
+            .await
     }
 }
 

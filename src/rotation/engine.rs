@@ -1,7 +1,7 @@
 //! The provider calls of one rotation, in their safe order.
 
 use super::RotationPlan;
-use crate::providers::{Credential, IssueRequest, Provider, ProviderError, Revocation, Stash};
+use super::{Credential, IssueRequest, Provider, ProviderError, Revocation, Stash};
 
 /// Why a rotation did not produce a usable credential. In every case the active
 /// credential is untouched.
@@ -167,7 +167,7 @@ mod tests {
             fake,
             &plan,
             &format!("rotor-c{n}"),
-            &crate::providers::NoStash,
+            &crate::rotation::NoStash,
             None,
             &Silent,
         )
@@ -229,7 +229,7 @@ mod tests {
             .issue(&IssueRequest {
                 name: "rotor-c2",
                 slot: 1,
-                stash: &crate::providers::NoStash,
+                stash: &crate::rotation::NoStash,
             })
             .await
             .unwrap();
@@ -238,7 +238,7 @@ mod tests {
             &fake,
             &plan,
             "rotor-c2",
-            &crate::providers::NoStash,
+            &crate::rotation::NoStash,
             Some(kept),
             &Silent,
         )

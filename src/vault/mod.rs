@@ -16,7 +16,7 @@ pub mod envelope;
 mod pause;
 
 use crate::api::{FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE, OWNER_LABEL, SecretRotation};
-use crate::providers::Credential;
+use crate::rotation::Credential;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use chrono::{DateTime, Utc};
