@@ -60,6 +60,25 @@ pub async fn reached(point: &str, sequence: u64) {
     }
 }
 
+/// The crash points inside the provider calls, told by the rotation core as its steps
+/// happen: after the target slot's old credential is revoked, and after the new one
+/// passed its test. (The others stand between the controller's steps.)
+pub struct Checkpoints {
+    pub sequence: u64,
+}
+
+#[async_trait::async_trait]
+impl crate::rotation::Observer for Checkpoints {
+    async fn step(&self, step: crate::rotation::Step<'_>) {
+        use crate::rotation::Step;
+        match step {
+            Step::RevokedOld(_) => reached("after_revoke_old", self.sequence).await,
+            Step::Tested(_) => reached("after_test", self.sequence).await,
+            _ => {}
+        }
+    }
+}
+
 /// `ROTOR_TEST_PANIC=<name>` makes every reconcile of the SecretRotation `<name>` panic,
 /// so tests can prove that a panicking reconcile takes neither the process nor the
 /// other resources with it.

@@ -1,10 +1,14 @@
 //! The Kubernetes shell around the rotation core: watch SecretRotations and the
 //! Secrets rotor owns, reconcile, write Secrets and status, publish Events.
 
+pub mod assess;
+mod audit;
 pub mod credentials;
 pub mod deletion;
 mod failpoint;
 pub mod fairness;
+#[cfg(test)]
+mod fixtures;
 pub mod guard;
 pub mod plan;
 mod reconcile;
@@ -12,6 +16,8 @@ mod restore;
 mod rotate;
 pub mod secret;
 pub mod status;
+mod store;
+mod sweep;
 pub mod validate;
 
 use crate::api::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};

@@ -1,14 +1,12 @@
 //! `rotor plan`: what the controller would do for each SecretRotation, computed by
-//! the same validation and decision code, changing nothing.
+//! the same assessment every reconcile makes ([`super::assess`]), changing nothing.
 
-use super::credentials::{self, Unresolved};
+use super::assess::{Assessment, Stop, assess};
 use super::guard::{Guarded, unreadable_message};
-use super::reconcile::observe;
-use super::secret::Target;
 
 use crate::api::SecretRotation;
 use crate::providers::{HttpClient, HttpSettings};
-use crate::rotation::{self, Decision};
+use crate::rotation::Decision;
 use chrono::Utc;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams};
@@ -89,23 +87,11 @@ async fn describe(
     secrets: &Api<Secret>,
     http: &HttpClient,
 ) -> Result<String, kube::Error> {
-    let spec = match credentials::prepare(sr, secrets, http).await {
-        Ok(spec) => spec,
-        Err(e @ Unresolved::Spec(_)) => return Ok(format!("nothing: {e}")),
-        Err(Unresolved::Missing(why)) => {
-            return Ok(format!("nothing until the credentials exist: {why}"));
-        }
-        Err(Unresolved::Kube(e)) => return Err(e),
+    let act = match assess(sr, status, secrets, http, Utc::now()).await? {
+        Assessment::Act(act) => act,
+        Assessment::Stop(stop) => return Ok(describe_stop(sr, &stop)),
     };
-    let target = Target::classify(secrets.get_opt(&sr.spec.target.name).await?, sr);
-    if matches!(target, Target::Foreign) {
-        return Ok(format!(
-            "nothing: Secret {:?} exists and is not rotor's",
-            sr.spec.target.name
-        ));
-    }
-    let observed = observe(sr, status, target.is_complete(&spec), Utc::now());
-    let mut slot = status.slot_target_description(spec.strategy);
+    let mut slot = status.slot_target_description(act.spec.strategy);
     // The retry of an incomplete emergency only revokes what is still pending.
     if !status.pending_revocations.is_empty()
         && status.emergency_token.as_deref()
@@ -124,8 +110,8 @@ async fn describe(
             ids.join(", ")
         );
     }
-    Ok(match rotation::decide(&observed, &spec.schedule) {
-        Decision::Rotate(rotation::Trigger::TargetMissing) if observed.has_active => format!(
+    Ok(match act.decision {
+        Decision::Rotate(_) if act.restore_first() => format!(
             "restore Secret {:?} from the vault (rotate now, targetMissing, if the vault lacks the active credential): {slot}",
             sr.spec.target.name
         ),
@@ -140,6 +126,18 @@ async fn describe(
         Decision::WaitUntil(at) => format!("rotate at {}: {slot}", at.to_rfc3339()),
         Decision::Idle => "nothing until a rotor.dev/rotate token (autoRotation: false)".into(),
     })
+}
+
+/// What plan says of a SecretRotation rotor cannot act on.
+fn describe_stop(sr: &SecretRotation, stop: &Stop) -> String {
+    match stop {
+        Stop::InvalidSpec(e) => format!("nothing: invalid spec: {e}"),
+        Stop::CredentialsMissing(why) => format!("nothing until the credentials exist: {why}"),
+        Stop::Conflict => format!(
+            "nothing: Secret {:?} exists and is not rotor's",
+            sr.spec.target.name
+        ),
+    }
 }
 
 impl crate::api::SecretRotationStatus {

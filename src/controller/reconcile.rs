@@ -1,13 +1,14 @@
-//! One reconcile: validate → read the target → decide → rotate or settle → status.
+//! One reconcile: finalizer → provider change → restore → assess (validate, read the
+//! target, decide) → rotate or settle → status.
 
-use super::credentials::{self, Unresolved};
+use super::assess::{Act, Assessment, Stop, assess};
 use super::restore::Damage;
 use super::secret::{self, Target};
 use super::status::{self, Reason};
 use super::validate::{SpecError, ValidSpec};
 use super::{Context, Error};
-use crate::api::{ROTATE_ANNOTATION, SecretRotation, SecretRotationStatus, Strategy};
-use crate::rotation::{self, Decision, Observed, Trigger};
+use crate::api::{SecretRotation, SecretRotationStatus, Strategy};
+use crate::rotation::Decision;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
@@ -63,70 +64,27 @@ async fn reconcile_fresh(cached: Arc<SecretRotation>, ctx: Arc<Context>) -> Resu
     if let Some(restored) = run.restore_first().await {
         return Ok(restored);
     }
-    let spec = match credentials::prepare(&run.sr, &run.secrets, &run.ctx.http).await {
-        Ok(spec) => spec,
-        Err(Unresolved::Spec(e)) => return run.invalid_spec(e).await,
-        Err(Unresolved::Missing(why)) => return run.credentials_missing(why).await,
-        Err(Unresolved::Kube(e)) => return Err(e.into()),
+    let assessment = assess(&run.sr, &run.old, &run.secrets, &run.ctx.http, run.now).await?;
+    let act = match assessment {
+        Assessment::Act(act) => act,
+        Assessment::Stop(Stop::InvalidSpec(e)) => return run.invalid_spec(e).await,
+        Assessment::Stop(Stop::CredentialsMissing(why)) => {
+            return run.credentials_missing(why).await;
+        }
+        Assessment::Stop(Stop::Conflict) => return run.conflict().await,
     };
-    let existing = run.secrets.get_opt(&run.sr.spec.target.name).await?;
-    let target = Target::classify(existing, &run.sr);
-    if matches!(target, Target::Foreign) {
-        return run.conflict().await;
-    }
-    // A Secret's type is immutable: refuse before any credential is issued.
-    if let Target::Ours(existing) = &target
-        && let Err(e) = super::validate::check_type_change(
-            existing.type_.as_deref(),
-            run.sr
-                .spec
-                .target
-                .template
-                .as_ref()
-                .and_then(|t| t.type_.as_deref()),
-        )
-    {
-        return run.invalid_spec(e).await;
-    }
-    let observed = observe(&run.sr, &run.old, target.is_complete(&spec), run.now);
-    let decision = rotation::decide(&observed, &spec.schedule);
-    // A deleted or incomplete Secret gets the credentials it had back from the vault;
-    // only when the vault cannot give them does a rotation refill it.
-    if decision == Decision::Rotate(Trigger::TargetMissing)
-        && run.restore(&spec, Damage::Missing).await?
-    {
+    if act.restore_first() && run.restore(&act.spec, Damage::Missing).await? {
         return Ok(Action::requeue(RESTORED_RECHECK));
     }
+    let Act {
+        spec,
+        target,
+        decision,
+    } = act;
     match decision {
         Decision::Rotate(trigger) => run.rotate(&spec, &target, trigger).await,
         Decision::WaitUntil(at) => run.settle(&spec, &target, Some(at)).await,
         Decision::Idle => run.settle(&spec, &target, None).await,
-    }
-}
-
-/// What the decision needs, from the resource, its status and its target Secret.
-pub fn observe<'a>(
-    sr: &'a SecretRotation,
-    status: &'a SecretRotationStatus,
-    target_complete: bool,
-    now: DateTime<Utc>,
-) -> Observed<'a> {
-    Observed {
-        now,
-        has_active: !status.slots.is_empty(),
-        in_flight: status.in_flight.is_some(),
-        target_complete,
-        last_rotated_at: status.last_rotated_at,
-        last_attempted_at: status.last_rotation_attempted_at,
-        failed_attempts: status.failed_attempts,
-        rotate_token: sr.annotations().get(ROTATE_ANNOTATION).map(String::as_str),
-        handled_token: status.last_handled_rotate_token.as_deref(),
-        revoke_token: sr
-            .annotations()
-            .get(crate::api::REVOKE_ANNOTATION)
-            .map(String::as_str),
-        handled_revoke_token: status.last_handled_revoke_token.as_deref(),
-        emergency_token: status.emergency_token.as_deref(),
     }
 }
 
@@ -421,30 +379,6 @@ impl Run {
         Ok(Action::requeue(CONFLICT_RECHECK))
     }
 
-    /// When this resource's next orphan sweep is due. A resource this process has not
-    /// swept yet is due now (the sweep at start); after that, every `--sweep-interval`,
-    /// or never (`None`) when periodic sweeps are off (`0s`).
-    fn sweep_due(&self) -> Option<DateTime<Utc>> {
-        let uid = self.sr.uid()?;
-        let last = self
-            .ctx
-            .swept
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&uid)
-            .and_then(|s| s.at);
-        let Some(last) = last else {
-            return Some(self.now);
-        };
-        let every = chrono::Duration::from_std(self.ctx.settings.sweep_interval)
-            .ok()
-            .filter(|d| !d.is_zero())?;
-        Some(
-            last.checked_add_signed(every)
-                .unwrap_or(DateTime::<Utc>::MAX_UTC),
-        )
-    }
-
     pub(super) fn export_schedule(&self, status: &SecretRotationStatus) {
         let ts = |t: Option<DateTime<Utc>>| t.map(|t| t.timestamp() as f64);
         self.ctx.metrics.schedule(
@@ -460,47 +394,6 @@ impl Run {
         self.ctx
             .metrics
             .rotation(self.sr.spec.provider.kind(), success, elapsed);
-    }
-
-    pub(super) async fn fail(
-        &self,
-        mut status: SecretRotationStatus,
-        trigger: Trigger,
-        error: String,
-        keep_in_flight: bool,
-    ) -> Result<Action, Error> {
-        if !keep_in_flight {
-            status.in_flight = None;
-        }
-        status.failed_attempts = self.old.failed_attempts.saturating_add(1);
-        let retry_in = rotation::retry_backoff(status.failed_attempts);
-        let retry_at = rotation::retry_at(self.now, status.failed_attempts);
-        status.next_rotation_at = Some(retry_at);
-        self.export_rotation(false);
-        self.export_schedule(&status);
-        let pair = status::slot_pair(&status);
-        let still = match pair.active {
-            Some(a) => format!("the credential in slot {a} stays active"),
-            None => "no credential has been issued yet".into(),
-        };
-        let message = format!(
-            "rotation failed ({}, attempt {}): {error}; {still}; retrying at {}",
-            trigger.as_str(),
-            status.failed_attempts,
-            retry_at.to_rfc3339()
-        );
-        status::set_phase(
-            &mut status,
-            Reason::RotationFailed,
-            message.clone(),
-            self.generation(),
-            self.now,
-        );
-        self.write_status(&status).await?;
-        warn!(namespace = self.sr.namespace().as_deref().unwrap_or_default(), name = %self.sr.name_any(), trigger = trigger.as_str(), attempt = status.failed_attempts, %message, "rotation failed");
-        self.publish(EventType::Warning, "RotationFailed", "Rotate", message)
-            .await;
-        Ok(Action::requeue(retry_in))
     }
 
     pub(super) async fn apply_secret(

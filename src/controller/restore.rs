@@ -3,8 +3,8 @@
 //! again — the same values, no provider call, no rotation counted.
 
 use super::Error;
+use super::audit::Audit;
 use super::reconcile::Run;
-use super::rotate::Audit;
 use super::secret;
 use super::status;
 use super::validate::ValidSpec;

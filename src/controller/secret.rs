@@ -178,3 +178,99 @@ pub fn scrub(secret: &mut Secret) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::fixtures::{self, RANDOM, UID};
+    use crate::rotation::legacy_fingerprint;
+
+    #[test]
+    fn only_a_secret_this_resource_controls_is_ours() {
+        let sr = fixtures::resource(RANDOM, &[]);
+        let ours = || fixtures::secret(Some(UID), None, &[("TOKEN", "v")]);
+        let cases: [(&str, Option<Secret>, &str); 5] = [
+            ("no Secret", None, "missing"),
+            ("controlled by this resource", Some(ours()), "ours"),
+            (
+                "controlled by another resource",
+                Some(fixtures::owned_by_someone_else(true)),
+                "foreign",
+            ),
+            // An owner reference without controller=true is no claim to overwrite it.
+            (
+                "owned, not controlled, by this resource",
+                Some(fixtures::owned_by_someone_else(false)),
+                "foreign",
+            ),
+            (
+                "no owner (a human's Secret of the same name)",
+                Some(fixtures::secret(None, None, &[("TOKEN", "v")])),
+                "foreign",
+            ),
+        ];
+        for (case, secret, want) in cases {
+            let got = match Target::classify(secret, &sr) {
+                Target::Missing => "missing",
+                Target::Ours(_) => "ours",
+                Target::Foreign => "foreign",
+            };
+            assert_eq!(got, want, "{case}");
+        }
+    }
+
+    #[test]
+    fn active_values_are_those_whose_fingerprint_matches() {
+        let sr = fixtures::resource(RANDOM, &[]);
+        let spec = fixtures::valid(&sr);
+        let active = legacy_fingerprint("new-value");
+        let target =
+            |data: &[(&str, &str)]| Target::Ours(Box::new(fixtures::secret(Some(UID), None, data)));
+        let cases: [(&str, Target, Option<&str>, Option<&str>); 6] = [
+            (
+                "the mapped key holds the active credential",
+                target(&[("TOKEN", "new-value"), ("TOKEN_PREVIOUS", "old-value")]),
+                Some(&active),
+                Some("new-value"),
+            ),
+            // A rotation died after writing the Secret but before its flip: the
+            // credential status calls active is in _PREVIOUS now.
+            (
+                "only _PREVIOUS holds it",
+                target(&[("TOKEN", "newer-value"), ("TOKEN_PREVIOUS", "new-value")]),
+                Some(&active),
+                Some("new-value"),
+            ),
+            (
+                "edited by someone else: nothing matches",
+                target(&[("TOKEN", "edited"), ("TOKEN_PREVIOUS", "also-edited")]),
+                Some(&active),
+                None,
+            ),
+            (
+                "no active credential yet: what the Secret holds",
+                target(&[("TOKEN", "whatever")]),
+                None,
+                Some("whatever"),
+            ),
+            (
+                "missing key",
+                target(&[("OTHER", "new-value")]),
+                Some(&active),
+                None,
+            ),
+            ("no Secret", Target::Missing, Some(&active), None),
+        ];
+        for (case, target, fingerprint, want) in cases {
+            let got = target.active_values(&spec, "value", fingerprint);
+            let got = got.get("TOKEN").map(|v| v.expose_secret().to_string());
+            assert_eq!(got.as_deref(), want, "{case}");
+            if want.is_none() {
+                assert!(
+                    target.active_values(&spec, "value", fingerprint).is_empty(),
+                    "{case}"
+                );
+            }
+        }
+    }
+}

@@ -16,6 +16,7 @@ pub enum RotationError {
 }
 
 /// A step of a rotation that has just happened (for the audit trail and crash tests).
+#[derive(Clone, Copy)]
 pub enum Step<'a> {
     RevokedOld(&'a str),
     /// The provider cannot revoke: the old credential stays valid at the vendor.
@@ -38,6 +39,23 @@ pub struct Silent;
 #[async_trait::async_trait]
 impl Observer for Silent {
     async fn step(&self, _: Step<'_>) {}
+}
+
+#[async_trait::async_trait]
+impl<T: Observer + ?Sized> Observer for &T {
+    async fn step(&self, step: Step<'_>) {
+        (**self).step(step).await;
+    }
+}
+
+/// Two observers, told in order: each concern (the audit trail, crash points) is its
+/// own observer, so removing one never removes the other.
+#[async_trait::async_trait]
+impl<A: Observer, B: Observer> Observer for (A, B) {
+    async fn step(&self, step: Step<'_>) {
+        self.0.step(step).await;
+        self.1.step(step).await;
+    }
 }
 
 /// Revokes what the target slot still holds, issues a new credential named `name`

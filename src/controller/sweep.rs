@@ -1,0 +1,121 @@
+//! The orphan sweep: revokes credentials rotor created at the provider that are in no
+//! slot (what a dead rotation left, what a failed test left). It runs after every
+//! rotation, once at start, and every `--sweep-interval`.
+
+use super::audit::Audit;
+use super::reconcile::Run;
+use super::validate::ValidSpec;
+use crate::rotation::{Revocation, SlotPair};
+use crate::vault::Vault;
+use chrono::{DateTime, Utc};
+use kube::ResourceExt;
+use std::collections::BTreeSet;
+use tracing::{info, warn};
+
+impl Run {
+    /// Sweeps: revokes this resource's credentials at the provider that are in no slot,
+    /// and notes when it ran.
+    pub(super) async fn sweep(&self, spec: &ValidSpec, pair: &SlotPair, vault: &Vault, uid: &str) {
+        let already = {
+            let mut book = self
+                .ctx
+                .swept
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let swept = book.entry(uid.to_string()).or_default();
+            swept.at = Some(Utc::now());
+            swept.revoked.clone()
+        };
+        let revoked = self.revoke_orphans(spec, pair, vault, uid, &already).await;
+        if let Some(swept) = self
+            .ctx
+            .swept
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get_mut(uid)
+        {
+            swept.revoked.extend(revoked);
+        }
+        crate::metrics::count(&self.ctx.metrics.sweeps, spec.provider.kind());
+    }
+
+    /// The slots changed: what earlier sweeps revoked may be in one now, so the next
+    /// sweep looks at everything again.
+    pub(super) fn slots_changed(&self, uid: &str) {
+        if let Some(swept) = self
+            .ctx
+            .swept
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get_mut(uid)
+        {
+            swept.revoked.clear();
+        }
+    }
+
+    async fn revoke_orphans(
+        &self,
+        spec: &ValidSpec,
+        pair: &SlotPair,
+        vault: &Vault,
+        uid: &str,
+        already: &BTreeSet<String>,
+    ) -> Vec<String> {
+        let prefix = spec.provider.name_prefix(uid);
+        let keep: Vec<&str> = pair.slots.iter().flatten().map(|s| s.id.as_str()).collect();
+        let listed = match spec.provider.list_own(&prefix).await {
+            Ok(ids) => ids,
+            Err(e) => {
+                warn!(error = %e, "listing credentials for the orphan sweep failed");
+                return Vec::new();
+            }
+        };
+        let mut revoked = Vec::new();
+        let audit = Audit::operator(vault);
+        let orphans = listed
+            .iter()
+            .filter(|id| !keep.contains(&id.as_str()) && !already.contains(*id));
+        for orphan in orphans {
+            match spec.provider.revoke(orphan).await {
+                Ok(Revocation::Unsupported) => {
+                    warn!(credential = %orphan, "the provider cannot revoke an orphaned credential; it stays valid at the vendor");
+                }
+                Ok(_) => {
+                    info!(credential = %orphan, "revoked an orphaned credential");
+                    let detail = Some("orphan sweep".into());
+                    audit
+                        .record("revoke", Some(orphan), None, None, detail)
+                        .await;
+                    crate::metrics::count(&self.ctx.metrics.orphans_swept, spec.provider.kind());
+                    revoked.push(orphan.clone());
+                }
+                Err(e) => warn!(credential = %orphan, error = %e, "revoking an orphan failed"),
+            }
+        }
+        revoked
+    }
+
+    /// When this resource's next orphan sweep is due. A resource this process has not
+    /// swept yet is due now (the sweep at start); after that, every `--sweep-interval`,
+    /// or never (`None`) when periodic sweeps are off (`0s`).
+    pub(super) fn sweep_due(&self) -> Option<DateTime<Utc>> {
+        let uid = self.sr.uid()?;
+        let last = self
+            .ctx
+            .swept
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&uid)
+            .and_then(|s| s.at);
+        let Some(last) = last else {
+            return Some(self.now);
+        };
+        let every = chrono::Duration::from_std(self.ctx.settings.sweep_interval)
+            .ok()
+            .filter(|d| !d.is_zero())?;
+        Some(
+            last.checked_add_signed(every)
+                .unwrap_or(DateTime::<Utc>::MAX_UTC),
+        )
+    }
+}
