@@ -200,9 +200,32 @@ async fn plan_shows_what_would_happen_and_rotate_asks_for_a_rotation() {
     )
     .await
     .unwrap();
+    // A Secret of the target's name that is not rotor's: plan, like the controller,
+    // says it will not be touched (one assessment for both).
+    apply_yaml(
+        &client,
+        &ns,
+        &manual
+            .replace("name: manual\n", "name: taken\n")
+            .replace("manual-secret", "someone-elses"),
+    )
+    .await
+    .unwrap();
+    apply_yaml(
+        &client,
+        &ns,
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: someone-elses\nstringData: {V: theirs}\n",
+    )
+    .await
+    .unwrap();
 
     // Before any operator ran.
     let plan = rotor_cli(&["plan", "-n", &ns]);
+    assert!(
+        plan_line(&plan, "taken")
+            .ends_with("nothing: Secret \"someone-elses\" exists and is not rotor's"),
+        "{plan}"
+    );
     assert!(plan.starts_with("NAMESPACE"), "{plan}");
     assert!(
         plan_line(&plan, "session-key").ends_with("rotate now (initial): issue into slot 0"),
