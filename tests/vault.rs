@@ -914,3 +914,64 @@ async fn sweep_interval_zero_sweeps_only_after_rotations_and_at_start() {
         "no rotation"
     );
 }
+
+/// A resource name of 250 characters (Kubernetes allows 253): `rotor-vault-<name>`
+/// would have 262 and the owner label may hold 63. Both are bounded with a hash of the
+/// name: the resource rotates, its audit trail reads back, and `keys rotate` finds
+/// its vault through the owner reference and re-wraps it.
+#[tokio::test]
+async fn a_250_character_name_rotates_and_keys_rotate_finds_its_vault() {
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "long-name").await;
+    let _op = Operator::start(&ns);
+    let name = format!("long-{}", "n".repeat(245));
+    assert_eq!(name.len(), 250);
+    let manifest =
+        sample("random.yaml").replace("  name: session-key\n", &format!("  name: {name}\n"));
+    apply_yaml(&client, &ns, &manifest).await.unwrap();
+    let status = rotated(&client, &ns, &name, 1).await;
+    assert_eq!(condition(&status, "Ready").status, "True");
+
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let target = secrets.get("app-session-key").await.unwrap();
+    assert_eq!(
+        secret_value(&target, "SESSION_SECRET").map(|v| v.len()),
+        Some(48)
+    );
+    let label = &target.metadata.labels.as_ref().unwrap()["rotor.dev/secret-rotation"];
+    assert!(
+        label.len() <= 63 && label.starts_with("long-nnn"),
+        "the owner label is a valid, recognisable label value: {label}"
+    );
+    let vaults = secrets
+        .list(&kube::api::ListParams::default().labels("rotor.dev/vault=true"))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(vaults.len(), 1);
+    let vault_name = vaults[0].metadata.name.clone().unwrap();
+    assert!(
+        vault_name.len() <= 253 && vault_name.starts_with("rotor-vault-long-nnn"),
+        "{vault_name}"
+    );
+    assert_eq!(vault_name, rotor::vault::vault_secret_name(&name));
+    assert_eq!(
+        vaults[0].metadata.owner_references.as_ref().unwrap()[0].name,
+        name
+    );
+    assert!(
+        audit_text(&ns, &name).contains("activate"),
+        "the audit trail reads back"
+    );
+
+    let said = rotor_cli(&["keys", "rotate", "-n", &ns]);
+    assert!(said.contains("1 data keys re-wrapped, 0 failed"), "{said}");
+    // The re-wrapped entry opens: the next rotation keeps the previous value.
+    let before = secret_value(&target, "SESSION_SECRET").unwrap();
+    rotate(&client, &ns, &name, "after-keys-rotate", 2).await;
+    let target = secrets.get("app-session-key").await.unwrap();
+    assert_eq!(
+        secret_value(&target, "SESSION_SECRET_PREVIOUS"),
+        Some(before)
+    );
+}

@@ -134,7 +134,7 @@ pub fn desired(
     let template = owner.spec.target.template.clone().unwrap_or_default();
     let mut labels = template.labels;
     labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY_VALUE.into());
-    labels.insert(OWNER_LABEL.into(), owner.name_any());
+    labels.insert(OWNER_LABEL.into(), rotation::label_value(&owner.name_any()));
     let mut annotations = template.annotations;
     annotations.insert(ACTIVE_SLOT_ANNOTATION.into(), active_slot.to_string());
     annotations.insert(FINGERPRINT_ANNOTATION.into(), fingerprint.into());

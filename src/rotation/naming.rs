@@ -95,6 +95,41 @@ pub fn own_name(prefix: &str, name: &str) -> bool {
     })
 }
 
+/// Longest Kubernetes object name (a DNS subdomain).
+pub const MAX_NAME: usize = 253;
+/// Longest Kubernetes label value.
+pub const MAX_LABEL_VALUE: usize = 63;
+
+/// `prefix` + `name` when that fits in `limit` bytes; otherwise as much of it as fits
+/// before `-` and 10 hex digits of the SHA-256 of `name` — the way Kubernetes bounds
+/// generated names, so two long names that share their start still differ. `prefix`
+/// and `name` are a Kubernetes name's characters (lower-case letters, digits, `-`,
+/// `.`); the cut never leaves a `-` or `.` before the hash, so a valid name or label
+/// value stays one.
+pub fn bounded_name(prefix: &str, name: &str, limit: usize) -> String {
+    let whole = format!("{prefix}{name}");
+    if whole.len() <= limit {
+        return whole;
+    }
+    let hash = hex::encode(&Sha256::digest(name.as_bytes())[..5]);
+    let mut keep = limit.saturating_sub(hash.len() + 1).min(whole.len());
+    while !whole.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    let head = whole[..keep].trim_end_matches(|c: char| !c.is_ascii_alphanumeric());
+    if head.is_empty() {
+        hash
+    } else {
+        format!("{head}-{hash}")
+    }
+}
+
+/// `value` as a label value: itself when it has at most 63 bytes, else bounded with a
+/// hash ([`bounded_name`]).
+pub fn label_value(value: &str) -> String {
+    bounded_name("", value, MAX_LABEL_VALUE)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,5 +182,49 @@ mod tests {
         assert!(!own_name("shop-", "shop-"));
         assert!(!own_name("rotor-5f0c3a9e-", "rotor-5f0c3a9e-7x"));
         assert!(own_name("rotor-5f0c3a9e-", "rotor-5f0c3a9e-7"));
+    }
+
+    #[test]
+    fn long_names_are_bounded_with_a_hash_and_short_ones_kept() {
+        assert_eq!(
+            bounded_name("rotor-vault-", "db", MAX_NAME),
+            "rotor-vault-db"
+        );
+        assert_eq!(label_value("db"), "db");
+        let exact = "a".repeat(63);
+        assert_eq!(label_value(&exact), exact, "63 bytes fit");
+        let long = format!("long-{}", "n".repeat(245));
+        let name = bounded_name("rotor-vault-", &long, MAX_NAME);
+        assert_eq!(name.len(), MAX_NAME, "{name}");
+        assert!(name.starts_with("rotor-vault-long-nnn"), "{name}");
+        let label = label_value(&long);
+        assert_eq!(label.len(), MAX_LABEL_VALUE, "{label}");
+        // Two long names that differ only at the end stay apart.
+        let other = format!("{}x", &long[..249]);
+        assert_ne!(label_value(&other), label);
+        assert_ne!(bounded_name("rotor-vault-", &other, MAX_NAME), name);
+        // The cut never leaves a separator before the hash, so a valid DNS subdomain
+        // stays one and a label value starts and ends with a letter or digit.
+        for long in [
+            format!("{}.{}", "x".repeat(51), "y".repeat(40)),
+            format!("{}-{}", "x".repeat(51), "y".repeat(40)),
+            format!("{}.{}", "x".repeat(229), "y".repeat(23)),
+        ] {
+            for s in [
+                label_value(&long),
+                bounded_name("rotor-vault-", &long, MAX_NAME),
+            ] {
+                assert!(s.len() <= MAX_NAME, "{s}");
+                assert!(s.ends_with(|c: char| c.is_ascii_alphanumeric()), "{s}");
+                assert!(!s.contains(".-") && !s.contains("-."), "{s}");
+            }
+        }
+        let cut_at_the_dot = format!("{}.{}", "x".repeat(229), "y".repeat(23));
+        let name = bounded_name("rotor-vault-", &cut_at_the_dot, MAX_NAME);
+        assert!(
+            name.starts_with(&format!("rotor-vault-{}-", "x".repeat(229))),
+            "{name}"
+        );
+        assert!(label_value(&cut_at_the_dot.replace('.', "-")).starts_with(&"x".repeat(52)));
     }
 }

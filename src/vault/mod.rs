@@ -4,56 +4,51 @@
 //! - KEKs live in one Secret in the operator's namespace (`rotor-kek`, keys `v1`,
 //!   `v2`, …; the highest is current), created on first start, together with the
 //!   fingerprint key (`fingerprint`, never rotated).
-//! - Entries for a SecretRotation live in the Secret `rotor-vault-<name>` in its
-//!   namespace, owned by it (garbage-collected with it), labelled `rotor.dev/vault`.
+//! - Entries for a SecretRotation live in the Secret `rotor-vault-<name>` (for a name
+//!   too long for that, its start and a hash of the name) in its namespace, owned by it (garbage-collected with it), labelled `rotor.dev/vault`.
 //!   Each entry is keyed by the credential's deterministic name, so a restarted
 //!   operator finds what a dead one issued. rotor never reads, writes or adopts a
 //!   Secret of that name that it did not create for this very resource (owner uid).
 //! - The same Secret holds the audit trail (bounded). Every write drops expired
 //!   entries and keeps the entry count and size bounded.
 
+//!
+//! The module's files: `format` owns the storage format (the vault Secret's name, entry
+//! keys and encoding, the associated data), `keys` the KEKs and `rotor keys rotate`,
+//! `bounds` what a vault keeps, `envelope` the encryption; this file is the vault as
+//! the controller uses it.
+
+mod bounds;
 pub mod envelope;
+pub mod format;
+mod keys;
 mod pause;
+
+pub use bounds::{AUDIT_LIMIT, MAX_ENTRIES, MAX_ENTRY_BYTES};
+pub use format::{AuditRecord, Entry, VAULT_PREFIX};
+pub use keys::{FINGERPRINT_KEY, KEK_SECRET, KeyRotation, load_keyring, rotate_keys};
 
 use crate::api::{FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE, OWNER_LABEL, SecretRotation};
 use crate::rotation::Credential;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
+use bounds::{DETAIL_LIMIT, Live, append_audit, entry_bytes, housekeep, truncate};
 use chrono::{DateTime, Utc};
-use envelope::{Keyring, OpenError, Sealed};
+use envelope::{Keyring, OpenError};
+use format::{AUDIT_KEY, Layout, entry_key, raw_entries, raw_entries_mut};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
-use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use secrecy::ExposeSecret;
 use std::collections::BTreeMap;
-use zeroize::Zeroizing;
 
-/// The KEK Secret's name, in the operator's namespace.
-pub const KEK_SECRET: &str = "rotor-kek";
-/// The key of the KEK Secret that holds the fingerprint key (32 bytes, never rotated).
-pub const FINGERPRINT_KEY: &str = "fingerprint";
 /// Label on every vault Secret.
 pub const VAULT_LABEL: &str = "rotor.dev/vault";
 /// Label on every vault Secret: the namespace of the KEK Secret whose keys wrap it.
 pub const KEK_NAMESPACE_LABEL: &str = "rotor.dev/kek-namespace";
-/// Prefix of every vault Secret's name.
-pub const VAULT_PREFIX: &str = "rotor-vault-";
-/// Records kept in a resource's audit trail.
-pub const AUDIT_LIMIT: usize = 200;
-/// Entries a vault keeps at most: beyond it the oldest revoked entries go first, then
-/// the oldest that are in no slot; the live slots' and the in-flight entry never.
-pub const MAX_ENTRIES: usize = 32;
-/// Bytes of entries a vault keeps at most (the same order of dropping); a Secret
-/// cannot exceed 1 MiB.
-pub const MAX_ENTRY_BYTES: usize = 256 * 1024;
-const AUDIT_KEY: &str = "audit";
-/// Longest audit detail kept (errors can be long).
-const DETAIL_LIMIT: usize = 512;
 /// Read-modify-write attempts before a contended vault write gives up.
 const WRITE_ATTEMPTS: usize = 5;
 
@@ -95,154 +90,14 @@ pub enum VaultError {
     Contended(String),
 }
 
-/// The Secret name of a resource's vault.
+/// The Secret name of a resource's vault: `rotor-vault-<name>`, bounded to 253
+/// characters with a hash when the name is long.
 pub fn vault_secret_name(resource: &str) -> String {
-    format!("{VAULT_PREFIX}{resource}")
-}
-
-fn entry_key(name: &str) -> String {
-    let digest = Sha256::digest(name.as_bytes());
-    format!("e.{}", hex::encode(&digest[..10]))
+    format::secret_name(resource)
 }
 
 fn is_conflict(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 409)
-}
-
-/// The keyring of a KEK Secret (and installs its fingerprint key for this process).
-fn ring_of(secret: &Secret, namespace: &str) -> Result<Keyring, VaultError> {
-    let mut ring = Keyring {
-        origin: namespace.into(),
-        ..Keyring::default()
-    };
-    for (k, v) in secret.data.iter().flatten() {
-        if k == FINGERPRINT_KEY
-            && let Ok(key) = <[u8; 32]>::try_from(v.0.as_slice())
-        {
-            crate::rotation::set_fingerprint_key(&key);
-            continue;
-        }
-        let (Some(version), true) = (
-            k.strip_prefix('v').and_then(|n| n.parse::<u32>().ok()),
-            v.0.len() == 32,
-        ) else {
-            continue;
-        };
-        let mut key = Zeroizing::new([0u8; 32]);
-        key.copy_from_slice(&v.0);
-        ring.keys.insert(version, key);
-    }
-    if ring.keys.is_empty() {
-        return Err(VaultError::NoKek {
-            namespace: namespace.into(),
-        });
-    }
-    Ok(ring)
-}
-
-/// Loads the keyring, creating the KEK Secret with `v1` and the fingerprint key when
-/// it does not exist (and adding the fingerprint key to a KEK Secret from before it
-/// existed). Installs the fingerprint key for this process.
-pub async fn load_keyring(client: &Client, namespace: &str) -> Result<Keyring, VaultError> {
-    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    for _ in 0..WRITE_ATTEMPTS {
-        let secret = match api.get_opt(KEK_SECRET).await? {
-            Some(s) => s,
-            None => {
-                let first = Keyring::generate();
-                let fingerprint = Keyring::generate();
-                let kek = Secret {
-                    metadata: ObjectMeta {
-                        name: Some(KEK_SECRET.into()),
-                        labels: Some(BTreeMap::from([(
-                            MANAGED_BY_LABEL.into(),
-                            MANAGED_BY_VALUE.into(),
-                        )])),
-                        ..ObjectMeta::default()
-                    },
-                    data: Some(BTreeMap::from([
-                        ("v1".into(), ByteString(first.to_vec())),
-                        (FINGERPRINT_KEY.into(), ByteString(fingerprint.to_vec())),
-                    ])),
-                    ..Secret::default()
-                };
-                match api.create(&PostParams::default(), &kek).await {
-                    Ok(s) => {
-                        tracing::info!(
-                            namespace,
-                            "created the vault key Secret {KEK_SECRET} with v1 and the fingerprint key"
-                        );
-                        s
-                    }
-                    // Another replica was first.
-                    Err(e) if is_conflict(&e) => continue,
-                    Err(e) => return Err(e.into()),
-                }
-            }
-        };
-        let has_fingerprint_key = secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(FINGERPRINT_KEY))
-            .is_some_and(|v| v.0.len() == 32);
-        if has_fingerprint_key {
-            return ring_of(&secret, namespace);
-        }
-        // A KEK Secret from before fingerprints were keyed: add the key, once, with a
-        // precondition so that two replicas cannot each add a different one.
-        let key = Keyring::generate();
-        let patch = serde_json::json!({
-            "metadata": { "resourceVersion": secret.resource_version() },
-            "data": { FINGERPRINT_KEY: B64.encode(&key[..]) },
-        });
-        match api
-            .patch(KEK_SECRET, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            Ok(s) => {
-                tracing::info!(namespace, "added the fingerprint key to {KEK_SECRET}");
-                return ring_of(&s, namespace);
-            }
-            Err(e) if is_conflict(&e) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(VaultError::Contended(format!("{namespace}/{KEK_SECRET}")))
-}
-
-/// One stored credential (the JSON under `e.<hash of name>`).
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct Entry {
-    pub name: String,
-    pub id: String,
-    pub slot: u8,
-    pub fingerprint: String,
-    pub sealed: Sealed,
-    pub created_at: DateTime<Utc>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub revoked_at: Option<DateTime<Utc>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expires_at: Option<DateTime<Utc>>,
-}
-
-/// One audit record: never a value.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct AuditRecord {
-    pub time: DateTime<Utc>,
-    /// schedule, annotation, cli, operator (resume, sweep, initial), keys-rotate.
-    pub actor: String,
-    /// issue, test, activate, revoke, failure, key-rotation, restore.
-    pub action: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub credential: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub old_fingerprint: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub new_fingerprint: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
 }
 
 /// A credential as a slot in status records it: provider id and fingerprint. With
@@ -254,31 +109,11 @@ pub struct SlotRef {
     pub fingerprint: String,
 }
 
-/// The entries that must survive every bound: the live slots and the in-flight one.
-#[derive(Clone, Debug, Default)]
-struct Live {
-    known: bool,
-    slots: Vec<SlotRef>,
-    in_flight: Option<String>,
-}
-
-impl Live {
-    fn holds(&self, entry: &Entry) -> bool {
-        !self.known
-            || self.in_flight.as_deref() == Some(entry.name.as_str())
-            || self
-                .slots
-                .iter()
-                .any(|s| s.id == entry.id && s.fingerprint == entry.fingerprint)
-    }
-}
-
 /// A resource's vault.
 pub struct Vault {
     api: Api<Secret>,
     ring: Keyring,
-    namespace: String,
-    resource: String,
+    layout: Layout,
     owner: Option<OwnerReference>,
     live: Live,
 }
@@ -295,8 +130,7 @@ impl Vault {
         Self {
             api: Api::namespaced(client.clone(), &namespace),
             ring,
-            namespace,
-            resource: sr.name_any(),
+            layout: Layout::new(namespace, sr.name_any()),
             owner,
             live: Live::default(),
         }
@@ -320,15 +154,7 @@ impl Vault {
     }
 
     fn name(&self) -> String {
-        vault_secret_name(&self.resource)
-    }
-
-    fn aad(&self, slot: u8, name: &str) -> Vec<u8> {
-        format!(
-            "rotor/v1|{}|{}|{slot}|{name}",
-            self.namespace, self.resource
-        )
-        .into_bytes()
+        self.layout.secret_name()
     }
 
     /// Whether `secret` is this resource's vault: it carries an owner reference with
@@ -347,14 +173,14 @@ impl Vault {
         refs.is_empty()
             && labels.get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY_VALUE)
             && labels.get(VAULT_LABEL).map(String::as_str) == Some("true")
-            && labels.get(OWNER_LABEL) == Some(&self.resource)
+            && labels.get(OWNER_LABEL) == Some(&self.layout.owner_label())
     }
 
     fn foreign(&self) -> VaultError {
         VaultError::Foreign {
-            namespace: self.namespace.clone(),
+            namespace: self.layout.namespace.clone(),
             name: self.name(),
-            resource: self.resource.clone(),
+            resource: self.layout.resource.clone(),
         }
     }
 
@@ -399,7 +225,7 @@ impl Vault {
             let secret = Secret {
                 metadata: ObjectMeta {
                     name: Some(self.name()),
-                    namespace: Some(self.namespace.clone()),
+                    namespace: Some(self.layout.namespace.clone()),
                     labels: Some(self.labels()),
                     owner_references: Some(vec![owner]),
                     ..ObjectMeta::default()
@@ -456,7 +282,7 @@ impl Vault {
     fn labels(&self) -> BTreeMap<String, String> {
         let mut labels = BTreeMap::from([
             (MANAGED_BY_LABEL.into(), MANAGED_BY_VALUE.into()),
-            (OWNER_LABEL.into(), self.resource.clone()),
+            (OWNER_LABEL.into(), self.layout.owner_label()),
             (VAULT_LABEL.into(), "true".into()),
         ]);
         if !self.ring.origin.is_empty() {
@@ -503,30 +329,13 @@ impl Vault {
         slot: u8,
         credential: &Credential,
     ) -> Result<(), VaultError> {
-        let outputs: BTreeMap<&str, &str> = credential
-            .outputs
-            .iter()
-            .map(|(k, v)| (*k, v.expose_secret()))
-            .collect();
-        let plaintext = Zeroizing::new(
-            serde_json::to_vec(&outputs).map_err(|_| VaultError::Malformed(name.into()))?,
-        );
-        let sealed = envelope::seal(&self.ring, &plaintext, &self.aad(slot, name)).ok_or(
-            VaultError::NoKek {
-                namespace: String::new(),
-            },
-        )?;
-        let entry = Entry {
-            name: name.into(),
-            id: credential.id.clone(),
-            slot,
-            fingerprint: credential.fingerprint(),
-            sealed,
-            created_at: Utc::now(),
-            revoked_at: None,
-            expires_at: None,
-        };
-        let json = serde_json::to_string(&entry).map_err(|_| VaultError::Malformed(name.into()))?;
+        let json = self
+            .layout
+            .seal(&self.ring, name, slot, credential)
+            .and_then(|entry| entry.encode())
+            .ok_or_else(|| VaultError::NoKek {
+                namespace: self.ring.origin.clone(),
+            })?;
         let key = entry_key(name);
         self.modify(|data| {
             data.insert(key.clone(), json.clone());
@@ -537,11 +346,7 @@ impl Vault {
 
     /// Every entry.
     pub async fn entries(&self) -> Result<Vec<Entry>, VaultError> {
-        let data = self.data().await?;
-        data.iter()
-            .filter(|(k, _)| k.starts_with("e."))
-            .map(|(k, v)| serde_json::from_str(v).map_err(|_| VaultError::Malformed(k.clone())))
-            .collect()
+        decode_entries(&self.data().await?)
     }
 
     /// The entry named `name`, and its credential when it can be opened.
@@ -555,8 +360,7 @@ impl Vault {
         let Some(raw) = data.get(&entry_key(name)) else {
             return Ok(None);
         };
-        let entry: Entry =
-            serde_json::from_str(raw).map_err(|_| VaultError::Malformed(name.into()))?;
+        let entry = Entry::decode(raw).ok_or_else(|| VaultError::Malformed(name.into()))?;
         let opened = self.open(&entry, outputs, secret_output);
         Ok(Some((entry, opened)))
     }
@@ -567,33 +371,7 @@ impl Vault {
         outputs: &'static [&'static str],
         secret_output: &'static str,
     ) -> Result<Credential, OpenError> {
-        self.open_in(&self.ring, entry, outputs, secret_output)
-    }
-
-    fn open_in(
-        &self,
-        ring: &Keyring,
-        entry: &Entry,
-        outputs: &'static [&'static str],
-        secret_output: &'static str,
-    ) -> Result<Credential, OpenError> {
-        let plaintext = envelope::open(ring, &entry.sealed, &self.aad(entry.slot, &entry.name))?;
-        let values: BTreeMap<String, String> =
-            serde_json::from_slice(&plaintext).map_err(|_| OpenError::Malformed)?;
-        let outputs = values
-            .into_iter()
-            .filter_map(|(k, v)| {
-                outputs
-                    .iter()
-                    .find(|o| **o == k)
-                    .map(|o| (*o, SecretString::from(v)))
-            })
-            .collect();
-        Ok(Credential {
-            id: entry.id.clone(),
-            outputs,
-            secret_output,
-        })
+        self.layout.open(&self.ring, entry, outputs, secret_output)
     }
 
     /// Marks the entries of revoked credentials — each by its own identity (id and
@@ -609,8 +387,8 @@ impl Vault {
         }
         let now = Utc::now();
         self.modify(|data| {
-            for value in data.values_mut().filter(|v| v.starts_with('{')) {
-                let Ok(mut entry) = serde_json::from_str::<Entry>(value) else {
+            for (_, raw) in raw_entries_mut(data) {
+                let Some(mut entry) = Entry::decode(raw) else {
                     continue;
                 };
                 let this = revoked
@@ -622,8 +400,8 @@ impl Vault {
                         now.checked_add_signed(retention)
                             .unwrap_or(DateTime::<Utc>::MAX_UTC),
                     );
-                    if let Ok(json) = serde_json::to_string(&entry) {
-                        *value = json;
+                    if let Some(encoded) = entry.encode() {
+                        *raw = encoded;
                     }
                 }
             }
@@ -676,11 +454,7 @@ impl Vault {
         secret_output: &'static str,
     ) -> Result<(usize, Option<String>), VaultError> {
         let data = self.data().await?;
-        let entries: Vec<Entry> = data
-            .iter()
-            .filter(|(k, _)| k.starts_with("e."))
-            .map(|(k, v)| serde_json::from_str(v).map_err(|_| VaultError::Malformed(k.clone())))
-            .collect::<Result<_, _>>()?;
+        let entries = decode_entries(&data)?;
         // An entry wrapped by a KEK version newer than this ring knows (`keys rotate`
         // added it after the ring was loaded) is checked against the KEKs as they are
         // now, instead of being reported as needing a version that is gone.
@@ -699,7 +473,8 @@ impl Vault {
             .iter()
             .filter(|e| e.revoked_at.is_none())
             .find_map(|entry| {
-                self.open_in(ring, entry, outputs, secret_output)
+                self.layout
+                    .open(ring, entry, outputs, secret_output)
                     .err()
                     .map(|e| format!("vault entry {} (slot {}): {e}", entry.name, entry.slot))
             });
@@ -724,15 +499,15 @@ impl Vault {
         }
         let api: Api<Secret> = Api::namespaced(self.api.clone().into_client(), &self.ring.origin);
         let kek = api.get_opt(KEK_SECRET).await.ok()??;
-        ring_of(&kek, &self.ring.origin).ok()
+        keys::ring_of(&kek, &self.ring.origin).ok()
     }
 
     /// Appends to the audit trail (and logs the record).
     pub async fn audit(&self, mut record: AuditRecord) -> Result<(), VaultError> {
         tracing::info!(
             target: "rotor::audit",
-            namespace = %self.namespace,
-            name = %self.resource,
+            namespace = %self.layout.namespace,
+            name = %self.layout.resource,
             actor = %record.actor,
             action = %record.action,
             credential = record.credential.as_deref().unwrap_or(""),
@@ -750,77 +525,12 @@ impl Vault {
     }
 }
 
-fn truncate(text: &mut String, limit: usize) {
-    if text.len() > limit {
-        let mut end = limit;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-        text.push('…');
-    }
-}
-
-fn append_audit(data: &mut BTreeMap<String, String>, record: AuditRecord) {
-    let mut trail: Vec<AuditRecord> = data
-        .get(AUDIT_KEY)
-        .and_then(|t| serde_json::from_str(t).ok())
-        .unwrap_or_default();
-    trail.push(record);
-    if trail.len() > AUDIT_LIMIT {
-        trail.drain(..trail.len() - AUDIT_LIMIT);
-    }
-    if let Ok(json) = serde_json::to_string(&trail) {
-        data.insert(AUDIT_KEY.into(), json);
-    }
-}
-
-fn entry_bytes(data: &BTreeMap<String, String>) -> usize {
-    data.iter()
-        .filter(|(k, _)| k.starts_with("e."))
-        .map(|(k, v)| k.len() + v.len())
-        .sum()
-}
-
-/// Drops expired entries, then — while the vault is over [`MAX_ENTRIES`] or
-/// [`MAX_ENTRY_BYTES`] — unreadable entries, the oldest revoked ones, and (when the
-/// live entries are known) the oldest unrevoked ones that are in no slot and not in
-/// flight. Returns how many entries went.
-fn housekeep(data: &mut BTreeMap<String, String>, live: &Live, now: DateTime<Utc>) -> usize {
-    let before = data.len();
-    data.retain(|k, v| {
-        !k.starts_with("e.")
-            || serde_json::from_str::<Entry>(v)
-                .ok()
-                .and_then(|e| e.expires_at)
-                .is_none_or(|t| t > now)
-    });
-    let over = |data: &BTreeMap<String, String>| {
-        data.keys().filter(|k| k.starts_with("e.")).count() > MAX_ENTRIES
-            || entry_bytes(data) > MAX_ENTRY_BYTES
-    };
-    if over(data) {
-        // (rank, created) per droppable entry: 0 unreadable, 1 revoked, 2 unrevoked
-        // and not live.
-        let mut droppable: Vec<(u8, Option<DateTime<Utc>>, String)> = data
-            .iter()
-            .filter(|(k, _)| k.starts_with("e."))
-            .filter_map(|(k, v)| match serde_json::from_str::<Entry>(v) {
-                Err(_) => Some((0, None, k.clone())),
-                Ok(e) if e.revoked_at.is_some() => Some((1, Some(e.created_at), k.clone())),
-                Ok(e) if !live.holds(&e) => Some((2, Some(e.created_at), k.clone())),
-                Ok(_) => None,
-            })
-            .collect();
-        droppable.sort();
-        for (_, _, key) in droppable {
-            if !over(data) {
-                break;
-            }
-            data.remove(&key);
-        }
-    }
-    before - data.len()
+/// Every entry of a vault Secret's data, decoded; an error names the first that is
+/// not an entry.
+fn decode_entries(data: &BTreeMap<String, String>) -> Result<Vec<Entry>, VaultError> {
+    raw_entries(data)
+        .map(|(k, v)| Entry::decode(v).ok_or_else(|| VaultError::Malformed(k.clone())))
+        .collect()
 }
 
 /// The audit trail of `resource` in `namespace`.
@@ -843,328 +553,4 @@ pub async fn read_audit(
         return Ok(Vec::new());
     }
     serde_json::from_slice(&raw).map_err(|_| VaultError::Malformed(AUDIT_KEY.into()))
-}
-
-/// What `rotor keys rotate` did.
-#[derive(Debug, Default)]
-pub struct KeyRotation {
-    /// The KEK version added.
-    pub version: u32,
-    /// Data keys re-wrapped with it.
-    pub rewrapped: usize,
-    /// Every entry or vault that could not be re-wrapped, and why (never a value).
-    pub failures: Vec<String>,
-}
-
-/// `rotor keys rotate`: adds a KEK version (with the KEK Secret's resourceVersion as a
-/// precondition, so two concurrent runs cannot both add `v<N+1>`) and re-wraps every
-/// DEK in every vault Secret (ciphertexts untouched), keeping each vault's owner
-/// reference. Never creates the KEK Secret. Failures are returned, not logged away.
-pub async fn rotate_keys(
-    client: &Client,
-    operator_namespace: &str,
-) -> Result<KeyRotation, VaultError> {
-    let kek_api: Api<Secret> = Api::namespaced(client.clone(), operator_namespace);
-    let Some(kek) = kek_api.get_opt(KEK_SECRET).await? else {
-        return Err(VaultError::KekMissing {
-            namespace: operator_namespace.into(),
-        });
-    };
-    let mut ring = ring_of(&kek, operator_namespace)?;
-    // A version at u32::MAX has no successor: overwriting it would lose every entry it wraps.
-    let next = match ring.current() {
-        None => 1,
-        Some((v, _)) => v.checked_add(1).ok_or(VaultError::KekVersionsExhausted {
-            namespace: operator_namespace.into(),
-        })?,
-    };
-    let key = Keyring::generate();
-    pause::point("kek_write").await;
-    let patch = serde_json::json!({
-        "metadata": { "resourceVersion": kek.resource_version() },
-        "data": { format!("v{next}"): B64.encode(&key[..]) },
-    });
-    match kek_api
-        .patch(KEK_SECRET, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-    {
-        Ok(_) => {}
-        Err(e) if is_conflict(&e) => {
-            return Err(VaultError::KekChanged {
-                namespace: operator_namespace.into(),
-            });
-        }
-        Err(e) => return Err(e.into()),
-    }
-    ring.keys.insert(next, key);
-    let mut report = KeyRotation {
-        version: next,
-        ..KeyRotation::default()
-    };
-    // The vaults wrapped by this namespace's KEKs, and those from before the label
-    // (one operator per cluster then).
-    let vaults: Api<Secret> = Api::all(client.clone());
-    let mut listed = Vec::new();
-    for selector in [
-        format!("{VAULT_LABEL}=true,{KEK_NAMESPACE_LABEL}={operator_namespace}"),
-        format!("{VAULT_LABEL}=true,!{KEK_NAMESPACE_LABEL}"),
-    ] {
-        listed.extend(
-            vaults
-                .list(&ListParams::default().labels(&selector))
-                .await?,
-        );
-    }
-    for secret in listed {
-        let (Some(ns), Some(name)) = (secret.namespace(), secret.metadata.name.clone()) else {
-            continue;
-        };
-        let Some(resource) = name.strip_prefix(VAULT_PREFIX).map(str::to_string) else {
-            report.failures.push(format!(
-                "{ns}/{name}: labelled {VAULT_LABEL} but not named {VAULT_PREFIX}<name>; left alone"
-            ));
-            continue;
-        };
-        // The owner: the SecretRotation of that name, when it still exists (this also
-        // puts back an owner reference an older `keys rotate` removed).
-        let owner = match Api::<SecretRotation>::namespaced(client.clone(), &ns)
-            .get_opt(&resource)
-            .await
-        {
-            Ok(Some(sr)) => sr.controller_owner_ref(&()).map(|mut r| {
-                r.controller = Some(false);
-                r.block_owner_deletion = None;
-                r
-            }),
-            Ok(None) => secret
-                .owner_references()
-                .iter()
-                .find(|r| r.kind == "SecretRotation" && r.name == resource)
-                .cloned(),
-            Err(e) => {
-                report.failures.push(format!(
-                    "{ns}/{name}: reading SecretRotation {resource:?} failed: {e}"
-                ));
-                continue;
-            }
-        };
-        if owner.is_none() {
-            report.failures.push(format!(
-                "{ns}/{name}: no SecretRotation {resource:?} owns it; left alone"
-            ));
-            continue;
-        }
-        let vault = Vault {
-            api: Api::namespaced(client.clone(), &ns),
-            ring: ring.clone(),
-            namespace: ns.clone(),
-            resource: resource.clone(),
-            owner,
-            live: Live::default(),
-        };
-        let result = vault
-            .modify(|data| {
-                let mut rewrapped = 0;
-                let mut failures = Vec::new();
-                for (k, v) in data.iter_mut().filter(|(k, _)| k.starts_with("e.")) {
-                    let Ok(mut entry) = serde_json::from_str::<Entry>(v) else {
-                        failures.push(format!("{ns}/{name} entry {k}: malformed"));
-                        continue;
-                    };
-                    // Expired: this very write drops it (housekeeping), so it is
-                    // neither re-wrapped nor counted.
-                    if entry.expires_at.is_some_and(|t| t <= Utc::now()) {
-                        continue;
-                    }
-                    match envelope::rewrap(
-                        &vault.ring,
-                        &entry.sealed,
-                        &vault.aad(entry.slot, &entry.name),
-                    ) {
-                        Ok(sealed) => {
-                            entry.sealed = sealed;
-                            if let Ok(json) = serde_json::to_string(&entry) {
-                                *v = json;
-                                rewrapped += 1;
-                            }
-                        }
-                        Err(e) => failures.push(format!("{ns}/{name} entry {}: {e}", entry.name)),
-                    }
-                }
-                append_audit(
-                    data,
-                    AuditRecord {
-                        time: Utc::now(),
-                        actor: "keys-rotate".into(),
-                        action: "key-rotation".into(),
-                        credential: None,
-                        old_fingerprint: None,
-                        new_fingerprint: None,
-                        detail: Some(format!(
-                            "DEKs re-wrapped with KEK v{next}: {rewrapped} re-wrapped, {} failed",
-                            failures.len()
-                        )),
-                    },
-                );
-                (rewrapped, failures)
-            })
-            .await;
-        match result {
-            Ok(((rewrapped, failures), _)) => {
-                report.rewrapped += rewrapped;
-                report.failures.extend(failures);
-            }
-            Err(e) => report.failures.push(format!("{ns}/{name}: {e}")),
-        }
-    }
-    Ok(report)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn entry(name: &str, id: &str, fp: &str, revoked: bool, age: i64, size: usize) -> Entry {
-        let t = Utc::now() - chrono::Duration::seconds(age);
-        Entry {
-            name: name.into(),
-            id: id.into(),
-            slot: 0,
-            fingerprint: fp.into(),
-            sealed: Sealed {
-                kek_version: 1,
-                wrapped_dek: String::new(),
-                ciphertext: "x".repeat(size),
-                kek_id: None,
-            },
-            created_at: t,
-            revoked_at: revoked.then_some(t),
-            expires_at: None,
-        }
-    }
-
-    fn put(data: &mut BTreeMap<String, String>, e: &Entry) {
-        data.insert(entry_key(&e.name), serde_json::to_string(e).unwrap());
-    }
-
-    fn names(data: &BTreeMap<String, String>) -> Vec<String> {
-        let mut n: Vec<String> = data
-            .values()
-            .filter_map(|v| serde_json::from_str::<Entry>(v).ok())
-            .map(|e| e.name)
-            .collect();
-        n.sort();
-        n
-    }
-
-    #[test]
-    fn the_bound_drops_revoked_then_stray_entries_and_never_live_ones() {
-        let live = Live {
-            known: true,
-            slots: vec![
-                SlotRef {
-                    id: "app_a".into(),
-                    fingerprint: "fa".into(),
-                },
-                SlotRef {
-                    id: "app_b".into(),
-                    fingerprint: "fb".into(),
-                },
-            ],
-            in_flight: Some("flight".into()),
-        };
-        let mut data = BTreeMap::new();
-        // The live ones are the oldest of all.
-        put(
-            &mut data,
-            &entry("live-a", "app_a", "fa", false, 10_000, 10),
-        );
-        put(&mut data, &entry("live-b", "app_b", "fb", false, 9_999, 10));
-        put(
-            &mut data,
-            &entry("flight", "app_a", "fnew", false, 9_998, 10),
-        );
-        for i in 0..MAX_ENTRIES {
-            put(
-                &mut data,
-                &entry(
-                    &format!("stray-{i:02}"),
-                    "app_a",
-                    &format!("s{i}"),
-                    false,
-                    1_000 - i as i64,
-                    10,
-                ),
-            );
-            put(
-                &mut data,
-                &entry(
-                    &format!("revoked-{i:02}"),
-                    "app_a",
-                    &format!("r{i}"),
-                    true,
-                    5_000 - i as i64,
-                    10,
-                ),
-            );
-        }
-        let removed = housekeep(&mut data, &live, Utc::now());
-        let left = names(&data);
-        assert_eq!(left.len(), MAX_ENTRIES);
-        assert_eq!(removed, 2 * MAX_ENTRIES + 3 - MAX_ENTRIES);
-        for keep in ["live-a", "live-b", "flight"] {
-            assert!(left.contains(&keep.to_string()), "{keep}: {left:?}");
-        }
-        assert!(left.iter().all(|n| !n.starts_with("revoked")), "{left:?}");
-        // The newest strays survive.
-        assert!(left.contains(&format!("stray-{:02}", MAX_ENTRIES - 1)));
-
-        // Without knowing what is live, unrevoked entries are never dropped.
-        let mut data = BTreeMap::new();
-        for i in 0..MAX_ENTRIES + 5 {
-            put(
-                &mut data,
-                &entry(&format!("u{i}"), "x", &format!("f{i}"), false, 0, 10),
-            );
-        }
-        assert_eq!(housekeep(&mut data, &Live::default(), Utc::now()), 0);
-
-        // Size: a few huge revoked entries go, small live ones stay.
-        let mut data = BTreeMap::new();
-        put(&mut data, &entry("live-a", "app_a", "fa", false, 0, 10));
-        for i in 0..4 {
-            put(
-                &mut data,
-                &entry(
-                    &format!("big-{i}"),
-                    "app_a",
-                    &format!("b{i}"),
-                    true,
-                    100 - i,
-                    MAX_ENTRY_BYTES / 3,
-                ),
-            );
-        }
-        assert!(
-            entry_bytes(&data) > MAX_ENTRY_BYTES,
-            "the case is over the bound"
-        );
-        let removed = housekeep(&mut data, &live, Utc::now());
-        assert!(entry_bytes(&data) <= MAX_ENTRY_BYTES);
-        // The two oldest big ones go (one is not enough: each entry is a third of the
-        // bound plus its JSON), the live one stays.
-        assert_eq!(removed, 2);
-        assert_eq!(names(&data), vec!["big-2", "big-3", "live-a"]);
-    }
-
-    #[test]
-    fn expired_entries_go_on_every_write() {
-        let mut data = BTreeMap::new();
-        let mut e = entry("old", "app_a", "f", true, 100, 10);
-        e.expires_at = Some(Utc::now() - chrono::Duration::seconds(1));
-        put(&mut data, &e);
-        put(&mut data, &entry("new", "app_a", "g", false, 0, 10));
-        assert_eq!(housekeep(&mut data, &Live::default(), Utc::now()), 1);
-        assert_eq!(names(&data), vec!["new".to_string()]);
-    }
 }
