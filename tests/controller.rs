@@ -495,7 +495,7 @@ async fn restarted_operator_resumes_without_a_second_rotation() {
     status.in_flight = Some(rotor::api::InFlightRotation {
         target_index: 1,
         credential_name: "rotor-crashed-2".into(),
-        trigger: "schedule".into(),
+        trigger: rotor::api::Trigger::Schedule,
         started_at: chrono::Utc::now(),
     });
     let patch = serde_json::json!({"apiVersion": "rotor.dev/v1alpha1", "kind": "SecretRotation", "status": status});

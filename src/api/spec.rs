@@ -153,9 +153,8 @@ pub struct SupabaseSpec {
     #[schemars(regex(pattern = r"^[a-z]{20}$"))]
     pub project_ref: String,
     /// Which kind of key: secret (server side) or publishable.
-    #[serde(default = "default_supabase_key_type")]
-    #[schemars(extend("enum" = ["secret", "publishable"]))]
-    pub key_type: String,
+    #[serde(default)]
+    pub key_type: SupabaseKeyType,
     /// A personal access token with access to the project.
     pub credentials_ref: SecretKeyRef,
     /// API base URL. Default https://api.supabase.com.
@@ -163,8 +162,29 @@ pub struct SupabaseSpec {
     pub base_url: Option<String>,
 }
 
-fn default_supabase_key_type() -> String {
-    "secret".into()
+// The closed sets below carry no doc comment on their variants: schemars then renders
+// each as the plain `type: string` + `enum` it always was, and the field's doc comment
+// stays its description. An unknown value fails to parse with its field path and the
+// allowed values (`unknown variant `x`, expected one of ...`), which rotor reports as
+// InvalidSpec.
+
+// Which kind of Supabase key.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SupabaseKeyType {
+    #[default]
+    Secret,
+    Publishable,
+}
+
+impl SupabaseKeyType {
+    /// The value as the Management API takes it (`type`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Secret => "secret",
+            Self::Publishable => "publishable",
+        }
+    }
 }
 
 /// Convex personal access tokens.
@@ -234,14 +254,46 @@ pub struct HttpRequestSpec {
     pub url: String,
     /// HTTP method. Default POST for issue, GET for test and list, DELETE for revoke.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("enum" = ["GET", "POST", "PUT", "PATCH", "DELETE"]))]
-    pub method: Option<String>,
+    #[schemars(schema_with = "optional_method")]
+    pub method: Option<HttpMethod>,
     /// Request headers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub headers: Vec<HttpHeader>,
     /// Request body (sent as application/json unless a Content-Type header says otherwise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
+}
+
+// An HTTP method an http provider request may use.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum HttpMethod {
+    Get,
+    Post,
+    Put,
+    Patch,
+    Delete,
+}
+
+impl HttpMethod {
+    /// The method's name on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Get => "GET",
+            Self::Post => "POST",
+            Self::Put => "PUT",
+            Self::Patch => "PATCH",
+            Self::Delete => "DELETE",
+        }
+    }
+}
+
+/// `Option<HttpMethod>` as the CRD has always had it: the method names, with
+/// `nullable: true` (schemars would add `null` to the enum).
+fn optional_method(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let mut schema = <HttpMethod as JsonSchema>::json_schema(generator);
+    schema.insert("nullable".into(), true.into());
+    schema
 }
 
 /// A header: a literal value (placeholders allowed) or one from a Secret.
@@ -294,9 +346,8 @@ pub struct PostgresSpec {
     /// admin password is sent only through SCRAM-SHA-256-PLUS, bound to the TLS
     /// connection; a server that asks for a cleartext or MD5 password is refused); or
     /// verify-full (the chain against caRef or the Mozilla roots, and the host name).
-    #[serde(default = "default_ssl_mode")]
-    #[schemars(extend("enum" = ["disable", "require", "verify-full"]))]
-    pub ssl_mode: String,
+    #[serde(default)]
+    pub ssl_mode: SslMode,
     /// Admin user that may ALTER ROLE the two users (CREATEROLE, or a superuser).
     #[serde(default = "default_pg_admin")]
     pub admin_username: String,
@@ -323,8 +374,25 @@ fn default_pg_port() -> u16 {
     5432
 }
 
-fn default_ssl_mode() -> String {
-    "require".into()
+// How the PostgreSQL connection is secured.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    Disable,
+    #[default]
+    Require,
+    VerifyFull,
+}
+
+impl SslMode {
+    /// The value as libpq's `sslmode` spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Disable => "disable",
+            Self::Require => "require",
+            Self::VerifyFull => "verify-full",
+        }
+    }
 }
 
 fn default_pg_admin() -> String {
@@ -342,17 +410,25 @@ pub struct RandomSpec {
 
     /// Characters to draw from: alphanumeric, alphabetic, numeric, hex, base64url or
     /// printable (ASCII without space).
-    #[serde(default = "default_charset")]
-    #[schemars(extend("enum" = ["alphanumeric", "alphabetic", "numeric", "hex", "base64url", "printable"]))]
-    pub charset: String,
+    #[serde(default)]
+    pub charset: Charset,
 }
 
 fn default_random_length() -> u32 {
     32
 }
 
-fn default_charset() -> String {
-    "alphanumeric".into()
+// The characters a random value is drawn from.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Charset {
+    #[default]
+    Alphanumeric,
+    Alphabetic,
+    Numeric,
+    Hex,
+    Base64url,
+    Printable,
 }
 
 /// How a rotation replaces the credential.
@@ -459,4 +535,50 @@ pub enum DeletionPolicy {
     Retain,
     /// Revoke both slots at the provider before the resource goes away.
     Revoke,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn closed_sets_read_and_write_the_words_the_schema_lists() {
+        let words = |v: serde_json::Value| serde_json::to_string(&v).unwrap();
+        for (m, w) in [
+            (HttpMethod::Get, "GET"),
+            (HttpMethod::Post, "POST"),
+            (HttpMethod::Put, "PUT"),
+            (HttpMethod::Patch, "PATCH"),
+            (HttpMethod::Delete, "DELETE"),
+        ] {
+            assert_eq!(serde_json::to_value(m).unwrap(), w);
+            assert_eq!(m.as_str(), w);
+        }
+        for (m, w) in [
+            (SslMode::Disable, "disable"),
+            (SslMode::Require, "require"),
+            (SslMode::VerifyFull, "verify-full"),
+        ] {
+            assert_eq!(serde_json::to_value(m).unwrap(), w);
+            assert_eq!(m.as_str(), w);
+        }
+        for (k, w) in [
+            (SupabaseKeyType::Secret, "secret"),
+            (SupabaseKeyType::Publishable, "publishable"),
+        ] {
+            assert_eq!(serde_json::to_value(k).unwrap(), w);
+            assert_eq!(k.as_str(), w);
+        }
+        // The defaults are the ones the CRD documents.
+        let schema = serde_json::to_value(schemars::schema_for!(RandomSpec)).unwrap();
+        assert_eq!(
+            schema["properties"]["charset"]["default"],
+            "alphanumeric",
+            "{}",
+            words(schema.clone())
+        );
+        assert_eq!(SslMode::default(), SslMode::Require);
+        assert_eq!(SupabaseKeyType::default(), SupabaseKeyType::Secret);
+        assert_eq!(Charset::default(), Charset::Alphanumeric);
+    }
 }

@@ -143,6 +143,48 @@ pub enum SlotState {
     Previous,
 }
 
+/// Why a rotation starts.
+// On the wire (`status.inFlight.trigger`) the words of `as_str`; the schema stays a
+// plain string (see `plain_string`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Trigger {
+    /// Nothing issued yet.
+    Initial,
+    /// A rotation was started and not completed (the operator restarted).
+    Resume,
+    /// A new `rotor.dev/rotate` token.
+    Manual,
+    /// The target Secret is gone or lacks a key.
+    TargetMissing,
+    /// The schedule says so.
+    Schedule,
+    /// The last attempt failed and its backoff has elapsed.
+    Retry,
+    /// A new `rotor.dev/revoke` token: replace the credential and revoke both old slots.
+    Emergency,
+}
+
+impl Trigger {
+    /// The word used in status and Events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Initial => "initial",
+            Self::Resume => "resume",
+            Self::Manual => "manual",
+            Self::TargetMissing => "targetMissing",
+            Self::Schedule => "schedule",
+            Self::Retry => "retry",
+            Self::Emergency => "emergency",
+        }
+    }
+}
+
+/// A string, no more: the schema a field had before its type became an enum.
+fn plain_string(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({ "type": "string" })
+}
+
 /// A started rotation, recorded before rotor acts so a restart resumes it.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -152,8 +194,10 @@ pub struct InFlightRotation {
     pub target_index: u8,
     /// The deterministic name of the credential being issued.
     pub credential_name: String,
-    /// What started it: initial, schedule, manual, targetMissing or retry.
-    pub trigger: String,
+    /// What started it: initial, resume, manual, targetMissing, schedule, retry or
+    /// emergency.
+    #[schemars(schema_with = "plain_string")]
+    pub trigger: Trigger,
     /// When it started.
     pub started_at: DateTime<Utc>,
 }
@@ -175,10 +219,14 @@ pub struct PendingRevocation {
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
     /// Ready, Progressing or Degraded.
+    // A string on the wire: conditions are open in Kubernetes (another tool may add its
+    // own type), and one foreign condition must not make the object unreadable. rotor
+    // writes and finds its own through [`ConditionType`].
     #[serde(rename = "type")]
     pub type_: String,
     /// True, False or Unknown.
-    pub status: String,
+    #[schemars(schema_with = "plain_string")]
+    pub status: ConditionStatus,
     /// A CamelCase reason.
     pub reason: String,
     /// Human-readable detail.
@@ -188,6 +236,64 @@ pub struct Condition {
     /// The generation the condition was set for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+}
+
+// The conditions rotor sets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConditionType {
+    Ready,
+    Progressing,
+    Degraded,
+}
+
+impl ConditionType {
+    pub const ALL: [Self; 3] = [Self::Ready, Self::Progressing, Self::Degraded];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ready => "Ready",
+            Self::Progressing => "Progressing",
+            Self::Degraded => "Degraded",
+        }
+    }
+}
+
+// A condition's status, as metav1.Condition has it. A word that is none of these (only
+// a hand-edited status can hold one) reads as Unknown.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConditionStatus {
+    True,
+    False,
+    #[serde(other)]
+    Unknown,
+}
+
+impl ConditionStatus {
+    pub fn from_bool(on: bool) -> Self {
+        if on { Self::True } else { Self::False }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::True => "True",
+            Self::False => "False",
+            Self::Unknown => "Unknown",
+        }
+    }
+}
+
+/// Compares with the word a user sees (`"True"`).
+impl PartialEq<&str> for ConditionStatus {
+    fn eq(&self, word: &&str) -> bool {
+        self.as_str() == *word
+    }
+}
+
+impl SecretRotationStatus {
+    /// The condition of type `type_`, when set.
+    pub fn condition(&self, type_: ConditionType) -> Option<&Condition> {
+        self.conditions.iter().find(|c| c.type_ == type_.as_str())
+    }
 }
 
 /// What status says about the vault.
@@ -200,4 +306,42 @@ pub struct VaultStatus {
     /// version was removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn closed_sets_keep_their_words_on_the_wire() {
+        use Trigger as T;
+        for t in [
+            T::Initial,
+            T::Resume,
+            T::Manual,
+            T::TargetMissing,
+            T::Schedule,
+            T::Retry,
+            T::Emergency,
+        ] {
+            let word = serde_json::to_value(t).unwrap();
+            assert_eq!(
+                word,
+                t.as_str(),
+                "status, Events and the audit say the same"
+            );
+            assert_eq!(serde_json::from_value::<Trigger>(word).unwrap(), t);
+        }
+        for c in [
+            ConditionStatus::True,
+            ConditionStatus::False,
+            ConditionStatus::Unknown,
+        ] {
+            assert_eq!(serde_json::to_value(c).unwrap(), c.as_str());
+        }
+        // A word metav1.Condition does not have reads as Unknown, not as an error
+        // that would make the whole object unreadable.
+        let odd: ConditionStatus = serde_json::from_value("Maybe".into()).unwrap();
+        assert_eq!(odd, ConditionStatus::Unknown);
+    }
 }

@@ -184,6 +184,40 @@ mod tests {
     }
 
     #[test]
+    fn an_unknown_value_of_a_closed_set_names_the_field_and_the_allowed_values() {
+        let cases = [
+            (
+                r#"{"random":{"charset":"klingon"}}"#,
+                "spec.provider.random.charset: unknown variant `klingon`",
+                "expected one of `alphanumeric`, `alphabetic`, `numeric`, `hex`, `base64url`, `printable`",
+            ),
+            (
+                r#"{"supabase":{"projectRef":"abcdefghijklmnopqrst","keyType":"anon","credentialsRef":{"name":"s","key":"k"}}}"#,
+                "spec.provider.supabase.keyType: unknown variant `anon`",
+                "expected `secret` or `publishable`",
+            ),
+            (
+                r#"{"postgres":{"host":"db","database":"app","sslMode":"prefer","credentialsRef":{"name":"s","key":"k"},"username":"app"}}"#,
+                "spec.provider.postgres.sslMode: unknown variant `prefer`",
+                "expected one of `disable`, `require`, `verify-full`",
+            ),
+            (
+                r#"{"http":{"issue":{"url":"https://x.test/keys","method":"get"},"valuePath":"$.key"}}"#,
+                "spec.provider.http.issue.method: unknown variant `get`",
+                "expected one of `GET`, `POST`, `PUT`, `PATCH`, `DELETE`",
+            ),
+        ];
+        for (provider, field, allowed) in cases {
+            let mut value = object("\"12h\"");
+            value["spec"]["provider"] = serde_json::from_str(provider).unwrap();
+            let g: Guarded = serde_json::from_value(value).unwrap();
+            let e = g.object.unwrap_err();
+            assert!(e.error.starts_with(field), "{}", e.error);
+            assert!(e.error.ends_with(allowed), "{}", e.error);
+        }
+    }
+
+    #[test]
     fn a_readable_object_parses_as_usual() {
         let g: Guarded = serde_json::from_value(object("\"12h\"")).unwrap();
         assert_eq!(g.object.unwrap().spec.target.name, "t");

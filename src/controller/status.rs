@@ -1,8 +1,8 @@
 //! Status: slots, phase, conditions, and the one server-side apply that writes them.
 
 use crate::api::{
-    Condition, FIELD_MANAGER, RotationPhase, SecretRotation, SecretRotationStatus, SlotState,
-    SlotStatus,
+    Condition, ConditionStatus, ConditionType, FIELD_MANAGER, RotationPhase, SecretRotation,
+    SecretRotationStatus, SlotState, SlotStatus,
 };
 use crate::rotation::{Slot, SlotPair};
 use chrono::{DateTime, Utc};
@@ -127,14 +127,14 @@ pub fn set_phase(
     let degraded =
         stopped || reason == Reason::RotationFailed || reason == Reason::EmergencyIncomplete;
     let wanted = [
-        ("Ready", ready, ready_reason),
+        (ConditionType::Ready, ready, ready_reason),
         (
-            "Progressing",
+            ConditionType::Progressing,
             progressing,
             if progressing { "Rotating" } else { "Idle" },
         ),
         (
-            "Degraded",
+            ConditionType::Degraded,
             degraded,
             if degraded {
                 reason.as_str()
@@ -147,14 +147,14 @@ pub fn set_phase(
     status.conditions = wanted
         .into_iter()
         .map(|(type_, on, why)| {
-            let status_word = if on { "True" } else { "False" };
+            let status = ConditionStatus::from_bool(on);
             let since = previous
                 .iter()
-                .find(|c| c.type_ == type_ && c.status == status_word)
+                .find(|c| c.type_ == type_.as_str() && c.status == status)
                 .map_or(now, |c| c.last_transition_time);
             Condition {
-                type_: type_.into(),
-                status: status_word.into(),
+                type_: type_.as_str().into(),
+                status,
                 reason: why.into(),
                 message: message.clone(),
                 last_transition_time: since,
@@ -237,39 +237,220 @@ mod tests {
         status
     }
 
-    fn cond<'a>(s: &'a SecretRotationStatus, t: &str) -> (&'a str, &'a str) {
-        let c = s.conditions.iter().find(|c| c.type_ == t).unwrap();
+    fn cond(s: &SecretRotationStatus, t: ConditionType) -> (&'static str, &str) {
+        let c = s.condition(t).unwrap();
         (c.status.as_str(), c.reason.as_str())
     }
 
+    /// The contract the Argo CD health check (config/argocd/health.lua) and
+    /// `kubectl wait --for=condition=Ready` read: for every reason, with and without an
+    /// active credential, the phase and the three conditions (status, reason).
     #[test]
-    fn a_secret_write_failure_is_never_ready() {
-        let mut s = with_active();
-        set_phase(
-            &mut s,
-            Reason::SecretWriteFailed,
-            "x".into(),
-            None,
-            Utc::now(),
+    fn every_reason_sets_phase_and_conditions_together() {
+        use Reason as R;
+        use RotationPhase as P;
+        type Row = (
+            R,
+            bool,
+            P,
+            (&'static str, &'static str),
+            &'static str,
+            (&'static str, &'static str),
         );
-        assert_eq!(cond(&s, "Ready"), ("False", "SecretWriteFailed"));
-        assert_eq!(cond(&s, "Degraded"), ("True", "SecretWriteFailed"));
-        assert_eq!(s.rotation_status, RotationPhase::Failed);
+        // (reason, has an active slot, phase, Ready, Progressing, Degraded)
+        let table: [Row; 18] = [
+            (
+                R::Pending,
+                false,
+                P::Pending,
+                ("False", "NoCredentialYet"),
+                "False",
+                ("False", "AsExpected"),
+            ),
+            (
+                R::Pending,
+                true,
+                P::Pending,
+                ("True", "PreviousCredentialActive"),
+                "False",
+                ("False", "AsExpected"),
+            ),
+            (
+                R::Rotating,
+                false,
+                P::Rotating,
+                ("False", "NoCredentialYet"),
+                "True",
+                ("False", "AsExpected"),
+            ),
+            (
+                R::Rotating,
+                true,
+                P::Rotating,
+                ("True", "PreviousCredentialActive"),
+                "True",
+                ("False", "AsExpected"),
+            ),
+            (
+                R::Rotated,
+                false,
+                P::Success,
+                ("False", "NoCredentialYet"),
+                "False",
+                ("False", "AsExpected"),
+            ),
+            (
+                R::Rotated,
+                true,
+                P::Success,
+                ("True", "CredentialActive"),
+                "False",
+                ("False", "AsExpected"),
+            ),
+            (
+                R::RotationFailed,
+                false,
+                P::Failed,
+                ("False", "RotationFailed"),
+                "False",
+                ("True", "RotationFailed"),
+            ),
+            (
+                R::RotationFailed,
+                true,
+                P::Failed,
+                ("True", "PreviousCredentialActive"),
+                "False",
+                ("True", "RotationFailed"),
+            ),
+            (
+                R::InvalidSpec,
+                false,
+                P::Failed,
+                ("False", "InvalidSpec"),
+                "False",
+                ("True", "InvalidSpec"),
+            ),
+            (
+                R::InvalidSpec,
+                true,
+                P::Failed,
+                ("False", "InvalidSpec"),
+                "False",
+                ("True", "InvalidSpec"),
+            ),
+            (
+                R::TargetConflict,
+                false,
+                P::Failed,
+                ("False", "TargetConflict"),
+                "False",
+                ("True", "TargetConflict"),
+            ),
+            (
+                R::TargetConflict,
+                true,
+                P::Failed,
+                ("False", "TargetConflict"),
+                "False",
+                ("True", "TargetConflict"),
+            ),
+            (
+                R::CredentialsMissing,
+                false,
+                P::Failed,
+                ("False", "CredentialsMissing"),
+                "False",
+                ("True", "CredentialsMissing"),
+            ),
+            (
+                R::CredentialsMissing,
+                true,
+                P::Failed,
+                ("False", "CredentialsMissing"),
+                "False",
+                ("True", "CredentialsMissing"),
+            ),
+            (
+                R::EmergencyIncomplete,
+                false,
+                P::Failed,
+                ("False", "NoCredentialYet"),
+                "False",
+                ("True", "EmergencyIncomplete"),
+            ),
+            (
+                R::EmergencyIncomplete,
+                true,
+                P::Failed,
+                ("True", "CredentialActive"),
+                "False",
+                ("True", "EmergencyIncomplete"),
+            ),
+            (
+                R::SecretWriteFailed,
+                false,
+                P::Failed,
+                ("False", "SecretWriteFailed"),
+                "False",
+                ("True", "SecretWriteFailed"),
+            ),
+            (
+                R::SecretWriteFailed,
+                true,
+                P::Failed,
+                ("False", "SecretWriteFailed"),
+                "False",
+                ("True", "SecretWriteFailed"),
+            ),
+        ];
+        let now = Utc.with_ymd_and_hms(2026, 2, 1, 0, 0, 0).unwrap();
+        for (reason, active, phase, ready, progressing, degraded) in table {
+            let mut s = if active {
+                with_active()
+            } else {
+                SecretRotationStatus::default()
+            };
+            set_phase(&mut s, reason, "the message".into(), Some(7), now);
+            let case = format!("{reason:?}, active: {active}");
+            assert_eq!(s.rotation_status, phase, "{case}");
+            assert_eq!(cond(&s, ConditionType::Ready), ready, "{case}");
+            assert_eq!(
+                cond(&s, ConditionType::Progressing).0,
+                progressing,
+                "{case}"
+            );
+            let idle = if progressing == "True" {
+                "Rotating"
+            } else {
+                "Idle"
+            };
+            assert_eq!(cond(&s, ConditionType::Progressing).1, idle, "{case}");
+            assert_eq!(cond(&s, ConditionType::Degraded), degraded, "{case}");
+            assert_eq!(s.conditions.len(), 3, "{case}");
+            for c in &s.conditions {
+                assert_eq!(
+                    (c.message.as_str(), c.observed_generation),
+                    ("the message", Some(7))
+                );
+            }
+            assert_eq!(s.last_rotation_message, "the message");
+            assert_eq!(s.observed_generation, Some(7));
+        }
     }
 
     #[test]
-    fn an_incomplete_emergency_is_degraded_with_the_new_credential_active() {
+    fn a_condition_keeps_its_transition_time_while_its_status_holds() {
+        let t0 = Utc.with_ymd_and_hms(2026, 2, 1, 0, 0, 0).unwrap();
+        let t1 = t0 + chrono::Duration::hours(1);
         let mut s = with_active();
-        set_phase(
-            &mut s,
-            Reason::EmergencyIncomplete,
-            "x".into(),
-            None,
-            Utc::now(),
-        );
-        assert_eq!(cond(&s, "Ready"), ("True", "CredentialActive"));
-        assert_eq!(cond(&s, "Degraded"), ("True", "EmergencyIncomplete"));
-        assert_eq!(s.rotation_status, RotationPhase::Failed);
+        set_phase(&mut s, Reason::Rotated, "a".into(), None, t0);
+        set_phase(&mut s, Reason::RotationFailed, "b".into(), None, t1);
+        let since = |t| s.condition(t).unwrap().last_transition_time;
+        // Ready stayed True (another reason): its time holds; Degraded flipped.
+        assert_eq!(since(ConditionType::Ready), t0);
+        assert_eq!(since(ConditionType::Degraded), t1);
+        assert_eq!(since(ConditionType::Progressing), t0);
     }
 
     #[test]

@@ -307,10 +307,6 @@ mod tests {
                 BASE.replace("value: TOKEN", "apiKey: TOKEN"),
                 "names output \"apiKey\", which the random provider does not have (it has: value)",
             ),
-            (
-                BASE.replace("length: 16", "length: 16, charset: klingon"),
-                "charset \"klingon\" is unknown",
-            ),
             (BASE.replace("TOKEN", "BAD KEY"), "not a valid Secret key"),
             (
                 BASE.replace("{value: TOKEN}", "{}"),

@@ -4,7 +4,7 @@
 //! Placeholders: `{{name}}` (issue), `{{id}}` and `{{key}}` (test, revoke).
 
 use super::{BuildContext, HttpClient};
-use crate::api::{HttpRequestSpec, HttpSpec};
+use crate::api::{HttpMethod, HttpRequestSpec, HttpSpec};
 use crate::rotation::{Credential, IssueRequest, Provider, ProviderError, Revocation};
 use async_trait::async_trait;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
@@ -91,11 +91,13 @@ impl Operation {
         default_method: Method,
         ctx: &BuildContext<'_>,
     ) -> Result<Self, ProviderError> {
-        let method = match spec.method.as_deref() {
+        let method = match spec.method {
             None => default_method,
-            Some(m) => m.parse::<Method>().map_err(|_| {
-                ProviderError::InvalidConfig(format!("http {what}: method {m:?} is not HTTP"))
-            })?,
+            Some(HttpMethod::Get) => Method::GET,
+            Some(HttpMethod::Post) => Method::POST,
+            Some(HttpMethod::Put) => Method::PUT,
+            Some(HttpMethod::Patch) => Method::PATCH,
+            Some(HttpMethod::Delete) => Method::DELETE,
         };
         // Check the URL with every placeholder filled, as it will be sent.
         let sample = Vars {

@@ -17,7 +17,7 @@
 //! accepts the connection and then stalls cannot hold a worker.
 
 use super::{BuildContext, endpoint, random_alphanumeric};
-use crate::api::PostgresSpec;
+use crate::api::{self, PostgresSpec};
 use crate::rotation::{Credential, IssueRequest, Provider, ProviderError, Revocation};
 use async_trait::async_trait;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
@@ -91,15 +91,10 @@ impl PostgresProvider {
         if let Some(role) = &spec.member_of {
             check_identifier(role, "memberOf")?;
         }
-        let ssl_mode = match spec.ssl_mode.as_str() {
-            "disable" => SslMode::Disable,
-            "require" => SslMode::Require,
-            "verify-full" => SslMode::VerifyFull(Arc::new(verifying_config(spec, ctx)?)),
-            other => {
-                return Err(ProviderError::InvalidConfig(format!(
-                    "postgres.sslMode {other:?} is unknown: use disable, require or verify-full"
-                )));
-            }
+        let ssl_mode = match spec.ssl_mode {
+            api::SslMode::Disable => SslMode::Disable,
+            api::SslMode::Require => SslMode::Require,
+            api::SslMode::VerifyFull => SslMode::VerifyFull(Arc::new(verifying_config(spec, ctx)?)),
         };
         Ok(Self {
             host: spec.host.clone(),

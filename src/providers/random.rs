@@ -1,7 +1,7 @@
 //! `provider.random`: a value drawn from the operating system's CSPRNG. No external
 //! system, so revoking is a no-op and the value is valid wherever it is deployed.
 
-use crate::api::RandomSpec;
+use crate::api::{Charset, RandomSpec};
 use crate::rotation::{Credential, IssueRequest, Provider, ProviderError, Revocation};
 use async_trait::async_trait;
 use rand::{Rng, distr::Uniform};
@@ -16,26 +16,21 @@ pub struct RandomProvider {
     charset: &'static [u8],
 }
 
-fn charset(name: &str) -> Option<&'static [u8]> {
-    Some(match name {
-        "alphanumeric" => b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
-        "alphabetic" => b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz",
-        "numeric" => b"0123456789",
-        "hex" => b"0123456789abcdef",
-        "base64url" => b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_",
-        "printable" => b"!\"#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`abcdefghijklmnopqrstuvwxyz{|}~",
-        _ => return None,
-    })
+/// The characters of `charset`, as bytes (every one ASCII).
+fn alphabet(charset: Charset) -> &'static [u8] {
+    match charset {
+        Charset::Alphanumeric => b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
+        Charset::Alphabetic => b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz",
+        Charset::Numeric => b"0123456789",
+        Charset::Hex => b"0123456789abcdef",
+        Charset::Base64url => b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_",
+        Charset::Printable => b"!\"#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`abcdefghijklmnopqrstuvwxyz{|}~",
+    }
 }
 
 impl RandomProvider {
     pub fn new(spec: &RandomSpec) -> Result<Self, ProviderError> {
-        let charset = charset(&spec.charset).ok_or_else(|| {
-            ProviderError::InvalidConfig(format!(
-                "random.charset {:?} is unknown: use alphanumeric, alphabetic, numeric, hex, base64url or printable",
-                spec.charset
-            ))
-        })?;
+        let charset = alphabet(spec.charset);
         if !(8..=4096).contains(&spec.length) {
             return Err(ProviderError::InvalidConfig(format!(
                 "random.length {} is out of range: use 8 to 4096",
@@ -118,16 +113,13 @@ mod tests {
         }
     }
 
-    fn spec(length: u32, charset: &str) -> RandomSpec {
-        RandomSpec {
-            length,
-            charset: charset.into(),
-        }
+    fn spec(length: u32, charset: Charset) -> RandomSpec {
+        RandomSpec { length, charset }
     }
 
     #[tokio::test]
     async fn values_have_length_and_charset_and_differ() {
-        let p = RandomProvider::new(&spec(40, "hex")).unwrap();
+        let p = RandomProvider::new(&spec(40, Charset::Hex)).unwrap();
         let a = p.issue(&issue("a")).await.unwrap();
         let b = p.issue(&issue("b")).await.unwrap();
         p.test(&a).await.unwrap();
@@ -141,18 +133,35 @@ mod tests {
     }
 
     #[test]
-    fn unknown_charset_and_bad_length_are_config_errors() {
-        let err = RandomProvider::new(&spec(32, "emoji")).unwrap_err();
+    fn a_bad_length_is_a_config_error() {
+        let err = RandomProvider::new(&spec(4, Charset::Hex)).unwrap_err();
         assert!(
-            err.to_string().contains("charset \"emoji\" is unknown"),
+            err.to_string().contains("random.length 4 is out of range"),
             "{err}"
         );
-        assert!(RandomProvider::new(&spec(4, "hex")).is_err());
+    }
+
+    #[test]
+    fn every_charset_is_printable_ascii_without_space_or_repeats() {
+        for charset in [
+            Charset::Alphanumeric,
+            Charset::Alphabetic,
+            Charset::Numeric,
+            Charset::Hex,
+            Charset::Base64url,
+            Charset::Printable,
+        ] {
+            let chars = alphabet(charset);
+            assert!(chars.iter().all(u8::is_ascii_graphic), "{charset:?}");
+            let unique: std::collections::BTreeSet<_> = chars.iter().collect();
+            assert_eq!(unique.len(), chars.len(), "{charset:?}");
+        }
+        assert_eq!(alphabet(Charset::Printable).len(), 94);
     }
 
     #[tokio::test]
     async fn debug_output_never_shows_the_value() {
-        let p = RandomProvider::new(&spec(32, "alphanumeric")).unwrap();
+        let p = RandomProvider::new(&spec(32, Charset::Alphanumeric)).unwrap();
         let c = p.issue(&issue("x")).await.unwrap();
         let debug = format!("{c:?}");
         assert!(!debug.contains(c.outputs["value"].expose_secret()));

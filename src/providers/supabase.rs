@@ -7,7 +7,7 @@
 //! personal access token.
 
 use super::{BuildContext, HttpClient};
-use crate::api::SupabaseSpec;
+use crate::api::{SupabaseKeyType, SupabaseSpec};
 use crate::rotation::{Credential, IssueRequest, NameParts, Provider, ProviderError, Revocation};
 use async_trait::async_trait;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
@@ -21,7 +21,7 @@ pub struct SupabaseProvider {
     http: HttpClient,
     base: String,
     project_ref: String,
-    key_type: String,
+    key_type: SupabaseKeyType,
     token: SecretString,
 }
 
@@ -36,12 +36,6 @@ struct ApiKey {
 
 impl SupabaseProvider {
     pub fn new(spec: &SupabaseSpec, ctx: &BuildContext<'_>) -> Result<Self, ProviderError> {
-        if !matches!(spec.key_type.as_str(), "secret" | "publishable") {
-            return Err(ProviderError::InvalidConfig(format!(
-                "supabase.keyType {:?} is unknown: use secret or publishable",
-                spec.key_type
-            )));
-        }
         let base = spec.base_url.clone().unwrap_or_else(|| DEFAULT_BASE.into());
         ctx.http.check_url(&base)?;
         let project_ref = segment(&spec.project_ref).map_err(|_| {
@@ -54,7 +48,7 @@ impl SupabaseProvider {
             http: ctx.http.clone(),
             base: base.trim_end_matches('/').to_string(),
             project_ref,
-            key_type: spec.key_type.clone(),
+            key_type: spec.key_type,
             token: ctx.secrets.get(&spec.credentials_ref)?.clone(),
         })
     }
@@ -138,7 +132,7 @@ impl Provider for SupabaseProvider {
             self.revoke(&leftover).await?;
         }
         let body = serde_json::json!({
-            "type": self.key_type,
+            "type": self.key_type.as_str(),
             "name": request.name,
             "description": "managed by rotor; rotated automatically",
         });

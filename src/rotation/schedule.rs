@@ -3,6 +3,8 @@
 use chrono::{DateTime, Duration as ChronoDuration, NaiveTime, Utc};
 use std::time::Duration;
 
+pub use crate::api::Trigger;
+
 /// A validated schedule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Schedule {
@@ -10,40 +12,6 @@ pub struct Schedule {
     /// UTC time of day (hours, minutes) at which a due rotation happens.
     pub at_utc: Option<(u8, u8)>,
     pub auto: bool,
-}
-
-/// Why a rotation starts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Trigger {
-    /// Nothing issued yet.
-    Initial,
-    /// A rotation was started and not completed (the operator restarted).
-    Resume,
-    /// A new `rotor.dev/rotate` token.
-    Manual,
-    /// The target Secret is gone or lacks a key.
-    TargetMissing,
-    /// The schedule says so.
-    Schedule,
-    /// The last attempt failed and its backoff has elapsed.
-    Retry,
-    /// A new `rotor.dev/revoke` token: replace the credential and revoke both old slots.
-    Emergency,
-}
-
-impl Trigger {
-    /// The word used in status and Events.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Initial => "initial",
-            Self::Resume => "resume",
-            Self::Manual => "manual",
-            Self::TargetMissing => "targetMissing",
-            Self::Schedule => "schedule",
-            Self::Retry => "retry",
-            Self::Emergency => "emergency",
-        }
-    }
 }
 
 /// What the decision needs to know about the resource, its Secret and the clock.

@@ -31,7 +31,7 @@ impl Run {
         status.in_flight = Some(InFlightRotation {
             target_index: r.plan.target,
             credential_name: r.credential_name.clone(),
-            trigger: r.trigger.as_str().into(),
+            trigger: r.trigger,
             started_at: r.started_at,
         });
         status.last_rotation_attempted_at = Some(self.now);
