@@ -97,13 +97,18 @@ impl Context {
             meta.name.as_deref().unwrap_or_default(),
         );
         if let Some(uid) = &meta.uid {
-            // A poisoned lock only means a reconcile panicked while holding it; the
-            // map itself is still usable.
-            self.swept
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .remove(uid);
+            self.sweep_book().remove(uid);
         }
+    }
+
+    /// What the sweep noted per resource uid. A poisoned lock only means a reconcile
+    /// panicked while holding it; the map itself is still usable.
+    pub fn sweep_book(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Swept>> {
+        self.swept
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

@@ -17,23 +17,13 @@ impl Run {
     /// and notes when it ran.
     pub(super) async fn sweep(&self, spec: &ValidSpec, pair: &SlotPair, vault: &Vault, uid: &str) {
         let already = {
-            let mut book = self
-                .ctx
-                .swept
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut book = self.ctx.sweep_book();
             let swept = book.entry(uid.to_string()).or_default();
             swept.at = Some(Utc::now());
             swept.revoked.clone()
         };
         let revoked = self.revoke_orphans(spec, pair, vault, uid, &already).await;
-        if let Some(swept) = self
-            .ctx
-            .swept
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get_mut(uid)
-        {
+        if let Some(swept) = self.ctx.sweep_book().get_mut(uid) {
             swept.revoked.extend(revoked);
         }
         crate::metrics::count(&self.ctx.metrics.sweeps, spec.provider.kind());
@@ -42,13 +32,7 @@ impl Run {
     /// The slots changed: what earlier sweeps revoked may be in one now, so the next
     /// sweep looks at everything again.
     pub(super) fn slots_changed(&self, uid: &str) {
-        if let Some(swept) = self
-            .ctx
-            .swept
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get_mut(uid)
-        {
+        if let Some(swept) = self.ctx.sweep_book().get_mut(uid) {
             swept.revoked.clear();
         }
     }
@@ -100,13 +84,7 @@ impl Run {
     /// or never (`None`) when periodic sweeps are off (`0s`).
     pub(super) fn sweep_due(&self) -> Option<DateTime<Utc>> {
         let uid = self.sr.uid()?;
-        let last = self
-            .ctx
-            .swept
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&uid)
-            .and_then(|s| s.at);
+        let last = self.ctx.sweep_book().get(&uid).and_then(|s| s.at);
         let Some(last) = last else {
             return Some(self.now);
         };
