@@ -6,6 +6,7 @@
 //! - [`providers`]: where credentials come from, one module per provider.
 //! - [`vault`]: envelope-encrypted storage of every issued credential, and the audit trail.
 //! - [`controller`]: the Kubernetes shell: watch, reconcile, Secret, status, Events.
+//! - [`notify`]: signed webhook notifications.
 //! - [`metrics`], [`admin`], [`leader`]: the operator's plumbing (Prometheus metrics,
 //!   the health and metrics server, leader election).
 
@@ -14,6 +15,7 @@ pub mod api;
 pub mod controller;
 pub mod leader;
 pub mod metrics;
+pub mod notify;
 pub mod providers;
 pub mod rotation;
 pub mod vault;

@@ -145,6 +145,14 @@ struct RunArgs {
     /// rotation and the first after start; 0s: only after rotations.
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     sweep_interval: Duration,
+    /// How long after a rotation its consumers are restarted: SecretRotations that
+    /// rotate the same workload within this window cause one rollout, not one each
+    /// (single-phase rotations restart at once).
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    consumer_restart_delay: Duration,
+    /// How often a consumer's rollout is looked at while rotor waits for it.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    consumer_poll_interval: Duration,
     /// Address of the admin server (/metrics, /livez, /readyz); "off" disables it.
     #[arg(long, default_value = "0.0.0.0:8080", env = "ROTOR_METRICS_ADDRESS")]
     metrics_address: String,
@@ -238,6 +246,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         operator_namespace: operator_namespace(),
         vault_retention: args.vault_retention,
         sweep_interval: args.sweep_interval,
+        consumer_restart_delay: args.consumer_restart_delay,
+        consumer_poll_interval: args.consumer_poll_interval.max(Duration::from_secs(1)),
         http: rotor::providers::HttpSettings {
             allow_private_endpoints: args.allow_private_endpoints,
             allow_private_cidrs: args.allow_private_cidrs.clone(),

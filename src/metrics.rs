@@ -57,6 +57,18 @@ pub struct Metrics {
     pub secret_restores: Family<ProviderLabels, Counter>,
     pub reconciles: Family<ResultLabels, Counter>,
     pub reconcile_errors: Family<ErrorLabels, Counter>,
+    /// Age of each resource's active credential, computed at scrape time from `issued`.
+    pub credential_age: Family<ResourceLabels, Gauge<f64, AtomicU64>>,
+    /// spec.maxAge per resource (absent without one).
+    pub max_age: Family<ResourceLabels, Gauge<f64, AtomicU64>>,
+    issued: std::sync::Mutex<std::collections::HashMap<ResourceLabels, f64>>,
+    /// Webhook deliveries by result: delivered, failed (after its retries), dropped.
+    pub webhook_deliveries: Family<ResultLabels, Counter>,
+    /// Consumer restarts written, by result: restarted, failed.
+    pub consumer_restarts: Family<ResultLabels, Counter>,
+    /// Previous credentials revoked before the next rotation, by why: rollout (every
+    /// consumer rolled out), timeout (onTimeout: Revoke).
+    pub early_revocations: Family<ResultLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -124,8 +136,44 @@ impl Default for Metrics {
             "Reconciles that ended in an error, by kind",
             reconcile_errors.clone(),
         );
+        let credential_age = Family::<ResourceLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "credential_age_seconds",
+            "Age of the active credential (now minus when it was issued)",
+            credential_age.clone(),
+        );
+        let max_age = Family::<ResourceLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "credential_max_age_seconds",
+            "spec.maxAge of each SecretRotation that sets one",
+            max_age.clone(),
+        );
+        let webhook_deliveries = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "webhook_deliveries",
+            "Webhook notifications by result: delivered, failed (after retries), dropped (queue full)",
+            webhook_deliveries.clone(),
+        );
+        let consumer_restarts = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "consumer_restarts",
+            "Consumer restarts (rotor.dev/restartedAt written) by result: restarted, failed",
+            consumer_restarts.clone(),
+        );
+        let early_revocations = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "early_revocations",
+            "Previous credentials revoked before the next rotation: rollout (consumers rolled out), timeout (onTimeout Revoke)",
+            early_revocations.clone(),
+        );
         Self {
             registry,
+            credential_age,
+            max_age,
+            issued: Default::default(),
+            webhook_deliveries,
+            consumer_restarts,
+            early_revocations,
             rotations,
             rotation_duration,
             failures,
@@ -148,8 +196,59 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts one event of a family labelled by result.
+    pub fn result(family: &Family<ResultLabels, Counter>, result: &'static str) {
+        family.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    /// The active credential's issue time and the resource's maxAge, for the age gauges.
+    pub fn credential(
+        &self,
+        namespace: &str,
+        name: &str,
+        issued_at: Option<f64>,
+        max_age: Option<f64>,
+    ) {
+        let labels = ResourceLabels {
+            namespace: namespace.into(),
+            name: name.into(),
+        };
+        let mut issued = self
+            .issued
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match issued_at {
+            Some(t) => {
+                issued.insert(labels.clone(), t);
+            }
+            None => {
+                issued.remove(&labels);
+                self.credential_age.remove(&labels);
+            }
+        }
+        match max_age {
+            Some(s) => {
+                self.max_age.get_or_create(&labels).set(s);
+            }
+            None => {
+                self.max_age.remove(&labels);
+            }
+        }
+    }
+
     /// The text exposition format.
     pub fn encode(&self) -> String {
+        let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
+        for (labels, issued) in self
+            .issued
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+        {
+            self.credential_age
+                .get_or_create(labels)
+                .set((now - issued).max(0.0));
+        }
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String");
@@ -205,6 +304,12 @@ impl Metrics {
         };
         self.next_rotation.remove(&labels);
         self.last_rotated.remove(&labels);
+        self.max_age.remove(&labels);
+        self.credential_age.remove(&labels);
+        self.issued
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&labels);
     }
 }
 
@@ -219,7 +324,18 @@ mod tests {
         super::count(&m.secret_restores, "random");
         m.reconciled("ok");
         m.reconciled("ok");
+        let an_hour_ago = chrono::Utc::now().timestamp() as f64 - 3600.0;
+        m.credential("shop", "key", Some(an_hour_ago), Some(86_400.0));
+        super::Metrics::result(&m.webhook_deliveries, "failed");
         let text = m.encode();
+        let age: f64 = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(r#"rotor_credential_age_seconds{namespace="shop",name="key"} "#)
+            })
+            .and_then(|v| v.parse().ok())
+            .expect("an age");
+        assert!((3599.0..3700.0).contains(&age), "{age}");
         for line in [
             r#"rotor_rotations_total{provider="supabase",result="success"} 1"#,
             r#"rotor_rotations_total{provider="supabase",result="failure"} 1"#,
@@ -229,6 +345,8 @@ mod tests {
             r#"rotor_credential_last_rotated_timestamp_seconds{namespace="shop",name="key"} 1700000000.0"#,
             r#"rotor_secret_restores_total{provider="random"} 1"#,
             r#"rotor_reconciles_total{result="ok"} 2"#,
+            r#"rotor_credential_max_age_seconds{namespace="shop",name="key"} 86400.0"#,
+            r#"rotor_webhook_deliveries_total{result="failed"} 1"#,
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }

@@ -18,6 +18,7 @@ fn forbidden(layer: &str) -> (&'static [&'static str], &'static [&'static str]) 
                 "admin",
                 "metrics",
                 "leader",
+                "notify",
             ],
             &[],
         ),
@@ -30,17 +31,32 @@ fn forbidden(layer: &str) -> (&'static [&'static str], &'static [&'static str]) 
                 "admin",
                 "metrics",
                 "leader",
+                "notify",
             ],
             &["kube", "k8s_openapi", "reqwest", "axum", "tokio_postgres"],
         ),
         // Providers implement the core's contract; they never touch Kubernetes.
         "providers" => (
-            &["vault", "controller", "admin", "metrics", "leader"],
+            &[
+                "vault",
+                "controller",
+                "admin",
+                "metrics",
+                "leader",
+                "notify",
+            ],
             &["kube", "k8s_openapi"],
         ),
         // The vault stores core types; it knows nothing of providers or the controller.
         "vault" => (
-            &["providers", "controller", "admin", "metrics", "leader"],
+            &[
+                "providers",
+                "controller",
+                "admin",
+                "metrics",
+                "leader",
+                "notify",
+            ],
             &[],
         ),
         "metrics" => (
@@ -52,6 +68,7 @@ fn forbidden(layer: &str) -> (&'static [&'static str], &'static [&'static str]) 
                 "controller",
                 "admin",
                 "leader",
+                "notify",
             ],
             &[],
         ),
@@ -60,6 +77,12 @@ fn forbidden(layer: &str) -> (&'static [&'static str], &'static [&'static str]) 
             &[],
         ),
         "leader" => (&["controller", "providers", "vault", "rotation"], &[]),
+        // Webhooks go out through the providers' HTTP client (its private-address
+        // rule); they never touch Kubernetes or the vault.
+        "notify" => (
+            &["vault", "controller", "admin", "leader"],
+            &["kube", "k8s_openapi"],
+        ),
         _ => (&[], &[]),
     }
 }

@@ -65,6 +65,11 @@ fn days_to_duration(days: u64) -> Option<Duration> {
 /// Longest run of digits in one number; anything longer is rejected before parsing.
 const MAX_DIGITS: usize = 20;
 
+/// A duration string (no bare days), zero allowed: for spans other than the interval.
+pub(super) fn parse_span(text: &str) -> Result<Duration, IntervalError> {
+    parse_text(text)
+}
+
 fn parse_text(text: &str) -> Result<Duration, IntervalError> {
     let syntax = || IntervalError::Syntax(truncated(text));
     let too_long = || IntervalError::TooLong(truncated(text));

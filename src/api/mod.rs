@@ -4,10 +4,12 @@
 //! `crds/secretrotation.yaml` is generated from it. Doc comments become the
 //! `kubectl explain` text.
 
+mod consumers;
 mod interval;
 mod spec;
 mod status;
 
+pub use consumers::*;
 pub use interval::{IntervalError, RotationInterval};
 pub use spec::*;
 pub use status::*;

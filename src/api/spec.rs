@@ -1,6 +1,8 @@
 //! `SecretRotation.spec`: what to rotate, how often, and where to write it.
 
-use super::{RotationInterval, SecretRotationStatus};
+use super::{
+    ConsumersSpec, NotifySpec, RevocationSpec, RotationInterval, SecretRotationStatus, TimeSpan,
+};
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -70,6 +72,25 @@ pub struct SecretRotationSpec {
     /// them working; Revoke revokes both slots at the provider first.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+
+    /// The workloads that read the target Secret: restarted after each rotation, and
+    /// followed until they have rolled out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumers: Option<ConsumersSpec>,
+
+    /// When the previous credential is revoked (after the next rotation by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation: Option<RevocationSpec>,
+
+    /// When the active credential is older than this (rotation paused, failing or
+    /// manual), the condition Stale, a Warning Event and the webhook say so. A duration
+    /// with units w, d, h, m, s, e.g. `45d`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<TimeSpan>,
+
+    /// Who is told about rotations (a signed webhook).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<NotifySpec>,
 }
 
 /// The source of credentials. Exactly one member is set.
@@ -85,7 +106,7 @@ pub enum ProviderSpec {
     /// The API key (password) of a Convox rack. Single-phase. Output: `apiKey`.
     Convox(ConvoxSpec),
     /// Any HTTP API that issues and revokes keys. Output: `apiKey`.
-    Http(HttpSpec),
+    Http(Box<HttpSpec>),
     /// A PostgreSQL login: two users, the inactive one gets a new password.
     /// Outputs: `username`, `password`, `uri`.
     Postgres(PostgresSpec),
@@ -116,6 +137,7 @@ impl ProviderSpec {
                 s.test.as_ref(),
                 s.revoke.as_ref(),
                 s.list.as_ref().map(|l| &l.request),
+                s.usage.as_ref().map(|u| &u.request),
             ]
             .into_iter()
             .flatten()
@@ -243,6 +265,26 @@ pub struct HttpSpec {
     /// JSONPath of the key's id in the issue response. Unset: the name is the id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id_path: Option<String>,
+    /// Asks whether a key is still in use before rotor revokes it. Placeholder `{{id}}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<HttpUsageSpec>,
+}
+
+/// A request telling whether a key is still used: by a count of current uses, or by
+/// the time it was last used (in use when that is after it stopped being active).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpUsageSpec {
+    /// The request (default method GET).
+    #[serde(flatten)]
+    pub request: HttpRequestSpec,
+    /// JSONPath of a number of current uses (sessions, requests in the last minutes):
+    /// greater than zero means in use, e.g. `$.activeSessions`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count_path: Option<String>,
+    /// JSONPath of the key's last use, RFC 3339 or unix seconds, e.g. `$.lastUsedAt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_path: Option<String>,
 }
 
 /// One HTTP request.

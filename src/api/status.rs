@@ -93,6 +93,10 @@ pub struct SecretRotationStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_secret: Option<String>,
 
+    /// The consumers of the last rotation: restarted, and how far their rollout is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumers: Option<ConsumersStatus>,
+
     /// The metadata.generation this status reflects.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
@@ -129,8 +133,12 @@ pub struct SlotStatus {
     pub fingerprint: String,
     /// When the credential was issued.
     pub issued_at: DateTime<Utc>,
-    /// active (in the target Secret) or previous (still valid, kept for consumers that have not reloaded).
+    /// active (in the target Secret), previous (still valid, kept for consumers that
+    /// have not reloaded) or revoked (no longer valid, never handed out again).
     pub state: SlotState,
+    /// When rotor revoked it (or condemned it: a rotation that revokes it has started).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<DateTime<Utc>>,
 }
 
 /// What a slot's credential is doing.
@@ -141,6 +149,62 @@ pub enum SlotState {
     Active,
     /// The one before; still valid until the next rotation revokes it.
     Previous,
+    /// Revoked (or being revoked): never in the target Secret again.
+    Revoked,
+}
+
+/// The consumers of one rotation.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsumersStatus {
+    /// The rotation (rotationCount) they were restarted for.
+    pub rotation: u64,
+    /// The `rotor.dev/restartedAt` token naming that rotation.
+    pub token: String,
+    /// When the credential before it stopped being active.
+    pub since: DateTime<Utc>,
+    /// Restarting, RollingOut, RolledOut or Stuck.
+    pub phase: ConsumerPhase,
+    /// Each consumer and how far it is (at most 64).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workloads: Vec<WorkloadStatus>,
+    /// What the provider said about the previous credential's use, when it can tell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<String>,
+    /// Set once the wait passed maxWait (a `ConsumerRolloutStuck` Event was published).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stuck_since: Option<DateTime<Utc>>,
+}
+
+/// How far the consumers of a rotation are.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ConsumerPhase {
+    /// The restart is about to be written.
+    Restarting,
+    /// Restarted; not every consumer has rolled out yet.
+    RollingOut,
+    /// Every consumer runs only pods started after the rotation.
+    RolledOut,
+    /// A consumer did not roll out within revocation.maxWait.
+    Stuck,
+}
+
+/// One consumer's rollout.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadStatus {
+    /// Deployment, StatefulSet, DaemonSet or Rollout.
+    pub kind: super::WorkloadKind,
+    pub name: String,
+    /// The workload's metadata.generation once the restart was written: rolled out
+    /// means its controller has observed this generation (or a later one) and finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
+    /// Whether it has rolled out.
+    pub rolled_out: bool,
+    /// How far it is, e.g. `2 of 3 updated replicas are available`.
+    #[serde(default)]
+    pub message: String,
 }
 
 /// Why a rotation starts.
@@ -218,7 +282,7 @@ pub struct PendingRevocation {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
-    /// Ready, Progressing or Degraded.
+    /// Ready, Progressing, Degraded or Stale.
     // A string on the wire: conditions are open in Kubernetes (another tool may add its
     // own type), and one foreign condition must not make the object unreadable. rotor
     // writes and finds its own through [`ConditionType`].
@@ -244,16 +308,19 @@ pub enum ConditionType {
     Ready,
     Progressing,
     Degraded,
+    /// The active credential is older than spec.maxAge.
+    Stale,
 }
 
 impl ConditionType {
-    pub const ALL: [Self; 3] = [Self::Ready, Self::Progressing, Self::Degraded];
+    pub const ALL: [Self; 4] = [Self::Ready, Self::Progressing, Self::Degraded, Self::Stale];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Ready => "Ready",
             Self::Progressing => "Progressing",
             Self::Degraded => "Degraded",
+            Self::Stale => "Stale",
         }
     }
 }

@@ -19,7 +19,7 @@ pub enum Assessment {
     /// rotor cannot act on it: the reason says what to fix.
     Stop(Stop),
     /// Act on `decision`.
-    Act(Act),
+    Act(Box<Act>),
 }
 
 /// Why rotor cannot act on a SecretRotation.
@@ -94,11 +94,11 @@ pub fn judge(
     }
     let observed = observe(sr, status, target.is_complete(&spec), now);
     let decision = rotation::decide(&observed, &spec.schedule);
-    Assessment::Act(Act {
+    Assessment::Act(Box::new(Act {
         spec,
         target,
         decision,
-    })
+    }))
 }
 
 /// What the decision needs, from the resource, its status and its target Secret.

@@ -133,6 +133,18 @@ pub async fn resolve(sr: &SecretRotation, secrets: &Api<Secret>) -> Result<Secre
     super::validate::check_names(&sr.spec).map_err(Unresolved::Spec)?;
     let ns = sr.namespace().unwrap_or_default();
     let mut out = Secrets::default();
+    let webhook_ref = sr
+        .spec
+        .notify
+        .as_ref()
+        .and_then(|n| n.webhook.as_ref())
+        .map(|w| &w.signing_secret_ref);
+    if let Some(other) = webhook_ref.and_then(|r| r.namespace.as_ref().filter(|n| **n != ns)) {
+        return Err(Unresolved::Spec(SpecError::CrossNamespace {
+            field: "spec.notify.webhook.signingSecretRef".into(),
+            namespace: other.clone(),
+        }));
+    }
     for r in sr.spec.provider.secret_refs() {
         if let Some(other) = r.namespace.as_ref().filter(|n| **n != ns) {
             return Err(Unresolved::Spec(SpecError::CrossNamespace {

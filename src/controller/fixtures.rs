@@ -89,6 +89,7 @@ pub fn slots(active: u8, values: [Option<&str>; 2]) -> SlotPair {
             id: format!("rotor-5f0c3a9e-{}", i + 1),
             fingerprint: crate::rotation::legacy_fingerprint(v),
             issued_at: chrono::DateTime::UNIX_EPOCH,
+            revoked_at: None,
         })
     };
     SlotPair {

@@ -3,6 +3,7 @@
 
 pub mod assess;
 mod audit;
+pub mod consumers;
 pub mod credentials;
 pub mod deletion;
 mod failpoint;
@@ -10,11 +11,13 @@ pub mod fairness;
 #[cfg(test)]
 mod fixtures;
 pub mod guard;
+mod notice;
 pub mod plan;
 mod reconcile;
 mod restore;
 mod rotate;
 pub mod secret;
+mod stale;
 pub mod status;
 mod store;
 mod sweep;
@@ -53,6 +56,10 @@ pub struct Settings {
     /// How often each resource's orphan sweep runs besides the one after every
     /// rotation (and the first after start); zero: only after rotations.
     pub sweep_interval: Duration,
+    /// How long after a rotation its consumers are restarted (coalescing window).
+    pub consumer_restart_delay: Duration,
+    /// How often a rollout is looked at while rotor waits for it.
+    pub consumer_poll_interval: Duration,
 }
 
 /// What one process remembers of a resource's orphan sweeps.
@@ -79,6 +86,11 @@ pub struct Context {
     pub fairness: fairness::Fairness,
     /// Per resource: reconciles that panicked in a row.
     pub panics: fairness::PanicBackoff,
+    /// Consumer restarts waiting to be written, so that rotations of one workload's
+    /// Secrets within the restart delay cause one rollout.
+    pub restarts: consumers::Restarts,
+    /// Webhook deliveries, off the reconcile's path.
+    pub notifier: crate::notify::Notifier,
 }
 
 impl Context {
@@ -292,6 +304,11 @@ pub async fn run(
             usize::from(settings.concurrency)
         }),
         panics: Default::default(),
+        restarts: Default::default(),
+        notifier: crate::notify::Notifier::new(
+            crate::providers::HttpClient::new(settings.http.clone()),
+            health.metrics.clone(),
+        ),
     });
     let scope_names: Vec<&str> = scopes
         .iter()

@@ -80,12 +80,29 @@ async fn reconcile_fresh(cached: Arc<SecretRotation>, ctx: Arc<Context>) -> Resu
         spec,
         target,
         decision,
-    } = act;
+    } = *act;
     match decision {
-        Decision::Rotate(trigger) => run.rotate(&spec, &target, trigger).await,
-        Decision::WaitUntil(at) => run.settle(&spec, &target, Some(at)).await,
-        Decision::Idle => run.settle(&spec, &target, None).await,
+        Decision::Rotate(trigger) => match run.rotation_hold(&spec, trigger).await {
+            // The rotation would revoke a credential something may still use.
+            Some((why, until, stuck)) => {
+                let hold = Hold {
+                    why: format!("rotation due ({}) is held: {why}", trigger.as_str()),
+                    stuck,
+                };
+                run.settle(&spec, &target, Some(until), Some(hold)).await
+            }
+            None => run.rotate(&spec, &target, trigger).await,
+        },
+        Decision::WaitUntil(at) => run.settle(&spec, &target, Some(at), None).await,
+        Decision::Idle => run.settle(&spec, &target, None, None).await,
     }
+}
+
+/// A due rotation that waits for the previous credential's revocation gates.
+pub(super) struct Hold {
+    pub why: String,
+    /// Waiting passed maxWait (`onTimeout: Keep`).
+    pub stuck: bool,
 }
 
 /// The state of one reconcile.
@@ -208,10 +225,15 @@ impl Run {
         spec: &ValidSpec,
         target: &Target,
         next: Option<DateTime<Utc>>,
+        hold: Option<Hold>,
     ) -> Result<Action, Error> {
         let mut status = self.base_status();
         status.strategy = Some(spec.strategy);
-        status.next_rotation_at = next;
+        // A held rotation stays due: status keeps the time it fell due.
+        status.next_rotation_at = match &hold {
+            Some(_) => self.old.next_rotation_at.or(next),
+            None => next,
+        };
         // Slots issued before issuedBy was recorded: the kind matched (else the
         // provider change was handled), so they are the current provider's.
         if status.issued_by.is_none() && !status.slots.is_empty() {
@@ -246,7 +268,11 @@ impl Run {
                     Err(other) => return Err(other),
                 }
             } else {
-                let previous = target.previous_values(spec);
+                // A revoked (or condemned) previous credential is never handed out.
+                let previous = match pair.previous_slot() {
+                    Some(_) => target.previous_values(spec),
+                    None => BTreeMap::new(),
+                };
                 self.apply_secret(
                     spec,
                     &values,
@@ -262,6 +288,8 @@ impl Run {
         if let Some(e) = write_failed {
             return self.secret_write_failed(status, e).await;
         }
+        let followed = self.follow_consumers(spec, target, &mut status).await?;
+        let pair = status::slot_pair(&status);
         // The revoke annotation was removed (or replaced) while an emergency was
         // incomplete: rotor stops retrying it, and says once what stays valid.
         if !status.pending_revocations.is_empty()
@@ -314,12 +342,43 @@ impl Run {
                 Reason::Pending,
                 "waiting for the first rotation".to_string(),
             ),
+            _ if hold.is_some() => (
+                Reason::Rotated,
+                hold.as_ref().map(|h| h.why.clone()).unwrap_or_default(),
+            ),
+            _ if followed.message.is_some() => (
+                Reason::Rotated,
+                format!(
+                    "{}; {}",
+                    describe_active(&pair, spec.strategy),
+                    followed.message.clone().unwrap_or_default()
+                ),
+            ),
             crate::api::RotationPhase::Success => {
                 (Reason::Rotated, self.old.last_rotation_message.clone())
             }
             _ => (Reason::Rotated, describe_active(&pair, spec.strategy)),
         };
         status::set_phase(&mut status, reason, message, self.generation(), self.now);
+        let stuck = hold.as_ref().is_some_and(|h| h.stuck)
+            || status
+                .consumers
+                .as_ref()
+                .is_some_and(|c| c.phase == crate::api::ConsumerPhase::Stuck);
+        if stuck {
+            let why = match &hold {
+                Some(h) => h.why.clone(),
+                None => "consumers did not roll out within revocation.maxWait".into(),
+            };
+            status::set_condition(
+                &mut status,
+                crate::api::ConditionType::Degraded,
+                Some((true, "ConsumerRolloutStuck", why)),
+                self.generation(),
+                self.now,
+            );
+        }
+        let stale_at = self.judge_staleness(spec, &mut status).await;
         let vault = self.vault().await.ok();
         if let Some(vault) = &vault {
             status.vault = self.vault_status(vault, spec).await;
@@ -328,6 +387,9 @@ impl Run {
         self.export_schedule(&status);
         // The periodic orphan sweep, while the provider works and a credential is active.
         let mut wake = next;
+        for at in [followed.wake, stale_at].into_iter().flatten() {
+            wake = Some(wake.map_or(at, |w| w.min(at)));
+        }
         if let (Some(mut due), Some(vault), Some(uid)) = (self.sweep_due(), &vault, self.sr.uid())
             && pair.active.is_some()
             && self.old.failed_attempts == 0
@@ -386,6 +448,20 @@ impl Run {
             &self.sr.name_any(),
             ts(status.next_rotation_at),
             ts(status.last_rotated_at),
+        );
+        let pair = status::slot_pair(status);
+        let max_age = self
+            .sr
+            .spec
+            .max_age
+            .as_ref()
+            .and_then(|s| s.duration().ok())
+            .map(|d| d.as_secs_f64());
+        self.ctx.metrics.credential(
+            &self.sr.namespace().unwrap_or_default(),
+            &self.sr.name_any(),
+            ts(pair.active_slot().map(|s| s.issued_at)),
+            max_age,
         );
     }
 

@@ -338,5 +338,9 @@ fn offline_spec(sr: &SecretRotation) -> Option<ValidSpec> {
         },
         mapping,
         keep_previous: sr.spec.target.keep_previous,
+        consumers: None,
+        revocation: Default::default(),
+        max_age: None,
+        webhook: None,
     })
 }

@@ -19,6 +19,7 @@ pub fn slot_pair(status: &SecretRotationStatus) -> SlotPair {
                 id: s.id.clone(),
                 fingerprint: s.fingerprint.clone(),
                 issued_at: s.issued_at,
+                revoked_at: s.revoked_at,
             });
         }
     }
@@ -40,9 +41,12 @@ pub fn set_slots(status: &mut SecretRotationStatus, pair: &SlotPair) {
                 issued_at: s.issued_at,
                 state: if pair.active == Some(i) {
                     SlotState::Active
-                } else {
+                } else if s.is_live() {
                     SlotState::Previous
+                } else {
+                    SlotState::Revoked
                 },
+                revoked_at: s.revoked_at,
             })
         })
         .collect();
@@ -144,6 +148,20 @@ pub fn set_phase(
         ),
     ];
     let previous = std::mem::take(&mut status.conditions);
+    // Conditions set elsewhere (Stale) or by another tool are kept as they are.
+    let others: Vec<Condition> = previous
+        .iter()
+        .filter(|c| {
+            ![
+                ConditionType::Ready,
+                ConditionType::Progressing,
+                ConditionType::Degraded,
+            ]
+            .iter()
+            .any(|t| c.type_ == t.as_str())
+        })
+        .cloned()
+        .collect();
     status.conditions = wanted
         .into_iter()
         .map(|(type_, on, why)| {
@@ -161,9 +179,41 @@ pub fn set_phase(
                 observed_generation: generation,
             }
         })
+        .chain(others)
         .collect();
     status.last_rotation_message = message;
     status.observed_generation = generation;
+}
+
+/// Sets one condition (keeping its lastTransitionTime while its status holds), or
+/// removes it with `None`.
+pub fn set_condition(
+    status: &mut SecretRotationStatus,
+    type_: ConditionType,
+    wanted: Option<(bool, &str, String)>,
+    generation: Option<i64>,
+    now: DateTime<Utc>,
+) {
+    let old = status
+        .conditions
+        .iter()
+        .position(|c| c.type_ == type_.as_str())
+        .map(|i| status.conditions.remove(i));
+    let Some((on, reason, message)) = wanted else {
+        return;
+    };
+    let on = ConditionStatus::from_bool(on);
+    let since = old
+        .filter(|c| c.status == on)
+        .map_or(now, |c| c.last_transition_time);
+    status.conditions.push(Condition {
+        type_: type_.as_str().into(),
+        status: on,
+        reason: reason.into(),
+        message,
+        last_transition_time: since,
+        observed_generation: generation,
+    });
 }
 
 /// Which provider a spec names: its kind and where it issues (endpoint, project,
@@ -231,6 +281,7 @@ mod tests {
             id: "k1".into(),
             fingerprint: "sha256:00000000".into(),
             issued_at: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
+            revoked_at: None,
         });
         pair.active = Some(0);
         set_slots(&mut status, &pair);

@@ -1,10 +1,14 @@
 //! Step one of every reconcile: turn the raw spec into a checked value. Later steps
 //! never see raw user input, and every error names the field and how to fix it.
 
-use crate::api::{IntervalError, SecretRotationSpec, Strategy};
+use crate::api::{
+    ConsumersSpec, IntervalError, MAX_NAMED_WORKLOADS, SecretRotationSpec, Strategy, TimeSpan,
+    WebhookSpec,
+};
 use crate::providers::{self, BuildContext};
-use crate::rotation::{MIN_INTERVAL, Schedule};
+use crate::rotation::{MIN_INTERVAL, RevocationPolicy, Schedule};
 use crate::rotation::{Provider, ProviderError};
+use std::time::Duration;
 
 /// A spec that passed every check.
 pub struct ValidSpec {
@@ -14,6 +18,14 @@ pub struct ValidSpec {
     /// (provider output, Secret key), in a stable order.
     pub mapping: Vec<(String, String)>,
     pub keep_previous: bool,
+    /// The workloads to restart and follow (`None`: no consumers named).
+    pub consumers: Option<ConsumersSpec>,
+    /// When the previous credential may be revoked.
+    pub revocation: RevocationPolicy,
+    /// spec.maxAge.
+    pub max_age: Option<Duration>,
+    /// spec.notify.webhook (its URL passed the private-address rule).
+    pub webhook: Option<WebhookSpec>,
 }
 
 /// What is wrong with a spec.
@@ -80,6 +92,20 @@ pub enum SpecError {
     )]
     PreviousKeyTooLong(String),
     #[error(
+        "{field} {text:?} is not a duration: use units w, d, h, m, s (for example 1h, 10m, 45d, 0s)"
+    )]
+    Span { field: &'static str, text: String },
+    #[error("{field} must be longer than zero")]
+    ZeroSpan { field: &'static str },
+    #[error(
+        "spec.consumers.workloads names {0} workloads; at most 32 (name more with spec.consumers.selector)"
+    )]
+    TooManyWorkloads(usize),
+    #[error("spec.consumers.workloads names {0} twice")]
+    DuplicateWorkload(String),
+    #[error("spec.notify.webhook.url: {0}")]
+    Webhook(String),
+    #[error(
         "spec.target.template.type {wanted:?} differs from the type {existing:?} of the existing target Secret, and a Secret's type cannot change: keep {existing:?}, or delete the Secret so rotor recreates it"
     )]
     TypeChange { existing: String, wanted: String },
@@ -114,6 +140,35 @@ pub fn check_names(spec: &SecretRotationSpec) -> Result<(), SpecError> {
                 field: "a Secret reference in spec.provider",
                 key: r.key.clone(),
             });
+        }
+    }
+    let webhook_ref = spec
+        .notify
+        .as_ref()
+        .and_then(|n| n.webhook.as_ref())
+        .map(|w| &w.signing_secret_ref);
+    if let Some(r) = webhook_ref {
+        if !is_dns1123_subdomain(&r.name) {
+            return Err(SpecError::BadName {
+                field: "spec.notify.webhook.signingSecretRef.name",
+                name: r.name.clone(),
+            });
+        }
+        if !is_secret_key(&r.key) {
+            return Err(SpecError::BadRefKey {
+                field: "spec.notify.webhook.signingSecretRef.key",
+                key: r.key.clone(),
+            });
+        }
+    }
+    if let Some(c) = &spec.consumers {
+        for w in &c.workloads {
+            if !is_dns1123_subdomain(&w.name) {
+                return Err(SpecError::BadName {
+                    field: "spec.consumers.workloads[].name",
+                    name: w.name.clone(),
+                });
+            }
         }
     }
     for key in spec.secrets_mapping.values() {
@@ -202,6 +257,26 @@ pub fn validate(spec: &SecretRotationSpec, ctx: &BuildContext<'_>) -> Result<Val
         }
         mapping.push((output.clone(), key.clone()));
     }
+    let consumers = match &spec.consumers {
+        Some(c) if c.is_set() => Some(check_consumers(c)?),
+        _ => None,
+    };
+    let revocation = revocation_policy(spec)?;
+    let max_age = match &spec.max_age {
+        Some(span) => Some(nonzero_span("spec.maxAge", span)?),
+        None => None,
+    };
+    let webhook = spec.notify.as_ref().and_then(|n| n.webhook.clone());
+    if let Some(hook) = &webhook {
+        if hook.signing_secret_ref.name == spec.target.name {
+            return Err(SpecError::RefIsTarget(
+                "spec.notify.webhook.signingSecretRef".into(),
+            ));
+        }
+        ctx.http
+            .check_url(&hook.url)
+            .map_err(|e| SpecError::Webhook(e.to_string()))?;
+    }
     Ok(ValidSpec {
         provider,
         strategy,
@@ -212,7 +287,60 @@ pub fn validate(spec: &SecretRotationSpec, ctx: &BuildContext<'_>) -> Result<Val
         },
         mapping,
         keep_previous: spec.target.keep_previous,
+        consumers,
+        revocation,
+        max_age,
+        webhook,
     })
+}
+
+/// A duration field: any span, zero allowed.
+fn span(field: &'static str, span: &TimeSpan) -> Result<Duration, SpecError> {
+    span.duration().map_err(|_| SpecError::Span {
+        field,
+        text: span.0.chars().take(32).collect(),
+    })
+}
+
+fn nonzero_span(field: &'static str, s: &TimeSpan) -> Result<Duration, SpecError> {
+    match span(field, s)? {
+        d if d.is_zero() => Err(SpecError::ZeroSpan { field }),
+        d => Ok(d),
+    }
+}
+
+/// spec.revocation with its defaults.
+fn revocation_policy(spec: &SecretRotationSpec) -> Result<RevocationPolicy, SpecError> {
+    let mut policy = RevocationPolicy::default();
+    if let Some(r) = &spec.revocation {
+        policy.after = r.after;
+        policy.on_timeout = r.on_timeout;
+        if let Some(s) = &r.max_wait {
+            policy.max_wait = nonzero_span("spec.revocation.maxWait", s)?;
+        }
+        if let Some(s) = &r.min_validity {
+            policy.min_validity = span("spec.revocation.minValidity", s)?;
+        }
+    }
+    Ok(policy)
+}
+
+/// spec.consumers: at most 32 named, none twice.
+fn check_consumers(c: &ConsumersSpec) -> Result<ConsumersSpec, SpecError> {
+    if c.workloads.len() > MAX_NAMED_WORKLOADS {
+        return Err(SpecError::TooManyWorkloads(c.workloads.len()));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for w in &c.workloads {
+        if !seen.insert(w) {
+            return Err(SpecError::DuplicateWorkload(format!(
+                "{}/{}",
+                w.kind.as_str(),
+                w.name
+            )));
+        }
+    }
+    Ok(c.clone())
 }
 
 /// The key holding the previous value of `key`.

@@ -196,6 +196,7 @@ mod tests {
                 id: c.id.clone(),
                 fingerprint: c.fingerprint(),
                 issued_at: chrono::Utc::now(),
+                revoked_at: None,
             },
         );
         Ok(())

@@ -6,6 +6,7 @@
 mod engine;
 mod naming;
 mod provider;
+pub mod revocation;
 mod schedule;
 mod slots;
 
@@ -17,8 +18,9 @@ pub use naming::{
 };
 pub use provider::{
     Credential, IssueRequest, NameParts, NoStash, Provider, ProviderError, Revocation, Stash,
-    StashError,
+    StashError, Usage,
 };
+pub use revocation::{ConsumerState, RevocationPolicy, Verdict};
 pub use schedule::{
     Decision, Observed, Schedule, Trigger, decide, next_rotation_at, retry_at, retry_backoff,
 };

@@ -101,6 +101,41 @@ pub enum Revocation {
     Unsupported,
 }
 
+/// Whether a credential is still used, as far as the provider can tell. Never names of
+/// clients or their data: counts and times only.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Usage {
+    /// The provider cannot tell (most cannot): rotor does not wait on it.
+    Unknown,
+    /// Not in use.
+    Unused,
+    /// In use: `sessions` open now (PostgreSQL) or uses counted by the vendor, and/or
+    /// the last use the vendor saw.
+    InUse {
+        count: Option<u64>,
+        last_used: Option<DateTime<Utc>>,
+    },
+}
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unknown => f.write_str("usage unknown"),
+            Self::Unused => f.write_str("unused"),
+            Self::InUse { count, last_used } => {
+                f.write_str("in use")?;
+                if let Some(n) = count {
+                    write!(f, " ({n} session{})", if *n == 1 { "" } else { "s" })?;
+                }
+                if let Some(t) = last_used {
+                    write!(f, " (last used {})", t.to_rfc3339())?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 /// Why a provider call failed. Messages come from the vendor or from rotor, never
 /// contain a credential value, and are shown to users in status and Events.
 #[derive(Debug, thiserror::Error)]
@@ -204,6 +239,13 @@ pub trait Provider: Send + Sync {
     async fn test(&self, credential: &Credential) -> Result<(), ProviderError>;
     /// Revokes the credential with provider id `id`.
     async fn revoke(&self, id: &str) -> Result<Revocation, ProviderError>;
+    /// Whether the credential with provider id `id`, which stopped being active at
+    /// `since`, is still used. Asked before rotor revokes it; a provider that cannot
+    /// tell answers [`Usage::Unknown`] (the default) and is not waited for.
+    async fn in_use(&self, id: &str, since: DateTime<Utc>) -> Result<Usage, ProviderError> {
+        let _ = (id, since);
+        Ok(Usage::Unknown)
+    }
     /// Ids of the credentials at the provider that this resource issued: `prefix` is
     /// [`Provider::name_prefix`], and only names of exactly this provider's own format
     /// after it count (a neighbour's `shop-payments-…` is not `shop`'s, nor is a

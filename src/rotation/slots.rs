@@ -9,6 +9,16 @@ pub struct Slot {
     pub id: String,
     pub fingerprint: String,
     pub issued_at: DateTime<Utc>,
+    /// Set once the credential is revoked, or condemned (a rotation that revokes it
+    /// has started): it is never handed to consumers again.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl Slot {
+    /// Whether the credential may still be handed out.
+    pub fn is_live(&self) -> bool {
+        self.revoked_at.is_none()
+    }
 }
 
 /// The two slots. `active` is `None` until the first rotation has completed.
@@ -38,8 +48,14 @@ impl SlotPair {
             .and_then(|i| self.slots[usize::from(i)].as_ref())
     }
 
-    /// The still-valid credential that was active before the last rotation.
+    /// The still-valid credential that was active before the last rotation (none once
+    /// it is revoked).
     pub fn previous_slot(&self) -> Option<&Slot> {
+        self.inactive_slot().filter(|s| s.is_live())
+    }
+
+    /// What the inactive slot holds, revoked or not.
+    pub fn inactive_slot(&self) -> Option<&Slot> {
         self.active
             .and_then(|i| self.slots[usize::from(1 - i)].as_ref())
     }
@@ -93,6 +109,7 @@ mod tests {
             id: id.into(),
             fingerprint: format!("sha256:{id}"),
             issued_at: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
+            revoked_at: None,
         }
     }
 

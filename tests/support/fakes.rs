@@ -811,6 +811,9 @@ async fn ka_create(State(st): Ka, headers: HeaderMap, Json(req): Json<Value>) ->
     if bearer(&headers).as_deref() != Some(s.admin_token.as_str()) {
         return message(StatusCode::UNAUTHORIZED, "unauthorized");
     }
+    if s.knobs.garbage {
+        return (StatusCode::CREATED, "<html>oops</html>").into_response();
+    }
     s.creates += 1;
     let id = format!("key_{}", s.creates);
     let key = random_token("gk_");

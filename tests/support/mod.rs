@@ -356,7 +356,7 @@ impl ControlPlane {
             cm.current_dir(&self.dir)
                 .args([
                     format!("--kubeconfig={}", self.kubeconfig.display()),
-                    "--controllers=garbagecollector,deployment,replicaset,serviceaccount-token,serviceaccount,namespace".into(),
+                    "--controllers=garbagecollector,deployment,replicaset,statefulset,daemonset,serviceaccount-token,serviceaccount,namespace".into(),
                     "--service-account-private-key-file=sa.key".into(),
                     "--leader-elect=false".into(),
                     "--bind-address=127.0.0.1".into(),

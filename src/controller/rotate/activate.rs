@@ -11,6 +11,7 @@ use crate::controller::reconcile::{Run, describe_active, requeue_at};
 use crate::controller::secret::{self, Target};
 use crate::controller::status::{self, Reason};
 use crate::controller::validate::ValidSpec;
+use crate::notify::NotifyEvent;
 use crate::rotation::{self, Credential, Slot, SlotPair, Trigger};
 use crate::vault::{SlotRef, Vault};
 use kube::ResourceExt;
@@ -88,6 +89,13 @@ impl Run {
         };
         let pair = flip(r, &mut status, &credential, pending, self.now);
         status.issued_by = Some(status::provider_identity(&self.sr.spec.provider));
+        // Consumers hold a credential that stopped working (single-phase, emergency):
+        // restarted at once; else after the restart delay, so rotations of one
+        // workload's Secrets close together cause one rollout.
+        let at_once = r.spec.strategy == Strategy::SinglePhase || r.trigger == Trigger::Emergency;
+        status.consumers = self
+            .start_consumers(r.spec, r.sequence, &credential.fingerprint(), at_once)
+            .await;
         if !status.pending_revocations.is_empty() {
             if let Err(e) = vault.mark_revoked(&revoked, self.retention()).await {
                 warn!(error = %e, "marking revoked vault entries failed");
@@ -120,9 +128,18 @@ impl Run {
             .await;
         failpoint::reached("after_flip", r.sequence).await;
         info!(namespace = %self.sr.namespace().unwrap_or_default(), name = %r.resource, trigger = r.trigger.as_str(), slot = r.plan.target, %fingerprint, rotation = r.sequence, "rotated");
-        self.announce_rotated(r, message).await;
+        self.announce_rotated(r, message.clone()).await;
+        self.notify(r.spec, NotifyEvent::Rotated, message, Some(fingerprint))
+            .await;
         self.housekeeping(r, &vault, &revoked, &pair).await;
-        Ok(requeue_at(status.next_rotation_at, self.now))
+        let mut wake = status.next_rotation_at;
+        if status.consumers.is_some() || r.spec.revocation.after == crate::api::RevokeAfter::Rollout
+        {
+            // The restart (after its delay), the rollout, an early revocation.
+            let soon = self.now + chrono::TimeDelta::seconds(1);
+            wake = Some(wake.map_or(soon, |w| w.min(soon)));
+        }
+        Ok(requeue_at(wake, self.now))
     }
 
     /// The credentials this rotation takes out of the target slot (each by its own
@@ -242,6 +259,7 @@ pub(super) fn flip(
             id: credential.id.clone(),
             fingerprint: credential.fingerprint(),
             issued_at: now,
+            revoked_at: None,
         },
     );
     status::set_slots(status, &pair);

@@ -166,7 +166,7 @@ impl Run {
             Ok(v) => v,
             Err(e) => {
                 let error = RotateError::VaultUnavailable(e);
-                return self.fail(status, Trigger::Emergency, &error).await;
+                return self.fail(spec, status, Trigger::Emergency, &error).await;
             }
         };
         let actor = audit::actor(Trigger::Emergency, self.sr.annotations());

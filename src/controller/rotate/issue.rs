@@ -10,6 +10,7 @@ use crate::controller::audit::Audit;
 use crate::controller::credentials::PendingAdminKey;
 use crate::controller::failpoint::{self, Checkpoints};
 use crate::controller::reconcile::Run;
+use crate::controller::secret::Target;
 use crate::controller::status::{self, Reason};
 use crate::rotation::{self, Credential, Observer, Stash, StashError, Step, Trigger};
 use crate::vault::{SlotRef, Vault};
@@ -35,6 +36,16 @@ impl Run {
             started_at: r.started_at,
         });
         status.last_rotation_attempted_at = Some(self.now);
+        // The credential this rotation revokes is never handed out again, whether the
+        // rotation completes or not (a failed one must not leave it in _PREVIOUS or
+        // have it restored).
+        if r.plan.revoke_before_issue.is_some() {
+            let mut pair = status::slot_pair(&status);
+            if let Some(slot) = pair.slots[usize::from(r.plan.target)].as_mut() {
+                slot.revoked_at.get_or_insert(self.now);
+            }
+            status::set_slots(&mut status, &pair);
+        }
         // Any rotation satisfies a pending request: one token, at most one rotation.
         if let Some(t) = annotations.get(ROTATE_ANNOTATION) {
             status.last_handled_rotate_token = Some(t.clone());
@@ -110,6 +121,48 @@ impl Run {
             }
             None => Ok(None),
         }
+    }
+
+    /// Step 2c: the credential the provider calls revoke leaves the target Secret first
+    /// (its `_PREVIOUS` keys), so a Secret never hands out a revoked credential.
+    pub(super) async fn retire_previous(
+        &self,
+        r: &Rotation<'_>,
+        target: &Target,
+    ) -> Result<(), RotateError> {
+        let spec = r.spec;
+        if r.plan.revoke_before_issue.is_none()
+            || !spec.keep_previous
+            || target.previous_values(spec).is_empty()
+        {
+            return Ok(());
+        }
+        let active = r.before.active_slot();
+        let values = target.active_values(
+            spec,
+            spec.provider.secret_output(),
+            active.map(|s| s.fingerprint.as_str()),
+        );
+        let (Some(index), Some(active)) = (r.before.active, active) else {
+            return Ok(());
+        };
+        // A Secret that does not hold the active credential is rewritten by this
+        // rotation anyway; an empty write would only drop what consumers have.
+        if values.is_empty() {
+            return Ok(());
+        }
+        self.apply_secret(
+            spec,
+            &values,
+            &Default::default(),
+            index,
+            &active.fingerprint,
+        )
+        .await
+        .map_err(|source| RotateError::SecretWrite {
+            secret: self.sr.spec.target.name.clone(),
+            source,
+        })
     }
 
     /// Step 3: the provider calls in the core's safe order — revoke what the target

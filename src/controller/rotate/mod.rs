@@ -31,6 +31,7 @@ use super::secret::Target;
 use super::status::{self, Reason};
 use super::validate::ValidSpec;
 use crate::api::SecretRotationStatus;
+use crate::notify::NotifyEvent;
 use crate::rotation::{
     self, Credential, NameParts, RotationError, RotationPlan, SlotPair, Trigger,
 };
@@ -133,7 +134,7 @@ impl Run {
         failpoint::reached("after_intent", r.sequence).await;
         match self.issue_and_deliver(&r, target).await {
             Ok(delivered) => self.activate(&r, intent, delivered).await,
-            Err(e) => self.fail(intent, trigger, &e).await,
+            Err(e) => self.fail(spec, intent, trigger, &e).await,
         }
     }
 
@@ -145,6 +146,7 @@ impl Run {
     ) -> Result<Delivered, RotateError> {
         let vault = self.open_vault(r).await?;
         let kept = self.resume(r, &vault).await?;
+        self.retire_previous(r, target).await?;
         let credential = self.provider_calls(r, &vault, kept).await?;
         self.promote_admin(r, &credential).await?;
         self.write_secret(r, target, &credential).await?;
@@ -193,6 +195,7 @@ impl Run {
     /// backoff, and status, the log and an Event say why.
     pub(super) async fn fail(
         &self,
+        spec: &ValidSpec,
         mut status: SecretRotationStatus,
         trigger: Trigger,
         error: &RotateError,
@@ -226,7 +229,14 @@ impl Run {
         );
         self.write_status(&status).await?;
         warn!(namespace = self.sr.namespace().as_deref().unwrap_or_default(), name = %self.sr.name_any(), trigger = trigger.as_str(), attempt = status.failed_attempts, %message, "rotation failed");
-        self.publish(EventType::Warning, "RotationFailed", "Rotate", message)
+        self.publish(
+            EventType::Warning,
+            "RotationFailed",
+            "Rotate",
+            message.clone(),
+        )
+        .await;
+        self.notify(spec, NotifyEvent::RotationFailed, message, None)
             .await;
         Ok(Action::requeue(retry_in))
     }

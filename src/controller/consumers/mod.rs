@@ -1,0 +1,773 @@
+//! The consumers' steps after a rotation: restart the workloads that read the target
+//! Secret, follow their rollout, and revoke the previous credential only when nothing
+//! can still use it (see [`crate::rotation::revocation`] for the gates).
+//!
+//! 1. At the flip, [`Run::plan_consumers`] finds the consumers (named, selected,
+//!    discovered), records them in `status.consumers` (phase Restarting) and registers
+//!    the rotation's token for each, so rotations of one workload's Secrets within the
+//!    restart delay are written as one restart;
+//! 2. [`Run::follow_consumers`], on every later reconcile: writes the restart once the
+//!    delay has passed (a workload already carrying the token is not restarted again:
+//!    a retried step or a restarted operator never restarts twice), then follows the
+//!    rollouts, says when one is stuck, and with `revocation.after: Rollout` revokes
+//!    the previous credential once every gate is open;
+//! 3. [`Run::rotation_hold`]: the same gates hold the next rotation, which would
+//!    revoke that credential.
+
+mod workload;
+
+pub use workload::{reads_secret, rollout};
+
+use super::Error;
+use super::audit::Audit;
+use super::reconcile::Run;
+use super::secret::Target;
+use super::status;
+use super::validate::ValidSpec;
+use crate::api::{
+    ConsumerPhase, ConsumersStatus, MAX_CONSUMERS, RevokeAfter, SecretRotationStatus, Strategy,
+    WorkloadRef, WorkloadStatus,
+};
+use crate::notify::NotifyEvent;
+use crate::rotation::{ConsumerState, Revocation, Usage, Verdict};
+use crate::vault::SlotRef;
+use chrono::{DateTime, TimeDelta, Utc};
+use kube::ResourceExt;
+use kube::runtime::events::EventType;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+use tracing::{info, warn};
+use workload::{Found, Workloads};
+
+/// The most rotation tokens one `rotor.dev/restartedAt` value carries.
+const MAX_TOKENS: usize = 16;
+/// How often a stuck rollout is looked at.
+const STUCK_POLL: TimeDelta = TimeDelta::seconds(30);
+
+/// The token naming one rotation in `rotor.dev/restartedAt`: its number and the start
+/// of the new credential's fingerprint (never a wall-clock second, so two rotations
+/// never collide and a retry writes the same value).
+pub fn token(sequence: u64, fingerprint: &str) -> String {
+    let hex: String = fingerprint
+        .rsplit(':')
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(8)
+        .collect();
+    format!("{sequence}-{hex}")
+}
+
+/// Whether a `rotor.dev/restartedAt` value carries `token`.
+pub fn carries(value: Option<&str>, token: &str) -> bool {
+    value.is_some_and(|v| v.split(',').any(|t| t == token))
+}
+
+/// Restarts waiting to be written, per workload (`namespace/Kind/name`): the tokens of
+/// every rotation that asked within the delay, and those a reconcile is writing now.
+#[derive(Default)]
+pub struct Restarts(Mutex<Book>);
+
+#[derive(Default)]
+struct Book {
+    waiting: HashMap<String, BTreeSet<String>>,
+    /// Tokens being written, by workload, with when the write started.
+    writing: HashMap<String, (std::time::Instant, BTreeSet<String>)>,
+}
+
+/// A write that has not reported back within this is taken as abandoned.
+const WRITE_ABANDONED: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl Restarts {
+    fn book(&self) -> std::sync::MutexGuard<'_, Book> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn register(&self, workload: &str, token: &str) {
+        self.book()
+            .waiting
+            .entry(workload.to_string())
+            .or_default()
+            .insert(token.to_string());
+    }
+
+    /// The value to write for `workload`: `mine` and every other token waiting for it
+    /// (at most [`MAX_TOKENS`]), now being written. `None` when another reconcile is
+    /// writing `mine` already (it is then seen on the workload, or comes back to
+    /// waiting if that write fails).
+    pub fn take(&self, workload: &str, mine: &str) -> Option<String> {
+        let mut book = self.book();
+        if let Some((since, tokens)) = book.writing.get(workload) {
+            if since.elapsed() < WRITE_ABANDONED && tokens.contains(mine) {
+                return None;
+            }
+        }
+        let waiting = book.waiting.entry(workload.to_string()).or_default();
+        waiting.remove(mine);
+        let mut tokens = BTreeSet::from([mine.to_string()]);
+        while tokens.len() < MAX_TOKENS {
+            match waiting.pop_first() {
+                Some(t) => tokens.insert(t),
+                None => break,
+            };
+        }
+        if waiting.is_empty() {
+            book.waiting.remove(workload);
+        }
+        let value = tokens.iter().cloned().collect::<Vec<_>>().join(",");
+        book.writing
+            .insert(workload.to_string(), (std::time::Instant::now(), tokens));
+        Some(value)
+    }
+
+    /// The write of `value` for `workload` ended; a failed one's tokens wait again.
+    pub fn written(&self, workload: &str, value: &str, ok: bool) {
+        let mut book = self.book();
+        let ours = book
+            .writing
+            .get(workload)
+            .is_some_and(|(_, t)| t.iter().cloned().collect::<Vec<_>>().join(",") == value);
+        if ours {
+            book.writing.remove(workload);
+        }
+        if !ok {
+            let waiting = book.waiting.entry(workload.to_string()).or_default();
+            waiting.extend(value.split(',').map(str::to_string));
+        }
+    }
+}
+
+fn label(w: &WorkloadRef) -> String {
+    format!("{}/{}", w.kind.as_str(), w.name)
+}
+
+fn workload_ref(w: &WorkloadStatus) -> WorkloadRef {
+    WorkloadRef {
+        kind: w.kind,
+        name: w.name.clone(),
+    }
+}
+
+fn at(from: DateTime<Utc>, d: std::time::Duration) -> DateTime<Utc> {
+    TimeDelta::from_std(d)
+        .ok()
+        .and_then(|d| from.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+fn earliest(a: Option<DateTime<Utc>>, b: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    Some(a.map_or(b, |a| a.min(b)))
+}
+
+impl Run {
+    fn workloads(&self) -> Workloads {
+        Workloads::new(
+            self.ctx.client.clone(),
+            &self.sr.namespace().unwrap_or_default(),
+        )
+    }
+
+    fn book_key(&self, w: &WorkloadRef) -> String {
+        format!("{}/{}", self.sr.namespace().unwrap_or_default(), label(w))
+    }
+
+    /// Step 1 (at the flip): the consumers of rotation `sequence`; restarted now when
+    /// `at_once` (they hold a credential that stopped working), else recorded as
+    /// Restarting for [`Run::follow_consumers`]. `None` when the spec names none.
+    pub(super) async fn start_consumers(
+        &self,
+        spec: &ValidSpec,
+        sequence: u64,
+        fingerprint: &str,
+        at_once: bool,
+    ) -> Option<ConsumersStatus> {
+        let mut c = self.plan_consumers(spec, sequence, fingerprint).await?;
+        if at_once {
+            self.advance(spec, &mut c, true).await;
+        }
+        Some(c)
+    }
+
+    async fn plan_consumers(
+        &self,
+        spec: &ValidSpec,
+        sequence: u64,
+        fingerprint: &str,
+    ) -> Option<ConsumersStatus> {
+        let wanted = spec.consumers.as_ref()?;
+        let token = token(sequence, fingerprint);
+        let mut found: BTreeSet<WorkloadRef> = wanted.workloads.iter().cloned().collect();
+        let mut notes = Vec::new();
+        let workloads = self.workloads();
+        if let Some(selector) = &wanted.selector {
+            match kube::core::Selector::try_from(selector.clone()) {
+                Ok(s) if !s.selects_all() => {
+                    match workloads
+                        .find(Some(&s.to_string()), None, MAX_CONSUMERS)
+                        .await
+                    {
+                        Ok(list) => found.extend(list),
+                        Err(e) => notes.push(format!("listing by selector failed: {e}")),
+                    }
+                }
+                Ok(_) => notes.push(
+                    "spec.consumers.selector is empty and would select every workload: ignored"
+                        .into(),
+                ),
+                Err(e) => notes.push(format!("spec.consumers.selector: {e}")),
+            }
+        }
+        if wanted.discover {
+            match workloads
+                .find(None, Some(&self.sr.spec.target.name), MAX_CONSUMERS)
+                .await
+            {
+                Ok(list) => found.extend(list),
+                Err(e) => notes.push(format!("discovering consumers failed: {e}")),
+            }
+        }
+        let total = found.len();
+        let list: Vec<WorkloadRef> = found.into_iter().take(MAX_CONSUMERS).collect();
+        if total > list.len() {
+            notes.push(format!(
+                "{total} consumers match; only the first {MAX_CONSUMERS} are restarted and followed"
+            ));
+        }
+        for w in &list {
+            self.ctx.restarts.register(&self.book_key(w), &token);
+        }
+        if !notes.is_empty() {
+            let note = notes.join("; ");
+            warn!(name = %self.sr.name_any(), %note, "consumers");
+            self.publish(EventType::Warning, "ConsumersIncomplete", "Restart", note)
+                .await;
+        }
+        Some(ConsumersStatus {
+            rotation: sequence,
+            token,
+            since: self.now,
+            phase: ConsumerPhase::Restarting,
+            workloads: list
+                .into_iter()
+                .map(|w| WorkloadStatus {
+                    kind: w.kind,
+                    name: w.name,
+                    generation: None,
+                    rolled_out: false,
+                    message: "restart pending".into(),
+                })
+                .collect(),
+            usage: None,
+            stuck_since: None,
+        })
+    }
+
+    /// Step 2, on every reconcile after a rotation with consumers: restart, follow,
+    /// say when stuck, and (`after: Rollout`) revoke the previous credential. Changes
+    /// `status` in place; returns when to look again.
+    pub(super) async fn follow_consumers(
+        &self,
+        spec: &ValidSpec,
+        target: &Target,
+        status: &mut SecretRotationStatus,
+    ) -> Result<Followed, Error> {
+        let mut wake = None;
+        let mut message = None;
+        if let Some(mut c) = status.consumers.take() {
+            // A rotation whose consumers are not this resource's any more (the spec
+            // dropped them) is no longer followed.
+            if spec.consumers.is_some() {
+                let at_once = spec.strategy == Strategy::SinglePhase;
+                wake = self.advance(spec, &mut c, at_once).await;
+                status.consumers = Some(c);
+            }
+        }
+        if spec.revocation.after == RevokeAfter::Rollout
+            && spec.strategy == Strategy::DualPhase
+            && status.in_flight.is_none()
+            && status.pending_revocations.is_empty()
+        {
+            match self.previous_verdict(spec, status).await {
+                Some(Verdict::Revoke { forced }) => {
+                    message = self.revoke_previous(spec, target, status, forced).await?;
+                }
+                Some(Verdict::Wait { until, stuck, .. }) => {
+                    let poll = if stuck { STUCK_POLL } else { self.poll() };
+                    wake = earliest(wake, until.min(self.now + poll));
+                }
+                None => {}
+            }
+        }
+        Ok(Followed { wake, message })
+    }
+
+    fn poll(&self) -> TimeDelta {
+        TimeDelta::from_std(self.ctx.settings.consumer_poll_interval)
+            .unwrap_or(TimeDelta::seconds(5))
+    }
+
+    /// Restarts (once the delay has passed), then follows the rollouts.
+    async fn advance(
+        &self,
+        spec: &ValidSpec,
+        c: &mut ConsumersStatus,
+        at_once: bool,
+    ) -> Option<DateTime<Utc>> {
+        if c.phase == ConsumerPhase::Restarting {
+            let delay = if at_once {
+                std::time::Duration::ZERO
+            } else {
+                self.ctx.settings.consumer_restart_delay
+            };
+            let due = at(c.since, delay);
+            if self.now < due {
+                return Some(due);
+            }
+            if !self.restart_all(c).await {
+                return Some(self.now + self.poll());
+            }
+        }
+        if c.phase == ConsumerPhase::RolledOut {
+            return None;
+        }
+        self.observe_all(c).await;
+        if c.workloads.iter().all(|w| w.rolled_out) {
+            c.phase = ConsumerPhase::RolledOut;
+            info!(name = %self.sr.name_any(), rotation = c.rotation, "consumers rolled out");
+            self.publish(
+                EventType::Normal,
+                "ConsumersRolledOut",
+                "Rollout",
+                format!(
+                    "every consumer of rotation {} runs the new credential: {}",
+                    c.rotation,
+                    names(&c.workloads)
+                ),
+            )
+            .await;
+            return None;
+        }
+        let deadline = at(c.since, spec.revocation.max_wait);
+        if self.now >= deadline && c.stuck_since.is_none() {
+            c.phase = ConsumerPhase::Stuck;
+            c.stuck_since = Some(self.now);
+            let pending: Vec<&WorkloadStatus> =
+                c.workloads.iter().filter(|w| !w.rolled_out).collect();
+            let what = pending
+                .iter()
+                .take(5)
+                .map(|w| format!("{}/{} ({})", w.kind.as_str(), w.name, w.message))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let keep = match spec.revocation.on_timeout {
+                crate::api::OnTimeout::Keep => {
+                    "the previous credential stays valid and the next rotation waits"
+                }
+                crate::api::OnTimeout::Revoke => {
+                    "onTimeout: Revoke: the previous credential is revoked anyway"
+                }
+            };
+            let message = format!(
+                "consumers did not roll out within revocation.maxWait ({}): {what}; {keep}",
+                humantime::format_duration(spec.revocation.max_wait)
+            );
+            warn!(name = %self.sr.name_any(), %message, "consumer rollout stuck");
+            self.publish(
+                EventType::Warning,
+                "ConsumerRolloutStuck",
+                "Rollout",
+                message.clone(),
+            )
+            .await;
+            self.notify(spec, NotifyEvent::ConsumerRolloutStuck, message, None)
+                .await;
+        }
+        let poll = if c.phase == ConsumerPhase::Stuck {
+            STUCK_POLL
+        } else {
+            self.poll()
+        };
+        Some(if self.now < deadline {
+            (self.now + poll).min(deadline)
+        } else {
+            self.now + poll
+        })
+    }
+
+    /// Writes the restart of every consumer that does not carry this rotation's token
+    /// yet. Returns whether every write went through (else it is retried).
+    async fn restart_all(&self, c: &mut ConsumersStatus) -> bool {
+        let workloads = self.workloads();
+        let mut all = true;
+        let mut restarted = Vec::new();
+        for w in &mut c.workloads {
+            let r = workload_ref(w);
+            let found = match workloads.observe(&r, None).await {
+                Ok(Found::Workload(seen)) if carries(seen.restarted_with.as_deref(), &c.token) => {
+                    // Already restarted for this rotation (by a retry, another
+                    // rotation's coalesced restart, or before an operator restart).
+                    Ok(Found::Workload(seen))
+                }
+                Ok(Found::Workload(_)) => {
+                    let key = self.book_key(&r);
+                    let Some(value) = self.ctx.restarts.take(&key, &c.token) else {
+                        // Another rotation is writing this one's token right now.
+                        all = false;
+                        w.message = "restart being written with another rotation's".into();
+                        continue;
+                    };
+                    let written = workloads.restart(&r, &value).await;
+                    let ok = matches!(written, Ok(Found::Workload(_)));
+                    self.ctx.restarts.written(&key, &value, ok);
+                    if ok {
+                        restarted.push(label(&r));
+                        crate::metrics::Metrics::result(
+                            &self.ctx.metrics.consumer_restarts,
+                            "restarted",
+                        );
+                    }
+                    written
+                }
+                other => other,
+            };
+            match found {
+                Ok(Found::Workload(seen)) => {
+                    w.generation = seen.generation;
+                    w.rolled_out = false;
+                    w.message = "restarted".into();
+                }
+                Ok(Found::Missing) => {
+                    // Runs no pods, so holds no credential.
+                    w.rolled_out = true;
+                    w.message = "not found: nothing to restart".into();
+                }
+                Ok(Found::KindNotInstalled) => {
+                    w.rolled_out = true;
+                    w.message = "the Rollout kind (Argo Rollouts) is not installed: skipped".into();
+                }
+                Err(e) => {
+                    all = false;
+                    crate::metrics::Metrics::result(&self.ctx.metrics.consumer_restarts, "failed");
+                    w.message = format!("restart failed: {e}");
+                    warn!(name = %self.sr.name_any(), workload = %label(&r), error = %e, "restarting a consumer failed");
+                }
+            }
+        }
+        if !restarted.is_empty() {
+            self.publish(
+                EventType::Normal,
+                "ConsumersRestarted",
+                "Restart",
+                format!(
+                    "restarted for rotation {} ({}={}): {}",
+                    c.rotation,
+                    crate::api::RESTARTED_AT_ANNOTATION,
+                    c.token,
+                    restarted.join(", ")
+                ),
+            )
+            .await;
+        }
+        if all {
+            c.phase = ConsumerPhase::RollingOut;
+        }
+        all
+    }
+
+    /// Reads every consumer not rolled out yet.
+    async fn observe_all(&self, c: &mut ConsumersStatus) {
+        let workloads = self.workloads();
+        for w in c.workloads.iter_mut().filter(|w| !w.rolled_out) {
+            let r = workload_ref(w);
+            match workloads.observe(&r, w.generation).await {
+                Ok(Found::Workload(seen)) => {
+                    w.rolled_out = seen.rolled_out;
+                    w.message = seen.message;
+                }
+                Ok(Found::Missing) => {
+                    w.rolled_out = true;
+                    w.message = "deleted".into();
+                }
+                Ok(Found::KindNotInstalled) => {
+                    w.rolled_out = true;
+                    w.message = "the Rollout kind is no longer installed".into();
+                }
+                Err(e) => w.message = format!("reading it failed: {e}"),
+            }
+        }
+    }
+
+    /// The gates on revoking the live credential in the inactive slot: `None` when
+    /// there is none.
+    async fn previous_verdict(
+        &self,
+        spec: &ValidSpec,
+        status: &mut SecretRotationStatus,
+    ) -> Option<Verdict> {
+        let pair = status::slot_pair(status);
+        let previous = pair.previous_slot()?.clone();
+        let since = status.last_rotated_at.unwrap_or(self.now);
+        let consumers = match (&spec.consumers, &status.consumers) {
+            (Some(_), Some(c)) if c.rotation == status.rotation_count => {
+                if c.phase == ConsumerPhase::RolledOut {
+                    ConsumerState::RolledOut
+                } else {
+                    ConsumerState::Waiting(
+                        c.workloads
+                            .iter()
+                            .filter(|w| !w.rolled_out)
+                            .map(|w| format!("{}/{}", w.kind.as_str(), w.name))
+                            .collect(),
+                    )
+                }
+            }
+            _ => ConsumerState::None,
+        };
+        let policy = &spec.revocation;
+        let first = crate::rotation::revocation::judge(
+            policy,
+            since,
+            self.now,
+            &consumers,
+            &Usage::Unknown,
+        );
+        // Only a credential every other gate would let go is worth a provider call.
+        if first != (Verdict::Revoke { forced: None }) {
+            return Some(first);
+        }
+        let usage = match spec.provider.in_use(&previous.id, since).await {
+            Ok(u) => u,
+            Err(e) => {
+                warn!(name = %self.sr.name_any(), error = %e, "asking the provider whether the previous credential is in use failed; not waiting on it");
+                Usage::Unknown
+            }
+        };
+        let said = (usage != Usage::Unknown).then(|| usage.to_string());
+        if let Some(c) = status.consumers.as_mut() {
+            c.usage = said;
+        }
+        Some(crate::rotation::revocation::judge(
+            policy, since, self.now, &consumers, &usage,
+        ))
+    }
+
+    /// Step 3: what holds back a rotation that would revoke the previous credential;
+    /// `None` when nothing does. An emergency is never held, nor a rotation already
+    /// under way.
+    pub(super) async fn rotation_hold(
+        &self,
+        spec: &ValidSpec,
+        trigger: crate::rotation::Trigger,
+    ) -> Option<(String, DateTime<Utc>, bool)> {
+        use crate::rotation::Trigger as T;
+        if matches!(trigger, T::Emergency | T::Resume | T::Initial)
+            || spec.strategy != Strategy::DualPhase
+            || self.old.in_flight.is_some()
+        {
+            return None;
+        }
+        let mut status = self.old.clone();
+        match self.previous_verdict(spec, &mut status).await? {
+            Verdict::Revoke { .. } => None,
+            Verdict::Wait { why, until, stuck } => {
+                let poll = if stuck { STUCK_POLL } else { self.poll() };
+                Some((why, until.min(self.now + poll), stuck))
+            }
+        }
+    }
+
+    /// Revokes the previous credential before the next rotation: first out of the
+    /// target Secret (`_PREVIOUS`), then at the provider, then marked revoked in the
+    /// vault and in status; `PreviousRevoked` says so. Returns what status says.
+    async fn revoke_previous(
+        &self,
+        spec: &ValidSpec,
+        target: &Target,
+        status: &mut SecretRotationStatus,
+        forced: Option<String>,
+    ) -> Result<Option<String>, Error> {
+        let mut pair = status::slot_pair(status);
+        let (Some(active_index), Some(active), Some(previous)) = (
+            pair.active,
+            pair.active_slot().cloned(),
+            pair.previous_slot().cloned(),
+        ) else {
+            return Ok(None);
+        };
+        // Never revoke what the Secret still hands out.
+        if spec.keep_previous && !target.previous_values(spec).is_empty() {
+            let values = target.active_values(
+                spec,
+                spec.provider.secret_output(),
+                Some(&active.fingerprint),
+            );
+            if values.is_empty() {
+                // The Secret does not hold the active credential: restoring it comes
+                // first (the next settle), the revocation after.
+                return Ok(None);
+            }
+            self.apply_secret(
+                spec,
+                &values,
+                &Default::default(),
+                active_index,
+                &active.fingerprint,
+            )
+            .await?;
+        }
+        let outcome = match spec.provider.revoke(&previous.id).await {
+            Ok(o) => o,
+            Err(e) => {
+                let message = format!(
+                    "revoking the previous credential {} ({}) failed: {e}; retrying",
+                    previous.id, previous.fingerprint
+                );
+                warn!(name = %self.sr.name_any(), %message);
+                if self.old.last_rotation_message != message {
+                    self.publish(EventType::Warning, "RevokeFailed", "Revoke", message)
+                        .await;
+                }
+                return Ok(None);
+            }
+        };
+        if let Some(slot) = pair.slots[usize::from(1 - active_index)].as_mut() {
+            slot.revoked_at = Some(self.now);
+        }
+        status::set_slots(status, &pair);
+        let this = SlotRef {
+            id: previous.id.clone(),
+            fingerprint: previous.fingerprint.clone(),
+        };
+        if let Ok(vault) = self.vault().await {
+            if let Err(e) = vault.mark_revoked(&[this], self.retention()).await {
+                warn!(error = %e, "marking the revoked vault entry failed");
+            }
+            let detail = Some(match &forced {
+                Some(why) => why.clone(),
+                None => "every gate open (revocation.after: Rollout)".into(),
+            });
+            Audit::operator(&vault)
+                .record(
+                    "revoke",
+                    Some(&previous.id),
+                    Some(previous.fingerprint.clone()),
+                    None,
+                    detail,
+                )
+                .await;
+        }
+        let why = match &forced {
+            Some(why) => format!("revoked anyway: {why}"),
+            None => match &status.consumers {
+                Some(c) if c.phase == ConsumerPhase::RolledOut => {
+                    "every consumer has rolled out".to_string()
+                }
+                _ => "revocation.minValidity has passed".to_string(),
+            },
+        };
+        let unsupported = if outcome == Revocation::Unsupported {
+            " (the provider cannot revoke: it stays valid at the vendor, but rotor no longer hands it out)"
+        } else {
+            ""
+        };
+        let message = format!(
+            "previous credential {} ({}) revoked: {why}{unsupported}",
+            previous.id, previous.fingerprint
+        );
+        info!(name = %self.sr.name_any(), credential = %previous.id, fingerprint = %previous.fingerprint, "previous credential revoked");
+        crate::metrics::Metrics::result(
+            &self.ctx.metrics.early_revocations,
+            if forced.is_some() {
+                "timeout"
+            } else {
+                "rollout"
+            },
+        );
+        let type_ = if forced.is_some() {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        self.publish(type_, "PreviousRevoked", "Revoke", message.clone())
+            .await;
+        self.notify(
+            spec,
+            NotifyEvent::PreviousRevoked,
+            message.clone(),
+            Some(previous.fingerprint.clone()),
+        )
+        .await;
+        Ok(Some(message))
+    }
+}
+
+/// What following the consumers found: when to look again, and what status says
+/// after a revocation.
+pub(super) struct Followed {
+    pub wake: Option<DateTime<Utc>>,
+    pub message: Option<String>,
+}
+
+fn names(workloads: &[WorkloadStatus]) -> String {
+    let shown: Vec<String> = workloads
+        .iter()
+        .take(10)
+        .map(|w| format!("{}/{}", w.kind.as_str(), w.name))
+        .collect();
+    let more = workloads.len().saturating_sub(shown.len());
+    if more > 0 {
+        format!("{} and {more} more", shown.join(", "))
+    } else if shown.is_empty() {
+        "none".into()
+    } else {
+        shown.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_names_the_rotation_not_the_second() {
+        assert_eq!(token(7, "sha256:9f2c1a0bdead"), "7-9f2c1a0b");
+        assert_eq!(token(7, "hmac:41aa07de"), "7-41aa07de");
+        assert_ne!(token(7, "sha256:9f2c1a0b"), token(8, "sha256:9f2c1a0b"));
+        assert!(carries(Some("3-aaaa,7-9f2c1a0b"), "7-9f2c1a0b"));
+        assert!(!carries(Some("17-9f2c1a0b"), "7-9f2c1a0b"));
+        assert!(!carries(None, "7-9f2c1a0b"));
+    }
+
+    #[test]
+    fn restarts_within_the_delay_are_written_once() {
+        let book = Restarts::default();
+        book.register("shop/Deployment/web", "3-aaaa");
+        book.register("shop/Deployment/web", "5-bbbb");
+        book.register("shop/Deployment/api", "3-aaaa");
+        // The first rotation to write takes every waiting token of the workload.
+        let value = book.take("shop/Deployment/web", "3-aaaa").unwrap();
+        assert_eq!(value, "3-aaaa,5-bbbb");
+        // While that write is under way, the other rotation does not write its own.
+        assert_eq!(book.take("shop/Deployment/web", "5-bbbb"), None);
+        // The write failed: both wait again, and the next writer takes both.
+        book.written("shop/Deployment/web", &value, false);
+        let again = book.take("shop/Deployment/web", "5-bbbb").unwrap();
+        assert_eq!(again, "3-aaaa,5-bbbb");
+        book.written("shop/Deployment/web", &again, true);
+        // Written: a later rotation writes alone.
+        assert_eq!(
+            book.take("shop/Deployment/web", "7-cccc").unwrap(),
+            "7-cccc"
+        );
+        // Bounded: never more than MAX_TOKENS in one value.
+        for i in 0..40 {
+            book.register("shop/Deployment/many", &format!("{i}-x"));
+        }
+        let value = book.take("shop/Deployment/many", "0-x").unwrap();
+        assert_eq!(value.split(',').count(), MAX_TOKENS);
+        assert!(carries(Some(&value), "0-x"));
+    }
+}

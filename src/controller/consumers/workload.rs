@@ -1,0 +1,540 @@
+//! The workloads that consume a Secret: finding them (named, selected, discovered from
+//! their pod templates), restarting one (one pod-template annotation by server-side
+//! apply), and telling whether one has rolled out, as `kubectl rollout status` does.
+
+use crate::api::{RESTARTED_AT_ANNOTATION, WorkloadKind, WorkloadRef};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::PodSpec;
+use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams};
+use kube::core::{GroupVersionKind, ObjectMeta};
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+
+/// Argo Rollouts' Rollout.
+fn rollout_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("argoproj.io", "v1alpha1", "Rollout"),
+        "rollouts",
+    )
+}
+
+/// A consumer as read now.
+pub struct Observed {
+    pub generation: Option<i64>,
+    /// The `rotor.dev/restartedAt` value its pod template carries.
+    pub restarted_with: Option<String>,
+    /// Whether it has rolled out, and how far it is in words.
+    pub rolled_out: bool,
+    pub message: String,
+}
+
+/// What reading or restarting a consumer found.
+pub enum Found {
+    Workload(Observed),
+    /// No workload of that name.
+    Missing,
+    /// The kind is not served here (Argo Rollouts not installed).
+    KindNotInstalled,
+}
+
+/// The workloads of one namespace, by kind.
+pub struct Workloads {
+    client: Client,
+    namespace: String,
+}
+
+impl Workloads {
+    pub fn new(client: Client, namespace: &str) -> Self {
+        Self {
+            client,
+            namespace: namespace.into(),
+        }
+    }
+
+    fn dynamic(&self, kind: WorkloadKind) -> Api<DynamicObject> {
+        let resource = match kind {
+            WorkloadKind::Deployment => ApiResource::erase::<Deployment>(&()),
+            WorkloadKind::StatefulSet => ApiResource::erase::<StatefulSet>(&()),
+            WorkloadKind::DaemonSet => ApiResource::erase::<DaemonSet>(&()),
+            WorkloadKind::Rollout => rollout_resource(),
+        };
+        Api::namespaced_with(self.client.clone(), &self.namespace, &resource)
+    }
+
+    /// Reads one consumer; `since_generation` is the generation its restart produced.
+    pub async fn observe(
+        &self,
+        w: &WorkloadRef,
+        since_generation: Option<i64>,
+    ) -> Result<Found, kube::Error> {
+        match self.dynamic(w.kind).get_opt(&w.name).await {
+            Ok(Some(obj)) => Ok(Found::Workload(observed(w.kind, &obj, since_generation))),
+            Ok(None) => Ok(Found::Missing),
+            Err(e) if w.kind == WorkloadKind::Rollout && not_served(&e) => {
+                Ok(Found::KindNotInstalled)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Restarts one consumer for `value` (the tokens of the rotations it restarts for):
+    /// only the pod-template annotation, by server-side apply with rotor's field
+    /// manager. A Rollout gets `spec.restartAt` too (how Argo Rollouts restarts).
+    /// Never creates a workload: it is read first, and a gone one is `Missing`.
+    pub async fn restart(&self, w: &WorkloadRef, value: &str) -> Result<Found, kube::Error> {
+        let api = self.dynamic(w.kind);
+        let existing = match api.get_opt(&w.name).await {
+            Ok(Some(obj)) => obj,
+            Ok(None) => return Ok(Found::Missing),
+            Err(e) if w.kind == WorkloadKind::Rollout && not_served(&e) => {
+                return Ok(Found::KindNotInstalled);
+            }
+            Err(e) => return Err(e),
+        };
+        let (api_version, kind) = match &existing.types {
+            Some(t) => (t.api_version.clone(), t.kind.clone()),
+            None => return Ok(Found::Missing),
+        };
+        let mut patch = json!({
+            "apiVersion": api_version,
+            "kind": kind,
+            "metadata": {
+                "name": w.name,
+                // Only if it is still the object read: a workload deleted and created
+                // again under the name is not patched blind (SSA would create one).
+                "uid": existing.metadata.uid,
+            },
+            "spec": {"template": {"metadata": {"annotations": {RESTARTED_AT_ANNOTATION: value}}}},
+        });
+        if w.kind == WorkloadKind::Rollout {
+            patch["spec"]["restartAt"] =
+                json!(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        }
+        let params = PatchParams::apply(crate::api::FIELD_MANAGER).force();
+        let written = api.patch(&w.name, &params, &Patch::Apply(&patch)).await?;
+        Ok(Found::Workload(observed(
+            w.kind,
+            &written,
+            written.metadata.generation,
+        )))
+    }
+
+    /// Every Deployment, StatefulSet and DaemonSet with labels matching `selector`
+    /// (a label selector string), or — with `reads` — whose pod template reads that
+    /// Secret. At most `limit` (sorted by kind and name).
+    pub async fn find(
+        &self,
+        selector: Option<&str>,
+        reads: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<WorkloadRef>, kube::Error> {
+        let mut out = Vec::new();
+        for kind in WorkloadKind::BUILT_IN {
+            let mut params = ListParams::default().limit(500);
+            if let Some(s) = selector {
+                params = params.labels(s);
+            }
+            // One page of 500 per kind: a namespace with more is cut, not paged
+            // through on every rotation.
+            let list = self.dynamic(kind).list(&params).await?;
+            for obj in list.items {
+                let matches = match reads {
+                    Some(secret) => {
+                        pod_spec(&obj.data).is_some_and(|spec| reads_secret(&spec, secret))
+                    }
+                    None => true,
+                };
+                if matches {
+                    out.push(WorkloadRef {
+                        kind,
+                        name: obj.name_any(),
+                    });
+                }
+            }
+        }
+        out.sort();
+        out.truncate(limit);
+        Ok(out)
+    }
+}
+
+/// Whether the API server does not serve the resource (its CRD is not installed).
+fn not_served(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
+/// The pod template's spec of a workload, typed.
+fn pod_spec(data: &Value) -> Option<PodSpec> {
+    serde_json::from_value(data.pointer("/spec/template/spec")?.clone()).ok()
+}
+
+/// Whether a pod spec reads Secret `name`: env `secretKeyRef`, `envFrom.secretRef`,
+/// a `secret` volume, or a projected volume's secret source.
+pub fn reads_secret(spec: &PodSpec, name: &str) -> bool {
+    let containers = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten());
+    for c in containers {
+        let env = c.env.iter().flatten().any(|e| {
+            e.value_from
+                .as_ref()
+                .and_then(|v| v.secret_key_ref.as_ref())
+                .is_some_and(|r| r.name == name)
+        });
+        let env_from = c
+            .env_from
+            .iter()
+            .flatten()
+            .any(|e| e.secret_ref.as_ref().is_some_and(|r| r.name == name));
+        if env || env_from {
+            return true;
+        }
+    }
+    spec.volumes.iter().flatten().any(|v| {
+        let secret = v
+            .secret
+            .as_ref()
+            .is_some_and(|s| s.secret_name.as_deref() == Some(name));
+        let projected = v.projected.as_ref().is_some_and(|p| {
+            p.sources
+                .iter()
+                .flatten()
+                .any(|s| s.secret.as_ref().is_some_and(|s| s.name == name))
+        });
+        secret || projected
+    })
+}
+
+fn int(v: &Value, pointer: &str) -> i64 {
+    v.pointer(pointer).and_then(Value::as_i64).unwrap_or(0)
+}
+
+fn text<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
+    v.pointer(pointer).and_then(Value::as_str)
+}
+
+/// A consumer's state, from the object as read.
+fn observed(kind: WorkloadKind, obj: &DynamicObject, since_generation: Option<i64>) -> Observed {
+    let restarted_with = obj
+        .data
+        .pointer("/spec/template/metadata/annotations")
+        .and_then(|a| a.get(RESTARTED_AT_ANNOTATION))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let generation = obj.metadata.generation;
+    let (rolled_out, message) = rollout(kind, &obj.metadata, &obj.data, since_generation);
+    Observed {
+        generation,
+        restarted_with,
+        rolled_out,
+        message,
+    }
+}
+
+/// Whether a workload has rolled out to (at least) `since_generation`, as
+/// `kubectl rollout status` judges it, and how far it is in words.
+pub fn rollout(
+    kind: WorkloadKind,
+    meta: &ObjectMeta,
+    obj: &Value,
+    since_generation: Option<i64>,
+) -> (bool, String) {
+    let wanted = since_generation.or(meta.generation).unwrap_or(0);
+    if kind != WorkloadKind::Rollout && int(obj, "/status/observedGeneration") < wanted {
+        return (
+            false,
+            "waiting for its controller to see the restart".into(),
+        );
+    }
+    let desired = obj
+        .pointer("/spec/replicas")
+        .and_then(Value::as_i64)
+        .unwrap_or(1);
+    match kind {
+        WorkloadKind::Deployment => {
+            let updated = int(obj, "/status/updatedReplicas");
+            let replicas = int(obj, "/status/replicas");
+            let available = int(obj, "/status/availableReplicas");
+            if updated < desired {
+                (false, format!("{updated} of {desired} replicas updated"))
+            } else if replicas > updated {
+                (
+                    false,
+                    format!("{} old replicas pending termination", replicas - updated),
+                )
+            } else if available < updated {
+                (
+                    false,
+                    format!("{available} of {updated} updated replicas available"),
+                )
+            } else {
+                (true, format!("rolled out ({updated} replicas)"))
+            }
+        }
+        WorkloadKind::StatefulSet => {
+            if text(obj, "/spec/updateStrategy/type") == Some("OnDelete") {
+                return (
+                    false,
+                    "updateStrategy OnDelete: pods change only when deleted".into(),
+                );
+            }
+            let ready = int(obj, "/status/readyReplicas");
+            let updated = int(obj, "/status/updatedReplicas");
+            let current = text(obj, "/status/currentRevision");
+            let update = text(obj, "/status/updateRevision");
+            if updated < desired {
+                (false, format!("{updated} of {desired} pods updated"))
+            } else if ready < desired {
+                (false, format!("{ready} of {desired} pods ready"))
+            } else if current != update {
+                (
+                    false,
+                    "waiting for the update revision to become current".into(),
+                )
+            } else {
+                (true, format!("rolled out ({desired} pods)"))
+            }
+        }
+        WorkloadKind::DaemonSet => {
+            let desired = int(obj, "/status/desiredNumberScheduled");
+            let updated = int(obj, "/status/updatedNumberScheduled");
+            let available = int(obj, "/status/numberAvailable");
+            if updated < desired {
+                (false, format!("{updated} of {desired} pods updated"))
+            } else if available < desired {
+                (
+                    false,
+                    format!("{available} of {desired} updated pods available"),
+                )
+            } else {
+                (true, format!("rolled out ({desired} pods)"))
+            }
+        }
+        WorkloadKind::Rollout => {
+            let phase = text(obj, "/status/phase").unwrap_or("Unknown");
+            let asked = text(obj, "/spec/restartAt");
+            let done = text(obj, "/status/restartedAt");
+            let restarted = match (asked, done) {
+                (Some(a), Some(d)) => d >= a,
+                (None, _) => true,
+                _ => false,
+            };
+            if phase == "Healthy" && restarted {
+                (true, "rolled out (Healthy)".into())
+            } else if !restarted {
+                (false, format!("restart pending ({phase})"))
+            } else {
+                (false, format!("phase {phase}"))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(generation: i64) -> ObjectMeta {
+        ObjectMeta {
+            generation: Some(generation),
+            ..ObjectMeta::default()
+        }
+    }
+
+    #[test]
+    fn rolled_out_as_kubectl_rollout_status_says() {
+        use WorkloadKind as K;
+        let d = |observed: i64, updated: i64, replicas: i64, available: i64| {
+            json!({"spec": {"replicas": 3}, "status": {"observedGeneration": observed,
+                "updatedReplicas": updated, "replicas": replicas, "availableReplicas": available}})
+        };
+        let cases: Vec<(&str, K, Value, bool, &str)> = vec![
+            (
+                "deployment: not seen yet",
+                K::Deployment,
+                d(3, 3, 3, 3),
+                false,
+                "waiting for its controller",
+            ),
+            (
+                "deployment: updating",
+                K::Deployment,
+                d(4, 1, 4, 3),
+                false,
+                "1 of 3 replicas updated",
+            ),
+            (
+                "deployment: old pods left",
+                K::Deployment,
+                d(4, 3, 4, 3),
+                false,
+                "1 old replicas pending",
+            ),
+            (
+                "deployment: not available",
+                K::Deployment,
+                d(4, 3, 3, 2),
+                false,
+                "2 of 3 updated replicas available",
+            ),
+            (
+                "deployment: done",
+                K::Deployment,
+                d(4, 3, 3, 3),
+                true,
+                "rolled out (3 replicas)",
+            ),
+            (
+                "deployment: a later generation counts",
+                K::Deployment,
+                d(9, 3, 3, 3),
+                true,
+                "rolled out",
+            ),
+            (
+                "statefulset: revision pending",
+                K::StatefulSet,
+                json!({"spec": {"replicas": 2}, "status": {"observedGeneration": 4, "readyReplicas": 2,
+                    "updatedReplicas": 2, "currentRevision": "a", "updateRevision": "b"}}),
+                false,
+                "waiting for the update revision",
+            ),
+            (
+                "statefulset: done",
+                K::StatefulSet,
+                json!({"spec": {"replicas": 2}, "status": {"observedGeneration": 4, "readyReplicas": 2,
+                    "updatedReplicas": 2, "currentRevision": "b", "updateRevision": "b"}}),
+                true,
+                "rolled out (2 pods)",
+            ),
+            (
+                "statefulset: OnDelete never rolls by itself",
+                K::StatefulSet,
+                json!({"spec": {"replicas": 1, "updateStrategy": {"type": "OnDelete"}},
+                    "status": {"observedGeneration": 4}}),
+                false,
+                "updateStrategy OnDelete",
+            ),
+            (
+                "daemonset: updating",
+                K::DaemonSet,
+                json!({"status": {"observedGeneration": 4, "desiredNumberScheduled": 5,
+                    "updatedNumberScheduled": 4, "numberAvailable": 5}}),
+                false,
+                "4 of 5 pods updated",
+            ),
+            (
+                "daemonset: done",
+                K::DaemonSet,
+                json!({"status": {"observedGeneration": 4, "desiredNumberScheduled": 5,
+                    "updatedNumberScheduled": 5, "numberAvailable": 5}}),
+                true,
+                "rolled out (5 pods)",
+            ),
+            (
+                "rollout: restart pending",
+                K::Rollout,
+                json!({"spec": {"restartAt": "2026-12-04T10:00:00Z"}, "status": {"phase": "Healthy"}}),
+                false,
+                "restart pending",
+            ),
+            (
+                "rollout: restarted and healthy",
+                K::Rollout,
+                json!({"spec": {"restartAt": "2026-12-04T10:00:00Z"},
+                    "status": {"phase": "Healthy", "restartedAt": "2026-12-04T10:00:00Z"}}),
+                true,
+                "rolled out (Healthy)",
+            ),
+            (
+                "rollout: progressing",
+                K::Rollout,
+                json!({"spec": {"restartAt": "2026-12-04T10:00:00Z"},
+                    "status": {"phase": "Progressing", "restartedAt": "2026-12-04T10:00:00Z"}}),
+                false,
+                "phase Progressing",
+            ),
+            // Whatever a hostile object holds, no panic: strings where numbers go.
+            (
+                "garbage status",
+                K::Deployment,
+                json!({"spec": {"replicas": "x"}, "status": {"observedGeneration": "y", "updatedReplicas": []}}),
+                false,
+                "waiting for its controller",
+            ),
+        ];
+        for (case, kind, obj, want_done, want_message) in cases {
+            let (done, message) = rollout(kind, &meta(4), &obj, Some(4));
+            assert_eq!(done, want_done, "{case}: {message}");
+            assert!(message.starts_with(want_message), "{case}: {message}");
+        }
+    }
+
+    #[test]
+    fn discovery_reads_every_way_a_pod_reads_a_secret() {
+        let spec = |v: Value| -> PodSpec { serde_json::from_value(v).unwrap() };
+        let container = |extra: Value| {
+            let mut c = json!({"name": "app", "image": "app"});
+            c.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            json!({"containers": [c]})
+        };
+        let cases: Vec<(&str, PodSpec, bool)> = vec![
+            (
+                "env secretKeyRef",
+                spec(container(
+                    json!({"env": [{"name": "T", "valueFrom": {"secretKeyRef": {"name": "db", "key": "k"}}}]}),
+                )),
+                true,
+            ),
+            (
+                "envFrom",
+                spec(container(
+                    json!({"envFrom": [{"secretRef": {"name": "db"}}]}),
+                )),
+                true,
+            ),
+            (
+                "init container envFrom",
+                spec(
+                    json!({"containers": [{"name": "a"}], "initContainers": [{"name": "i", "envFrom": [{"secretRef": {"name": "db"}}]}]}),
+                ),
+                true,
+            ),
+            (
+                "secret volume",
+                spec(
+                    json!({"containers": [{"name": "a"}], "volumes": [{"name": "v", "secret": {"secretName": "db"}}]}),
+                ),
+                true,
+            ),
+            (
+                "projected volume",
+                spec(
+                    json!({"containers": [{"name": "a"}], "volumes": [{"name": "v", "projected": {"sources": [{"secret": {"name": "db"}}]}}]}),
+                ),
+                true,
+            ),
+            (
+                "another Secret",
+                spec(container(
+                    json!({"envFrom": [{"secretRef": {"name": "db-other"}}]}),
+                )),
+                false,
+            ),
+            (
+                "a ConfigMap of the name",
+                spec(container(
+                    json!({"envFrom": [{"configMapRef": {"name": "db"}}]}),
+                )),
+                false,
+            ),
+            ("nothing", spec(container(json!({}))), false),
+        ];
+        for (case, spec, want) in cases {
+            assert_eq!(reads_secret(&spec, "db"), want, "{case}");
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! The webhook of `spec.notify`, fed from the controller's transitions: the signing
+//! key is read from its Secret at each notification; delivery runs off the reconcile
+//! (a failed one never blocks or undoes a rotation, and is counted and logged).
+
+use super::reconcile::Run;
+use super::validate::ValidSpec;
+use crate::notify::{Notification, NotifyEvent, Webhook};
+use kube::ResourceExt;
+use secrecy::SecretString;
+use tracing::warn;
+
+impl Run {
+    /// Sends `event` to the resource's webhook, if it has one.
+    pub(super) async fn notify(
+        &self,
+        spec: &ValidSpec,
+        event: NotifyEvent,
+        message: String,
+        fingerprint: Option<String>,
+    ) {
+        let Some(hook) = &spec.webhook else {
+            return;
+        };
+        let r = &hook.signing_secret_ref;
+        let key = match self.secrets.get_opt(&r.name).await {
+            Ok(Some(secret)) => secret
+                .data
+                .and_then(|mut d| d.remove(&r.key))
+                .and_then(|b| String::from_utf8(b.0).ok())
+                .filter(|k| !k.is_empty()),
+            Ok(None) => None,
+            Err(e) => {
+                warn!(name = %self.sr.name_any(), error = %e, "reading the webhook signing Secret failed");
+                None
+            }
+        };
+        let Some(key) = key else {
+            warn!(name = %self.sr.name_any(), secret = %r.name, key = %r.key, event = event.as_str(), "the webhook signing key is missing: notification not sent");
+            crate::metrics::Metrics::result(&self.ctx.metrics.webhook_deliveries, "failed");
+            return;
+        };
+        self.ctx.notifier.send(
+            Webhook {
+                url: hook.url.clone(),
+                key: SecretString::from(key),
+                format: hook.format,
+            },
+            Notification {
+                event,
+                namespace: self.sr.namespace().unwrap_or_default(),
+                name: self.sr.name_any(),
+                time: self.now,
+                message,
+                fingerprint,
+                rotation: Some(self.old.rotation_count),
+            },
+        );
+    }
+}
