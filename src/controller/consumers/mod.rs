@@ -100,10 +100,11 @@ impl Restarts {
     /// waiting if that write fails).
     pub fn take(&self, workload: &str, mine: &str) -> Option<String> {
         let mut book = self.book();
-        if let Some((since, tokens)) = book.writing.get(workload) {
-            if since.elapsed() < WRITE_ABANDONED && tokens.contains(mine) {
-                return None;
-            }
+        if let Some((since, tokens)) = book.writing.get(workload)
+            && since.elapsed() < WRITE_ABANDONED
+            && tokens.contains(mine)
+        {
+            return None;
         }
         let waiting = book.waiting.entry(workload.to_string()).or_default();
         waiting.remove(mine);
