@@ -2,7 +2,8 @@
 # Installs what rotor's tests and demo need on a Debian machine, and nothing that is
 # already there: curl and openssl (test harness), kubectl (demo), PostgreSQL (SQL
 # provider tests), Python + helm-python-sdk (chart tests), lua5.1 + lua-cjson (Argo CD
-# health check tests). The Kubernetes control plane comes from hack/envtest.sh.
+# health check tests), promtool (the alert rules). The Kubernetes control plane comes
+# from hack/envtest.sh.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO="sudo"
@@ -25,6 +26,7 @@ need kubectl kubernetes-client
 need runuser util-linux
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 need lua5.1 lua5.1
+need promtool prometheus
 [[ -e /usr/lib/x86_64-linux-gnu/lua/5.1/cjson.so ]] || compgen -G "/usr/lib/*/lua/5.1/cjson.so" >/dev/null || missing+=(lua-cjson)
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 if [[ ${#missing[@]} -gt 0 ]]; then

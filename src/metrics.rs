@@ -59,6 +59,8 @@ pub struct Metrics {
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     /// Age of each resource's active credential, computed at scrape time from `issued`.
     pub credential_age: Family<ResourceLabels, Gauge<f64, AtomicU64>>,
+    /// status.failedAttempts per resource: failed attempts since the last success.
+    pub failed_attempts: Family<ResourceLabels, Gauge>,
     /// spec.maxAge per resource (absent without one).
     pub max_age: Family<ResourceLabels, Gauge<f64, AtomicU64>>,
     issued: std::sync::Mutex<std::collections::HashMap<ResourceLabels, f64>>,
@@ -142,6 +144,12 @@ impl Default for Metrics {
             "Age of the active credential (now minus when it was issued)",
             credential_age.clone(),
         );
+        let failed_attempts = Family::<ResourceLabels, Gauge>::default();
+        registry.register(
+            "failed_attempts",
+            "Failed rotation attempts of each SecretRotation since its last success (alert on this, not on expiry)",
+            failed_attempts.clone(),
+        );
         let max_age = Family::<ResourceLabels, Gauge<f64, AtomicU64>>::default();
         registry.register(
             "credential_max_age_seconds",
@@ -169,6 +177,7 @@ impl Default for Metrics {
         Self {
             registry,
             credential_age,
+            failed_attempts,
             max_age,
             issued: Default::default(),
             webhook_deliveries,
@@ -201,18 +210,23 @@ impl Metrics {
         family.get_or_create(&ResultLabels { result }).inc();
     }
 
-    /// The active credential's issue time and the resource's maxAge, for the age gauges.
+    /// The active credential's issue time, the resource's maxAge and its failed
+    /// attempts, for the age and failure gauges.
     pub fn credential(
         &self,
         namespace: &str,
         name: &str,
         issued_at: Option<f64>,
         max_age: Option<f64>,
+        failed_attempts: u32,
     ) {
         let labels = ResourceLabels {
             namespace: namespace.into(),
             name: name.into(),
         };
+        self.failed_attempts
+            .get_or_create(&labels)
+            .set(i64::from(failed_attempts));
         let mut issued = self
             .issued
             .lock()
@@ -306,6 +320,7 @@ impl Metrics {
         self.last_rotated.remove(&labels);
         self.max_age.remove(&labels);
         self.credential_age.remove(&labels);
+        self.failed_attempts.remove(&labels);
         self.issued
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -325,7 +340,7 @@ mod tests {
         m.reconciled("ok");
         m.reconciled("ok");
         let an_hour_ago = chrono::Utc::now().timestamp() as f64 - 3600.0;
-        m.credential("shop", "key", Some(an_hour_ago), Some(86_400.0));
+        m.credential("shop", "key", Some(an_hour_ago), Some(86_400.0), 3);
         super::Metrics::result(&m.webhook_deliveries, "failed");
         let text = m.encode();
         let age: f64 = text
@@ -347,6 +362,7 @@ mod tests {
             r#"rotor_reconciles_total{result="ok"} 2"#,
             r#"rotor_credential_max_age_seconds{namespace="shop",name="key"} 86400.0"#,
             r#"rotor_webhook_deliveries_total{result="failed"} 1"#,
+            r#"rotor_failed_attempts{namespace="shop",name="key"} 3"#,
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }

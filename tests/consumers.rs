@@ -139,7 +139,7 @@ async fn replica_sets(client: &Client, ns: &str, app: &str) -> usize {
 
 /// The http sample against `fake`, with `extra` spec fields (YAML at spec's indent).
 fn http_with(fake: &fakes::Fake<fakes::KeyApi>, extra: &str) -> String {
-    let sample = http_sample(fake);
+    let sample = http_sample_as_shipped(fake);
     sample.replace("  schedule:\n", &format!("{extra}  schedule:\n"))
 }
 
@@ -148,30 +148,54 @@ fn live(fake: &fakes::Fake<fakes::KeyApi>, id: &str) -> bool {
     fake.lock().keys.contains_key(id)
 }
 
+/// A Deployment `web` of `replicas` pods reading the target Secret, rolled out; an
+/// operator; the http sample against `fake` with `web` as its consumer and
+/// `revocation` (YAML lines at the spec's indent); its first rotation's restart
+/// rolled out. Keep the operator alive for the test.
+async fn first_rotation_rolled_out(
+    client: &Client,
+    ns: &str,
+    fake: &fakes::Fake<fakes::KeyApi>,
+    replicas: i32,
+    revocation: &str,
+) -> (Operator, rotor::api::SecretRotationStatus) {
+    deployment(client, ns, "web", SECRET, replicas).await;
+    roll_out(client, ns, "web").await;
+    let op = Operator::start_with(ns, FAST);
+    let spec = http_with(
+        fake,
+        &format!(
+            "  consumers:\n    workloads: [{{kind: Deployment, name: web}}]\n  revocation:\n{revocation}"
+        ),
+    );
+    apply_yaml(client, ns, &spec).await.unwrap();
+    let first = rotated(client, ns, NAME, 1).await;
+    restarted(client, ns, NAME).await;
+    roll_out(client, ns, "web").await;
+    wait_status(client, ns, NAME, 60, "first rollout followed", |s| {
+        s.consumers
+            .as_ref()
+            .is_some_and(|c| c.phase == ConsumerPhase::RolledOut)
+    })
+    .await;
+    (op, first)
+}
+
 #[tokio::test]
 async fn the_previous_credential_is_revoked_once_every_consumer_rolled_out() {
     let plane = control_plane().with_controller_manager();
     let client = plane.client().await;
     let ns = namespace(&client, "c-rollout").await;
     let fake = fakes::key_api().await;
-    deployment(&client, &ns, "web", SECRET, 2).await;
-    roll_out(&client, &ns, "web").await;
-    let _op = Operator::start_with(&ns, FAST);
-    let spec = http_with(
+    let (_op, first) = first_rotation_rolled_out(
+        &client,
+        &ns,
         &fake,
-        "  consumers:\n    workloads: [{kind: Deployment, name: web}]\n  revocation:\n    after: Rollout\n    minValidity: 0s\n",
-    );
-    apply_yaml(&client, &ns, &spec).await.unwrap();
-    let first = rotated(&client, &ns, NAME, 1).await;
-    let token1 = first.consumers.as_ref().unwrap().token.clone();
-    restarted(&client, &ns, NAME).await;
-    roll_out(&client, &ns, "web").await;
-    wait_status(&client, &ns, NAME, 60, "first rollout followed", |s| {
-        s.consumers
-            .as_ref()
-            .is_some_and(|c| c.phase == ConsumerPhase::RolledOut)
-    })
+        2,
+        "    after: Rollout\n    minValidity: 0s\n",
+    )
     .await;
+    let token1 = first.consumers.as_ref().unwrap().token.clone();
     assert_eq!(
         restarted_at(&client, &ns, "web").await.as_deref(),
         Some(token1.as_str())
@@ -250,19 +274,10 @@ async fn a_stuck_rollout_keeps_the_old_credential_or_revokes_it_as_told() {
     for on_timeout in ["Keep", "Revoke"] {
         let ns = namespace(&client, &format!("c-stuck-{}", on_timeout.to_lowercase())).await;
         let fake = fakes::key_api().await;
-        deployment(&client, &ns, "web", SECRET, 1).await;
-        roll_out(&client, &ns, "web").await;
-        let op = Operator::start_with(&ns, FAST);
-        let spec = http_with(
-            &fake,
-            &format!(
-                "  consumers:\n    workloads: [{{kind: Deployment, name: web}}]\n  revocation:\n    after: Rollout\n    minValidity: 0s\n    maxWait: 4s\n    onTimeout: {on_timeout}\n"
-            ),
+        let revocation = format!(
+            "    after: Rollout\n    minValidity: 0s\n    maxWait: 4s\n    onTimeout: {on_timeout}\n"
         );
-        apply_yaml(&client, &ns, &spec).await.unwrap();
-        rotated(&client, &ns, NAME, 1).await;
-        restarted(&client, &ns, NAME).await;
-        roll_out(&client, &ns, "web").await;
+        let (op, _) = first_rotation_rolled_out(&client, &ns, &fake, 1, &revocation).await;
         let second = rotate(&client, &ns, NAME, "r2", 2).await;
         let old_id = second
             .slots
@@ -334,22 +349,13 @@ async fn an_operator_restart_mid_rollout_neither_restarts_again_nor_revokes_twic
     let client = plane.client().await;
     let ns = namespace(&client, "c-crash").await;
     let fake = fakes::key_api().await;
-    deployment(&client, &ns, "web", SECRET, 1).await;
-    roll_out(&client, &ns, "web").await;
-    let op = Operator::start_with(&ns, FAST);
-    let spec = http_with(
+    let (op, _) = first_rotation_rolled_out(
+        &client,
+        &ns,
         &fake,
-        "  consumers:\n    workloads: [{kind: Deployment, name: web}]\n  revocation:\n    after: Rollout\n    minValidity: 0s\n",
-    );
-    apply_yaml(&client, &ns, &spec).await.unwrap();
-    rotated(&client, &ns, NAME, 1).await;
-    restarted(&client, &ns, NAME).await;
-    roll_out(&client, &ns, "web").await;
-    wait_status(&client, &ns, NAME, 60, "rolled out", |s| {
-        s.consumers
-            .as_ref()
-            .is_some_and(|c| c.phase == ConsumerPhase::RolledOut)
-    })
+        1,
+        "    after: Rollout\n    minValidity: 0s\n",
+    )
     .await;
     let second = rotate(&client, &ns, NAME, "r2", 2).await;
     let token2 = second.consumers.as_ref().unwrap().token.clone();
@@ -565,4 +571,300 @@ async fn a_rotation_that_fails_after_its_revoke_leaves_no_revoked_previous() {
         value(&client, &ns, SECRET, "PARTNER_API_KEY_PREVIOUS").await,
         None
     );
+}
+
+#[tokio::test]
+async fn an_open_postgres_session_of_the_old_user_holds_its_revocation() {
+    let pg = support::postgres::postgres();
+    pg.admin_sql("CREATE DATABASE app").await;
+    pg.admin_sql("CREATE ROLE app_rw").await;
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "c-pg-usage").await;
+    let _op = Operator::start_with(&ns, FAST);
+    let manifest = sample("postgres.yaml")
+        .replace("host: postgres.example.com", "host: 127.0.0.1")
+        .replace("port: 5432", &format!("port: {}", pg.port))
+        .replace("REPLACE_WITH_THE_ADMIN_PASSWORD", &pg.admin_password)
+        .replace(
+            "  schedule:\n",
+            "  revocation: {after: Rollout, minValidity: 0s}\n  schedule:\n",
+        );
+    apply_yaml(&client, &ns, &manifest).await.unwrap();
+    rotated(&client, &ns, "app-db-login", 1).await;
+    let user = value(&client, &ns, "app-db-login", "DB_USER")
+        .await
+        .unwrap();
+    let password = value(&client, &ns, "app-db-login", "DB_PASSWORD")
+        .await
+        .unwrap();
+    // A pod that loaded the first login keeps a session open.
+    let session = pg.session(&user, &password, "app").await;
+    rotate(&client, &ns, "app-db-login", "r2", 2).await;
+    let held = wait_status(
+        &client,
+        &ns,
+        "app-db-login",
+        30,
+        "held by the session",
+        |s| s.last_rotation_message.contains("in use (1 session)"),
+    )
+    .await
+    .status
+    .unwrap();
+    assert!(held.slots.iter().all(|s| s.state != SlotState::Revoked));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        pg.can_login(&user, &password, "app").await,
+        "not revoked under the session"
+    );
+    session
+        .simple_query("SELECT 1")
+        .await
+        .expect("the session still works");
+
+    // The session ends: the revocation goes through.
+    drop(session);
+    wait_for_event(&client, &ns, "app-db-login", "PreviousRevoked", &user, 60).await;
+    assert!(
+        !pg.can_login(&user, &password, "app").await,
+        "revoked once unused"
+    );
+    assert_eq!(
+        value(&client, &ns, "app-db-login", "DB_PASSWORD_PREVIOUS").await,
+        None
+    );
+}
+
+/// A webhook receiver on 127.0.0.1 that checks every signature.
+async fn receiver(
+    key: &'static str,
+) -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+) {
+    use axum::http::{HeaderMap, StatusCode};
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
+            let seen = seen.clone();
+            async move {
+                let header = headers
+                    .get("X-Rotor-Signature")
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                let t = header
+                    .split(',')
+                    .find_map(|p| p.strip_prefix("t="))
+                    .unwrap_or_default();
+                let v1 = header
+                    .split(',')
+                    .find_map(|p| p.strip_prefix("v1="))
+                    .unwrap_or_default();
+                // The receiver's own check, as the README shows it.
+                let mut signed = format!("{t}.").into_bytes();
+                signed.extend_from_slice(&body);
+                let want = hex::encode(rotor::rotation::hmac_sha256(key.as_bytes(), &signed));
+                if want != v1 {
+                    return StatusCode::UNAUTHORIZED;
+                }
+                seen.lock()
+                    .unwrap()
+                    .push(serde_json::from_slice(&body).unwrap_or_default());
+                StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, got)
+}
+
+#[tokio::test]
+async fn a_signed_webhook_hears_rotations_and_staleness_without_values() {
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "c-webhook").await;
+    let (url, got) = receiver("whsec-0123456789abcdef").await;
+    let op = Operator::start_with(&ns, FAST);
+    let yaml = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: hook-key}}\nstringData: {{key: whsec-0123456789abcdef}}\n---\napiVersion: rotor.dev/v1alpha1\nkind: SecretRotation\nmetadata: {{name: token}}\nspec:\n  provider: {{random: {{length: 24}}}}\n  secretsMapping: {{value: TOKEN}}\n  target: {{name: app-token}}\n  schedule: {{autoRotation: false}}\n  maxAge: 4s\n  notify:\n    webhook: {{url: \"{url}\", signingSecretRef: {{name: hook-key, key: key}}}}\n"
+    );
+    apply_yaml(&client, &ns, &yaml).await.unwrap();
+    let s = rotated(&client, &ns, "token", 1).await;
+    let fingerprint = s.slots[0].fingerprint.clone();
+    // autoRotation is off: four seconds later the credential is older than maxAge.
+    let stale = wait_status(&client, &ns, "token", 30, "Stale", |s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Stale" && c.status == "True" && c.reason == "MaxAgeExceeded")
+    })
+    .await
+    .status
+    .unwrap();
+    assert_eq!(
+        stale.rotation_status,
+        rotor::api::RotationPhase::Success,
+        "stale, not failed"
+    );
+    wait_for_event(&client, &ns, "token", "Stale", "older than spec.maxAge", 30).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let events = loop {
+        let events: Vec<String> = got
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|b| b["event"].as_str().unwrap_or_default().to_string())
+            .collect();
+        if events.contains(&"Stale".to_string()) {
+            break events;
+        }
+        assert!(Instant::now() < deadline, "webhook heard only {events:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        events,
+        ["Rotated", "Stale"],
+        "each once, in order, every signature valid"
+    );
+    let bodies = got.lock().unwrap().clone();
+    assert_eq!(bodies[0]["namespace"], ns.as_str());
+    assert_eq!(bodies[0]["name"], "token");
+    assert_eq!(bodies[0]["fingerprint"], fingerprint.as_str());
+    assert_eq!(bodies[0]["rotation"], 1);
+    // The suite's leak scan: no value in any body.
+    let token = value(&client, &ns, "app-token", "TOKEN").await.unwrap();
+    remember_issued(&token);
+    let text = serde_json::to_string(&bodies).unwrap();
+    let mut values = issued();
+    values.push("whsec-0123456789abcdef".into());
+    assert_eq!(find_leak(&text, &values), None, "{text}");
+    // The age gauge.
+    let max_age = format!(r#"rotor_credential_max_age_seconds{{namespace="{ns}",name="token"}}"#);
+    assert_eq!(metric(&op, &max_age).await, Some(4.0));
+    let scrape = metric(
+        &op,
+        &format!(r#"rotor_credential_age_seconds{{namespace="{ns}",name="token"}}"#),
+    )
+    .await;
+    assert!(scrape.is_some_and(|age| age >= 4.0), "{scrape:?}");
+    assert_no_leak(&client, &ns, "token", &op.logs(), &[token]).await;
+}
+
+#[tokio::test]
+async fn a_third_rotation_minutes_after_the_second_waits_for_min_validity() {
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "c-min-validity").await;
+    let fake = fakes::key_api().await;
+    let _op = Operator::start_with(&ns, FAST);
+    // The default minValidity (10m): nothing in the spec about revocation.
+    let shipped = http_sample_as_shipped(&fake);
+    assert!(!shipped.contains("revocation"));
+    apply_yaml(&client, &ns, &shipped).await.unwrap();
+    rotated(&client, &ns, NAME, 1).await;
+    let second = rotate(&client, &ns, NAME, "r2", 2).await;
+    let first_id = second
+        .slots
+        .iter()
+        .find(|s| s.index == 0)
+        .unwrap()
+        .id
+        .clone();
+    // A second `rotor rotate` a moment later would revoke the key pods loaded a
+    // moment ago: it waits, and says until when.
+    request(&client, &ns, NAME, "rotor.dev/rotate", "r3").await;
+    let held = wait_status(&client, &ns, NAME, 30, "held", |s| {
+        s.last_rotation_message
+            .contains("is held: revocation.minValidity")
+    })
+    .await
+    .status
+    .unwrap();
+    assert_eq!(held.rotation_count, 2);
+    assert!(
+        held.last_rotation_message.contains("stays valid until"),
+        "{}",
+        held.last_rotation_message
+    );
+    assert_eq!(held.rotation_status, rotor::api::RotationPhase::Success);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(live(&fake, &first_id), "the first key is still valid");
+    // An emergency is not held.
+    request(&client, &ns, NAME, "rotor.dev/revoke", "leak").await;
+    rotated(&client, &ns, NAME, 3).await;
+    assert!(!live(&fake, &first_id), "the emergency revoked it at once");
+}
+
+#[tokio::test]
+async fn an_argo_rollout_is_restarted_through_restart_at_and_skipped_when_not_installed() {
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "c-argo").await;
+    let _op = Operator::start_with(&ns, FAST);
+    let yaml = "apiVersion: rotor.dev/v1alpha1\nkind: SecretRotation\nmetadata: {name: token}\nspec:\n  provider: {random: {length: 24}}\n  secretsMapping: {value: TOKEN}\n  target: {name: app-token}\n  revocation: {minValidity: 0s}\n  consumers:\n    workloads: [{kind: Rollout, name: checkout}]\n";
+    apply_yaml(&client, &ns, yaml).await.unwrap();
+    rotated(&client, &ns, "token", 1).await;
+    // Argo Rollouts is not installed: skipped, and the status says so.
+    let s = wait_status(&client, &ns, "token", 30, "skipped", |s| {
+        s.consumers
+            .as_ref()
+            .is_some_and(|c| c.phase == ConsumerPhase::RolledOut)
+    })
+    .await
+    .status
+    .unwrap();
+    let w = &s.consumers.unwrap().workloads[0];
+    assert!(w.message.contains("not installed"), "{}", w.message);
+
+    // Installed (a minimal Rollout CRD: this binary's API server only).
+    let crd = "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: {name: rollouts.argoproj.io}\nspec:\n  group: argoproj.io\n  names: {kind: Rollout, plural: rollouts, singular: rollout}\n  scope: Namespaced\n  versions:\n  - name: v1alpha1\n    served: true\n    storage: true\n    schema:\n      openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}\n";
+    apply_yaml(&client, &ns, crd).await.unwrap();
+    wait_crd_established(&client, "rollouts.argoproj.io").await;
+    let rollout = "apiVersion: argoproj.io/v1alpha1\nkind: Rollout\nmetadata: {name: checkout}\nspec:\n  replicas: 1\n  template:\n    metadata: {labels: {app: checkout}}\n    spec: {containers: [{name: app, image: registry.invalid/app:1}]}\nstatus: {phase: Healthy}\n";
+    apply_yaml(&client, &ns, rollout).await.unwrap();
+    let s = rotate(&client, &ns, "token", "r2", 2).await;
+    let token = s.consumers.unwrap().token;
+    restarted(&client, &ns, "token").await;
+    let api: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        &ns,
+        &kube::api::ApiResource::from_gvk_with_plural(
+            &kube::api::GroupVersionKind::gvk("argoproj.io", "v1alpha1", "Rollout"),
+            "rollouts",
+        ),
+    );
+    let obj = api.get("checkout").await.unwrap();
+    assert_eq!(
+        obj.data.pointer(&format!(
+            "/spec/template/metadata/annotations/{}",
+            "rotor.dev~1restartedAt"
+        )),
+        Some(&json!(token))
+    );
+    let restart_at = obj
+        .data
+        .pointer("/spec/restartAt")
+        .and_then(|v| v.as_str())
+        .unwrap()
+        .to_string();
+    // Argo Rollouts not running: the phase is still Healthy from before, but the
+    // restart has not happened, so it is not rolled out.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let s = status_of(&client, &ns, "token").await;
+    assert_eq!(s.consumers.unwrap().phase, ConsumerPhase::RollingOut);
+    // Argo Rollouts (this test) restarts the pods and reports it.
+    api.patch(
+        "checkout",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "Healthy", "restartedAt": restart_at}})),
+    )
+    .await
+    .unwrap();
+    wait_status(&client, &ns, "token", 30, "rolled out", |s| {
+        s.consumers
+            .as_ref()
+            .is_some_and(|c| c.phase == ConsumerPhase::RolledOut)
+    })
+    .await;
 }

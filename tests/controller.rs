@@ -11,9 +11,12 @@ use support::*;
 const SAMPLE: &str = "session-key";
 const TARGET: &str = "app-session-key";
 
+/// A random-provider SecretRotation. These tests rotate seconds apart, so the previous
+/// credential may be revoked at once (`minValidity: 0s`); the default's hold is tested
+/// in tests/consumers.rs.
 fn rotation_yaml(name: &str, target: &str, extra_spec: &str) -> String {
     format!(
-        "apiVersion: rotor.dev/v1alpha1\nkind: SecretRotation\nmetadata:\n  name: {name}\nspec:\n  provider:\n    random: {{length: 24, charset: hex}}\n  secretsMapping:\n    value: TOKEN\n  target:\n    name: {target}\n    keepPrevious: true\n{extra_spec}"
+        "apiVersion: rotor.dev/v1alpha1\nkind: SecretRotation\nmetadata:\n  name: {name}\nspec:\n  provider:\n    random: {{length: 24, charset: hex}}\n  secretsMapping:\n    value: TOKEN\n  target:\n    name: {target}\n    keepPrevious: true\n  revocation: {{minValidity: 0s}}\n{extra_spec}"
     )
 }
 

@@ -87,7 +87,7 @@ async fn a_third_postgres_rotation_does_not_mark_the_live_password_revoked() {
     let client = control_plane().client().await;
     let ns = namespace(&client, "pg-revoked").await;
     let op = Operator::start_with(&ns, FAST);
-    let manifest = sample("postgres.yaml")
+    let manifest = revocable_at_once(&sample("postgres.yaml"))
         .replace("host: postgres.example.com", "host: 127.0.0.1")
         .replace("port: 5432", &format!("port: {}", pg.port))
         .replace("REPLACE_WITH_THE_ADMIN_PASSWORD", &pg.admin_password);

@@ -127,6 +127,7 @@ spec:
         body: '{{"name": "{{{{name}}}}"}}'
       keyPath: $.key
       idPath: $.id{test}
+  revocation: {{ minValidity: 0s }}
   schedule:
     rotationInterval: 30d
   secretsMapping:
@@ -309,6 +310,7 @@ spec:
       namePrefix: {prefix}
       credentialsRef: {{ name: convex-admin, key: accessToken }}
       baseUrl: "{url}"
+  revocation: {{ minValidity: 0s }}
   schedule:
     rotationInterval: 30d
   secretsMapping:

@@ -18,7 +18,7 @@ async fn supabase_sample_rotates_keys_at_the_vendor() {
     let fake = fakes::supabase("abcdefghijklmnopqrst").await;
     let admin = fake.lock().admin_token.clone();
     let op = Operator::start_with(&ns, FAST);
-    let manifest = sample("supabase.yaml")
+    let manifest = revocable_at_once(&sample("supabase.yaml"))
         .replace("https://api.supabase.com", &fake.url)
         .replace("sbp_REPLACE_WITH_YOUR_PERSONAL_ACCESS_TOKEN", &admin);
     apply_yaml(&client, &ns, &manifest).await.unwrap();
@@ -414,7 +414,7 @@ async fn convex_sample_rotates_tokens_and_tests_with_the_new_one() {
     let fake = fakes::convex().await;
     let admin = fake.lock().admin_token.clone();
     let op = Operator::start_with(&ns, FAST);
-    let manifest = sample("convex.yaml")
+    let manifest = revocable_at_once(&sample("convex.yaml"))
         .replace("https://api.convex.dev", &fake.url)
         .replace("REPLACE_WITH_YOUR_CONVEX_ACCESS_TOKEN", &admin);
     apply_yaml(&client, &ns, &manifest).await.unwrap();
@@ -796,7 +796,7 @@ async fn postgres_sample_rotates_across_two_users_on_a_real_server() {
     let flags = [FAST, &["--sweep-interval", "1s"]].concat();
     let op = Operator::start_with(&ns, &flags);
     // The sample's own `sslMode: require`: the test server speaks TLS.
-    let manifest = sample("postgres.yaml")
+    let manifest = revocable_at_once(&sample("postgres.yaml"))
         .replace("host: postgres.example.com", "host: 127.0.0.1")
         .replace("port: 5432", &format!("port: {}", pg.port))
         .replace("REPLACE_WITH_THE_ADMIN_PASSWORD", &pg.admin_password);

@@ -311,6 +311,10 @@ const EXPECTED_CLUSTER_RULES: &[(&str, &str, &[&str])] = &[
     ("rotor.dev", "secretrotations/finalizers", &["update"]),
     ("", "secrets", &["get", "list", "watch", "create", "patch"]),
     ("events.k8s.io", "events", &["create", "patch"]),
+    ("apps", "deployments", &["get", "list", "patch"]),
+    ("apps", "statefulsets", &["get", "list", "patch"]),
+    ("apps", "daemonsets", &["get", "list", "patch"]),
+    ("argoproj.io", "rollouts", &["get", "patch"]),
     ("", "namespaces", &["get"]),
 ];
 
@@ -365,6 +369,33 @@ async fn rbac_is_least_privilege_proven_by_a_run_with_the_chart_token() {
         |s| s.rotation_status == RotationPhase::Success,
     )
     .await;
+    // Consumers: a Deployment that reads the Secret is found, restarted and followed
+    // with the chart's token too.
+    let web: k8s_openapi::api::apps::v1::Deployment = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "web"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "app", "image": "registry.invalid/app:1",
+                    "envFrom": [{"secretRef": {"name": "app-session-key"}}]}]}
+            }
+        }
+    }))
+    .unwrap();
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(client.clone(), &tenant);
+    deployments
+        .create(&PostParams::default(), &web)
+        .await
+        .unwrap();
+    patch_rotation(
+        &client,
+        &tenant,
+        "session-key",
+        serde_json::json!({"spec": {"consumers": {"discover": true}, "revocation": {"minValidity": "0s"}}}),
+    )
+    .await;
     patch_rotation(
         &client,
         &tenant,
@@ -376,9 +407,32 @@ async fn rbac_is_least_privilege_proven_by_a_run_with_the_chart_token() {
         s.rotation_count == 2
     })
     .await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let restarted = deployments
+            .get("web")
+            .await
+            .unwrap()
+            .spec
+            .and_then(|s| s.template.metadata)
+            .and_then(|m| m.annotations)
+            .is_some_and(|a| {
+                a.get("rotor.dev/restartedAt")
+                    .is_some_and(|v| v.starts_with("2-"))
+            });
+        if restarted {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the consumer was not restarted with the chart's token:\n{}",
+            op.logs()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
     assert_eq!(
-        wait_events(&client, &tenant, "session-key", 2, 60).await,
-        vec!["Rotated", "Rotated"]
+        wait_events(&client, &tenant, "session-key", 3, 60).await,
+        vec!["Rotated", "Rotated", "ConsumersRestarted"]
     );
     assert_no_leak_of_target(
         &client,
@@ -605,4 +659,38 @@ async fn argocd_health_check_on_status_objects_from_real_runs() {
         .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
         .collect();
     assert_eq!(embedded, script);
+}
+
+/// The alert rules the README shows are the ones promtool checks and unit-tests.
+#[test]
+fn alert_rules_pass_promtool_and_are_the_readmes() {
+    let dir = format!("{ROOT}/config/prometheus");
+    for args in [
+        vec!["check", "rules", "rotor-alerts.yaml"],
+        vec!["test", "rules", "rotor-alerts.test.yaml"],
+    ] {
+        let out = Command::new("promtool")
+            .current_dir(&dir)
+            .args(&args)
+            .output()
+            .expect("promtool (hack/deps.sh installs Debian's prometheus package)");
+        assert!(
+            out.status.success(),
+            "promtool {args:?}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let rules = std::fs::read_to_string(format!("{dir}/rotor-alerts.yaml")).unwrap();
+    let readme = std::fs::read_to_string(format!("{ROOT}/README.md")).unwrap();
+    for line in rules
+        .lines()
+        .filter(|l| l.contains("alert:") || l.contains("expr:"))
+    {
+        assert!(
+            readme.contains(line.trim()),
+            "README lacks {:?}",
+            line.trim()
+        );
+    }
 }

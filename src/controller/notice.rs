@@ -52,7 +52,11 @@ impl Run {
                 time: self.now,
                 message,
                 fingerprint,
-                rotation: Some(self.old.rotation_count),
+                // A rotation that just completed is the next one after the status read.
+                rotation: Some(match event {
+                    NotifyEvent::Rotated => self.old.rotation_count.saturating_add(1),
+                    _ => self.old.rotation_count,
+                }),
             },
         );
     }

@@ -462,6 +462,7 @@ impl Run {
             &self.sr.name_any(),
             ts(pair.active_slot().map(|s| s.issued_at)),
             max_age,
+            status.failed_attempts,
         );
     }
 

@@ -5,8 +5,9 @@
 
 use super::{BuildContext, HttpClient};
 use crate::api::{HttpMethod, HttpRequestSpec, HttpSpec};
-use crate::rotation::{Credential, IssueRequest, Provider, ProviderError, Revocation};
+use crate::rotation::{Credential, IssueRequest, Provider, ProviderError, Revocation, Usage};
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::Method;
 use secrecy::{ExposeSecret, SecretString};
@@ -22,6 +23,76 @@ pub struct HttpProvider {
     list: Option<(Operation, JsonPath, Option<JsonPath>)>,
     key_path: JsonPath,
     id_path: Option<JsonPath>,
+    usage: Option<UsageCheck>,
+}
+
+/// `http.usage`: the request and where its answer says how much a key is used.
+struct UsageCheck {
+    request: Operation,
+    count_path: Option<(String, JsonPath)>,
+    last_used_path: Option<(String, JsonPath)>,
+}
+
+/// What one path of the usage answer says: in use, unused, or nothing readable.
+fn usage_at(
+    path: &(String, JsonPath),
+    body: &serde_json::Value,
+    read: impl Fn(&serde_json::Value) -> Option<Usage>,
+    field: &str,
+) -> Result<Usage, ProviderError> {
+    let found = path.1.query(body).all();
+    let Some(first) = found.first() else {
+        return Err(ProviderError::BadResponse(format!(
+            "the usage answer has nothing at http.usage.{field} {:?}",
+            path.0
+        )));
+    };
+    read(first).ok_or_else(|| {
+        ProviderError::BadResponse(format!(
+            "the usage answer at http.usage.{field} {:?} is not what it should be (a count: a whole number of at least 0; a last use: an RFC 3339 time or unix seconds)",
+            path.0
+        ))
+    })
+}
+
+/// A count of uses: a whole number, at least zero.
+fn count_usage(v: &serde_json::Value) -> Option<Usage> {
+    let n = match v {
+        serde_json::Value::Number(n) => n.as_u64()?,
+        serde_json::Value::String(s) => s.trim().parse::<u64>().ok()?,
+        _ => return None,
+    };
+    Some(if n == 0 {
+        Usage::Unused
+    } else {
+        Usage::InUse {
+            count: Some(n),
+            last_used: None,
+        }
+    })
+}
+
+/// A last use after `since` (when the key stopped being active) means in use.
+fn last_used_usage(v: &serde_json::Value, since: DateTime<Utc>) -> Option<Usage> {
+    let at = match v {
+        serde_json::Value::Number(n) => {
+            DateTime::from_timestamp(i64::try_from(n.as_u64()?).ok()?, 0)?
+        }
+        serde_json::Value::String(s) => DateTime::parse_from_rfc3339(s.trim())
+            .ok()?
+            .with_timezone(&Utc),
+        // Never used.
+        serde_json::Value::Null => return Some(Usage::Unused),
+        _ => return None,
+    };
+    Some(if at > since {
+        Usage::InUse {
+            count: None,
+            last_used: Some(at),
+        }
+    } else {
+        Usage::Unused
+    })
 }
 
 struct Operation {
@@ -243,6 +314,33 @@ impl HttpProvider {
                 .as_deref()
                 .map(|p| path(p, "idPath"))
                 .transpose()?,
+            usage: spec
+                .usage
+                .as_ref()
+                .map(|u| {
+                    let named = |p: &Option<String>, field: &str| {
+                        p.as_deref()
+                            .map(|p| Ok::<_, ProviderError>((p.to_string(), path(p, field)?)))
+                            .transpose()
+                    };
+                    let check = UsageCheck {
+                        request: Operation::new(
+                            "asking whether a key is in use",
+                            &u.request,
+                            Method::GET,
+                            ctx,
+                        )?,
+                        count_path: named(&u.count_path, "usage.countPath")?,
+                        last_used_path: named(&u.last_used_path, "usage.lastUsedPath")?,
+                    };
+                    if check.count_path.is_none() && check.last_used_path.is_none() {
+                        return Err(ProviderError::InvalidConfig(
+                            "http.usage needs countPath or lastUsedPath (or both)".into(),
+                        ));
+                    }
+                    Ok(check)
+                })
+                .transpose()?,
         })
     }
 }
@@ -346,6 +444,46 @@ impl Provider for HttpProvider {
         }
     }
 
+    async fn in_use(&self, id: &str, since: DateTime<Utc>) -> Result<Usage, ProviderError> {
+        let Some(check) = &self.usage else {
+            return Ok(Usage::Unknown);
+        };
+        let reply = check
+            .request
+            .send(
+                &self.http,
+                &Vars {
+                    id: Some(id),
+                    ..Vars::default()
+                },
+            )
+            .await?;
+        match reply.status {
+            // The vendor no longer knows the key: nothing can use it.
+            404 | 410 => return Ok(Usage::Unused),
+            _ if reply.is_success() => {}
+            _ => return Err(reply.error("asking whether a key is in use")),
+        }
+        let body: serde_json::Value = reply.json("asking whether a key is in use")?;
+        let mut said = Vec::new();
+        if let Some(p) = &check.count_path {
+            said.push(usage_at(p, &body, count_usage, "countPath")?);
+        }
+        if let Some(p) = &check.last_used_path {
+            said.push(usage_at(
+                p,
+                &body,
+                |v| last_used_usage(v, since),
+                "lastUsedPath",
+            )?);
+        }
+        // In use if either says so (the count first, for the message).
+        Ok(said
+            .into_iter()
+            .find(|u| matches!(u, Usage::InUse { .. }))
+            .unwrap_or(Usage::Unused))
+    }
+
     async fn list_own(&self, prefix: &str) -> Result<Vec<String>, ProviderError> {
         let Some((list, name_path, id_path)) = &self.list else {
             return Ok(Vec::new());
@@ -391,6 +529,69 @@ impl Provider for HttpProvider {
                 own.then_some(id).flatten()
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod usage_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn usage_answers_are_read_strictly() {
+        let since = DateTime::parse_from_rfc3339("2026-12-04T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let count = |v: serde_json::Value| count_usage(&v).map(|u| u.to_string());
+        assert_eq!(count(json!(0)).as_deref(), Some("unused"));
+        assert_eq!(count(json!(3)).as_deref(), Some("in use (3 sessions)"));
+        assert_eq!(count(json!("2")).as_deref(), Some("in use (2 sessions)"));
+        for bad in [
+            json!(-1),
+            json!(1.5),
+            json!("lots"),
+            json!(true),
+            json!([1]),
+            json!(1e300),
+        ] {
+            assert_eq!(count(bad.clone()), None, "{bad}");
+        }
+        let last = |v: serde_json::Value| last_used_usage(&v, since).map(|u| u.to_string());
+        assert_eq!(
+            last(json!("2026-12-04T09:59:59Z")).as_deref(),
+            Some("unused")
+        );
+        assert_eq!(
+            last(json!("2026-12-04T10:05:00Z")).as_deref(),
+            Some("in use (last used 2026-12-04T10:05:00+00:00)")
+        );
+        assert_eq!(
+            last(json!(since.timestamp() + 60)).map(|s| s.starts_with("in use")),
+            Some(true)
+        );
+        assert_eq!(last(json!(null)).as_deref(), Some("unused"));
+        for bad in [
+            json!("yesterday"),
+            json!(-5),
+            json!(u64::MAX),
+            json!({"t": 1}),
+        ] {
+            assert_eq!(last(bad.clone()), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_path_that_finds_nothing_is_named_and_the_body_never_shown() {
+        let p = (
+            "$.sessions".to_string(),
+            path("$.sessions", "usage.countPath").unwrap(),
+        );
+        let body = json!({"other": "sk_live_secret"});
+        let e = usage_at(&p, &body, count_usage, "countPath")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("http.usage.countPath \"$.sessions\""), "{e}");
+        assert!(!e.contains("sk_live_secret"), "{e}");
     }
 }
 

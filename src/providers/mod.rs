@@ -220,6 +220,18 @@ impl Provider for Bounded {
         self.bounded("revoking a credential", &[], self.inner.revoke(id))
             .await
     }
+    async fn in_use(
+        &self,
+        id: &str,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<crate::rotation::Usage, ProviderError> {
+        self.bounded(
+            "asking whether a credential is in use",
+            &[],
+            self.inner.in_use(id, since),
+        )
+        .await
+    }
     async fn list_own(&self, prefix: &str) -> Result<Vec<String>, ProviderError> {
         self.bounded("listing credentials", &[], self.inner.list_own(prefix))
             .await
@@ -322,6 +334,13 @@ mod tests {
         async fn list_own(&self, _: &str) -> Result<Vec<String>, ProviderError> {
             std::future::pending().await
         }
+        async fn in_use(
+            &self,
+            _: &str,
+            _: chrono::DateTime<chrono::Utc>,
+        ) -> Result<crate::rotation::Usage, ProviderError> {
+            std::future::pending().await
+        }
     }
 
     /// Issues a credential whose id is its own value.
@@ -354,6 +373,29 @@ mod tests {
         async fn list_own(&self, _: &str) -> Result<Vec<String>, ProviderError> {
             Ok(Vec::new())
         }
+        async fn in_use(
+            &self,
+            _: &str,
+            _: chrono::DateTime<chrono::Utc>,
+        ) -> Result<crate::rotation::Usage, ProviderError> {
+            Ok(crate::rotation::Usage::InUse {
+                count: Some(3),
+                last_used: None,
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn usage_is_asked_of_the_provider_itself() {
+        // The wrapper must forward it: the trait's default (Unknown) would make rotor
+        // revoke a credential the provider says is in use.
+        let p = Bounded {
+            inner: Box::new(IdIsKey),
+            timeout: std::time::Duration::from_secs(5),
+            known: Vec::new(),
+        };
+        let usage = p.in_use("k", chrono::Utc::now()).await.unwrap();
+        assert_eq!(usage.to_string(), "in use (3 sessions)");
     }
 
     #[tokio::test]
@@ -392,6 +434,7 @@ mod tests {
         assert!(err.contains("did not finish within 100ms"), "{err}");
         assert!(p.revoke("x").await.is_err());
         assert!(p.list_own("x").await.is_err());
+        assert!(p.in_use("x", chrono::Utc::now()).await.is_err());
         let c = Credential::single("id", "v", SecretString::from("new-value-42"));
         let err = p.test(&c).await.unwrap_err().to_string();
         assert!(

@@ -18,8 +18,9 @@
 
 use super::{BuildContext, endpoint, random_alphanumeric};
 use crate::api::{self, PostgresSpec};
-use crate::rotation::{Credential, IssueRequest, Provider, ProviderError, Revocation};
+use crate::rotation::{Credential, IssueRequest, Provider, ProviderError, Revocation, Usage};
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use postgres_protocol::escape::{escape_identifier, escape_literal};
 use rustls::pki_types::pem::PemObject;
@@ -493,6 +494,30 @@ impl Provider for PostgresProvider {
                 .await
                 .map_err(|e| sql_error(e, "ending the user's sessions"))?;
             Ok(Revocation::Revoked)
+        })
+        .await
+    }
+
+    /// Sessions of the user in `pg_stat_activity` (the admin's own excluded): a count,
+    /// never who or what they run.
+    async fn in_use(&self, id: &str, _since: DateTime<Utc>) -> Result<Usage, ProviderError> {
+        self.bounded("counting the user's sessions", async {
+            let admin = self.admin().await?;
+            let row = admin
+                .query_one(
+                    "SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE usename = $1 AND pid <> pg_backend_pid()",
+                    &[&id],
+                )
+                .await
+                .map_err(|e| sql_error(e, "counting the user's sessions"))?;
+            let n: i64 = row.get(0);
+            Ok(match u64::try_from(n).unwrap_or(0) {
+                0 => Usage::Unused,
+                count => Usage::InUse {
+                    count: Some(count),
+                    last_used: None,
+                },
+            })
         })
         .await
     }

@@ -116,8 +116,29 @@ pub async fn supabase_rotated(
     (fake, op, status)
 }
 
-/// The http sample (`config/samples/http.yaml`) pointed at the key-API `fake`.
+/// A sample whose previous credential may be revoked at once (`minValidity: 0s`):
+/// these scenarios rotate seconds apart. The default's hold (10m) has its own test
+/// (tests/consumers.rs).
+pub fn revocable_at_once(sample: &str) -> String {
+    assert!(
+        sample.contains("\n  schedule:\n"),
+        "a sample with a schedule"
+    );
+    sample.replacen(
+        "\n  schedule:\n",
+        "\n  revocation: {minValidity: 0s}\n  schedule:\n",
+        1,
+    )
+}
+
+/// The http sample (`config/samples/http.yaml`) pointed at the key-API `fake`, its
+/// previous credential revocable at once.
 pub fn http_sample(fake: &fakes::Fake<fakes::KeyApi>) -> String {
+    revocable_at_once(&http_sample_as_shipped(fake))
+}
+
+/// The http sample pointed at `fake`, otherwise as shipped (default revocation).
+pub fn http_sample_as_shipped(fake: &fakes::Fake<fakes::KeyApi>) -> String {
     let admin = fake.lock().admin_token.clone();
     sample("http.yaml")
         .replace("https://api.example.com", &fake.url)
@@ -139,7 +160,7 @@ pub fn http_sample_without_revoke(fake: &fakes::Fake<fakes::KeyApi>) -> String {
 /// Applies the Supabase sample pointed at `fake`.
 pub async fn apply_supabase_sample(client: &Client, ns: &str, fake: &fakes::Fake<fakes::Supabase>) {
     let admin = fake.lock().admin_token.clone();
-    let manifest = sample("supabase.yaml")
+    let manifest = revocable_at_once(&sample("supabase.yaml"))
         .replace("https://api.supabase.com", &fake.url)
         .replace("sbp_REPLACE_WITH_YOUR_PERSONAL_ACCESS_TOKEN", &admin);
     apply_yaml(client, ns, &manifest).await.unwrap();

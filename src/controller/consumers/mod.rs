@@ -295,9 +295,10 @@ impl Run {
                 Some(Verdict::Revoke { forced }) => {
                     message = self.revoke_previous(spec, target, status, forced).await?;
                 }
-                Some(Verdict::Wait { until, stuck, .. }) => {
+                Some(Verdict::Wait { until, stuck, why }) => {
                     let poll = if stuck { STUCK_POLL } else { self.poll() };
                     wake = earliest(wake, until.min(self.now + poll));
+                    message = Some(format!("its revocation waits: {why}"));
                 }
                 None => {}
             }

@@ -69,7 +69,7 @@ impl Workloads {
     ) -> Result<Found, kube::Error> {
         match self.dynamic(w.kind).get_opt(&w.name).await {
             Ok(Some(obj)) => Ok(Found::Workload(observed(w.kind, &obj, since_generation))),
-            Ok(None) => Ok(Found::Missing),
+            Ok(None) => self.missing(w.kind).await,
             Err(e) if w.kind == WorkloadKind::Rollout && not_served(&e) => {
                 Ok(Found::KindNotInstalled)
             }
@@ -85,7 +85,7 @@ impl Workloads {
         let api = self.dynamic(w.kind);
         let existing = match api.get_opt(&w.name).await {
             Ok(Some(obj)) => obj,
-            Ok(None) => return Ok(Found::Missing),
+            Ok(None) => return self.missing(w.kind).await,
             Err(e) if w.kind == WorkloadKind::Rollout && not_served(&e) => {
                 return Ok(Found::KindNotInstalled);
             }
@@ -117,6 +117,24 @@ impl Workloads {
             &written,
             written.metadata.generation,
         )))
+    }
+
+    /// A workload that is not there: gone, or — for a Rollout — a kind this cluster
+    /// does not serve (the API answers 404 to both a missing object and a missing
+    /// resource type).
+    async fn missing(&self, kind: WorkloadKind) -> Result<Found, kube::Error> {
+        if kind != WorkloadKind::Rollout {
+            return Ok(Found::Missing);
+        }
+        match self
+            .dynamic(kind)
+            .list(&ListParams::default().limit(1))
+            .await
+        {
+            Ok(_) => Ok(Found::Missing),
+            Err(e) if not_served(&e) => Ok(Found::KindNotInstalled),
+            Err(e) => Err(e),
+        }
     }
 
     /// Every Deployment, StatefulSet and DaemonSet with labels matching `selector`
