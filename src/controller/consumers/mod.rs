@@ -71,13 +71,17 @@ pub struct Restarts(Mutex<Book>);
 
 #[derive(Default)]
 struct Book {
-    waiting: HashMap<String, BTreeSet<String>>,
+    /// Tokens waiting, with when they were registered.
+    waiting: HashMap<String, HashMap<String, std::time::Instant>>,
     /// Tokens being written, by workload, with when the write started.
     writing: HashMap<String, (std::time::Instant, BTreeSet<String>)>,
 }
 
 /// A write that has not reported back within this is taken as abandoned.
 const WRITE_ABANDONED: std::time::Duration = std::time::Duration::from_secs(60);
+/// A token nobody wrote within this (its rotation's resource was deleted, the operator
+/// lost leadership) is forgotten: the book stays bounded.
+const WAITING_EXPIRES: std::time::Duration = std::time::Duration::from_secs(600);
 
 impl Restarts {
     fn book(&self) -> std::sync::MutexGuard<'_, Book> {
@@ -87,11 +91,29 @@ impl Restarts {
     }
 
     pub fn register(&self, workload: &str, token: &str) {
-        self.book()
-            .waiting
+        let mut book = self.book();
+        book.waiting.retain(|_, tokens| {
+            tokens.retain(|_, at| at.elapsed() < WAITING_EXPIRES);
+            !tokens.is_empty()
+        });
+        book.writing
+            .retain(|_, (since, _)| since.elapsed() < WRITE_ABANDONED);
+        book.waiting
             .entry(workload.to_string())
             .or_default()
-            .insert(token.to_string());
+            .insert(token.to_string(), std::time::Instant::now());
+    }
+
+    /// `token` will not be written for `workload` (it is gone, or its kind is not
+    /// served): nobody else carries it either.
+    pub fn forget(&self, workload: &str, token: &str) {
+        let mut book = self.book();
+        if let Some(tokens) = book.waiting.get_mut(workload) {
+            tokens.remove(token);
+            if tokens.is_empty() {
+                book.waiting.remove(workload);
+            }
+        }
     }
 
     /// The value to write for `workload`: `mine` and every other token waiting for it
@@ -108,12 +130,16 @@ impl Restarts {
         }
         let waiting = book.waiting.entry(workload.to_string()).or_default();
         waiting.remove(mine);
+        let mut others: Vec<String> = waiting
+            .iter()
+            .filter(|(_, at)| at.elapsed() < WAITING_EXPIRES)
+            .map(|(t, _)| t.clone())
+            .collect();
+        others.sort();
         let mut tokens = BTreeSet::from([mine.to_string()]);
-        while tokens.len() < MAX_TOKENS {
-            match waiting.pop_first() {
-                Some(t) => tokens.insert(t),
-                None => break,
-            };
+        for t in others.into_iter().take(MAX_TOKENS - 1) {
+            waiting.remove(&t);
+            tokens.insert(t);
         }
         if waiting.is_empty() {
             book.waiting.remove(workload);
@@ -136,7 +162,8 @@ impl Restarts {
         }
         if !ok {
             let waiting = book.waiting.entry(workload.to_string()).or_default();
-            waiting.extend(value.split(',').map(str::to_string));
+            let now = std::time::Instant::now();
+            waiting.extend(value.split(',').map(|t| (t.to_string(), now)));
         }
     }
 }
@@ -443,10 +470,12 @@ impl Run {
                 }
                 Ok(Found::Missing) => {
                     // Runs no pods, so holds no credential.
+                    self.ctx.restarts.forget(&self.book_key(&r), &c.token);
                     w.rolled_out = true;
                     w.message = "not found: nothing to restart".into();
                 }
                 Ok(Found::KindNotInstalled) => {
+                    self.ctx.restarts.forget(&self.book_key(&r), &c.token);
                     w.rolled_out = true;
                     w.message = "the Rollout kind (Argo Rollouts) is not installed: skipped".into();
                 }
@@ -769,6 +798,10 @@ mod tests {
             book.register("shop/Deployment/many", &format!("{i}-x"));
         }
         let value = book.take("shop/Deployment/many", "0-x").unwrap();
+        // A token that will never be written is forgotten, not carried by the next.
+        book.register("shop/Rollout/gone", "1-aaaa");
+        book.forget("shop/Rollout/gone", "1-aaaa");
+        assert_eq!(book.take("shop/Rollout/gone", "2-bbbb").unwrap(), "2-bbbb");
         assert_eq!(value.split(',').count(), MAX_TOKENS);
         assert!(carries(Some(&value), "0-x"));
     }
