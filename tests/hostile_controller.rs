@@ -290,10 +290,13 @@ async fn target_deleted_during_a_vendor_outage_is_restored_while_the_vendor_is_d
     assert_eq!(s.failed_attempts, 1);
     let creates = fake.lock().creates;
 
+    // The failed rotation started revoking the previous key (its revoke is what
+    // failed): that key left _PREVIOUS before the revoke and stays out.
+    assert_eq!(value(&client, &ns, TARGET, &previous_key()).await, None);
     delete_secret(&client, &ns, TARGET).await;
-    // Restored from the vault while the vendor is still down.
+    // Restored from the vault while the vendor is still down: the active key, never
+    // the one a rotation has condemned.
     wait_value(&client, &ns, TARGET, KEY, &active, 60).await;
-    wait_value(&client, &ns, TARGET, &previous_key(), &previous, 60).await;
     wait_for_event(
         &client,
         &ns,
@@ -306,6 +309,11 @@ async fn target_deleted_during_a_vendor_outage_is_restored_while_the_vendor_is_d
     let s = status_of(&client, &ns, NAME).await;
     assert_eq!(s.rotation_count, 2, "no rotation counted");
     assert_eq!(fake.lock().creates, creates, "nothing issued");
+    assert_eq!(
+        value(&client, &ns, TARGET, &previous_key()).await,
+        None,
+        "not {previous:?}: a restore never writes back a condemned credential"
+    );
 }
 
 #[tokio::test]

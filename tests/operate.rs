@@ -72,17 +72,15 @@ async fn metrics_and_health_after_a_rotation() {
         body.contains("rotor_credential_last_rotated_timestamp_seconds{"),
         "{body}"
     );
-    // Described before anything is delivered, so alert rules can name them.
-    for family in [
-        "rotor_webhook_deliveries",
-        "rotor_consumer_restarts",
-        "rotor_credential_age_seconds",
+    // The per-resource gauges the alert rules read, from the first rotation on.
+    for series in [
+        format!(r#"rotor_credential_age_seconds{{namespace="{ns}",name="session-key"}}"#),
+        format!(r#"rotor_failed_attempts{{namespace="{ns}",name="session-key"}} 0"#),
     ] {
-        assert!(
-            body.contains(&format!("# HELP {family}")),
-            "{family}: {body}"
-        );
+        assert!(body.contains(&series), "missing {series} in\n{body}");
     }
+    // Labelled families appear with their first sample: no webhook, no deliveries.
+    assert!(!body.contains("rotor_webhook_deliveries"), "{body}");
     // Counted when the reconcile returns, a moment after the status commit.
     wait_metric(&op, r#"rotor_reconciles_total{result="ok"}"#, 1.0).await;
     assert!(

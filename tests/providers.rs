@@ -796,7 +796,13 @@ async fn postgres_sample_rotates_across_two_users_on_a_real_server() {
     let flags = [FAST, &["--sweep-interval", "1s"]].concat();
     let op = Operator::start_with(&ns, &flags);
     // The sample's own `sslMode: require`: the test server speaks TLS.
-    let manifest = revocable_at_once(&sample("postgres.yaml"))
+    // An open session of the old user holds its revocation for up to maxWait (3 s
+    // here), then onTimeout: Revoke revokes it anyway and ends the session.
+    let manifest = sample("postgres.yaml")
+        .replace(
+            "\n  schedule:\n",
+            "\n  revocation: {minValidity: 0s, maxWait: 3s, onTimeout: Revoke}\n  schedule:\n",
+        )
         .replace("host: postgres.example.com", "host: 127.0.0.1")
         .replace("port: 5432", &format!("port: {}", pg.port))
         .replace("REPLACE_WITH_THE_ADMIN_PASSWORD", &pg.admin_password);
@@ -875,7 +881,19 @@ async fn postgres_sample_rotates_across_two_users_on_a_real_server() {
     // rotation 3 revokes that password: it is ended, not left running.
     let old_session = pg.session(&u1, &p1, "app").await;
     old_session.simple_query("SELECT 1").await.unwrap();
-    rotate(&client, &ns, "app-db-login", "r3", 3).await;
+    // maxWait counts from when app_a stopped being active (rotation 2), seconds
+    // ago: the hold is over at once (tests/consumers.rs shows the hold itself).
+    request(&client, &ns, "app-db-login", "rotor.dev/rotate", "r3").await;
+    rotated(&client, &ns, "app-db-login", 3).await;
+    wait_for_event(
+        &client,
+        &ns,
+        "app-db-login",
+        "ForcedRevocation",
+        "the provider reports it in use (",
+        30,
+    )
+    .await;
     assert!(
         old_session.simple_query("SELECT 1").await.is_err(),
         "the revoked password's session was ended"

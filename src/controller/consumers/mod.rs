@@ -602,7 +602,15 @@ impl Run {
         }
         let mut status = self.old.clone();
         match self.previous_verdict(spec, &mut status).await? {
-            Verdict::Revoke { .. } => None,
+            Verdict::Revoke { forced: Some(why) } => {
+                // The rotation revokes it anyway: say so before it does.
+                let message = format!("the rotation revokes the previous credential anyway: {why}");
+                warn!(name = %self.sr.name_any(), %message);
+                self.publish(EventType::Warning, "ForcedRevocation", "Rotate", message)
+                    .await;
+                None
+            }
+            Verdict::Revoke { forced: None } => None,
             Verdict::Wait { why, until, stuck } => {
                 let poll = if stuck { STUCK_POLL } else { self.poll() };
                 Some((why, until.min(self.now + poll), stuck))

@@ -146,7 +146,11 @@ impl Run {
     ) -> Result<Delivered, RotateError> {
         let vault = self.open_vault(r).await?;
         let kept = self.resume(r, &vault).await?;
-        self.retire_previous(r, target).await?;
+        // A resumed credential's rotation retired _PREVIOUS before its revoke already
+        // (and may have written the Secret since): nothing to take out again.
+        if kept.is_none() {
+            self.retire_previous(r, target).await?;
+        }
         let credential = self.provider_calls(r, &vault, kept).await?;
         self.promote_admin(r, &credential).await?;
         self.write_secret(r, target, &credential).await?;
