@@ -635,21 +635,23 @@ async fn an_open_postgres_session_of_the_old_user_holds_its_revocation() {
     );
 }
 
-/// A webhook receiver on 127.0.0.1 that checks every signature.
-async fn receiver(
-    key: &'static str,
-) -> (
-    String,
-    std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
-) {
+type Bodies = std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>;
+
+/// A webhook receiver on 127.0.0.1 that checks every signature: the bodies whose
+/// signature verified, and every body it was sent.
+async fn receiver(key: &'static str) -> (String, Bodies, Bodies) {
     use axum::http::{HeaderMap, StatusCode};
-    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let seen = got.clone();
+    let got: Bodies = Default::default();
+    let all: Bodies = Default::default();
+    let (seen, sent) = (got.clone(), all.clone());
     let app = axum::Router::new().route(
         "/hook",
         axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
-            let seen = seen.clone();
+            let (seen, sent) = (seen.clone(), sent.clone());
             async move {
+                sent.lock()
+                    .unwrap()
+                    .push(serde_json::from_slice(&body).unwrap_or_default());
                 let header = headers
                     .get("X-Rotor-Signature")
                     .and_then(|h| h.to_str().ok())
@@ -680,19 +682,26 @@ async fn receiver(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, got)
+    (url, got, all)
 }
 
 #[tokio::test]
 async fn a_signed_webhook_hears_rotations_and_staleness_without_values() {
     let client = control_plane().client().await;
     let ns = namespace(&client, "c-webhook").await;
-    let (url, got) = receiver("whsec-0123456789abcdef").await;
+    let (url, got, all) = receiver("whsec-0123456789abcdef").await;
     let op = Operator::start_with(&ns, FAST);
     let yaml = format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{name: hook-key}}\nstringData: {{key: whsec-0123456789abcdef}}\n---\napiVersion: rotor.dev/v1alpha1\nkind: SecretRotation\nmetadata: {{name: token}}\nspec:\n  provider: {{random: {{length: 24}}}}\n  secretsMapping: {{value: TOKEN}}\n  target: {{name: app-token}}\n  schedule: {{autoRotation: false}}\n  maxAge: 4s\n  notify:\n    webhook: {{url: \"{url}\", signingSecretRef: {{name: hook-key, key: key}}}}\n"
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: hook-key, annotations: {{rotor.dev/allow-read: token}}}}\nstringData: {{key: whsec-0123456789abcdef}}\n---\napiVersion: rotor.dev/v1alpha1\nkind: SecretRotation\nmetadata: {{name: token}}\nspec:\n  provider: {{random: {{length: 24}}}}\n  secretsMapping: {{value: TOKEN}}\n  target: {{name: app-token}}\n  schedule: {{autoRotation: false}}\n  maxAge: 4s\n  notify:\n    webhook: {{url: \"{url}\", signingSecretRef: {{name: hook-key, key: key}}}}\n"
     );
     apply_yaml(&client, &ns, &yaml).await.unwrap();
+    // A SecretRotation whose "signing key" is a Secret that never shared itself (a
+    // database password): rotor never signs with it, so nobody can guess it offline.
+    let sneaky = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: db-password}}\nstringData: {{password: hunter2}}\n---\napiVersion: rotor.dev/v1alpha1\nkind: SecretRotation\nmetadata: {{name: sneaky}}\nspec:\n  provider: {{random: {{length: 24}}}}\n  secretsMapping: {{value: TOKEN}}\n  target: {{name: sneaky-token}}\n  notify:\n    webhook: {{url: \"{url}\", signingSecretRef: {{name: db-password, key: password}}}}\n"
+    );
+    apply_yaml(&client, &ns, &sneaky).await.unwrap();
+    rotated(&client, &ns, "sneaky", 1).await;
     let s = rotated(&client, &ns, "token", 1).await;
     let fingerprint = s.slots[0].fingerprint.clone();
     // autoRotation is off: four seconds later the credential is older than maxAge.
@@ -729,6 +738,16 @@ async fn a_signed_webhook_hears_rotations_and_staleness_without_values() {
         ["Rotated", "Stale"],
         "each once, in order, every signature valid"
     );
+    assert!(
+        all.lock().unwrap().iter().all(|b| b["name"] != "sneaky"),
+        "nothing signed with an unshared Secret"
+    );
+    wait_metric(
+        &op,
+        r#"rotor_webhook_deliveries_total{result="failed"}"#,
+        1.0,
+    )
+    .await;
     let bodies = got.lock().unwrap().clone();
     assert_eq!(bodies[0]["namespace"], ns.as_str());
     assert_eq!(bodies[0]["name"], "token");

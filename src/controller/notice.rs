@@ -2,6 +2,7 @@
 //! key is read from its Secret at each notification; delivery runs off the reconcile
 //! (a failed one never blocks or undoes a rotation, and is counted and logged).
 
+use super::credentials::{ALLOW_READ_ANNOTATION, shared_with};
 use super::reconcile::Run;
 use super::validate::ValidSpec;
 use crate::notify::{Notification, NotifyEvent, Webhook};
@@ -22,7 +23,16 @@ impl Run {
             return;
         };
         let r = &hook.signing_secret_ref;
+        let resource = self.sr.name_any();
         let key = match self.secrets.get_opt(&r.name).await {
+            // Like every Secret rotor reads for a SecretRotation, the key must opt in:
+            // else whoever may create a SecretRotation could have any Secret of the
+            // namespace used as an HMAC key and guess it offline from the signatures.
+            Ok(Some(secret)) if !shared_with(&secret, ALLOW_READ_ANNOTATION, &resource) => {
+                warn!(name = %resource, secret = %r.name, event = event.as_str(), "the webhook signing Secret does not allow this SecretRotation to read it (annotation {ALLOW_READ_ANNOTATION}): notification not sent");
+                crate::metrics::Metrics::result(&self.ctx.metrics.webhook_deliveries, "failed");
+                return;
+            }
             Ok(Some(secret)) => secret
                 .data
                 .and_then(|mut d| d.remove(&r.key))
