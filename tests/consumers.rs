@@ -255,9 +255,15 @@ async fn the_previous_credential_is_revoked_once_every_consumer_rolled_out() {
         None,
         "_PREVIOUS is gone"
     );
-    let s = status_of(&client, &ns, NAME).await;
-    let previous = s.slots.iter().find(|x| x.index != s.active_index).unwrap();
-    assert_eq!(previous.state, SlotState::Revoked);
+    // Status follows the Event within the same reconcile.
+    let s = wait_status(&client, &ns, NAME, 30, "the slot revoked", |s| {
+        s.slots
+            .iter()
+            .any(|x| x.index != s.active_index && x.state == SlotState::Revoked)
+    })
+    .await
+    .status
+    .unwrap();
     assert!(
         s.last_rotation_message.contains("revoked"),
         "{}",
