@@ -210,6 +210,7 @@ async fn the_previous_credential_is_revoked_once_every_consumer_rolled_out() {
     let second = rotate(&client, &ns, NAME, "r2", 2).await;
     let token2 = second.consumers.as_ref().unwrap().token.clone();
     assert!(token2.starts_with("2-"), "{token2}");
+    let rotated_at = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(30);
     while restarted_at(&client, &ns, "web").await.as_deref() != Some(token2.as_str()) {
         assert!(
@@ -218,6 +219,11 @@ async fn the_previous_credential_is_revoked_once_every_consumer_rolled_out() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Printed, never asserted (`cargo test -- --nocapture`): for the closing notes.
+    eprintln!(
+        "measured: rotation → restart written {:?}",
+        rotated_at.elapsed()
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(
         live(&fake, &old_id),
@@ -239,7 +245,12 @@ async fn the_previous_credential_is_revoked_once_every_consumer_rolled_out() {
 
     // The kubelet (this test) brings the new pods up: revoked, out of the Secret.
     roll_out(&client, &ns, "web").await;
+    let rolled_out_at = Instant::now();
     let e = wait_for_event(&client, &ns, NAME, "PreviousRevoked", &old_id, 60).await;
+    eprintln!(
+        "measured: rolled out → PreviousRevoked {:?}",
+        rolled_out_at.elapsed()
+    );
     assert!(
         e.note
             .unwrap_or_default()

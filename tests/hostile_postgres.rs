@@ -441,3 +441,133 @@ async fn usernames_name_both_users_and_a_missing_one_is_created() {
     )
     .await;
 }
+
+/// The provider rotor builds for a PostgreSQL spec (users `<username>_a/_b`, admin
+/// `admin`), as the operator builds it: through `rotor::providers::build`.
+fn pg_provider(
+    pg: &Postgres,
+    database: &str,
+    admin: (&str, &str),
+    username: &str,
+) -> Box<dyn rotor::rotation::Provider> {
+    let spec: rotor::api::ProviderSpec = serde_json::from_value(serde_json::json!({"postgres": {
+        "host": "127.0.0.1",
+        "port": pg.port,
+        "database": database,
+        "sslMode": "require",
+        "adminUsername": admin.0,
+        "credentialsRef": {"name": "admin", "key": "password"},
+        "username": username,
+    }}))
+    .unwrap();
+    let http = rotor::providers::HttpClient::new(rotor::providers::HttpSettings {
+        allow_private_endpoints: true,
+        ..rotor::providers::HttpSettings::default()
+    });
+    let mut secrets = rotor::providers::Secrets::default();
+    secrets.0.insert(
+        ("admin".into(), "password".into()),
+        secrecy::SecretString::from(admin.1.to_string()),
+    );
+    rotor::providers::build(
+        &spec,
+        &rotor::providers::BuildContext {
+            secrets: &secrets,
+            http: &http,
+            uid: "uid",
+        },
+    )
+    .unwrap()
+}
+
+/// Asks `provider` whether `user` is in use, within 20 s.
+async fn usage_of(provider: &dyn rotor::rotation::Provider, user: &str) -> rotor::rotation::Usage {
+    tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        provider.in_use(user, chrono::Utc::now()),
+    )
+    .await
+    .expect("in_use answers within 20 s")
+    .unwrap_or_else(|e| panic!("in_use({user:?}): {e}"))
+}
+
+/// `in_use` is the number of sessions the slot user has open (a count, nothing about
+/// them): rotor waits on a user somebody still works as, and not on one nobody does.
+#[tokio::test]
+async fn in_use_counts_the_sessions_of_the_slot_user() {
+    use rotor::rotation::{IssueRequest, NoStash, Usage};
+    use secrecy::ExposeSecret;
+    let pg = postgres();
+    pg.admin_sql("CREATE DATABASE usage_db").await;
+    let provider = pg_provider(pg, "usage_db", ("postgres", &pg.admin_password), "usage");
+    let credential = provider
+        .issue(&IssueRequest {
+            name: "rotor-uid-1",
+            slot: 0,
+            stash: &NoStash,
+        })
+        .await
+        .unwrap();
+    assert_eq!(credential.id, "usage_a");
+    let password = credential.outputs["password"].expose_secret().to_string();
+    assert_eq!(
+        usage_of(&*provider, "usage_a").await,
+        Usage::Unused,
+        "nobody logged in as it"
+    );
+
+    let first = pg.session("usage_a", &password, "usage_db").await;
+    first.simple_query("SELECT 1").await.unwrap();
+    assert_eq!(
+        usage_of(&*provider, "usage_a").await,
+        Usage::InUse {
+            count: Some(1),
+            last_used: None
+        }
+    );
+    let second = pg.session("usage_a", &password, "postgres").await;
+    second.simple_query("SELECT 1").await.unwrap();
+    assert_eq!(
+        usage_of(&*provider, "usage_a").await,
+        Usage::InUse {
+            count: Some(2),
+            last_used: None
+        },
+        "every database counts"
+    );
+    assert_eq!(
+        usage_of(&*provider, "usage_b").await,
+        Usage::Unused,
+        "the other slot's user (not even created) has none"
+    );
+
+    // The admin's own session does not count: with the slot user as admin, its one
+    // connection is the one asking.
+    drop(second);
+    let as_itself = pg_provider(pg, "usage_db", ("usage_a", &password), "usage");
+    assert_eq!(
+        usage_of(&*as_itself, "usage_a").await.to_string(),
+        "in use (1 session)",
+        "the admin's own session is not counted"
+    );
+
+    // Closed sessions end asynchronously on the server: wait for it, bounded.
+    drop(first);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let usage = usage_of(&*provider, "usage_a").await;
+        if usage == Usage::Unused {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still {usage} 20 s after its sessions closed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        usage_of(&*as_itself, "usage_a").await,
+        Usage::Unused,
+        "only the asking session is left, and it does not count"
+    );
+}

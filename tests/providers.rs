@@ -1038,3 +1038,174 @@ spec:
         port = pg.port,
     )
 }
+
+/// One scripted answer of the usage endpoint below: status and JSON body.
+type UsageScript = std::sync::Arc<std::sync::Mutex<(Vec<(u16, String)>, Vec<String>)>>;
+
+/// A vendor's usage endpoint on 127.0.0.1 that answers from `script` in order and
+/// records each request (method, path, Authorization header).
+async fn usage_endpoint(script: UsageScript) -> (String, tokio::task::JoinHandle<()>) {
+    use axum::extract::State;
+    let router = axum::Router::new()
+        .route(
+            "/admin/keys/{id}/usage",
+            axum::routing::any(
+                |State(script): State<UsageScript>,
+                 method: axum::http::Method,
+                 uri: axum::http::Uri,
+                 headers: axum::http::HeaderMap| async move {
+                    let mut s = script.lock().unwrap();
+                    let auth = headers
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-")
+                        .to_string();
+                    s.1.push(format!("{method} {uri} {auth}"));
+                    let (status, body) = if s.0.is_empty() {
+                        (500, "{}".to_string())
+                    } else {
+                        s.0.remove(0)
+                    };
+                    (
+                        axum::http::StatusCode::from_u16(status).unwrap(),
+                        [("content-type", "application/json")],
+                        body,
+                    )
+                },
+            ),
+        )
+        .with_state(script);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    (url, server)
+}
+
+/// `http.usage`: the request is sent as configured (GET, `{{id}}` in the URL, the
+/// Secret header resolved) and its answer read by `countPath` / `lastUsedPath`,
+/// through the provider rotor builds from the spec (the wrapper forwards the call).
+#[tokio::test]
+async fn http_usage_request_says_whether_the_old_key_is_still_used() {
+    use rotor::rotation::{ProviderError, Usage};
+    let since = chrono::DateTime::parse_from_rfc3339("2026-12-04T10:00:00Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let vendor_secret = "sk_live_do_not_show_1234";
+    let script: UsageScript = std::sync::Arc::default();
+    script.lock().unwrap().0 = [
+        (
+            200,
+            r#"{"activeSessions": 3, "lastUsedAt": null}"#.to_string(),
+        ),
+        (
+            200,
+            r#"{"activeSessions": 0, "lastUsedAt": "2026-12-04T09:00:00Z"}"#.to_string(),
+        ),
+        (
+            200,
+            r#"{"activeSessions": 0, "lastUsedAt": "2026-12-04T10:30:00Z"}"#.to_string(),
+        ),
+        (404, r#"{"message": "no such key"}"#.to_string()),
+        (410, "{}".to_string()),
+        (
+            200,
+            format!(r#"{{"activeSessions": -1, "lastUsedAt": null, "key": "{vendor_secret}"}}"#),
+        ),
+        (
+            200,
+            format!(r#"{{"lastUsedAt": "{vendor_secret}", "activeSessions": 0}}"#),
+        ),
+        (503, r#"{"message": "down for maintenance"}"#.to_string()),
+        (401, r#"{"message": "bad token"}"#.to_string()),
+    ]
+    .into();
+    let (url, server) = usage_endpoint(std::sync::Arc::clone(&script)).await;
+    let spec: rotor::api::ProviderSpec = serde_json::from_value(serde_json::json!({"http": {
+        "issue": {"url": format!("{url}/admin/keys")},
+        "keyPath": "$.data.key",
+        "usage": {
+            "url": format!("{url}/admin/keys/{{{{id}}}}/usage"),
+            "headers": [{"name": "Authorization", "valuePrefix": "Bearer ",
+                         "valueFrom": {"name": "keys-api-admin", "key": "token"}}],
+            "countPath": "$.activeSessions",
+            "lastUsedPath": "$.lastUsedAt",
+        },
+    }}))
+    .unwrap();
+    let http = rotor::providers::HttpClient::new(rotor::providers::HttpSettings {
+        allow_private_endpoints: true,
+        max_retries: 0,
+        ..rotor::providers::HttpSettings::default()
+    });
+    let mut secrets = rotor::providers::Secrets::default();
+    secrets.0.insert(
+        ("keys-api-admin".into(), "token".into()),
+        secrecy::SecretString::from("admin_usage_token_1"),
+    );
+    let provider = rotor::providers::build(
+        &spec,
+        &rotor::providers::BuildContext {
+            secrets: &secrets,
+            http: &http,
+            uid: "uid",
+        },
+    )
+    .unwrap();
+    let ask = || async {
+        tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            provider.in_use("key_1", since),
+        )
+        .await
+        .expect("the usage request answers within 20 s")
+    };
+    assert_eq!(
+        ask().await.unwrap(),
+        Usage::InUse {
+            count: Some(3),
+            last_used: None
+        }
+    );
+    assert_eq!(
+        ask().await.unwrap(),
+        Usage::Unused,
+        "0 sessions, used before"
+    );
+    assert_eq!(
+        ask().await.unwrap().to_string(),
+        "in use (last used 2026-12-04T10:30:00+00:00)",
+        "0 sessions, but used after it stopped being active"
+    );
+    assert_eq!(ask().await.unwrap(), Usage::Unused, "404: the key is gone");
+    assert_eq!(ask().await.unwrap(), Usage::Unused, "410: the key is gone");
+    for path in [
+        "countPath \"$.activeSessions\"",
+        "lastUsedPath \"$.lastUsedAt\"",
+    ] {
+        let err = ask().await.unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, ProviderError::BadResponse(_)), "{text}");
+        assert!(text.contains(&format!("http.usage.{path}")), "{text}");
+        assert!(!text.contains(vendor_secret), "{text}");
+    }
+    let err = ask().await.unwrap_err();
+    assert!(matches!(err, ProviderError::Unavailable(_)), "{err}");
+    let err = ask().await.unwrap_err();
+    assert!(
+        matches!(&err, ProviderError::Unauthorized { status: 401, .. }),
+        "{err}"
+    );
+    let seen = script.lock().unwrap().1.clone();
+    assert_eq!(
+        seen.len(),
+        9,
+        "one request per question (no retries): {seen:?}"
+    );
+    for line in &seen {
+        assert_eq!(
+            line, "GET /admin/keys/key%5F1/usage Bearer admin_usage_token_1",
+            "GET by default, {{{{id}}}} filled (percent-encoded, as for revoke), the Secret header resolved"
+        );
+    }
+    server.abort();
+}

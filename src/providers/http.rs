@@ -33,7 +33,10 @@ struct UsageCheck {
     last_used_path: Option<(String, JsonPath)>,
 }
 
-/// What one path of the usage answer says: in use, unused, or nothing readable.
+/// What one path of the usage answer says: in use, unused, or nothing readable. A path
+/// that selects several values (`$.keys[*].sessions`) says in use when any of them
+/// does (counts add up, the latest use wins): a value rotor cannot read is an error
+/// only when none of the others says in use.
 fn usage_at(
     path: &(String, JsonPath),
     body: &serde_json::Value,
@@ -41,27 +44,81 @@ fn usage_at(
     field: &str,
 ) -> Result<Usage, ProviderError> {
     let found = path.1.query(body).all();
-    let Some(first) = found.first() else {
+    if found.is_empty() {
         return Err(ProviderError::BadResponse(format!(
             "the usage answer has nothing at http.usage.{field} {:?}",
             path.0
         )));
-    };
-    read(first).ok_or_else(|| {
-        ProviderError::BadResponse(format!(
-            "the usage answer at http.usage.{field} {:?} is not what it should be (a count: a whole number of at least 0; a last use: an RFC 3339 time or unix seconds)",
-            path.0
-        ))
-    })
+    }
+    let mut unreadable = false;
+    let mut usage = Usage::Unused;
+    for value in found {
+        match read(value) {
+            Some(u) => usage = merge(usage, u),
+            None => unreadable = true,
+        }
+    }
+    if unreadable && usage == Usage::Unused {
+        return Err(ProviderError::BadResponse(format!(
+            "the usage answer at http.usage.{field} {:?} is not what it should be (a count: a whole number from 0 to {}; a last use: an RFC 3339 time or unix seconds)",
+            path.0,
+            u64::MAX
+        )));
+    }
+    Ok(usage)
+}
+
+/// Two answers about one key as one: in use when either says so, counts added,
+/// the later last use kept.
+fn merge(a: Usage, b: Usage) -> Usage {
+    match (a, b) {
+        (
+            Usage::InUse {
+                count: c1,
+                last_used: t1,
+            },
+            Usage::InUse {
+                count: c2,
+                last_used: t2,
+            },
+        ) => Usage::InUse {
+            count: match (c1, c2) {
+                (Some(x), Some(y)) => Some(x.saturating_add(y)),
+                (x, y) => x.or(y),
+            },
+            last_used: t1.max(t2),
+        },
+        (u @ Usage::InUse { .. }, _) | (_, u @ Usage::InUse { .. }) => u,
+        (Usage::Unknown, u) | (u, Usage::Unknown) => u,
+        (Usage::Unused, Usage::Unused) => Usage::Unused,
+    }
+}
+
+/// A JSON number (or a string of digits, as vendors with 64-bit counters send them)
+/// that is a whole number from 0 to `u64::MAX`; anything else is `None`.
+fn whole_number(v: &serde_json::Value) -> Option<u64> {
+    match v {
+        serde_json::Value::Number(n) => n.as_u64().or_else(|| {
+            // `3.0`; never a fraction, a negative or one past u64 (the cast would
+            // saturate, not fail).
+            let f = n.as_f64()?;
+            (f.fract() == 0.0 && (0.0..18_446_744_073_709_551_616.0).contains(&f))
+                .then_some(f as u64)
+        }),
+        serde_json::Value::String(s) => {
+            let s = s.trim();
+            // `parse` takes a leading `+`: digits only.
+            (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| s.parse::<u64>().ok())
+                .flatten()
+        }
+        _ => None,
+    }
 }
 
 /// A count of uses: a whole number, at least zero.
 fn count_usage(v: &serde_json::Value) -> Option<Usage> {
-    let n = match v {
-        serde_json::Value::Number(n) => n.as_u64()?,
-        serde_json::Value::String(s) => s.trim().parse::<u64>().ok()?,
-        _ => return None,
-    };
+    let n = whole_number(v)?;
     Some(if n == 0 {
         Usage::Unused
     } else {
@@ -75,8 +132,21 @@ fn count_usage(v: &serde_json::Value) -> Option<Usage> {
 /// A last use after `since` (when the key stopped being active) means in use.
 fn last_used_usage(v: &serde_json::Value, since: DateTime<Utc>) -> Option<Usage> {
     let at = match v {
-        serde_json::Value::Number(n) => {
-            DateTime::from_timestamp(i64::try_from(n.as_u64()?).ok()?, 0)?
+        serde_json::Value::Number(n) => match n.as_u64() {
+            Some(secs) => DateTime::from_timestamp(i64::try_from(secs).ok()?, 0)?,
+            None => {
+                // Fractional seconds (`1733300000.25`); a negative is no last use.
+                let f = n.as_f64()?;
+                if !(0.0..9.0e15).contains(&f) {
+                    return None;
+                }
+                let secs = f.trunc();
+                let nanos = ((f - secs) * 1e9) as u32;
+                DateTime::from_timestamp(secs as i64, nanos.min(999_999_999))?
+            }
+        },
+        serde_json::Value::String(s) if s.trim().bytes().all(|b| b.is_ascii_digit()) => {
+            DateTime::from_timestamp(i64::try_from(whole_number(v)?).ok()?, 0)?
         }
         serde_json::Value::String(s) => DateTime::parse_from_rfc3339(s.trim())
             .ok()?
@@ -93,6 +163,33 @@ fn last_used_usage(v: &serde_json::Value, since: DateTime<Utc>) -> Option<Usage>
     } else {
         Usage::Unused
     })
+}
+
+/// What a usage answer says, by `countPath` and/or `lastUsedPath`: in use if either
+/// says so, even when the other cannot be read (an error lets rotor revoke);
+/// otherwise an unreadable answer is the error.
+fn read_usage(
+    count_path: Option<&(String, JsonPath)>,
+    last_used_path: Option<&(String, JsonPath)>,
+    body: &serde_json::Value,
+    since: DateTime<Utc>,
+) -> Result<Usage, ProviderError> {
+    let said = [
+        count_path.map(|p| usage_at(p, body, count_usage, "countPath")),
+        last_used_path.map(|p| usage_at(p, body, |v| last_used_usage(v, since), "lastUsedPath")),
+    ];
+    let mut usage = Usage::Unused;
+    let mut error = None;
+    for answer in said.into_iter().flatten() {
+        match answer {
+            Ok(u) => usage = merge(usage, u),
+            Err(e) => error = error.or(Some(e)),
+        }
+    }
+    match error {
+        Some(e) if !matches!(usage, Usage::InUse { .. }) => Err(e),
+        _ => Ok(usage),
+    }
 }
 
 struct Operation {
@@ -365,6 +462,7 @@ impl Provider for HttpProvider {
             .chain(self.test.as_ref())
             .chain(self.revoke.as_ref())
             .chain(self.list.as_ref().map(|(op, ..)| op))
+            .chain(self.usage.as_ref().map(|u| &u.request))
             .flat_map(|op| op.headers.iter())
             .filter_map(|(_, v)| match v {
                 HeaderValue::Secret(_, s) => Some(s.clone()),
@@ -465,23 +563,12 @@ impl Provider for HttpProvider {
             _ => return Err(reply.error("asking whether a key is in use")),
         }
         let body: serde_json::Value = reply.json("asking whether a key is in use")?;
-        let mut said = Vec::new();
-        if let Some(p) = &check.count_path {
-            said.push(usage_at(p, &body, count_usage, "countPath")?);
-        }
-        if let Some(p) = &check.last_used_path {
-            said.push(usage_at(
-                p,
-                &body,
-                |v| last_used_usage(v, since),
-                "lastUsedPath",
-            )?);
-        }
-        // In use if either says so (the count first, for the message).
-        Ok(said
-            .into_iter()
-            .find(|u| matches!(u, Usage::InUse { .. }))
-            .unwrap_or(Usage::Unused))
+        read_usage(
+            check.count_path.as_ref(),
+            check.last_used_path.as_ref(),
+            &body,
+            since,
+        )
     }
 
     async fn list_own(&self, prefix: &str) -> Result<Vec<String>, ProviderError> {
@@ -535,45 +622,112 @@ impl Provider for HttpProvider {
 #[cfg(test)]
 mod usage_tests {
     use super::*;
+    use crate::providers::{HttpSettings, Secrets};
     use serde_json::json;
 
-    #[test]
-    fn usage_answers_are_read_strictly() {
-        let since = DateTime::parse_from_rfc3339("2026-12-04T10:00:00Z")
+    fn since() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-12-04T10:00:00Z")
             .unwrap()
-            .with_timezone(&Utc);
+            .with_timezone(&Utc)
+    }
+
+    fn named(expr: &str, field: &str) -> (String, JsonPath) {
+        (expr.to_string(), path(expr, field).unwrap())
+    }
+
+    #[test]
+    fn counts_are_whole_numbers_from_zero_to_u64_max() {
         let count = |v: serde_json::Value| count_usage(&v).map(|u| u.to_string());
         assert_eq!(count(json!(0)).as_deref(), Some("unused"));
         assert_eq!(count(json!(3)).as_deref(), Some("in use (3 sessions)"));
+        assert_eq!(count(json!(1)).as_deref(), Some("in use (1 session)"));
+        assert_eq!(count(json!(3.0)).as_deref(), Some("in use (3 sessions)"));
         assert_eq!(count(json!("2")).as_deref(), Some("in use (2 sessions)"));
+        assert_eq!(
+            count_usage(&json!(u64::MAX)),
+            Some(Usage::InUse {
+                count: Some(u64::MAX),
+                last_used: None
+            })
+        );
+        // One past u64::MAX, as serde_json reads it (a float), and as digits.
+        let past: serde_json::Value = serde_json::from_str("18446744073709551616").unwrap();
         for bad in [
             json!(-1),
+            json!(-0.5),
             json!(1.5),
-            json!("lots"),
-            json!(true),
-            json!([1]),
             json!(1e300),
+            past,
+            json!("18446744073709551616"),
+            json!("99999999999999999999999999"),
+            json!("lots"),
+            json!("+3"),
+            json!("-3"),
+            json!(""),
+            json!(true),
+            json!(null),
+            json!([1]),
+            json!({"n": 1}),
         ] {
             assert_eq!(count(bad.clone()), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn a_last_use_after_since_is_in_use_and_before_it_is_not() {
+        let since = since();
         let last = |v: serde_json::Value| last_used_usage(&v, since).map(|u| u.to_string());
         assert_eq!(
             last(json!("2026-12-04T09:59:59Z")).as_deref(),
             Some("unused")
         );
         assert_eq!(
+            last(json!("2026-12-04T10:00:00Z")).as_deref(),
+            Some("unused"),
+            "a use at the very moment it stopped being active is not after it"
+        );
+        assert_eq!(
             last(json!("2026-12-04T10:05:00Z")).as_deref(),
             Some("in use (last used 2026-12-04T10:05:00+00:00)")
         );
         assert_eq!(
-            last(json!(since.timestamp() + 60)).map(|s| s.starts_with("in use")),
+            last(json!("2026-12-04T11:05:00+01:00")).as_deref(),
+            Some("in use (last used 2026-12-04T10:05:00+00:00)"),
+            "offsets are honoured"
+        );
+        // Unix seconds: a number, fractional seconds, or digits in a string.
+        let after = since.timestamp() + 60;
+        assert_eq!(
+            last_used_usage(&json!(after), since),
+            Some(Usage::InUse {
+                count: None,
+                last_used: DateTime::from_timestamp(after, 0)
+            })
+        );
+        assert_eq!(
+            last(json!(since.timestamp() - 60)).as_deref(),
+            Some("unused")
+        );
+        assert_eq!(
+            last(json!(since.timestamp() as f64 + 0.5)).as_deref(),
+            Some("in use (last used 2026-12-04T10:00:00.500+00:00)")
+        );
+        assert_eq!(
+            last(json!(after.to_string())).map(|s| s.starts_with("in use")),
             Some(true)
         );
-        assert_eq!(last(json!(null)).as_deref(), Some("unused"));
+        assert_eq!(last(json!(null)).as_deref(), Some("unused"), "never used");
         for bad in [
             json!("yesterday"),
+            json!("2026-12-04 10:05"),
+            json!(""),
             json!(-5),
+            json!(-5.5),
             json!(u64::MAX),
+            json!(1e300),
+            json!(f64::MAX),
+            json!("99999999999999999999999999"),
+            json!(true),
             json!({"t": 1}),
         ] {
             assert_eq!(last(bad.clone()), None, "{bad}");
@@ -581,17 +735,191 @@ mod usage_tests {
     }
 
     #[test]
-    fn a_path_that_finds_nothing_is_named_and_the_body_never_shown() {
-        let p = (
-            "$.sessions".to_string(),
-            path("$.sessions", "usage.countPath").unwrap(),
-        );
-        let body = json!({"other": "sk_live_secret"});
-        let e = usage_at(&p, &body, count_usage, "countPath")
+    fn unreadable_answers_name_the_path_and_never_show_the_body() {
+        let body = json!({"other": "sk_live_secret", "n": "sk_live_secret", "t": "sk_live_secret"});
+        let missing = named("$.sessions", "usage.countPath");
+        let e = read_usage(Some(&missing), None, &body, since())
             .unwrap_err()
             .to_string();
-        assert!(e.contains("http.usage.countPath \"$.sessions\""), "{e}");
+        assert!(
+            e.contains("nothing at http.usage.countPath \"$.sessions\""),
+            "{e}"
+        );
         assert!(!e.contains("sk_live_secret"), "{e}");
+        let not_a_number = named("$.n", "usage.countPath");
+        let e = read_usage(Some(&not_a_number), None, &body, since()).unwrap_err();
+        assert!(matches!(e, ProviderError::BadResponse(_)), "{e}");
+        let e = e.to_string();
+        assert!(e.contains("http.usage.countPath \"$.n\""), "{e}");
+        assert!(!e.contains("sk_live_secret"), "{e}");
+        let not_a_time = named("$.t", "usage.lastUsedPath");
+        let e = read_usage(None, Some(&not_a_time), &body, since())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("http.usage.lastUsedPath \"$.t\""), "{e}");
+        assert!(!e.contains("sk_live_secret"), "{e}");
+        // A number past u64::MAX: an error, no panic.
+        let huge: serde_json::Value =
+            serde_json::from_str(r#"{"n": 123456789012345678901234567890, "t": 1e308}"#).unwrap();
+        let count = named("$.n", "usage.countPath");
+        let last = named("$.t", "usage.lastUsedPath");
+        assert!(read_usage(Some(&count), Some(&last), &huge, since()).is_err());
+    }
+
+    #[test]
+    fn either_path_saying_in_use_is_in_use() {
+        let count = named("$.sessions", "usage.countPath");
+        let last = named("$.lastUsedAt", "usage.lastUsedPath");
+        let read = |body: serde_json::Value| {
+            read_usage(Some(&count), Some(&last), &body, since())
+                .map(|u| u.to_string())
+                .map_err(|e| e.to_string())
+        };
+        let before = "2026-12-04T09:00:00Z";
+        let after = "2026-12-04T10:30:00Z";
+        assert_eq!(
+            read(json!({"sessions": 0, "lastUsedAt": before})).unwrap(),
+            "unused"
+        );
+        assert_eq!(
+            read(json!({"sessions": 2, "lastUsedAt": before})).unwrap(),
+            "in use (2 sessions)"
+        );
+        assert_eq!(
+            read(json!({"sessions": 0, "lastUsedAt": after})).unwrap(),
+            "in use (last used 2026-12-04T10:30:00+00:00)"
+        );
+        assert_eq!(
+            read(json!({"sessions": 2, "lastUsedAt": after})).unwrap(),
+            "in use (2 sessions) (last used 2026-12-04T10:30:00+00:00)"
+        );
+        // One unreadable: in use still wins (an error would let rotor revoke), but
+        // "unused" is never concluded from half an answer.
+        assert_eq!(
+            read(json!({"sessions": "many", "lastUsedAt": after})).unwrap(),
+            "in use (last used 2026-12-04T10:30:00+00:00)"
+        );
+        let e = read(json!({"sessions": "many", "lastUsedAt": before})).unwrap_err();
+        assert!(e.contains("http.usage.countPath"), "{e}");
+        let e = read(json!({"sessions": 0})).unwrap_err();
+        assert!(e.contains("nothing at http.usage.lastUsedPath"), "{e}");
+    }
+
+    #[test]
+    fn a_path_selecting_several_values_is_in_use_when_any_is() {
+        let count = named("$.regions[*].sessions", "usage.countPath");
+        let read = |body: serde_json::Value| read_usage(Some(&count), None, &body, since());
+        assert_eq!(
+            read(json!({"regions": [{"sessions": 0}, {"sessions": 0}]})).unwrap(),
+            Usage::Unused
+        );
+        assert_eq!(
+            read(json!({"regions": [{"sessions": 0}, {"sessions": 5}, {"sessions": 2}]})).unwrap(),
+            Usage::InUse {
+                count: Some(7),
+                last_used: None
+            },
+            "not just the first"
+        );
+        assert_eq!(
+            read(json!({"regions": [{"sessions": u64::MAX}, {"sessions": 2}]})).unwrap(),
+            Usage::InUse {
+                count: Some(u64::MAX),
+                last_used: None
+            },
+            "saturates"
+        );
+        assert!(read(json!({"regions": [{"sessions": 0}, {"sessions": "x"}]})).is_err());
+    }
+
+    fn build(usage: serde_json::Value) -> Result<HttpProvider, ProviderError> {
+        let spec: HttpSpec = serde_json::from_value(json!({
+            "issue": {"url": "http://127.0.0.1:1/keys"},
+            "keyPath": "$.key",
+            "usage": usage,
+        }))
+        .unwrap();
+        let http = HttpClient::new(HttpSettings {
+            allow_private_endpoints: true,
+            ..HttpSettings::default()
+        });
+        let mut secrets = Secrets::default();
+        secrets.0.insert(
+            ("usage-admin".into(), "token".into()),
+            SecretString::from("usage-admin-token-1"),
+        );
+        HttpProvider::new(
+            &spec,
+            &BuildContext {
+                secrets: &secrets,
+                http: &http,
+                uid: "uid",
+            },
+        )
+    }
+
+    #[test]
+    fn the_usage_spec_is_checked_when_the_provider_is_built() {
+        let url = "http://127.0.0.1:1/keys/{{id}}/usage";
+        let err = |usage: serde_json::Value| match build(usage) {
+            Ok(_) => panic!("accepted"),
+            Err(e) => e.to_string(),
+        };
+        let e = err(json!({"url": url, "countPath": "$.[oops"}));
+        assert!(
+            e.contains("http.usage.countPath \"$.[oops\" is not a JSONPath"),
+            "{e}"
+        );
+        let e = err(json!({"url": url, "lastUsedPath": "lastUsedAt"}));
+        assert!(e.contains("http.usage.lastUsedPath"), "{e}");
+        let e = err(json!({"url": url}));
+        assert!(
+            e.contains("http.usage needs countPath or lastUsedPath"),
+            "{e}"
+        );
+        let e = err(json!({"url": "ftp://127.0.0.1/{{id}}", "countPath": "$.n"}));
+        assert!(e.contains("invalid provider configuration"), "{e}");
+        let e = err(json!({"url": url, "countPath": "$.n", "headers": [{"name": "X"}]}));
+        assert!(e.contains("exactly one of value and valueFrom"), "{e}");
+        let e = err(json!({"url": url, "countPath": "$.n", "headers": [
+            {"name": "Authorization", "valueFrom": {"name": "usage-admin", "key": "missing"}}
+        ]}));
+        assert!(e.contains("has no key \"missing\""), "{e}");
+        let p = build(json!({"url": url, "countPath": "$.n", "headers": [
+            {"name": "Authorization", "valuePrefix": "Bearer ", "valueFrom": {"name": "usage-admin", "key": "token"}}
+        ]}))
+        .unwrap();
+        let check = p.usage.as_ref().unwrap();
+        assert_eq!(check.request.method, Method::GET, "GET by default");
+        assert!(
+            p.known_values()
+                .iter()
+                .any(|v| v.expose_secret() == "usage-admin-token-1"),
+            "the usage request's Secret header is scrubbed from errors like the others"
+        );
+    }
+
+    #[tokio::test]
+    async fn without_usage_the_answer_is_unknown() {
+        let spec: HttpSpec = serde_json::from_value(json!({
+            "issue": {"url": "http://127.0.0.1:1/keys"},
+            "keyPath": "$.key",
+        }))
+        .unwrap();
+        let http = HttpClient::new(HttpSettings {
+            allow_private_endpoints: true,
+            ..HttpSettings::default()
+        });
+        let p = HttpProvider::new(
+            &spec,
+            &BuildContext {
+                secrets: &Secrets::default(),
+                http: &http,
+                uid: "uid",
+            },
+        )
+        .unwrap();
+        assert_eq!(p.in_use("k", since()).await.unwrap(), Usage::Unknown);
     }
 }
 

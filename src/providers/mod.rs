@@ -398,6 +398,73 @@ mod tests {
         assert_eq!(usage.to_string(), "in use (3 sessions)");
     }
 
+    /// The providers that can tell are asked through what `build` hands out: were the
+    /// wrapper to drop `in_use`, the trait's default would answer Unknown for both.
+    #[tokio::test]
+    async fn built_postgres_and_http_providers_answer_usage_themselves() {
+        use crate::rotation::Usage;
+        let router = axum::Router::new().route(
+            "/keys/{id}/usage",
+            axum::routing::get(
+                |axum::extract::Path(id): axum::extract::Path<String>| async move {
+                    axum::Json(serde_json::json!({"id": id, "sessions": 2}))
+                },
+            ),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move { axum::serve(listener, router).await });
+        let http = HttpClient::new(HttpSettings {
+            allow_private_endpoints: true,
+            max_retries: 0,
+            ..HttpSettings::default()
+        });
+        let mut secrets = Secrets::default();
+        secrets
+            .0
+            .insert(("a".into(), "k".into()), SecretString::from("admin-token"));
+        let ctx = BuildContext {
+            secrets: &secrets,
+            http: &http,
+            uid: "uid",
+        };
+        let spec: ProviderSpec = serde_json::from_value(serde_json::json!({"http": {
+            "issue": {"url": format!("{url}/keys")},
+            "keyPath": "$.key",
+            "usage": {"url": format!("{url}/keys/{{{{id}}}}/usage"), "countPath": "$.sessions"},
+        }}))
+        .unwrap();
+        let usage = build(&spec, &ctx)
+            .unwrap()
+            .in_use("k1", chrono::Utc::now())
+            .await
+            .unwrap();
+        assert_eq!(
+            usage,
+            Usage::InUse {
+                count: Some(2),
+                last_used: None
+            }
+        );
+        server.abort();
+        // PostgreSQL: nothing listens on port 1, so only the provider's own answer
+        // (it connects to count sessions) is an error; the default would be Unknown.
+        let spec: ProviderSpec = serde_json::from_value(serde_json::json!({"postgres": {
+            "host": "127.0.0.1", "port": 1, "database": "d", "sslMode": "disable",
+            "credentialsRef": {"name": "a", "key": "k"}, "username": "u",
+        }}))
+        .unwrap();
+        let err = build(&spec, &ctx)
+            .unwrap()
+            .in_use("u_a", chrono::Utc::now())
+            .await
+            .expect_err("the postgres provider itself was asked");
+        assert!(
+            matches!(&err, ProviderError::Unavailable(m) if m.contains("127.0.0.1:1")),
+            "{err}"
+        );
+    }
+
     #[tokio::test]
     async fn an_id_that_holds_the_credential_is_refused() {
         let p = Bounded {
