@@ -327,7 +327,11 @@ async fn a_stuck_rollout_keeps_the_old_credential_or_revokes_it_as_told() {
                 .status
                 .unwrap();
                 assert_eq!(s.consumers.unwrap().phase, ConsumerPhase::Stuck);
-                tokio::time::sleep(Duration::from_secs(3)).await;
+                // Stuck is looked at every 30 s, not in a loop.
+                let before = reconciles(&op).await;
+                tokio::time::sleep(Duration::from_secs(6)).await;
+                let during = reconciles(&op).await - before;
+                assert!(during <= 3.0, "{during} reconciles in 6 s while stuck");
                 assert!(live(&fake, &old_id), "Keep keeps the old credential valid");
                 assert!(
                     value(&client, &ns, SECRET, "PARTNER_API_KEY_PREVIOUS")

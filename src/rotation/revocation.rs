@@ -51,6 +51,10 @@ pub enum Verdict {
         /// maxWait has passed (`onTimeout: Keep`): the credential stays valid until a
         /// person acts or the consumers finish.
         stuck: bool,
+        /// Whether what it waits for changes by itself (consumers rolling out, the
+        /// provider's usage): look before `until`. Not for minValidity, which ends at
+        /// `until` exactly.
+        poll: bool,
     },
 }
 
@@ -78,6 +82,7 @@ pub fn judge(
             ),
             until: valid_until,
             stuck: false,
+            poll: false,
         };
     }
     let mut waiting = Vec::new();
@@ -103,6 +108,7 @@ pub fn judge(
             why,
             until: deadline,
             stuck: false,
+            poll: true,
         };
     }
     match policy.on_timeout {
@@ -119,6 +125,7 @@ pub fn judge(
             ),
             until: deadline,
             stuck: true,
+            poll: true,
         },
     }
 }
@@ -236,18 +243,27 @@ mod tests {
     #[test]
     fn waits_until_the_next_gate_opens() {
         let policy = RevocationPolicy::default();
-        let Verdict::Wait { until, .. } =
+        let Verdict::Wait { until, poll, .. } =
             judge(&policy, at(0), at(3), &ConsumerState::None, &Usage::Unknown)
         else {
             panic!("waits");
         };
         assert_eq!(until, at(10));
+        assert!(
+            !poll,
+            "minValidity ends at its time: nothing to look at before"
+        );
         let web = ConsumerState::Waiting(vec!["Deployment/web".into()]);
-        let Verdict::Wait { until, .. } = judge(&policy, at(0), at(12), &web, &Usage::Unknown)
+        let Verdict::Wait { until, poll, .. } =
+            judge(&policy, at(0), at(12), &web, &Usage::Unknown)
         else {
             panic!("waits");
         };
         assert_eq!(until, at(60), "the stuck check comes at maxWait");
+        assert!(
+            poll,
+            "consumers move by themselves: looked at before maxWait"
+        );
     }
 
     #[test]

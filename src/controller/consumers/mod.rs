@@ -322,15 +322,30 @@ impl Run {
                 Some(Verdict::Revoke { forced }) => {
                     message = self.revoke_previous(spec, target, status, forced).await?;
                 }
-                Some(Verdict::Wait { until, stuck, why }) => {
-                    let poll = if stuck { STUCK_POLL } else { self.poll() };
-                    wake = earliest(wake, until.min(self.now + poll));
+                Some(Verdict::Wait {
+                    until,
+                    stuck,
+                    why,
+                    poll,
+                }) => {
+                    wake = earliest(wake, self.look_again(until, stuck, poll));
                     message = Some(format!("its revocation waits: {why}"));
                 }
                 None => {}
             }
         }
         Ok(Followed { wake, message })
+    }
+
+    /// When to look at a waiting revocation again: at `until`, or sooner while what it
+    /// waits for can change by itself.
+    fn look_again(&self, until: DateTime<Utc>, stuck: bool, poll: bool) -> DateTime<Utc> {
+        match (poll, stuck) {
+            (false, _) => until,
+            // Past maxWait: `until` is behind; every 30 s, never a hot loop.
+            (true, true) => self.now + STUCK_POLL,
+            (true, false) => until.min(self.now + self.poll()),
+        }
     }
 
     fn poll(&self) -> TimeDelta {
@@ -611,10 +626,12 @@ impl Run {
                 None
             }
             Verdict::Revoke { forced: None } => None,
-            Verdict::Wait { why, until, stuck } => {
-                let poll = if stuck { STUCK_POLL } else { self.poll() };
-                Some((why, until.min(self.now + poll), stuck))
-            }
+            Verdict::Wait {
+                why,
+                until,
+                stuck,
+                poll,
+            } => Some((why, self.look_again(until, stuck, poll), stuck)),
         }
     }
 
