@@ -473,6 +473,40 @@ impl Run {
             .rotation(self.sr.spec.provider.kind(), success, elapsed);
     }
 
+    /// Takes the `_PREVIOUS` keys out of the target Secret, the active credential
+    /// (slot `active_index`, `active_fingerprint`) staying under the mapped keys: done
+    /// before the credential `_PREVIOUS` held is revoked. `Ok(false)` when the Secret
+    /// does not hold the active credential, so nothing was written (an empty write
+    /// would only drop what consumers have); `Ok(true)` when no `_PREVIOUS` is left.
+    pub(super) async fn drop_previous_keys(
+        &self,
+        spec: &ValidSpec,
+        target: &Target,
+        active_index: u8,
+        active_fingerprint: &str,
+    ) -> Result<bool, kube::Error> {
+        if !spec.keep_previous || target.previous_values(spec).is_empty() {
+            return Ok(true);
+        }
+        let values = target.active_values(
+            spec,
+            spec.provider.secret_output(),
+            Some(active_fingerprint),
+        );
+        if values.is_empty() {
+            return Ok(false);
+        }
+        self.apply_secret(
+            spec,
+            &values,
+            &BTreeMap::new(),
+            active_index,
+            active_fingerprint,
+        )
+        .await?;
+        Ok(true)
+    }
+
     pub(super) async fn apply_secret(
         &self,
         spec: &ValidSpec,

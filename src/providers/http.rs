@@ -214,7 +214,15 @@ struct Vars<'a> {
     key: Option<&'a str>,
 }
 
-impl Vars<'_> {
+impl<'a> Vars<'a> {
+    /// The placeholders of a request about one key: `{{id}}` only.
+    fn id(id: &'a str) -> Self {
+        Self {
+            id: Some(id),
+            ..Self::default()
+        }
+    }
+
     /// Fills the placeholders in one pass over the template: a value is never read
     /// again, so a vendor id that says `{{key}}` stays those seven characters.
     fn render(&self, template: &str, encode: impl Fn(&str) -> String) -> String {
@@ -526,15 +534,7 @@ impl Provider for HttpProvider {
         let Some(revoke) = &self.revoke else {
             return Ok(Revocation::Unsupported);
         };
-        let reply = revoke
-            .send(
-                &self.http,
-                &Vars {
-                    id: Some(id),
-                    ..Vars::default()
-                },
-            )
-            .await?;
+        let reply = revoke.send(&self.http, &Vars::id(id)).await?;
         match reply.status {
             404 | 410 => Ok(Revocation::AlreadyGone),
             _ if reply.is_success() => Ok(Revocation::Revoked),
@@ -546,16 +546,7 @@ impl Provider for HttpProvider {
         let Some(check) = &self.usage else {
             return Ok(Usage::Unknown);
         };
-        let reply = check
-            .request
-            .send(
-                &self.http,
-                &Vars {
-                    id: Some(id),
-                    ..Vars::default()
-                },
-            )
-            .await?;
+        let reply = check.request.send(&self.http, &Vars::id(id)).await?;
         match reply.status {
             // The vendor no longer knows the key: nothing can use it.
             404 | 410 => return Ok(Usage::Unused),

@@ -653,26 +653,13 @@ impl Run {
         ) else {
             return Ok(None);
         };
-        // Never revoke what the Secret still hands out.
-        if spec.keep_previous && !target.previous_values(spec).is_empty() {
-            let values = target.active_values(
-                spec,
-                spec.provider.secret_output(),
-                Some(&active.fingerprint),
-            );
-            if values.is_empty() {
-                // The Secret does not hold the active credential: restoring it comes
-                // first (the next settle), the revocation after.
-                return Ok(None);
-            }
-            self.apply_secret(
-                spec,
-                &values,
-                &Default::default(),
-                active_index,
-                &active.fingerprint,
-            )
-            .await?;
+        // Never revoke what the Secret still hands out. A Secret that does not hold
+        // the active credential is restored first (the next settle), then revoked.
+        if !self
+            .drop_previous_keys(spec, target, active_index, &active.fingerprint)
+            .await?
+        {
+            return Ok(None);
         }
         let outcome = match spec.provider.revoke(&previous.id).await {
             Ok(o) => o,

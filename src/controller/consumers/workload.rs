@@ -67,11 +67,19 @@ impl Workloads {
         w: &WorkloadRef,
         since_generation: Option<i64>,
     ) -> Result<Found, kube::Error> {
+        Ok(match self.fetch(w).await? {
+            Ok(obj) => Found::Workload(observed(w.kind, &obj, since_generation)),
+            Err(absent) => absent,
+        })
+    }
+
+    /// The workload as stored, or what stands in its place (gone, kind not served).
+    async fn fetch(&self, w: &WorkloadRef) -> Result<Result<DynamicObject, Found>, kube::Error> {
         match self.dynamic(w.kind).get_opt(&w.name).await {
-            Ok(Some(obj)) => Ok(Found::Workload(observed(w.kind, &obj, since_generation))),
-            Ok(None) => self.missing(w.kind).await,
+            Ok(Some(obj)) => Ok(Ok(obj)),
+            Ok(None) => self.missing(w.kind).await.map(Err),
             Err(e) if w.kind == WorkloadKind::Rollout && not_served(&e) => {
-                Ok(Found::KindNotInstalled)
+                Ok(Err(Found::KindNotInstalled))
             }
             Err(e) => Err(e),
         }
@@ -82,14 +90,9 @@ impl Workloads {
     /// manager. A Rollout gets `spec.restartAt` too (how Argo Rollouts restarts).
     /// Never creates a workload: it is read first, and a gone one is `Missing`.
     pub async fn restart(&self, w: &WorkloadRef, value: &str) -> Result<Found, kube::Error> {
-        let api = self.dynamic(w.kind);
-        let existing = match api.get_opt(&w.name).await {
-            Ok(Some(obj)) => obj,
-            Ok(None) => return self.missing(w.kind).await,
-            Err(e) if w.kind == WorkloadKind::Rollout && not_served(&e) => {
-                return Ok(Found::KindNotInstalled);
-            }
-            Err(e) => return Err(e),
+        let existing = match self.fetch(w).await? {
+            Ok(obj) => obj,
+            Err(absent) => return Ok(absent),
         };
         let (api_version, kind) = match &existing.types {
             Some(t) => (t.api_version.clone(), t.kind.clone()),
@@ -111,7 +114,10 @@ impl Workloads {
                 json!(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
         }
         let params = PatchParams::apply(crate::api::FIELD_MANAGER).force();
-        let written = api.patch(&w.name, &params, &Patch::Apply(&patch)).await?;
+        let written = self
+            .dynamic(w.kind)
+            .patch(&w.name, &params, &Patch::Apply(&patch))
+            .await?;
         Ok(Found::Workload(observed(
             w.kind,
             &written,

@@ -130,39 +130,21 @@ impl Run {
         r: &Rotation<'_>,
         target: &Target,
     ) -> Result<(), RotateError> {
-        let spec = r.spec;
-        if r.plan.revoke_before_issue.is_none()
-            || !spec.keep_previous
-            || target.previous_values(spec).is_empty()
-        {
-            return Ok(());
-        }
-        let active = r.before.active_slot();
-        let values = target.active_values(
-            spec,
-            spec.provider.secret_output(),
-            active.map(|s| s.fingerprint.as_str()),
-        );
-        let (Some(index), Some(active)) = (r.before.active, active) else {
+        let (Some(index), Some(active)) = (r.before.active, r.before.active_slot()) else {
             return Ok(());
         };
-        // A Secret that does not hold the active credential is rewritten by this
-        // rotation anyway; an empty write would only drop what consumers have.
-        if values.is_empty() {
+        if r.plan.revoke_before_issue.is_none() {
             return Ok(());
         }
-        self.apply_secret(
-            spec,
-            &values,
-            &Default::default(),
-            index,
-            &active.fingerprint,
-        )
-        .await
-        .map_err(|source| RotateError::SecretWrite {
-            secret: self.sr.spec.target.name.clone(),
-            source,
-        })
+        // A Secret that does not hold the active credential is rewritten by this
+        // rotation anyway: then nothing is written here.
+        self.drop_previous_keys(r.spec, target, index, &active.fingerprint)
+            .await
+            .map(|_| ())
+            .map_err(|source| RotateError::SecretWrite {
+                secret: self.sr.spec.target.name.clone(),
+                source,
+            })
     }
 
     /// Step 3: the provider calls in the core's safe order — revoke what the target
