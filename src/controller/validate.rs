@@ -84,6 +84,10 @@ pub enum SpecError {
     )]
     ReservedTarget(String),
     #[error(
+        "spec.notify.webhook.signingSecretRef names {0:?}, which {1}: a signing key is sent to the webhook's owner as signatures, so it must be a Secret of its own"
+    )]
+    SigningKeyShared(String, &'static str),
+    #[error(
         "{field} key {key:?} is not a valid Secret key (letters, digits, '-', '_' and '.', not \".\" or \"..\", at most 253)"
     )]
     BadRefKey { field: &'static str, key: String },
@@ -159,6 +163,20 @@ pub fn check_names(spec: &SecretRotationSpec) -> Result<(), SpecError> {
                 field: "spec.notify.webhook.signingSecretRef.key",
                 key: r.key.clone(),
             });
+        }
+        // Anyone who reads the webhook sees HMACs under this key, and may guess it
+        // offline: never a Secret that holds a credential rotor uses or keeps.
+        if spec.provider.secret_refs().iter().any(|p| p.name == r.name) {
+            return Err(SpecError::SigningKeyShared(
+                r.name.clone(),
+                "spec.provider also reads (a provider credential)",
+            ));
+        }
+        if r.name.starts_with(VAULT_SECRET_PREFIX) {
+            return Err(SpecError::SigningKeyShared(
+                r.name.clone(),
+                "is reserved for rotor's vault Secrets",
+            ));
         }
     }
     if let Some(c) = &spec.consumers {
@@ -466,6 +484,14 @@ mod tests {
             (
                 "provider: {supabase: {projectRef: abcdefghijklmnopqrst, credentialsRef: {name: \"a/../b\", key: k}}}\nsecretsMapping: {apiKey: K}\ntarget: {name: t}\n".to_string(),
                 "a Secret reference in spec.provider \"a/../b\" is not a valid Secret name",
+            ),
+            (
+                "provider: {supabase: {projectRef: abcdefghijklmnopqrst, credentialsRef: {name: admin, key: k}}}\nsecretsMapping: {apiKey: K}\ntarget: {name: t}\nnotify: {webhook: {url: \"https://hooks.example.com/x\", signingSecretRef: {name: admin, key: other}}}\n".to_string(),
+                "signingSecretRef names \"admin\", which spec.provider also reads",
+            ),
+            (
+                format!("{BASE}notify: {{webhook: {{url: \"https://hooks.example.com/x\", signingSecretRef: {{name: rotor-vault-db, key: k}}}}}}"),
+                "reserved for rotor's vault Secrets",
             ),
             (
                 "provider: {supabase: {projectRef: abcdefghijklmnopqrst, credentialsRef: {name: admin, key: \"..\"}}}\nsecretsMapping: {apiKey: K}\ntarget: {name: t}\n".to_string(),
