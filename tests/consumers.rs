@@ -875,12 +875,20 @@ async fn an_argo_rollout_is_restarted_through_restart_at_and_skipped_when_not_in
         ),
     );
     let obj = api.get("checkout").await.unwrap();
+    // The token on the Rollout itself; its pod template untouched (a template change
+    // would start a full release, and a workloadRef Rollout has no template).
     assert_eq!(
-        obj.data.pointer(&format!(
-            "/spec/template/metadata/annotations/{}",
-            "rotor.dev~1restartedAt"
-        )),
-        Some(&json!(token))
+        obj.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(RESTARTED_AT_ANNOTATION)),
+        Some(&token)
+    );
+    assert_eq!(
+        obj.data.pointer("/spec/template/metadata/annotations"),
+        None,
+        "{:?}",
+        obj.data
     );
     let restart_at = obj
         .data
@@ -907,4 +915,93 @@ async fn an_argo_rollout_is_restarted_through_restart_at_and_skipped_when_not_in
             .is_some_and(|c| c.phase == ConsumerPhase::RolledOut)
     })
     .await;
+}
+
+#[tokio::test]
+async fn consumers_rotor_cannot_follow_hold_the_revocation() {
+    let plane = control_plane().with_controller_manager();
+    let client = plane.client().await;
+    let ns = namespace(&client, "c-cut").await;
+    let fake = fakes::key_api().await;
+    // 65 consumers match the selector: one more than rotor follows. With no replicas
+    // each rolls out by itself (kube-controller-manager), so only the cut can hold.
+    for i in 0..65 {
+        deployment(&client, &ns, &format!("w{i:02}"), SECRET, 0).await;
+    }
+    let _op = Operator::start_with(&ns, FAST);
+    let spec = http_with(
+        &fake,
+        "  consumers:\n    selector: {matchLabels: {tier: web}}\n  revocation:\n    after: Rollout\n    minValidity: 0s\n    maxWait: 4s\n    onTimeout: Keep\n",
+    );
+    apply_yaml(&client, &ns, &spec).await.unwrap();
+    rotated(&client, &ns, NAME, 1).await;
+    let incomplete = wait_for_event(
+        &client,
+        &ns,
+        NAME,
+        "ConsumersIncomplete",
+        "65 consumers",
+        30,
+    )
+    .await;
+    assert!(
+        incomplete
+            .note
+            .unwrap_or_default()
+            .contains("only the first 64 found are restarted and followed")
+    );
+    let second = rotate(&client, &ns, NAME, "r2", 2).await;
+    let c = second.consumers.as_ref().unwrap();
+    assert_eq!(c.workloads.len(), 64);
+    assert!(
+        c.incomplete
+            .as_deref()
+            .is_some_and(|w| w.contains("65 consumers match")),
+        "{c:?}"
+    );
+    let old_id = second
+        .slots
+        .iter()
+        .find(|s| s.index != second.active_index)
+        .unwrap()
+        .id
+        .clone();
+    // Every followed consumer rolls out, yet the one not followed may still use the
+    // old credential: stuck after maxWait, and Keep keeps it.
+    let s = wait_status(&client, &ns, NAME, 90, "stuck", |s| {
+        s.consumers.as_ref().is_some_and(|c| {
+            c.workloads.iter().all(|w| w.rolled_out) && c.phase == ConsumerPhase::Stuck
+        })
+    })
+    .await
+    .status
+    .unwrap();
+    assert!(
+        s.last_rotation_message.contains("consumers not followed"),
+        "{}",
+        s.last_rotation_message
+    );
+    let stuck = wait_for_event(
+        &client,
+        &ns,
+        NAME,
+        "ConsumerRolloutStuck",
+        "not followed",
+        30,
+    )
+    .await;
+    assert!(stuck.note.unwrap_or_default().contains("maxWait (4s)"));
+    assert!(live(&fake, &old_id), "the old credential stays valid");
+    assert!(
+        value(&client, &ns, SECRET, "PARTNER_API_KEY_PREVIOUS")
+            .await
+            .is_some()
+    );
+    assert!(
+        !event_reasons(&client, &ns, NAME)
+            .await
+            .iter()
+            .any(|r| r == "PreviousRevoked" || r == "ConsumersRolledOut"),
+        "nothing says every consumer rolled out"
+    );
 }

@@ -174,6 +174,12 @@ pub struct ConsumersStatus {
     /// Set once the wait passed maxWait (a `ConsumerRolloutStuck` Event was published).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stuck_since: Option<DateTime<Utc>>,
+    /// Set when rotor could not find every consumer (more than 64 match, discovery
+    /// stopped, a listing failed): why. Consumers it does not follow may still hold
+    /// the previous credential, so its revocation waits for revocation.maxWait and
+    /// then does what onTimeout says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incomplete: Option<String>,
 }
 
 /// How far the consumers of a rotation are.

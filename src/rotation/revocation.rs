@@ -58,13 +58,14 @@ pub enum Verdict {
     },
 }
 
-/// Judges revoking a credential that stopped being active at `since`.
+/// Judges revoking a credential that stopped being active at `since`. `usage` is the
+/// provider's answer, or why it gave none: no answer waits like "in use".
 pub fn judge(
     policy: &RevocationPolicy,
     since: DateTime<Utc>,
     now: DateTime<Utc>,
     consumers: &ConsumerState,
-    usage: &Usage,
+    usage: Result<&Usage, &str>,
 ) -> Verdict {
     let after = |d: Duration| {
         TimeDelta::from_std(d)
@@ -95,8 +96,12 @@ pub fn judge(
         }
         waiting.push(format!("consumers still rolling out: {list}"));
     }
-    if let Usage::InUse { .. } = usage {
-        waiting.push(format!("the provider reports it {usage}"));
+    match usage {
+        Ok(u @ Usage::InUse { .. }) => waiting.push(format!("the provider reports it {u}")),
+        Ok(_) => {}
+        Err(e) => waiting.push(format!(
+            "the provider could not say whether it is in use ({e})"
+        )),
     }
     if waiting.is_empty() {
         return Verdict::Revoke { forced: None };
@@ -158,13 +163,46 @@ mod tests {
         let done = ConsumerState::RolledOut;
         let unknown = Usage::Unknown;
         // (case, policy, minutes since it stopped being active, consumers, usage, verdict)
-        let cases: [(&str, &RevocationPolicy, i64, &ConsumerState, &Usage, &str); 10] = [
+        let failed = "HTTP 503";
+        type Case<'a> = (
+            &'a str,
+            &'a RevocationPolicy,
+            i64,
+            &'a ConsumerState,
+            Result<&'a Usage, &'a str>,
+            &'a str,
+        );
+        let cases: [Case; 13] = [
+            (
+                "the provider cannot answer",
+                &policy,
+                11,
+                &done,
+                Err(failed),
+                "wait: the provider could not say whether it is in use (HTTP 503)",
+            ),
+            (
+                "the provider cannot answer, Keep",
+                &policy,
+                61,
+                &done,
+                Err(failed),
+                "stuck: revocation.maxWait (1h) passed with the provider could not say",
+            ),
+            (
+                "the provider cannot answer, Revoke",
+                &revoke,
+                61,
+                &none,
+                Err(failed),
+                "forced: revocation.maxWait (1h) passed with the provider could not say",
+            ),
             (
                 "a minute after",
                 &policy,
                 1,
                 &none,
-                &unknown,
+                Ok(&unknown),
                 "wait: revocation.minValidity",
             ),
             // Two `rotor rotate` a minute apart: even consumers that rolled out wait.
@@ -173,17 +211,24 @@ mod tests {
                 &policy,
                 1,
                 &done,
-                &unknown,
+                Ok(&unknown),
                 "wait: revocation.minValidity",
             ),
-            ("minValidity 0s", &zero, 0, &none, &unknown, "revoke"),
-            ("after minValidity", &policy, 10, &none, &unknown, "revoke"),
+            ("minValidity 0s", &zero, 0, &none, Ok(&unknown), "revoke"),
+            (
+                "after minValidity",
+                &policy,
+                10,
+                &none,
+                Ok(&unknown),
+                "revoke",
+            ),
             (
                 "after minValidity, rolled out",
                 &policy,
                 11,
                 &done,
-                &unknown,
+                Ok(&unknown),
                 "revoke",
             ),
             (
@@ -191,7 +236,7 @@ mod tests {
                 &policy,
                 11,
                 &web,
-                &unknown,
+                Ok(&unknown),
                 "wait: consumers still rolling out: Deployment/web",
             ),
             (
@@ -199,7 +244,7 @@ mod tests {
                 &policy,
                 11,
                 &done,
-                &sessions,
+                Ok(&sessions),
                 "wait: the provider reports it in use (2 sessions)",
             ),
             (
@@ -207,7 +252,7 @@ mod tests {
                 &policy,
                 61,
                 &web,
-                &unknown,
+                Ok(&unknown),
                 "stuck: revocation.maxWait (1h) passed",
             ),
             (
@@ -215,7 +260,7 @@ mod tests {
                 &revoke,
                 61,
                 &web,
-                &unknown,
+                Ok(&unknown),
                 "forced: revocation.maxWait (1h) passed with consumers",
             ),
             (
@@ -223,7 +268,7 @@ mod tests {
                 &revoke,
                 61,
                 &none,
-                &Usage::Unused,
+                Ok(&Usage::Unused),
                 "revoke",
             ),
         ];
@@ -243,9 +288,13 @@ mod tests {
     #[test]
     fn waits_until_the_next_gate_opens() {
         let policy = RevocationPolicy::default();
-        let Verdict::Wait { until, poll, .. } =
-            judge(&policy, at(0), at(3), &ConsumerState::None, &Usage::Unknown)
-        else {
+        let Verdict::Wait { until, poll, .. } = judge(
+            &policy,
+            at(0),
+            at(3),
+            &ConsumerState::None,
+            Ok(&Usage::Unknown),
+        ) else {
             panic!("waits");
         };
         assert_eq!(until, at(10));
@@ -255,7 +304,7 @@ mod tests {
         );
         let web = ConsumerState::Waiting(vec!["Deployment/web".into()]);
         let Verdict::Wait { until, poll, .. } =
-            judge(&policy, at(0), at(12), &web, &Usage::Unknown)
+            judge(&policy, at(0), at(12), &web, Ok(&Usage::Unknown))
         else {
             panic!("waits");
         };
@@ -270,7 +319,7 @@ mod tests {
     fn a_long_list_of_consumers_is_cut() {
         let many = ConsumerState::Waiting((0..40).map(|i| format!("Deployment/w{i}")).collect());
         let policy = RevocationPolicy::default();
-        let Verdict::Wait { why, .. } = judge(&policy, at(0), at(20), &many, &Usage::Unknown)
+        let Verdict::Wait { why, .. } = judge(&policy, at(0), at(20), &many, Ok(&Usage::Unknown))
         else {
             panic!("waits");
         };

@@ -229,6 +229,7 @@ impl Run {
         let token = token(sequence, fingerprint);
         let mut found: BTreeSet<WorkloadRef> = wanted.workloads.iter().cloned().collect();
         let mut notes = Vec::new();
+        let mut incomplete = Vec::new();
         let workloads = self.workloads();
         if let Some(selector) = &wanted.selector {
             match kube::core::Selector::try_from(selector.clone()) {
@@ -237,8 +238,11 @@ impl Run {
                         .find(Some(&s.to_string()), None, MAX_CONSUMERS)
                         .await
                     {
-                        Ok(list) => found.extend(list),
-                        Err(e) => notes.push(format!("listing by selector failed: {e}")),
+                        Ok(list) => {
+                            found.extend(list.found);
+                            incomplete.extend(list.cut);
+                        }
+                        Err(e) => incomplete.push(format!("listing by selector failed: {e}")),
                     }
                 }
                 Ok(_) => notes.push(
@@ -253,17 +257,26 @@ impl Run {
                 .find(None, Some(&self.sr.spec.target.name), MAX_CONSUMERS)
                 .await
             {
-                Ok(list) => found.extend(list),
-                Err(e) => notes.push(format!("discovering consumers failed: {e}")),
+                Ok(list) => {
+                    found.extend(list.found);
+                    incomplete.extend(list.cut);
+                }
+                Err(e) => incomplete.push(format!("discovering consumers failed: {e}")),
             }
         }
         let total = found.len();
         let list: Vec<WorkloadRef> = found.into_iter().take(MAX_CONSUMERS).collect();
         if total > list.len() {
-            notes.push(format!(
-                "{total} consumers match; only the first {MAX_CONSUMERS} are restarted and followed"
-            ));
+            incomplete.push(format!("{total} consumers match"));
         }
+        let incomplete = (!incomplete.is_empty()).then(|| {
+            format!(
+                "{}: only the first {} found are restarted and followed",
+                incomplete.join("; "),
+                list.len()
+            )
+        });
+        notes.extend(incomplete.clone());
         for w in &list {
             self.ctx.restarts.register(&self.book_key(w), &token);
         }
@@ -290,6 +303,7 @@ impl Run {
                 .collect(),
             usage: None,
             stuck_since: None,
+            incomplete,
         })
     }
 
@@ -378,7 +392,9 @@ impl Run {
             return None;
         }
         self.observe_all(c).await;
-        if c.workloads.iter().all(|w| w.rolled_out) {
+        // With consumers rotor does not follow, "every consumer rolled out" is never
+        // known: the rotation stays RollingOut until maxWait says it is stuck.
+        if c.workloads.iter().all(|w| w.rolled_out) && c.incomplete.is_none() {
             c.phase = ConsumerPhase::RolledOut;
             info!(name = %self.sr.name_any(), rotation = c.rotation, "consumers rolled out");
             self.publish(
@@ -400,12 +416,15 @@ impl Run {
             c.stuck_since = Some(self.now);
             let pending: Vec<&WorkloadStatus> =
                 c.workloads.iter().filter(|w| !w.rolled_out).collect();
-            let what = pending
+            let mut what = pending
                 .iter()
                 .take(5)
                 .map(|w| format!("{}/{} ({})", w.kind.as_str(), w.name, w.message))
-                .collect::<Vec<_>>()
-                .join(", ");
+                .collect::<Vec<_>>();
+            if let Some(why) = &c.incomplete {
+                what.push(format!("consumers not followed ({why})"));
+            }
+            let what = what.join(", ");
             let keep = match spec.revocation.on_timeout {
                 crate::api::OnTimeout::Keep => {
                     "the previous credential stays valid and the next rotation waits"
@@ -558,16 +577,20 @@ impl Run {
         let since = status.last_rotated_at.unwrap_or(self.now);
         let consumers = match (&spec.consumers, &status.consumers) {
             (Some(_), Some(c)) if c.rotation == status.rotation_count => {
-                if c.phase == ConsumerPhase::RolledOut {
+                let mut waiting: Vec<String> = c
+                    .workloads
+                    .iter()
+                    .filter(|w| !w.rolled_out && c.phase != ConsumerPhase::RolledOut)
+                    .map(|w| format!("{}/{}", w.kind.as_str(), w.name))
+                    .collect();
+                // Consumers rotor does not follow may still use it: never "rolled out".
+                if let Some(why) = &c.incomplete {
+                    waiting.push(format!("consumers not followed ({why})"));
+                }
+                if waiting.is_empty() {
                     ConsumerState::RolledOut
                 } else {
-                    ConsumerState::Waiting(
-                        c.workloads
-                            .iter()
-                            .filter(|w| !w.rolled_out)
-                            .map(|w| format!("{}/{}", w.kind.as_str(), w.name))
-                            .collect(),
-                    )
+                    ConsumerState::Waiting(waiting)
                 }
             }
             _ => ConsumerState::None,
@@ -578,25 +601,36 @@ impl Run {
             since,
             self.now,
             &consumers,
-            &Usage::Unknown,
+            Ok(&Usage::Unknown),
         );
         // Only a credential every other gate would let go is worth a provider call.
         if first != (Verdict::Revoke { forced: None }) {
             return Some(first);
         }
-        let usage = match spec.provider.in_use(&previous.id, since).await {
-            Ok(u) => u,
-            Err(e) => {
-                warn!(name = %self.sr.name_any(), error = %e, "asking the provider whether the previous credential is in use failed; not waiting on it");
-                Usage::Unknown
-            }
+        // A provider that cannot answer may be one whose credential is in use: the
+        // revocation waits as for one in use (until maxWait, then onTimeout).
+        let usage = spec
+            .provider
+            .in_use(&previous.id, since)
+            .await
+            .map_err(|e| e.to_string());
+        if let Err(e) = &usage {
+            warn!(name = %self.sr.name_any(), error = %e, "asking the provider whether the previous credential is in use failed; the revocation waits");
+        }
+        let said = match &usage {
+            Ok(Usage::Unknown) => None,
+            Ok(u) => Some(u.to_string()),
+            Err(e) => Some(format!("unanswered: {e}")),
         };
-        let said = (usage != Usage::Unknown).then(|| usage.to_string());
         if let Some(c) = status.consumers.as_mut() {
             c.usage = said;
         }
         Some(crate::rotation::revocation::judge(
-            policy, since, self.now, &consumers, &usage,
+            policy,
+            since,
+            self.now,
+            &consumers,
+            usage.as_ref().map_err(String::as_str),
         ))
     }
 

@@ -87,7 +87,8 @@ impl Workloads {
 
     /// Restarts one consumer for `value` (the tokens of the rotations it restarts for):
     /// only the pod-template annotation, by server-side apply with rotor's field
-    /// manager. A Rollout gets `spec.restartAt` too (how Argo Rollouts restarts).
+    /// manager. A Rollout gets `spec.restartAt` and the annotation on itself instead
+    /// (how Argo Rollouts restarts, without a new release).
     /// Never creates a workload: it is read first, and a gone one is `Missing`.
     pub async fn restart(&self, w: &WorkloadRef, value: &str) -> Result<Found, kube::Error> {
         let existing = match self.fetch(w).await? {
@@ -98,21 +99,31 @@ impl Workloads {
             Some(t) => (t.api_version.clone(), t.kind.clone()),
             None => return Ok(Found::Missing),
         };
-        let mut patch = json!({
-            "apiVersion": api_version,
-            "kind": kind,
-            "metadata": {
-                "name": w.name,
-                // Only if it is still the object read: a workload deleted and created
-                // again under the name is not patched blind (SSA would create one).
-                "uid": existing.metadata.uid,
-            },
-            "spec": {"template": {"metadata": {"annotations": {RESTARTED_AT_ANNOTATION: value}}}},
-        });
-        if w.kind == WorkloadKind::Rollout {
-            patch["spec"]["restartAt"] =
-                json!(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-        }
+        // Only if it is still the object read: a workload deleted and created again
+        // under the name is not patched blind (SSA would create one).
+        let metadata = json!({"name": w.name, "uid": existing.metadata.uid});
+        let patch = if w.kind == WorkloadKind::Rollout {
+            // Argo Rollouts restarts pods in place through `spec.restartAt`; a pod
+            // template change would start a full release (canary steps, analysis),
+            // and a Rollout with `workloadRef` has no template at all. The token goes
+            // on the Rollout itself.
+            let mut metadata = metadata;
+            metadata["annotations"] = json!({RESTARTED_AT_ANNOTATION: value});
+            json!({
+                "apiVersion": api_version,
+                "kind": kind,
+                "metadata": metadata,
+                "spec": {"restartAt":
+                    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)},
+            })
+        } else {
+            json!({
+                "apiVersion": api_version,
+                "kind": kind,
+                "metadata": metadata,
+                "spec": {"template": {"metadata": {"annotations": {RESTARTED_AT_ANNOTATION: value}}}},
+            })
+        };
         let params = PatchParams::apply(crate::api::FIELD_MANAGER).force();
         let written = self
             .dynamic(w.kind)
@@ -145,41 +156,83 @@ impl Workloads {
 
     /// Every Deployment, StatefulSet and DaemonSet with labels matching `selector`
     /// (a label selector string), or — with `reads` — whose pod template reads that
-    /// Secret. At most `limit` (sorted by kind and name).
+    /// Secret. At most `limit` (sorted by kind and name). Paged ([`PAGE`] a request):
+    /// a selector lists metadata only; discovery reads pod templates a page at a time
+    /// and stops after [`SCANNED`] workloads of a kind. `cut` says what was left out.
     pub async fn find(
         &self,
         selector: Option<&str>,
         reads: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<WorkloadRef>, kube::Error> {
+    ) -> Result<Listed, kube::Error> {
         let mut out = Vec::new();
+        let mut cut = None;
         for kind in WorkloadKind::BUILT_IN {
-            let mut params = ListParams::default().limit(500);
+            let mut params = ListParams::default().limit(PAGE);
             if let Some(s) = selector {
                 params = params.labels(s);
             }
-            // One page of 500 per kind: a namespace with more is cut, not paged
-            // through on every rotation.
-            let list = self.dynamic(kind).list(&params).await?;
-            for obj in list.items {
-                let matches = match reads {
-                    Some(secret) => {
-                        pod_spec(&obj.data).is_some_and(|spec| reads_secret(&spec, secret))
+            let api = self.dynamic(kind);
+            let mut scanned = 0usize;
+            loop {
+                let (names, next) = match reads {
+                    None => {
+                        let page = api.list_metadata(&params).await?;
+                        let names: Vec<String> = page.items.iter().map(|o| o.name_any()).collect();
+                        (names, page.metadata.continue_)
                     }
-                    None => true,
+                    Some(secret) => {
+                        let page = api.list(&params).await?;
+                        let names = page
+                            .items
+                            .iter()
+                            .filter(|o| {
+                                pod_spec(&o.data).is_some_and(|spec| reads_secret(&spec, secret))
+                            })
+                            .map(|o| o.name_any())
+                            .collect();
+                        scanned += page.items.len();
+                        (names, page.metadata.continue_)
+                    }
                 };
-                if matches {
-                    out.push(WorkloadRef {
-                        kind,
-                        name: obj.name_any(),
-                    });
+                out.extend(names.into_iter().map(|name| WorkloadRef { kind, name }));
+                let Some(token) = next.filter(|t| !t.is_empty()) else {
+                    break;
+                };
+                if out.len() > limit {
+                    cut = Some(format!("more than {limit} consumers match"));
+                    break;
                 }
+                if scanned >= SCANNED {
+                    cut = Some(format!(
+                        "discovery reads at most {SCANNED} {}s a rotation; the namespace has more",
+                        kind.as_str()
+                    ));
+                    break;
+                }
+                params.continue_token = Some(token);
             }
         }
         out.sort();
-        out.truncate(limit);
-        Ok(out)
+        out.dedup();
+        if out.len() > limit {
+            cut.get_or_insert_with(|| format!("{} consumers match", out.len()));
+            out.truncate(limit);
+        }
+        Ok(Listed { found: out, cut })
     }
+}
+
+/// Workloads a list request returns at once.
+const PAGE: u32 = 100;
+/// Workloads of one kind discovery reads in one rotation, at most.
+const SCANNED: usize = 2_000;
+
+/// What [`Workloads::find`] found, and what it left out.
+pub struct Listed {
+    pub found: Vec<WorkloadRef>,
+    /// Why the list is incomplete, if it is.
+    pub cut: Option<String>,
 }
 
 /// Whether the API server does not serve the resource (its CRD is not installed).
@@ -240,12 +293,19 @@ fn text<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
 
 /// A consumer's state, from the object as read.
 fn observed(kind: WorkloadKind, obj: &DynamicObject, since_generation: Option<i64>) -> Observed {
-    let restarted_with = obj
-        .data
-        .pointer("/spec/template/metadata/annotations")
-        .and_then(|a| a.get(RESTARTED_AT_ANNOTATION))
-        .and_then(Value::as_str)
-        .map(str::to_string);
+    let restarted_with = if kind == WorkloadKind::Rollout {
+        obj.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(RESTARTED_AT_ANNOTATION))
+            .cloned()
+    } else {
+        obj.data
+            .pointer("/spec/template/metadata/annotations")
+            .and_then(|a| a.get(RESTARTED_AT_ANNOTATION))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
     let generation = obj.metadata.generation;
     let (rolled_out, message) = rollout(kind, &obj.metadata, &obj.data, since_generation);
     Observed {
