@@ -13,6 +13,7 @@
 pub mod admin;
 pub mod api;
 pub mod controller;
+pub mod kube_client;
 pub mod leader;
 pub mod metrics;
 pub mod notify;

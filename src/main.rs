@@ -153,6 +153,14 @@ struct RunArgs {
     /// How often a consumer's rollout is looked at while rotor waits for it.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     consumer_poll_interval: Duration,
+    /// Client-side limit on Kubernetes API requests per second (0: none — the API
+    /// server's priority and fairness queues what it cannot take). Every request is
+    /// counted in rotor_kube_requests_total{verb,resource}.
+    #[arg(long, default_value_t = 0.0, env = "ROTOR_KUBE_QPS")]
+    kube_qps: f64,
+    /// With --kube-qps: how many requests may go at once before the limit applies.
+    #[arg(long, default_value_t = 100, env = "ROTOR_KUBE_BURST")]
+    kube_burst: u32,
     /// Address of the admin server (/metrics, /livez, /readyz); "off" disables it.
     #[arg(long, default_value = "0.0.0.0:8080", env = "ROTOR_METRICS_ADDRESS")]
     metrics_address: String,
@@ -217,8 +225,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             .unwrap_or_default();
         tracing::error!(%location, "panic (message withheld: it may quote a value)");
     }));
-    let client = client(&args.cluster).await?;
     let health = rotor::admin::Health::default();
+    let client = rotor::kube_client::build(
+        config(&args.cluster).await?,
+        health.metrics.clone(),
+        rotor::kube_client::RateLimit {
+            qps: args.kube_qps.max(0.0),
+            burst: args.kube_burst,
+        },
+    )?;
     if args.metrics_address != "off" {
         let addr: std::net::SocketAddr =
             args.metrics_address.parse().context("--metrics-address")?;
@@ -417,6 +432,10 @@ async fn plan(
 }
 
 async fn client(args: &ClusterArgs) -> anyhow::Result<Client> {
+    Ok(Client::try_from(config(args).await?)?)
+}
+
+async fn config(args: &ClusterArgs) -> anyhow::Result<Config> {
     let options = KubeConfigOptions {
         context: args.context.clone(),
         ..KubeConfigOptions::default()
@@ -432,7 +451,7 @@ async fn client(args: &ClusterArgs) -> anyhow::Result<Client> {
             .await
             .context("no kubeconfig and not in a cluster")?,
     };
-    Ok(Client::try_from(config)?)
+    Ok(config)
 }
 
 fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {

@@ -30,6 +30,14 @@ pub struct ResultLabels {
     pub result: &'static str,
 }
 
+/// One Kubernetes API request: its verb (get, list, watch, create, update, patch,
+/// delete, deletecollection) and resource (plural, `/subresource` appended).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KubeRequestLabels {
+    pub verb: &'static str,
+    pub resource: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
     pub error: String,
@@ -71,6 +79,11 @@ pub struct Metrics {
     /// Previous credentials revoked before the next rotation, by why: rollout (every
     /// consumer rolled out), timeout (onTimeout: Revoke).
     pub early_revocations: Family<ResultLabels, Counter>,
+    /// Requests rotor made to the Kubernetes API, by verb and resource.
+    pub kube_requests: Family<KubeRequestLabels, Counter>,
+    /// Reconciles that read their SecretRotation again because the watch cache had
+    /// not caught up with rotor's own last write.
+    pub cache_misses: Counter,
 }
 
 impl Default for Metrics {
@@ -174,8 +187,22 @@ impl Default for Metrics {
             "Previous credentials revoked before the next rotation: rollout (consumers rolled out), timeout (onTimeout Revoke)",
             early_revocations.clone(),
         );
+        let kube_requests = Family::<KubeRequestLabels, Counter>::default();
+        registry.register(
+            "kube_requests",
+            "Requests to the Kubernetes API by verb and resource (a watch counts once, when it starts)",
+            kube_requests.clone(),
+        );
+        let cache_misses = Counter::default();
+        registry.register(
+            "stale_cache_rereads",
+            "Reconciles that read their SecretRotation again because the watch cache had not caught up with rotor's own last write",
+            cache_misses.clone(),
+        );
         Self {
             registry,
+            kube_requests,
+            cache_misses,
             credential_age,
             failed_attempts,
             max_age,

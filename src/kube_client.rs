@@ -1,0 +1,267 @@
+//! The Kubernetes client rotor talks through: every request counted in
+//! `rotor_kube_requests_total{verb,resource}`, and — with `--kube-qps` — a client-side
+//! rate limit on top of the API server's own priority and fairness.
+
+use crate::metrics::{KubeRequestLabels, Metrics};
+use kube::client::ClientBuilder;
+use kube::{Client, Config};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The client-side limit: `qps` requests a second on average, up to `burst` at once.
+/// `qps == 0` sets none.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RateLimit {
+    pub qps: f64,
+    pub burst: u32,
+}
+
+/// A client for `config` that counts its requests into `metrics`.
+pub fn build(
+    config: Config,
+    metrics: Arc<Metrics>,
+    limit: RateLimit,
+) -> Result<Client, kube::Error> {
+    let count = tower::util::MapRequestLayer::new(move |req: http::Request<kube::client::Body>| {
+        let (verb, resource) = classify(req.method(), req.uri());
+        tracing::trace!(target: "rotor::kube_requests", verb, %resource, path = req.uri().path(), "request");
+        metrics
+            .kube_requests
+            .get_or_create(&KubeRequestLabels { verb, resource })
+            .inc();
+        req
+    });
+    let builder = ClientBuilder::try_from(config)?.with_layer(&count);
+    Ok(if limit.qps > 0.0 {
+        // A fixed window of `burst` requests every `burst / qps` seconds: `qps` on
+        // average, `burst` at most at once (tower's limiter; the API server's priority
+        // and fairness protects it from every client besides).
+        let burst = limit.burst.max(1);
+        let per = Duration::from_secs_f64(f64::from(burst) / limit.qps);
+        builder
+            .with_layer(&tower::limit::RateLimitLayer::new(u64::from(burst), per))
+            .build()
+    } else {
+        builder.build()
+    })
+}
+
+/// The resourceVersions rotor's own writes gave the Secrets it owns (by
+/// `namespace/name`), so that the watch event each write causes does not wake the
+/// resource that just wrote it: its reconcile already knows what it wrote. An event
+/// with any other resourceVersion — a person's edit, a deletion — wakes it.
+#[derive(Default)]
+pub struct OwnWrites {
+    by_object: std::sync::Mutex<std::collections::HashMap<String, String>>,
+}
+
+impl OwnWrites {
+    /// Notes a write of rotor's.
+    pub fn note(&self, namespace: &str, name: &str, resource_version: Option<&str>) {
+        let Some(rv) = resource_version else {
+            return;
+        };
+        self.book()
+            .insert(format!("{namespace}/{name}"), rv.to_string());
+    }
+
+    /// Whether an object as a watch shows it is no newer than rotor's last write to
+    /// it: that write, or one before it (which rotor's write came after — the vault
+    /// is written with its resourceVersion as precondition, the target by an apply
+    /// that sets every field rotor owns). resourceVersions are compared as the
+    /// integers (etcd revisions) they are; any other form is never an echo.
+    pub fn is_echo(&self, namespace: &str, name: &str, resource_version: Option<&str>) -> bool {
+        let key = format!("{namespace}/{name}");
+        let book = self.book();
+        let written = book.get(&key).and_then(|w| w.parse::<u64>().ok());
+        let seen = resource_version.and_then(|s| s.parse::<u64>().ok());
+        matches!((written, seen), (Some(w), Some(s)) if s <= w)
+    }
+
+    /// Forgets an object (its owner is gone).
+    pub fn forget(&self, namespace: &str, name: &str) {
+        self.book().remove(&format!("{namespace}/{name}"));
+    }
+
+    fn book(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, String>> {
+        self.by_object
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The verb and resource of a request, as the API server's own metrics name them.
+pub fn classify(method: &http::Method, uri: &http::Uri) -> (&'static str, String) {
+    let segments: Vec<&str> = uri.path().split('/').filter(|s| !s.is_empty()).collect();
+    // /api/v1/… or /apis/<group>/<version>/…
+    let rest = match segments.as_slice() {
+        ["api", _version, rest @ ..] => rest,
+        ["apis", _group, _version, rest @ ..] => rest,
+        _ => return (verb(method, false, false), "nonresource".into()),
+    };
+    let (resource, name, sub) = match rest {
+        ["namespaces", _ns, resource, tail @ ..] => (*resource, tail.first(), tail.get(1)),
+        [resource, tail @ ..] => (*resource, tail.first(), tail.get(1)),
+        [] => return (verb(method, false, false), "nonresource".into()),
+    };
+    let watch = uri
+        .query()
+        .is_some_and(|q| q.split('&').any(|p| p == "watch=true" || p == "watch=1"));
+    let resource = match sub {
+        Some(sub) => format!("{resource}/{sub}"),
+        None => resource.to_string(),
+    };
+    let verb = if watch {
+        "watch"
+    } else {
+        verb(method, name.is_some(), true)
+    };
+    (verb, resource)
+}
+
+fn verb(method: &http::Method, named: bool, resource: bool) -> &'static str {
+    match *method {
+        http::Method::GET if named || !resource => "get",
+        http::Method::GET => "list",
+        http::Method::POST => "create",
+        http::Method::PUT => "update",
+        http::Method::PATCH => "patch",
+        http::Method::DELETE if named => "delete",
+        http::Method::DELETE => "deletecollection",
+        _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verbs_and_resources_as_the_api_server_counts_them() {
+        let cases = [
+            (
+                "GET",
+                "/api/v1/namespaces/shop/secrets/db",
+                "get",
+                "secrets",
+            ),
+            (
+                "GET",
+                "/api/v1/namespaces/shop/secrets?labelSelector=a%3Db",
+                "list",
+                "secrets",
+            ),
+            (
+                "GET",
+                "/api/v1/secrets?watch=true&resourceVersion=5",
+                "watch",
+                "secrets",
+            ),
+            (
+                "PATCH",
+                "/apis/rotor.dev/v1alpha1/namespaces/shop/secretrotations/db/status?fieldManager=rotor",
+                "patch",
+                "secretrotations/status",
+            ),
+            (
+                "POST",
+                "/apis/events.k8s.io/v1/namespaces/shop/events",
+                "create",
+                "events",
+            ),
+            (
+                "PUT",
+                "/apis/coordination.k8s.io/v1/namespaces/rotor/leases/rotor",
+                "update",
+                "leases",
+            ),
+            (
+                "DELETE",
+                "/api/v1/namespaces/shop/secrets/x",
+                "delete",
+                "secrets",
+            ),
+            (
+                "DELETE",
+                "/api/v1/namespaces/shop/secrets",
+                "deletecollection",
+                "secrets",
+            ),
+            ("GET", "/api/v1/namespaces/shop", "get", "namespaces"),
+            ("GET", "/api/v1/namespaces", "list", "namespaces"),
+            ("GET", "/version", "get", "nonresource"),
+            (
+                "GET",
+                "/apis/apps/v1/namespaces/shop/deployments?watch=1",
+                "watch",
+                "deployments",
+            ),
+        ];
+        for (method, uri, verb, resource) in cases {
+            let got = classify(&method.parse().unwrap(), &uri.parse().unwrap());
+            assert_eq!(got, (verb, resource.to_string()), "{method} {uri}");
+        }
+    }
+
+    #[tokio::test]
+    async fn every_request_is_counted() {
+        // A server that answers 404 to everything: the request still counts.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = listener.accept().await else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let mut buf = [0u8; 4096];
+                    let _ = s.read(&mut buf).await;
+                    let body = r#"{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404}"#;
+                    let _ = s
+                        .write_all(
+                            format!(
+                                "HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                                body.len()
+                            )
+                            .as_bytes(),
+                        )
+                        .await;
+                });
+            }
+        });
+        let metrics = Arc::new(Metrics::default());
+        let config = Config::new(format!("http://{addr}").parse().unwrap());
+        let client = build(config, metrics.clone(), RateLimit { qps: 0.0, burst: 0 }).unwrap();
+        let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+            kube::Api::namespaced(client, "shop");
+        assert!(secrets.get_opt("db").await.unwrap().is_none());
+        assert!(secrets.get_opt("db").await.unwrap().is_none());
+        let text = metrics.encode();
+        assert!(
+            text.contains(r#"rotor_kube_requests_total{verb="get",resource="secrets"} 2"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn an_echo_is_rotor_s_own_write_or_older() {
+        let w = OwnWrites::default();
+        assert!(!w.is_echo("shop", "db", Some("10")), "nothing written");
+        w.note("shop", "db", Some("12"));
+        assert!(w.is_echo("shop", "db", Some("12")), "its own write");
+        assert!(
+            w.is_echo("shop", "db", Some("11")),
+            "an earlier write's event"
+        );
+        assert!(
+            !w.is_echo("shop", "db", Some("13")),
+            "someone's later change"
+        );
+        assert!(!w.is_echo("shop", "other", Some("12")), "another Secret");
+        assert!(!w.is_echo("shop", "db", Some("x")), "not an integer");
+        assert!(!w.is_echo("shop", "db", None));
+        w.forget("shop", "db");
+        assert!(!w.is_echo("shop", "db", Some("12")));
+    }
+}
