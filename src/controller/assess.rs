@@ -48,13 +48,15 @@ impl Act {
     }
 }
 
-/// Assesses `sr` as it is now: reads its Secrets (admin credentials, the target).
+/// Assesses `sr` as it is now: reads its Secrets (admin credentials, the target —
+/// unless `target` holds it as read already in this reconcile).
 pub async fn assess(
     sr: &SecretRotation,
     status: &SecretRotationStatus,
     secrets: &Api<Secret>,
     http: &HttpClient,
     now: DateTime<Utc>,
+    target: Option<Option<Secret>>,
 ) -> Result<Assessment, kube::Error> {
     let spec = match credentials::prepare(sr, secrets, http).await {
         Ok(spec) => spec,
@@ -64,7 +66,10 @@ pub async fn assess(
         }
         Err(Unresolved::Kube(e)) => return Err(e),
     };
-    let existing = secrets.get_opt(&sr.spec.target.name).await?;
+    let existing = match target {
+        Some(read) => read,
+        None => secrets.get_opt(&sr.spec.target.name).await?,
+    };
     Ok(judge(sr, status, spec, existing, now))
 }
 

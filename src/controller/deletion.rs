@@ -45,7 +45,13 @@ impl Run {
             )
             .await
         {
-            Ok(_) => Ok(()),
+            Ok(written) => {
+                self.ctx.wrote(
+                    &self.sr.metadata,
+                    written.metadata.resource_version.as_deref(),
+                );
+                Ok(())
+            }
             Err(kube::Error::Api(e)) if e.code == 409 => Err(Error::Stale),
             Err(e) => Err(e.into()),
         }

@@ -24,14 +24,16 @@ mod sweep;
 pub mod validate;
 
 use crate::api::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};
-use futures::{FutureExt, StreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use guard::Guarded;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
 use kube::api::{Api, ListParams};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::{Controller, WatchStreamExt, controller, reflector, watcher};
+use kube::runtime::{
+    Controller, Predicate, WatchStreamExt, controller, predicates, reflector, watcher,
+};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -91,6 +93,13 @@ pub struct Context {
     pub restarts: consumers::Restarts,
     /// Webhook deliveries, off the reconcile's path.
     pub notifier: crate::notify::Notifier,
+    /// rotor's own writes to the Secrets it owns, whose watch events wake nothing.
+    pub own_writes: Arc<crate::kube_client::OwnWrites>,
+    /// The vault's keyring, kept current by a watch on the KEK Secret.
+    pub keys: Arc<crate::vault::KeyCache>,
+    /// Per resource (by uid): the resourceVersion of rotor's last write to it, so a
+    /// reconcile knows whether the watch cache has caught up with that write.
+    pub written: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl Context {
@@ -102,6 +111,39 @@ impl Context {
         Recorder::new(self.client.clone(), self.reporter.clone())
     }
 
+    /// Notes the resourceVersion a write of rotor's gave the resource `meta` names.
+    pub fn wrote(&self, meta: &ObjectMeta, resource_version: Option<&str>) {
+        let (Some(uid), Some(rv)) = (&meta.uid, resource_version) else {
+            return;
+        };
+        self.written
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(uid.clone(), rv.to_string());
+    }
+
+    /// Whether an object from the watch cache is at least as new as rotor's last
+    /// write to it. resourceVersions are etcd revisions (integers) in every API
+    /// server rotor supports; one that is not an integer is never trusted.
+    pub fn is_current(&self, meta: &ObjectMeta) -> bool {
+        let (Some(uid), Some(cached)) = (&meta.uid, &meta.resource_version) else {
+            return false;
+        };
+        let Ok(cached) = cached.parse::<u64>() else {
+            return false;
+        };
+        let written = self
+            .written
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(uid)
+            .cloned();
+        match written {
+            None => true,
+            Some(w) => w.parse::<u64>().is_ok_and(|w| cached >= w),
+        }
+    }
+
     /// Drops what rotor keeps in memory about a deleted SecretRotation.
     fn forget(&self, meta: &ObjectMeta) {
         self.metrics.forget(
@@ -110,6 +152,10 @@ impl Context {
         );
         if let Some(uid) = &meta.uid {
             self.sweep_book().remove(uid);
+            self.written
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(uid);
         }
     }
 
@@ -305,11 +351,17 @@ pub async fn run(
         }),
         panics: Default::default(),
         restarts: Default::default(),
+        written: Default::default(),
+        keys: Default::default(),
+        own_writes: Default::default(),
         notifier: crate::notify::Notifier::new(
             crate::providers::HttpClient::new(settings.http.clone()),
             health.metrics.clone(),
         ),
     });
+    let keys = ctx.keys.clone();
+    let (keys_client, keys_namespace) = (client.clone(), settings.operator_namespace.clone());
+    tokio::spawn(async move { keys.watch(keys_client, keys_namespace).await });
     let scope_names: Vec<&str> = scopes
         .iter()
         .map(|s| s.as_deref().unwrap_or("<all>"))
@@ -317,7 +369,7 @@ pub async fn run(
     tracing::info!(namespaces = ?scope_names, "rotor controller starting");
     let unsynced = Arc::new(std::sync::atomic::AtomicUsize::new(scopes.len()));
     let controllers = scopes.iter().map(|scope| {
-        let secrets: Api<Secret> = scope.as_ref().map_or_else(
+        let secrets: Api<kube::core::PartialObjectMeta<Secret>> = scope.as_ref().map_or_else(
             || Api::all(client.clone()),
             |ns| Api::namespaced(client.clone(), ns),
         );
@@ -331,6 +383,14 @@ pub async fn run(
         let mut first = true;
         let watch_ctx = ctx.clone();
         let main_watch = watcher(api(scope), watcher::Config::default().any_semantic())
+            // managedFields are most of an applied object's bytes and rotor never
+            // reads them: not kept in the cache.
+            .modify(|g| {
+                g.metadata.managed_fields = None;
+                if let Ok(sr) = &mut g.object {
+                    Arc::make_mut(sr).metadata.managed_fields = None;
+                }
+            })
             .default_backoff()
             .inspect(move |event| match event {
                 Ok(watcher::Event::InitDone) if first => {
@@ -342,11 +402,56 @@ pub async fn run(
                 }
                 // Gone from the cache, so never reconciled again: drop what rotor
                 // keeps per resource (its gauges, its sweep time).
-                Ok(watcher::Event::Delete(sr)) => watch_ctx.forget(&sr.metadata),
+                Ok(watcher::Event::Delete(sr)) => {
+                    watch_ctx.forget(&sr.metadata);
+                    let ns = sr.metadata.namespace.as_deref().unwrap_or_default();
+                    if let Some(name) = &sr.metadata.name {
+                        let vault = crate::vault::vault_secret_name(name);
+                        watch_ctx.own_writes.forget(ns, &vault);
+                    }
+                    if let Ok(sr) = &sr.object {
+                        watch_ctx.own_writes.forget(ns, &sr.spec.target.name);
+                    }
+                }
                 _ => {}
             });
-        Controller::for_stream(reflector(writer, main_watch).applied_objects(), reader)
-            .owns(secrets, own_secrets)
+        // Reconciles follow what a person (or Argo CD) changes: the spec (generation,
+        // bumped by a deletion too), annotations (rotor.dev/rotate, …) and finalizers.
+        // rotor's own status writes change none of these and wake nothing: the
+        // reconcile that wrote them asked for its next look itself. That saves a whole
+        // reconcile (and its reads) per status write.
+        let triggers = predicates::generation
+            .combine(predicates::annotations)
+            .combine(predicates::finalizers)
+            .combine(predicates::labels);
+        let changes = reflector(writer, main_watch)
+            .applied_objects()
+            .predicate_filter(triggers, Default::default());
+        // The target Secrets wake their resource when someone else changes or deletes
+        // them, never for rotor's own write (metadata only: no values held). A vault
+        // Secret (owned, not controlled) wakes nothing: rotor alone writes it, and
+        // reads it whenever it needs it.
+        let echoes = ctx.own_writes.clone();
+        let owned = watcher(secrets, own_secrets)
+            .default_backoff()
+            .touched_objects()
+            .try_filter(move |s| {
+                let controlled = s
+                    .metadata
+                    .owner_references
+                    .iter()
+                    .flatten()
+                    .any(|r| r.controller == Some(true));
+                let echo = !controlled
+                    || echoes.is_echo(
+                        s.metadata.namespace.as_deref().unwrap_or_default(),
+                        s.metadata.name.as_deref().unwrap_or_default(),
+                        s.metadata.resource_version.as_deref(),
+                    );
+                std::future::ready(!echo)
+            });
+        Controller::for_stream(changes, reader)
+            .owns_stream(owned)
             .with_config(controller::Config::default().concurrency(settings.concurrency))
             .shutdown_on_signal()
             .run(reconcile, error_policy, ctx.clone())

@@ -87,7 +87,7 @@ async fn describe(
     secrets: &Api<Secret>,
     http: &HttpClient,
 ) -> Result<String, kube::Error> {
-    let act = match assess(sr, status, secrets, http, Utc::now()).await? {
+    let act = match assess(sr, status, secrets, http, Utc::now(), None).await? {
         Assessment::Act(act) => act,
         Assessment::Stop(stop) => return Ok(describe_stop(sr, &stop)),
     };

@@ -39,10 +39,18 @@ pub async fn reconcile(cached: Arc<SecretRotation>, ctx: Arc<Context>) -> Result
 async fn reconcile_fresh(cached: Arc<SecretRotation>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = cached.namespace().ok_or(Error::NoNamespace)?;
     let rotations: Api<SecretRotation> = Api::namespaced(ctx.client.clone(), &ns);
-    // Decide on the object as it is now, never on the cache: a cache that lags behind
-    // rotor's own last write would make it rotate twice.
-    let Some(sr) = rotations.get_opt(&cached.name_any()).await? else {
-        return Ok(Action::await_change());
+    // Never decide on a cache that lags behind rotor's own last write (it would
+    // restore or rotate from the status before it): such an object is read again.
+    // Any other lag is caught by the first status write, which needs the
+    // resourceVersion decided on (409: reconcile again).
+    let sr = if ctx.is_current(&cached.metadata) {
+        (*cached).clone()
+    } else {
+        ctx.metrics.cache_misses.inc();
+        match rotations.get_opt(&cached.name_any()).await? {
+            Some(sr) => sr,
+            None => return Ok(Action::await_change()),
+        }
     };
     let run = Run {
         rotations,
@@ -61,10 +69,20 @@ async fn reconcile_fresh(cached: Arc<SecretRotation>, ctx: Arc<Context>) -> Resu
     if let Some(forgotten) = run.forget_old_provider().await? {
         return Ok(forgotten);
     }
-    if let Some(restored) = run.restore_first().await {
-        return Ok(restored);
-    }
-    let assessment = assess(&run.sr, &run.old, &run.secrets, &run.ctx.http, run.now).await?;
+    // The target Secret as restore_first read it (nothing was written since).
+    let target = match run.restore_first().await {
+        super::restore::First::Restored(action) => return Ok(action),
+        super::restore::First::GoOn(read) => read.map(|s| s.map(|b| *b)),
+    };
+    let assessment = assess(
+        &run.sr,
+        &run.old,
+        &run.secrets,
+        &run.ctx.http,
+        run.now,
+        target,
+    )
+    .await?;
     let act = match assessment {
         Assessment::Act(act) => act,
         Assessment::Stop(Stop::InvalidSpec(e)) => return run.invalid_spec(e).await,
@@ -140,7 +158,8 @@ impl Run {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
         match status::write(&self.rotations, &self.sr, expected.as_deref(), status).await {
-            Ok(()) => {
+            Ok(written) => {
+                self.ctx.wrote(&self.sr.metadata, written.as_deref());
                 // The decision is committed: this reconcile owns what follows, and a
                 // user's edit meanwhile must not fail its later writes.
                 *self
@@ -273,15 +292,32 @@ impl Run {
                     Some(_) => target.previous_values(spec),
                     None => BTreeMap::new(),
                 };
-                self.apply_secret(
+                let mut desired = secret::desired(
+                    &self.sr,
                     spec,
                     &values,
                     &previous,
                     pair.active.unwrap_or(0),
                     &active.fingerprint,
-                )
-                .await
-                .map(|_| ())
+                );
+                // Already as rotor would write it, and the spec (its template) is the
+                // one rotor last acted on: no write, which would change nothing.
+                let current = self.old.observed_generation == self.generation()
+                    && matches!(target, Target::Ours(existing) if secret::holds(existing, &desired, spec));
+                secret::scrub(&mut desired);
+                if current {
+                    Ok(())
+                } else {
+                    self.apply_secret(
+                        spec,
+                        &values,
+                        &previous,
+                        pair.active.unwrap_or(0),
+                        &active.fingerprint,
+                    )
+                    .await
+                    .map(|_| ())
+                }
             };
             write_failed = written.err();
         }
@@ -390,14 +426,15 @@ impl Run {
         for at in [followed.wake, stale_at].into_iter().flatten() {
             wake = Some(wake.map_or(at, |w| w.min(at)));
         }
-        if let (Some(mut due), Some(vault), Some(uid)) = (self.sweep_due(), &vault, self.sr.uid())
+        if let (Some(mut due), Some(vault), Some(uid)) =
+            (self.sweep_due(spec), &vault, self.sr.uid())
             && pair.active.is_some()
             && self.old.failed_attempts == 0
             && self.old.in_flight.is_none()
         {
             if due <= self.now {
                 self.sweep(spec, &pair, vault, &uid).await;
-                match self.sweep_due() {
+                match self.sweep_due(spec) {
                     Some(next_due) => due = next_due,
                     // Periodic sweeps are off: the one at start is done.
                     None => return Ok(requeue_at(wake, self.now)),
@@ -523,7 +560,14 @@ impl Run {
             .patch(&self.sr.spec.target.name, &params, &Patch::Apply(&desired))
             .await;
         secret::scrub(&mut desired);
-        result.map(|mut written| secret::scrub(&mut written))
+        result.map(|mut written| {
+            self.ctx.own_writes.note(
+                &self.sr.namespace().unwrap_or_default(),
+                &self.sr.spec.target.name,
+                written.metadata.resource_version.as_deref(),
+            );
+            secret::scrub(&mut written)
+        })
     }
 }
 

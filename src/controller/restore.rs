@@ -12,6 +12,7 @@ use crate::api::SecretRotation;
 use crate::rotation::Slot;
 use crate::rotation::{Credential, IssueRequest, Provider, ProviderError, Revocation};
 use crate::vault::Vault;
+use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -34,6 +35,15 @@ impl Damage {
             Self::Changed => "no longer held the active credential",
         }
     }
+}
+
+/// What [`Run::restore_first`] did.
+pub(super) enum First {
+    /// Restored the target Secret: the reconcile ends here.
+    Restored(Action),
+    /// Nothing restored: go on, with the target Secret as read here when it was
+    /// (`Some`), so the assessment need not read it again.
+    GoOn(Option<Option<Box<Secret>>>),
 }
 
 impl Run {
@@ -104,28 +114,30 @@ impl Run {
     /// waiting for its retry) nor missing admin credentials keep it missing. `None`
     /// when there is nothing to restore or it cannot be done here (the ordinary path
     /// then decides, and says why).
-    pub(super) async fn restore_first(&self) -> Option<Action> {
+    pub(super) async fn restore_first(&self) -> First {
         if self.old.slots.is_empty() || self.provider_changed() {
-            return None;
+            return First::GoOn(None);
         }
-        let spec = offline_spec(&self.sr)?;
+        let Some(spec) = offline_spec(&self.sr) else {
+            return First::GoOn(None);
+        };
         let existing = match self.secrets.get_opt(&self.sr.spec.target.name).await {
             Ok(existing) => existing,
             Err(e) => {
                 warn!(name = %self.sr.name_any(), error = %e, "reading the target Secret failed");
-                return None;
+                return First::GoOn(None);
             }
         };
-        let target = secret::Target::classify(existing, &self.sr);
+        let target = secret::Target::classify(existing.clone(), &self.sr);
         if matches!(target, secret::Target::Foreign) || target.is_complete(&spec) {
-            return None;
+            return First::GoOn(Some(existing.map(Box::new)));
         }
         match self.restore(&spec, Damage::Missing).await {
-            Ok(true) => Some(Action::requeue(std::time::Duration::from_secs(1))),
-            Ok(false) => None,
+            Ok(true) => First::Restored(Action::requeue(std::time::Duration::from_secs(1))),
+            Ok(false) => First::GoOn(None),
             Err(e) => {
                 warn!(name = %self.sr.name_any(), error = %e, "restoring the target Secret failed");
-                None
+                First::GoOn(None)
             }
         }
     }

@@ -123,6 +123,48 @@ pub fn values_of(credential: &Credential, spec: &ValidSpec) -> BTreeMap<String, 
 
 /// The whole desired Secret: the active values under the mapped keys and, with
 /// keepPrevious, the previous ones under `<KEY>_PREVIOUS`.
+/// Whether `existing` already is what applying `desired` would make it: every label
+/// and annotation rotor sets, the type, rotor's owner reference, and — for every key
+/// rotor may write (each mapped key and its `_PREVIOUS`) — the same value, or absent
+/// when rotor would not write it (a revoked previous credential stays out).
+pub fn holds(existing: &Secret, desired: &Secret, spec: &ValidSpec) -> bool {
+    let subset = |want: &Option<BTreeMap<String, String>>,
+                  have: &Option<BTreeMap<String, String>>| {
+        want.iter()
+            .flatten()
+            .all(|(k, v)| have.as_ref().and_then(|h| h.get(k)) == Some(v))
+    };
+    let owned = desired
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .all(|want| {
+            existing
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|r| r.uid == want.uid && r.controller == want.controller)
+        });
+    let empty = BTreeMap::new();
+    let have = existing.data.as_ref().unwrap_or(&empty);
+    let want = desired.data.as_ref().unwrap_or(&empty);
+    let data = spec
+        .mapping
+        .iter()
+        .flat_map(|(_, key)| [key.clone(), previous_key(key)])
+        .all(|key| have.get(&key) == want.get(&key));
+    subset(&desired.metadata.labels, &existing.metadata.labels)
+        && subset(
+            &desired.metadata.annotations,
+            &existing.metadata.annotations,
+        )
+        && existing.type_ == desired.type_
+        && owned
+        && data
+}
+
 pub fn desired(
     owner: &SecretRotation,
     spec: &ValidSpec,
@@ -184,6 +226,87 @@ mod tests {
     use super::*;
     use crate::controller::fixtures::{self, RANDOM, UID};
     use crate::rotation::legacy_fingerprint;
+
+    #[test]
+    fn a_secret_holds_what_rotor_would_write_or_it_is_written() {
+        let sr = fixtures::resource(
+            &RANDOM.replace(
+                "target: {name: shop-token}",
+                "target: {name: shop-token, keepPrevious: true, template: {labels: {team: a}}}",
+            ),
+            &[],
+        );
+        let spec = fixtures::valid(&sr);
+        let v = |s: &str| BTreeMap::from([("TOKEN".to_string(), SecretString::from(s))]);
+        let want_both = desired(&sr, &spec, &v("new"), &v("old"), 1, "fp-new");
+        let no_previous = desired(&sr, &spec, &v("new"), &BTreeMap::new(), 1, "fp-new");
+        let desired = want_both;
+        let written = || desired.clone();
+        assert!(holds(&written(), &desired, &spec), "as written");
+        let mut extra = written();
+        extra
+            .data
+            .as_mut()
+            .unwrap()
+            .insert("OTHER".into(), ByteString(b"x".to_vec()));
+        extra
+            .metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert("more".into(), "y".into());
+        assert!(
+            holds(&extra, &desired, &spec),
+            "keys and labels of others are theirs"
+        );
+        type Change = fn(&mut Secret);
+        let cases: [(&str, Change); 6] = [
+            ("another value", |s| {
+                s.data
+                    .as_mut()
+                    .unwrap()
+                    .insert("TOKEN".into(), ByteString(b"x".to_vec()));
+            }),
+            ("a previous value rotor would drop", |s| {
+                s.data
+                    .as_mut()
+                    .unwrap()
+                    .insert("TOKEN_PREVIOUS".into(), ByteString(b"revoked".to_vec()));
+            }),
+            ("a key missing", |s| {
+                s.data.as_mut().unwrap().remove("TOKEN");
+            }),
+            ("a template label changed", |s| {
+                s.metadata
+                    .labels
+                    .as_mut()
+                    .unwrap()
+                    .insert("team".into(), "b".into());
+            }),
+            ("the fingerprint annotation", |s| {
+                s.metadata
+                    .annotations
+                    .as_mut()
+                    .unwrap()
+                    .insert(FINGERPRINT_ANNOTATION.into(), "fp-old".into());
+            }),
+            ("no owner reference", |s| s.metadata.owner_references = None),
+        ];
+        for (case, change) in cases {
+            let mut s = if case.starts_with("a previous") {
+                no_previous.clone()
+            } else {
+                written()
+            };
+            change(&mut s);
+            let want = if case.starts_with("a previous") {
+                &no_previous
+            } else {
+                &desired
+            };
+            assert!(!holds(&s, want, &spec), "{case}");
+        }
+    }
 
     #[test]
     fn only_a_secret_this_resource_controls_is_ours() {

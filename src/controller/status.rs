@@ -251,7 +251,7 @@ pub async fn write(
     sr: &SecretRotation,
     resource_version: Option<&str>,
     status: &SecretRotationStatus,
-) -> Result<(), kube::Error> {
+) -> Result<Option<String>, kube::Error> {
     let mut patch = json!({
         "apiVersion": SecretRotation::api_version(&()),
         "kind": SecretRotation::kind(&()),
@@ -260,13 +260,14 @@ pub async fn write(
     if let Some(rv) = resource_version {
         patch["metadata"] = json!({ "resourceVersion": rv });
     }
-    api.patch_status(
-        &sr.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
-    Ok(())
+    let written = api
+        .patch_status(
+            &sr.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+    Ok(written.metadata.resource_version)
 }
 
 #[cfg(test)]

@@ -17,9 +17,13 @@ impl Run {
     /// Opens this resource's vault (loading the current KEKs), knowing which entries
     /// are live (the slots and the in-flight credential in status).
     pub(super) async fn vault(&self) -> Result<Vault, VaultError> {
-        let ring =
-            crate::vault::load_keyring(&self.ctx.client, &self.ctx.settings.operator_namespace)
-                .await?;
+        let ring = match self.ctx.keys.get() {
+            Some(ring) => ring,
+            None => {
+                crate::vault::load_keyring(&self.ctx.client, &self.ctx.settings.operator_namespace)
+                    .await?
+            }
+        };
         let live = status::slot_pair(&self.old)
             .slots
             .iter()
@@ -34,7 +38,9 @@ impl Run {
             .in_flight
             .as_ref()
             .map(|f| f.credential_name.clone());
-        Ok(Vault::new(&self.ctx.client, &self.sr, ring).with_live(live, in_flight))
+        Ok(Vault::new(&self.ctx.client, &self.sr, ring)
+            .with_live(live, in_flight)
+            .with_writes(self.ctx.own_writes.clone()))
     }
 
     /// What status says about the vault.

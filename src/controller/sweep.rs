@@ -16,6 +16,9 @@ impl Run {
     /// Sweeps: revokes this resource's credentials at the provider that are in no slot,
     /// and notes when it ran.
     pub(super) async fn sweep(&self, spec: &ValidSpec, pair: &SlotPair, vault: &Vault, uid: &str) {
+        if !spec.provider.lists_own() {
+            return;
+        }
         let already = {
             let mut book = self.ctx.sweep_book();
             let swept = book.entry(uid.to_string()).or_default();
@@ -81,8 +84,12 @@ impl Run {
 
     /// When this resource's next orphan sweep is due. A resource this process has not
     /// swept yet is due now (the sweep at start); after that, every `--sweep-interval`,
-    /// or never (`None`) when periodic sweeps are off (`0s`).
-    pub(super) fn sweep_due(&self) -> Option<DateTime<Utc>> {
+    /// or never (`None`) when periodic sweeps are off (`0s`) or the provider has
+    /// nothing to list.
+    pub(super) fn sweep_due(&self, spec: &ValidSpec) -> Option<DateTime<Utc>> {
+        if !spec.provider.lists_own() {
+            return None;
+        }
         let uid = self.sr.uid()?;
         let last = self.ctx.sweep_book().get(&uid).and_then(|s| s.at);
         let Some(last) = last else {

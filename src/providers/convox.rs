@@ -232,4 +232,8 @@ impl Provider for ConvoxProvider {
     async fn list_own(&self, _prefix: &str) -> Result<Vec<String>, ProviderError> {
         Ok(Vec::new())
     }
+
+    fn lists_own(&self) -> bool {
+        false
+    }
 }

@@ -562,6 +562,10 @@ impl Provider for HttpProvider {
         )
     }
 
+    fn lists_own(&self) -> bool {
+        self.list.is_some()
+    }
+
     async fn list_own(&self, prefix: &str) -> Result<Vec<String>, ProviderError> {
         let Some((list, name_path, id_path)) = &self.list else {
             return Ok(Vec::new());

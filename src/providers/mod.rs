@@ -236,6 +236,9 @@ impl Provider for Bounded {
         self.bounded("listing credentials", &[], self.inner.list_own(prefix))
             .await
     }
+    fn lists_own(&self) -> bool {
+        self.inner.lists_own()
+    }
 }
 
 /// A random alphanumeric string from the OS CSPRNG (Convox keys, PostgreSQL passwords).

@@ -98,6 +98,10 @@ impl Provider for RandomProvider {
     async fn list_own(&self, _prefix: &str) -> Result<Vec<String>, ProviderError> {
         Ok(Vec::new())
     }
+
+    fn lists_own(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]

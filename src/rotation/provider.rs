@@ -251,4 +251,10 @@ pub trait Provider: Send + Sync {
     /// after it count (a neighbour's `shop-payments-…` is not `shop`'s, nor is a
     /// human's `shop-admin`).
     async fn list_own(&self, prefix: &str) -> Result<Vec<String>, ProviderError>;
+    /// Whether [`Provider::list_own`] can ever find anything: a provider that keeps
+    /// nothing at the vendor (random), replaces in place (Convox) or has no list
+    /// request configured (http) is never swept, which costs no API request.
+    fn lists_own(&self) -> bool {
+        true
+    }
 }

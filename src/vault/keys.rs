@@ -56,6 +56,60 @@ pub(super) fn ring_of(secret: &Secret, namespace: &str) -> Result<Keyring, Vault
     Ok(ring)
 }
 
+/// The keyring as a watch on the KEK Secret last showed it, so that a vault use costs
+/// no read of it. Empty until the watch has listed it, and again whenever the watch
+/// fails or the Secret is gone: callers then read it themselves ([`load_keyring`]).
+#[derive(Default)]
+pub struct KeyCache {
+    ring: std::sync::RwLock<Option<Keyring>>,
+}
+
+impl KeyCache {
+    /// The keyring, if the watch holds a current one.
+    pub fn get(&self) -> Option<Keyring> {
+        self.ring
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set(&self, ring: Option<Keyring>) {
+        *self
+            .ring
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = ring;
+    }
+
+    /// Keeps the cache current until the stream ends (never, but for a shutdown).
+    /// Needs list and watch on the one Secret (RBAC `resourceNames: [rotor-kek]`);
+    /// without them the cache stays empty and every use reads the Secret.
+    pub async fn watch(&self, client: Client, namespace: String) {
+        use futures::StreamExt;
+        use kube::runtime::{WatchStreamExt, watcher};
+        let api: Api<Secret> = Api::namespaced(client, &namespace);
+        let config = watcher::Config::default().fields(&format!("metadata.name={KEK_SECRET}"));
+        let mut events = watcher(api, config).default_backoff().boxed();
+        let mut listed = false;
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(watcher::Event::Init) => listed = false,
+                Ok(watcher::Event::InitApply(s) | watcher::Event::Apply(s)) => {
+                    listed = true;
+                    self.set(ring_of(&s, &namespace).ok().filter(|r| !r.keys.is_empty()));
+                }
+                Ok(watcher::Event::InitDone) if !listed => self.set(None),
+                Ok(watcher::Event::InitDone) => {}
+                Ok(watcher::Event::Delete(_)) => self.set(None),
+                Err(e) => {
+                    // Not known to be current any more.
+                    self.set(None);
+                    tracing::debug!(namespace, error = %e, "watching the KEK Secret failed; reading it at each use");
+                }
+            }
+        }
+    }
+}
+
 /// Loads the keyring, creating the KEK Secret with `v1` and the fingerprint key when
 /// it does not exist (and adding the fingerprint key to a KEK Secret from before it
 /// existed). Installs the fingerprint key for this process.
@@ -241,6 +295,9 @@ pub async fn rotate_keys(
             layout: Layout::new(ns.as_str(), resource.as_str()),
             owner,
             live: Live::default(),
+            seen: Default::default(),
+            held: Default::default(),
+            writes: None,
         };
         let result = vault
             .modify(|data| {

@@ -26,7 +26,7 @@ mod pause;
 
 pub use bounds::{AUDIT_LIMIT, MAX_ENTRIES, MAX_ENTRY_BYTES};
 pub use format::{AuditRecord, Entry, VAULT_PREFIX};
-pub use keys::{FINGERPRINT_KEY, KEK_SECRET, KeyRotation, load_keyring, rotate_keys};
+pub use keys::{FINGERPRINT_KEY, KEK_SECRET, KeyCache, KeyRotation, load_keyring, rotate_keys};
 
 use crate::api::{FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE, OWNER_LABEL, SecretRotation};
 use crate::rotation::Credential;
@@ -116,6 +116,14 @@ pub struct Vault {
     layout: Layout,
     owner: Option<OwnerReference>,
     live: Live,
+    /// The vault Secret as this instance last read or wrote it: later reads and writes
+    /// of the same reconcile start from it instead of reading it again (a write still
+    /// carries its resourceVersion: a 409 reads it afresh).
+    seen: std::sync::Mutex<Option<Secret>>,
+    /// Audit records held for the next write (`None`: each is written at once).
+    held: std::sync::Mutex<Option<Vec<AuditRecord>>>,
+    /// Where this vault's writes are noted (so their watch events wake nothing).
+    writes: Option<std::sync::Arc<crate::kube_client::OwnWrites>>,
 }
 
 impl Vault {
@@ -133,7 +141,16 @@ impl Vault {
             layout: Layout::new(namespace, sr.name_any()),
             owner,
             live: Live::default(),
+            seen: Default::default(),
+            held: Default::default(),
+            writes: None,
         }
+    }
+
+    /// Notes every write in `writes`.
+    pub fn with_writes(mut self, writes: std::sync::Arc<crate::kube_client::OwnWrites>) -> Self {
+        self.writes = Some(writes);
+        self
     }
 
     /// Tells the vault which entries are live (the slots in status and the in-flight
@@ -184,12 +201,81 @@ impl Vault {
         }
     }
 
-    /// The vault Secret, when it exists and is ours.
+    /// The vault Secret, when it exists and is ours: as last seen by this instance,
+    /// else read.
     async fn load(&self) -> Result<Option<Secret>, VaultError> {
+        if let Some(seen) = self.seen_secret() {
+            return Ok(Some(seen));
+        }
         match self.api.get_opt(&self.name()).await? {
             Some(s) if !self.is_ours(&s) => Err(self.foreign()),
-            other => Ok(other),
+            other => {
+                self.remember(other.clone());
+                Ok(other)
+            }
         }
+    }
+
+    fn seen_secret(&self) -> Option<Secret> {
+        self.seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn remember(&self, secret: Option<Secret>) {
+        *self
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = secret;
+    }
+
+    /// From now on, audit records wait for the next write of this vault (or
+    /// [`Vault::flush_audit`]) instead of each costing a write of their own.
+    pub fn hold_audit(&self) {
+        let mut held = self
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        held.get_or_insert_with(Vec::new);
+    }
+
+    fn take_held(&self) -> Vec<AuditRecord> {
+        self.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// Writes the audit records held so far (one write; none when nothing is held).
+    pub async fn flush_audit(&self) -> Result<(), VaultError> {
+        let nothing = self
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .is_none_or(Vec::is_empty);
+        if nothing {
+            return Ok(());
+        }
+        self.modify(|_| ()).await.map(|_| ())
+    }
+
+    /// Records taken for a write that failed: held again, before any held since.
+    fn hold_again(&self, records: Vec<AuditRecord>) {
+        if records.is_empty() {
+            return;
+        }
+        let mut held = self
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let h = held.get_or_insert_with(Vec::new);
+        let later = std::mem::take(h);
+        *h = records;
+        h.extend(later);
     }
 
     fn decode(secret: Option<&Secret>) -> BTreeMap<String, String> {
@@ -213,7 +299,7 @@ impl Vault {
         &self,
         existing: Option<Secret>,
         data: BTreeMap<String, String>,
-    ) -> Result<(), kube::Error> {
+    ) -> Result<Secret, kube::Error> {
         let Some(owner) = self.owner.clone() else {
             return Err(kube::Error::Api(
                 kube::core::Status::failure("the SecretRotation has no uid", "Invalid")
@@ -242,8 +328,7 @@ impl Vault {
                 field_manager: Some(FIELD_MANAGER.into()),
                 ..PostParams::default()
             };
-            self.api.create(&params, &secret).await?;
-            return Ok(());
+            return self.api.create(&params, &secret).await;
         };
         // A merge patch that makes the data exactly `data` (keys rotor dropped are
         // deleted, whoever wrote them), keeps other owners and adds ours, with the
@@ -275,8 +360,7 @@ impl Vault {
         };
         self.api
             .patch(&self.name(), &params, &Patch::Merge(&patch))
-            .await?;
-        Ok(())
+            .await
     }
 
     fn labels(&self) -> BTreeMap<String, String> {
@@ -298,6 +382,20 @@ impl Vault {
         &self,
         mut change: impl FnMut(&mut BTreeMap<String, String>) -> T,
     ) -> Result<(T, usize), VaultError> {
+        // Held audit records go with this write; back to held if it fails.
+        let held = self.take_held();
+        let result = self.write_with(&mut change, &held).await;
+        if result.is_err() {
+            self.hold_again(held);
+        }
+        result
+    }
+
+    async fn write_with<T>(
+        &self,
+        change: &mut impl FnMut(&mut BTreeMap<String, String>) -> T,
+        held: &[AuditRecord],
+    ) -> Result<(T, usize), VaultError> {
         for _ in 0..WRITE_ATTEMPTS {
             let existing = self.load().await?;
             let has_owner = existing.as_ref().is_some_and(|s| {
@@ -308,15 +406,35 @@ impl Vault {
             let mut data = Self::decode(existing.as_ref());
             let before = data.clone();
             let out = change(&mut data);
+            for record in held {
+                append_audit(&mut data, record.clone());
+            }
             let removed = housekeep(&mut data, &self.live, Utc::now());
             if existing.is_some() && has_owner && data == before {
                 return Ok((out, removed));
             }
             pause::point("vault_write").await;
             match self.save(existing, data).await {
-                Ok(()) => return Ok((out, removed)),
-                Err(e) if is_conflict(&e) => continue,
-                Err(e) => return Err(e.into()),
+                Ok(written) => {
+                    if let Some(writes) = &self.writes {
+                        writes.note(
+                            &self.layout.namespace,
+                            &self.name(),
+                            written.metadata.resource_version.as_deref(),
+                        );
+                    }
+                    self.remember(Some(written));
+                    return Ok((out, removed));
+                }
+                Err(e) if is_conflict(&e) => {
+                    // Changed meanwhile: read it afresh.
+                    self.remember(None);
+                    continue;
+                }
+                Err(e) => {
+                    self.remember(None);
+                    return Err(e.into());
+                }
             }
         }
         Err(VaultError::Contended(self.name()))
@@ -518,6 +636,16 @@ impl Vault {
         );
         if let Some(detail) = record.detail.as_mut() {
             truncate(detail, DETAIL_LIMIT);
+        }
+        {
+            let mut held = self
+                .held
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(held) = held.as_mut() {
+                held.push(record);
+                return Ok(());
+            }
         }
         self.modify(|data| append_audit(data, record.clone()))
             .await

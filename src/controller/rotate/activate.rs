@@ -14,6 +14,7 @@ use crate::controller::validate::ValidSpec;
 use crate::notify::NotifyEvent;
 use crate::rotation::{self, Credential, Slot, SlotPair, Trigger};
 use crate::vault::{SlotRef, Vault};
+use chrono::{DateTime, Utc};
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -97,8 +98,12 @@ impl Run {
             .start_consumers(r.spec, r.sequence, &credential.fingerprint(), at_once)
             .await;
         if !status.pending_revocations.is_empty() {
+            // With the held audit records.
             if let Err(e) = vault.mark_revoked(&revoked, self.retention()).await {
                 warn!(error = %e, "marking revoked vault entries failed");
+            }
+            if let Err(e) = vault.flush_audit().await {
+                warn!(error = %e, "writing the audit trail failed");
             }
             self.export_rotation(true);
             return self.emergency_incomplete(status, &vault, r.spec).await;
@@ -111,10 +116,9 @@ impl Run {
             ),
             _ => describe_active(&pair, r.spec.strategy),
         };
-        let status = self
-            .commit_rotated(status, message.clone(), &vault, r.spec)
-            .await?;
-        self.export_rotation(true);
+        // The activation is in the audit trail before status says it: a crash in
+        // between resumes the rotation, which records it again — a trail may repeat a
+        // step, never miss one. One write, with the records held since the issue.
         let detail = Some(format!("slot {}", r.plan.target));
         let new = Some(fingerprint.clone());
         audit
@@ -126,13 +130,33 @@ impl Run {
                 detail,
             )
             .await;
+        // The entries of what this rotation revoked are marked in the same write.
+        if let Err(e) = vault.mark_revoked(&revoked, self.retention()).await {
+            warn!(error = %e, "marking revoked vault entries failed");
+        }
+        if let Err(e) = vault.flush_audit().await {
+            warn!(error = %e, "writing the audit trail failed");
+        }
+        let (status, stale_at) = self
+            .commit_rotated(status, message.clone(), &vault, r.spec)
+            .await?;
+        self.export_rotation(true);
         failpoint::reached("after_flip", r.sequence).await;
         info!(namespace = %self.sr.namespace().unwrap_or_default(), name = %r.resource, trigger = r.trigger.as_str(), slot = r.plan.target, %fingerprint, rotation = r.sequence, "rotated");
         self.announce_rotated(r, message.clone()).await;
         self.notify(r.spec, NotifyEvent::Rotated, message, Some(fingerprint))
             .await;
         self.housekeeping(r, &vault, &revoked, &pair).await;
+        // What housekeeping recorded (revokes, a sweep) and did not write with its own.
+        if let Err(e) = vault.flush_audit().await {
+            warn!(error = %e, "writing the audit trail failed");
+        }
+        // No reconcile follows this status write by itself (rotor's own writes wake
+        // nothing): ask for the next look — the next rotation, staleness, the sweep.
         let mut wake = status.next_rotation_at;
+        for at in [stale_at, self.sweep_due(r.spec)].into_iter().flatten() {
+            wake = Some(wake.map_or(at, |w| w.min(at)));
+        }
         if status.consumers.is_some() || r.spec.revocation.after == crate::api::RevokeAfter::Rollout
         {
             // The restart (after its delay), the rollout, an early revocation.
@@ -180,7 +204,7 @@ impl Run {
         message: String,
         vault: &Vault,
         spec: &ValidSpec,
-    ) -> Result<SecretRotationStatus, Error> {
+    ) -> Result<(SecretRotationStatus, Option<DateTime<Utc>>), Error> {
         status::set_phase(
             &mut status,
             Reason::Rotated,
@@ -188,10 +212,11 @@ impl Run {
             self.generation(),
             self.now,
         );
+        let stale_at = self.judge_staleness(spec, &mut status).await;
         status.vault = self.vault_status(vault, spec).await;
         self.write_status(&status).await?;
         self.export_schedule(&status);
-        Ok(status)
+        Ok((status, stale_at))
     }
 
     /// The Events of a completed rotation: Rotated (or EmergencyRevoked), and for a

@@ -214,13 +214,17 @@ impl Run {
                 .unwrap_or_default(),
             ids.join(", ")
         );
-        let status = self
+        let (status, stale_at) = self
             .commit_rotated(status, message.clone(), &vault, spec)
             .await?;
         let note = format!("{message} (trigger: emergency)");
         self.publish(EventType::Normal, "EmergencyRevoked", "Rotate", note)
             .await;
-        Ok(requeue_at(status.next_rotation_at, self.now))
+        let wake = match (status.next_rotation_at, stale_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        Ok(requeue_at(wake, self.now))
     }
 }
 

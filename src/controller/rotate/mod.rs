@@ -145,17 +145,37 @@ impl Run {
         target: &Target,
     ) -> Result<Delivered, RotateError> {
         let vault = self.open_vault(r).await?;
-        let kept = self.resume(r, &vault).await?;
+        // The rotation's audit records go with its vault writes (the credential's
+        // entry, then one write before the flip) instead of one write each.
+        vault.hold_audit();
+        match self.deliver(r, target, &vault).await {
+            Ok(credential) => Ok(Delivered { vault, credential }),
+            Err(e) => {
+                if let Err(flush) = vault.flush_audit().await {
+                    warn!(error = %flush, "writing the audit trail failed");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn deliver(
+        &self,
+        r: &Rotation<'_>,
+        target: &Target,
+        vault: &Vault,
+    ) -> Result<Credential, RotateError> {
+        let kept = self.resume(r, vault).await?;
         // A resumed credential's rotation retired _PREVIOUS before its revoke already
         // (and may have written the Secret since): nothing to take out again.
         if kept.is_none() {
             self.retire_previous(r, target).await?;
         }
-        let credential = self.provider_calls(r, &vault, kept).await?;
+        let credential = self.provider_calls(r, vault, kept).await?;
         self.promote_admin(r, &credential).await?;
         self.write_secret(r, target, &credential).await?;
         failpoint::reached("after_secret", r.sequence).await;
-        Ok(Delivered { vault, credential })
+        Ok(credential)
     }
 
     /// What this rotation is: the slot it fills, its number, and the name of the
