@@ -7,6 +7,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use rotor::api::RotationPhase;
 use std::time::{Duration, Instant};
+use support::scenario::{rotate, rotated};
 use support::*;
 
 async fn http_get(url: &str) -> (u16, String) {
@@ -409,4 +410,85 @@ async fn leader_a(client: &kube::Client, ns: &str) -> (Operator, Api<Lease>) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     (a, leases)
+}
+
+/// Every `rotor_kube_requests_total` sample of `op`, by its labels.
+async fn kube_requests(op: &Operator) -> std::collections::BTreeMap<String, f64> {
+    let (_, text) = http_get(&format!("{}/metrics", op.admin_url)).await;
+    text.lines()
+        .filter_map(|l| l.strip_prefix("rotor_kube_requests_total"))
+        .filter_map(|l| {
+            let (labels, value) = l.rsplit_once(' ')?;
+            Some((labels.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Requests between two scrapes, as (reads, writes, what).
+fn spent(
+    before: &std::collections::BTreeMap<String, f64>,
+    after: &std::collections::BTreeMap<String, f64>,
+) -> (f64, f64, String) {
+    let (mut reads, mut writes, mut what) = (0.0, 0.0, String::new());
+    for (labels, v) in after {
+        let d = v - before.get(labels).copied().unwrap_or(0.0);
+        if d == 0.0 {
+            continue;
+        }
+        what.push_str(&format!("{labels} {d}\n"));
+        if labels.contains("verb=\"get\"") || labels.contains("verb=\"list\"") {
+            reads += d;
+        } else if !labels.contains("verb=\"watch\"") {
+            writes += d;
+        }
+    }
+    (reads, writes, what)
+}
+
+#[tokio::test]
+async fn a_rotation_costs_six_writes_and_wakes_no_second_reconcile() {
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "cost").await;
+    let op = Operator::start(&ns);
+    let manifest = "apiVersion: rotor.dev/v1alpha1\nkind: SecretRotation\nmetadata: {name: token}\nspec:\n  provider: {random: {length: 24}}\n  secretsMapping: {value: TOKEN}\n  target: {name: token-secret, keepPrevious: true}\n";
+    apply_yaml(&client, &ns, manifest).await.unwrap();
+    rotated(&client, &ns, "token", 1).await;
+    // At rest (a rotation's last request, its Event, may follow its status).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (requests, reconciled) = (kube_requests(&op).await, reconciles(&op).await);
+    rotate(&client, &ns, "token", "r2", 2).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (reads, writes, what) = spent(&requests, &kube_requests(&op).await);
+    // intent, vault entry, target Secret, vault (audit, revoked marks), status, Event.
+    assert_eq!(writes, 6.0, "{what}");
+    // The target Secret and the vault; a second pair only if a watch event of rotor's
+    // own write overtook the write's reply (then it is not known as rotor's yet).
+    assert!(reads <= 4.0, "{what}");
+    let woke = reconciles(&op).await - reconciled;
+    assert!(
+        woke <= 2.0,
+        "rotor's own writes (status, Secret, vault) woke reconciles: {woke}"
+    );
+
+    // Someone else's change of the target Secret still wakes it: deleted, restored.
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &ns);
+    let before = secrets.get("token-secret").await.unwrap();
+    secrets
+        .delete("token-secret", &Default::default())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let restored = loop {
+        if let Some(s) = secrets.get_opt("token-secret").await.unwrap()
+            && s.metadata.uid != before.metadata.uid
+        {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the deleted Secret was not restored"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(restored.data, before.data, "restored with the same values");
 }
