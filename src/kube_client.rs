@@ -50,12 +50,38 @@ pub fn build(
 /// `namespace/name`), so that the watch event each write causes does not wake the
 /// resource that just wrote it: its reconcile already knows what it wrote. An event
 /// with any other resourceVersion — a person's edit, a deletion — wakes it.
+///
+/// Also the uid of each vault Secret rotor created or found to be its own, so that a
+/// later write can name it as a precondition instead of reading it first.
 #[derive(Default)]
 pub struct OwnWrites {
     by_object: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    uids: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl OwnWrites {
+    /// Notes the uid of a Secret known to be rotor's.
+    pub fn note_uid(&self, namespace: &str, name: &str, uid: Option<&str>) {
+        let mut uids = self
+            .uids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = format!("{namespace}/{name}");
+        match uid {
+            Some(uid) => uids.insert(key, uid.to_string()),
+            None => uids.remove(&key),
+        };
+    }
+
+    /// The uid of a Secret known to be rotor's.
+    pub fn uid_of(&self, namespace: &str, name: &str) -> Option<String> {
+        self.uids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&format!("{namespace}/{name}"))
+            .cloned()
+    }
+
     /// Notes a write of rotor's.
     pub fn note(&self, namespace: &str, name: &str, resource_version: Option<&str>) {
         let Some(rv) = resource_version else {
@@ -81,6 +107,7 @@ impl OwnWrites {
     /// Forgets an object (its owner is gone).
     pub fn forget(&self, namespace: &str, name: &str) {
         self.book().remove(&format!("{namespace}/{name}"));
+        self.note_uid(namespace, name, None);
     }
 
     fn book(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, String>> {

@@ -282,6 +282,63 @@ async fn a_pre_existing_foreign_vault_secret_is_never_adopted() {
     assert!(get_secret(&client, &ns, "grabbed-secret").await.is_none());
 }
 
+/// A vault Secret deleted and made again by someone else under its name between two
+/// rotations: rotor's next write (which names the uid of the Secret it knew, instead of
+/// reading it first) is refused, and the impostor is never written.
+#[tokio::test]
+async fn a_vault_secret_replaced_between_rotations_is_never_written() {
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "swap").await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let _op = Operator::start_with(&ns, FAST);
+    apply_yaml(&client, &ns, &random_manifest("swapped"))
+        .await
+        .unwrap();
+    rotated(&client, &ns, "swapped", 1).await;
+    let name = vault_name("swapped");
+    secrets.delete(&name, &Default::default()).await.unwrap();
+    // Gone (bounded wait), then an impostor: someone else's Secret of that name (one
+    // with rotor's three labels and no owner would be taken for a vault whose owner
+    // reference an older `rotor keys rotate` removed).
+    for _ in 0..100 {
+        if secrets.get_opt(&name).await.unwrap().is_none() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let impostor = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.clone()),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(
+            "mine".to_string(),
+            k8s_openapi::ByteString(b"not rotor's".to_vec()),
+        )])),
+        ..Default::default()
+    };
+    let created = secrets
+        .create(&PostParams::default(), &impostor)
+        .await
+        .unwrap();
+    request(&client, &ns, "swapped", "rotor.dev/rotate", "r2").await;
+    let s = failed(&client, &ns, "swapped").await;
+    assert!(
+        s.last_rotation_message
+            .contains("was not created by rotor for SecretRotation"),
+        "{}",
+        s.last_rotation_message
+    );
+    assert_eq!(s.rotation_count, 1);
+    let now = secrets.get(&name).await.unwrap();
+    assert_eq!(
+        now.resource_version(),
+        created.resource_version(),
+        "never written"
+    );
+    assert_eq!(now.data, created.data);
+}
+
 /// Item 12. Fingerprints are keyed (HMAC under rotor-kek's `fingerprint` key), so a
 /// short value cannot be brute-forced from status; and an upgrade from unkeyed
 /// `sha256:` fingerprints neither rotates nor fails to restore.

@@ -210,9 +210,80 @@ impl Vault {
         match self.api.get_opt(&self.name()).await? {
             Some(s) if !self.is_ours(&s) => Err(self.foreign()),
             other => {
+                self.note_uid(other.as_ref());
                 self.remember(other.clone());
                 Ok(other)
             }
+        }
+    }
+
+    /// Notes (or, with `None`, forgets) the uid of this vault's Secret as rotor's.
+    fn note_uid(&self, secret: Option<&Secret>) {
+        if let Some(writes) = &self.writes {
+            writes.note_uid(
+                &self.layout.namespace,
+                &self.name(),
+                secret.and_then(|s| s.metadata.uid.as_deref()),
+            );
+        }
+    }
+
+    /// Adds one entry without reading the vault first: a merge patch of that one key
+    /// with the Secret's uid as precondition (the Secret rotor created or found to be
+    /// its own, never one made again under the name since). `false`: not possible
+    /// here (uid unknown, the vault already read, records held, the Secret gone or
+    /// replaced) — the caller reads and writes as usual.
+    async fn put_blind(&self, key: &str, value: &str) -> Result<bool, VaultError> {
+        let held = self
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .is_some_and(|h| !h.is_empty());
+        let uid = self
+            .writes
+            .as_ref()
+            .and_then(|w| w.uid_of(&self.layout.namespace, &self.name()));
+        let (false, None, Some(uid)) = (held, self.seen_secret(), uid) else {
+            return Ok(false);
+        };
+        let patch = serde_json::json!({
+            "metadata": {"uid": uid},
+            "data": {key: B64.encode(value.as_bytes())},
+        });
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PatchParams::default()
+        };
+        match self
+            .api
+            .patch(&self.name(), &params, &Patch::Merge(&patch))
+            .await
+        {
+            Ok(written) if self.is_ours(&written) => {
+                if let Some(writes) = &self.writes {
+                    writes.note(
+                        &self.layout.namespace,
+                        &self.name(),
+                        written.metadata.resource_version.as_deref(),
+                    );
+                }
+                self.remember(Some(written));
+                Ok(true)
+            }
+            // The same object, no longer carrying rotor's claim: never used again.
+            Ok(_) => {
+                self.note_uid(None);
+                Err(self.foreign())
+            }
+            // Gone (404), or made again under the name (the API server refuses a uid
+            // that is not the stored object's: 422 "field is immutable", or 409):
+            // read it as usual, which tells rotor's vault from an impostor.
+            Err(kube::Error::Api(e)) if matches!(e.code, 404 | 409 | 422) => {
+                self.note_uid(None);
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -423,6 +494,7 @@ impl Vault {
                             written.metadata.resource_version.as_deref(),
                         );
                     }
+                    self.note_uid(Some(&written));
                     self.remember(Some(written));
                     return Ok((out, removed));
                 }
@@ -455,6 +527,9 @@ impl Vault {
                 namespace: self.ring.origin.clone(),
             })?;
         let key = entry_key(name);
+        if self.put_blind(&key, &json).await? {
+            return Ok(());
+        }
         self.modify(|data| {
             data.insert(key.clone(), json.clone());
         })
