@@ -93,6 +93,8 @@ pub struct Context {
     pub restarts: consumers::Restarts,
     /// Webhook deliveries, off the reconcile's path.
     pub notifier: crate::notify::Notifier,
+    /// Events being published off the reconciles' path (a permit each).
+    pub events: Arc<tokio::sync::Semaphore>,
     /// rotor's own writes to the Secrets it owns, whose watch events wake nothing.
     pub own_writes: Arc<crate::kube_client::OwnWrites>,
     /// The vault's keyring, kept current by a watch on the KEK Secret.
@@ -205,6 +207,9 @@ impl Error {
         }
     }
 }
+
+/// Events published at once, off the reconciles' path.
+const EVENTS_IN_FLIGHT: usize = 64;
 
 /// How long a resource whose namespace has no free reconcile slot waits.
 const FAIRNESS_RETRY: Duration = Duration::from_secs(2);
@@ -354,6 +359,7 @@ pub async fn run(
         written: Default::default(),
         keys: Default::default(),
         own_writes: Default::default(),
+        events: Arc::new(tokio::sync::Semaphore::new(EVENTS_IN_FLIGHT)),
         notifier: crate::notify::Notifier::new(
             crate::providers::HttpClient::new(settings.http.clone()),
             health.metrics.clone(),

@@ -184,14 +184,20 @@ impl Run {
             action: action.into(),
             secondary: None,
         };
-        if let Err(e) = self
-            .ctx
-            .recorder()
-            .publish(&event, &self.sr.object_ref(&()))
-            .await
-        {
-            warn!(error = %e, reason, "publishing an Event failed");
-        }
+        // Off the reconcile's path, so that the worker moves on to the next resource
+        // while the API server takes the Event; at most EVENTS_IN_FLIGHT at once (then
+        // this waits for a free one: Events are never dropped).
+        let Ok(permit) = self.ctx.events.clone().acquire_owned().await else {
+            return;
+        };
+        let (recorder, reference) = (self.ctx.recorder(), self.sr.object_ref(&()));
+        let reason = reason.to_string();
+        tokio::spawn(async move {
+            let _permit = permit;
+            if let Err(e) = recorder.publish(&event, &reference).await {
+                warn!(error = %e, %reason, "publishing an Event failed");
+            }
+        });
     }
 
     /// A spec rotor cannot act on: say what to fix, once, and wait for a change.
