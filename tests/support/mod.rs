@@ -31,6 +31,9 @@ pub struct ControlPlane {
     pub dir: PathBuf,
     pub kubeconfig: PathBuf,
     pub apiserver_url: String,
+    /// The etcd and kube-apiserver processes (the bench reads their CPU time).
+    pub etcd_pid: u32,
+    pub apiserver_pid: u32,
     assets: PathBuf,
     controller_manager: OnceLock<()>,
 }
@@ -212,7 +215,7 @@ fn start_control_plane() -> ControlPlane {
     .stdout(log_file(&dir, "etcd"))
     .stderr(log_file(&dir, "etcd-err"))
     .stdin(Stdio::null());
-    spawn(etcd);
+    let etcd_pid = spawn(etcd);
 
     let status = Command::new("openssl")
         .args(["genrsa", "-out", "sa.key", "2048"])
@@ -253,7 +256,7 @@ fn start_control_plane() -> ControlPlane {
         .stdout(log_file(&dir, "kube-apiserver"))
         .stderr(log_file(&dir, "kube-apiserver-err"))
         .stdin(Stdio::null());
-    spawn(api);
+    let apiserver_pid = spawn(api);
 
     let apiserver_url = format!("https://127.0.0.1:{api_port}");
     let kubeconfig = dir.join("kubeconfig");
@@ -270,6 +273,8 @@ fn start_control_plane() -> ControlPlane {
         dir,
         kubeconfig,
         apiserver_url,
+        etcd_pid,
+        apiserver_pid,
         assets,
         controller_manager: OnceLock::new(),
     };
@@ -399,6 +404,16 @@ pub async fn metric(op: &Operator, series: &str) -> Option<f64> {
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
+}
+
+/// The whole text of the operator's /metrics (empty if it did not answer).
+pub async fn metrics_text(op: &Operator) -> String {
+    let out = tokio::process::Command::new("curl")
+        .args(["-s", "-m", "10", &format!("{}/metrics", op.admin_url)])
+        .output()
+        .await
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Every reconcile `op` ran, whatever its result (`rotor_reconciles_total`).
