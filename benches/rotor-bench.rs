@@ -59,6 +59,9 @@ use support::*;
 /// How often a long phase prints where it is.
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
+/// As the image sets it (Dockerfile): the operator measured is the one shipped.
+const MALLOC_ARENA_MAX: &str = "2";
+
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         println!("rotor-bench: run it with `make bench` (cargo bench --bench rotor-bench)");
@@ -1039,7 +1042,10 @@ async fn operator_at_scale(results: &mut Map<String, Value>) {
     let op = Operator::start_env(
         &format!("{cold_ns},{foreign_ns}"),
         &["--concurrency", &conc],
-        &[("ROTOR_LOG", "info")],
+        &[
+            ("ROTOR_LOG", "info"),
+            ("MALLOC_ARENA_MAX", MALLOC_ARENA_MAX),
+        ],
     );
     let cold = progress
         .wait_rotated("cold start", n, 1, started, deadline(n), &op)
@@ -1288,7 +1294,14 @@ async fn burst_phase(bench: &Bench, b: usize, ratio: impl Fn(f64) -> f64) -> Val
     let start = bench.mark(None).await;
     let started = Instant::now();
     let conc = bench.concurrency.to_string();
-    let op = Operator::start_env(&ns, &["--concurrency", &conc], &[("ROTOR_LOG", "info")]);
+    let op = Operator::start_env(
+        &ns,
+        &["--concurrency", &conc],
+        &[
+            ("ROTOR_LOG", "info"),
+            ("MALLOC_ARENA_MAX", MALLOC_ARENA_MAX),
+        ],
+    );
     let first = progress
         .wait_rotated("burst: first rotations", b, 1, started, deadline(b), &op)
         .await;

@@ -153,6 +153,10 @@ struct RunArgs {
     /// How often a consumer's rollout is looked at while rotor waits for it.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     consumer_poll_interval: Duration,
+    /// Every SecretRotation is looked at within this interval even when nothing is due
+    /// and no watch event came — the safety net for a change a watch missed; 0s: never.
+    #[arg(long, default_value = "10h", value_parser = humantime::parse_duration)]
+    resync_interval: Duration,
     /// Client-side limit on Kubernetes API requests per second (0: none — the API
     /// server's priority and fairness queues what it cannot take). Every request is
     /// counted in rotor_kube_requests_total{verb,resource}.
@@ -226,13 +230,21 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         tracing::error!(%location, "panic (message withheld: it may quote a value)");
     }));
     let health = rotor::admin::Health::default();
+    let config = config(&args.cluster).await?;
     let client = rotor::kube_client::build(
-        config(&args.cluster).await?,
+        config.clone(),
         health.metrics.clone(),
         rotor::kube_client::RateLimit {
             qps: args.kube_qps.max(0.0),
             burst: args.kube_burst,
         },
+    )?;
+    // The Lease never waits behind the reconciles' requests in a client-side limit: a
+    // late renewal would cost the lease (and every tenant a failover).
+    let lease_client = rotor::kube_client::build(
+        config,
+        health.metrics.clone(),
+        rotor::kube_client::RateLimit { qps: 0.0, burst: 0 },
     )?;
     if args.metrics_address != "off" {
         let addr: std::net::SocketAddr =
@@ -263,6 +275,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         sweep_interval: args.sweep_interval,
         consumer_restart_delay: args.consumer_restart_delay,
         consumer_poll_interval: args.consumer_poll_interval.max(Duration::from_secs(1)),
+        resync_interval: args.resync_interval,
         http: rotor::providers::HttpSettings {
             allow_private_endpoints: args.allow_private_endpoints,
             allow_private_cidrs: args.allow_private_cidrs.clone(),
@@ -300,7 +313,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     // A standby is ready: a rolling update must not wait for it to become leader.
     health.set_ready(true);
     let holding = tokio::select! {
-        held = rotor::leader::acquire(client.clone(), &lease) => held.context("leader election")?,
+        held = rotor::leader::acquire(lease_client, &lease) => held.context("leader election")?,
         _ = tokio::signal::ctrl_c() => return Ok(()),
     };
     health.set_ready(false);

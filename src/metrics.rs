@@ -81,8 +81,8 @@ pub struct Metrics {
     pub early_revocations: Family<ResultLabels, Counter>,
     /// Requests rotor made to the Kubernetes API, by verb and resource.
     pub kube_requests: Family<KubeRequestLabels, Counter>,
-    /// Reconciles that read their SecretRotation again because the watch cache had
-    /// not caught up with rotor's own last write.
+    /// Reconciles that read their SecretRotation from the API server because the
+    /// watch cache was not known to be current.
     pub cache_misses: Counter,
 }
 
@@ -196,7 +196,7 @@ impl Default for Metrics {
         let cache_misses = Counter::default();
         registry.register(
             "stale_cache_rereads",
-            "Reconciles that read their SecretRotation again because the watch cache had not caught up with rotor's own last write",
+            "Reconciles that read their SecretRotation from the API server because the watch cache was not known to be current (the first after start, or older than rotor's own last write)",
             cache_misses.clone(),
         );
         Self {

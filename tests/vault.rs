@@ -787,11 +787,11 @@ async fn deletion_policy_revoke_revokes_both_slots_and_retain_keeps_them() {
     );
 }
 
-/// README "The vault": every vault write is a patch with the resourceVersion just read
-/// as a precondition, retried on conflict. rotor is held between reading its vault and
-/// writing it (during rotation 2) while a second writer — `rotor keys rotate`, which
-/// re-wraps entry 1 and appends to the audit trail — writes the same Secret: neither
-/// write is lost.
+/// README "The vault": every vault write but a new entry's is a patch with the
+/// resourceVersion last seen as a precondition, retried on conflict. rotor is held
+/// between seeing its vault and writing it (during rotation 2) while a second writer —
+/// `rotor keys rotate`, which re-wraps the entries and appends to the audit trail —
+/// writes the same Secret: neither write is lost.
 #[tokio::test]
 async fn a_second_writer_between_the_vaults_read_and_write_loses_nothing() {
     let client = control_plane().client().await;
@@ -818,10 +818,12 @@ async fn a_second_writer_between_the_vaults_read_and_write_loses_nothing() {
     hold.arm();
     request(&client, &ns, NAME, "rotor.dev/rotate", "two").await;
     hold.wait_paused("vault_write", 1).await;
-    // rotor has read the vault and not written it yet: the second writer goes first.
+    // rotor has stored rotation 2's entry (one key, without a read) and holds the
+    // vault as that write returned it, about to write it again (the audit records
+    // and marks before the flip): the second writer goes first, re-wrapping both.
     let said = rotor_cli(&["keys", "rotate", "-n", &ns]);
     assert!(said.starts_with("KEK v2 added"), "{said}");
-    assert!(said.contains("1 data keys re-wrapped, 0 failed"), "{said}");
+    assert!(said.contains("2 data keys re-wrapped, 0 failed"), "{said}");
     hold.release();
 
     let s2 = rotated(&client, &ns, NAME, 2).await;
@@ -833,7 +835,7 @@ async fn a_second_writer_between_the_vaults_read_and_write_loses_nothing() {
     );
     let audit = audit_text(&ns, NAME);
     assert!(audit.contains("key-rotation"), "{audit}");
-    // ... and rotor's own write (retried on the conflict) is there too.
+    // ... and rotor's own writes (the last retried on the conflict) are there too.
     let id2 = s2.slots[1].id.clone();
     assert!(
         vault_entry(&secrets, &id2).await.is_some(),

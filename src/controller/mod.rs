@@ -62,6 +62,9 @@ pub struct Settings {
     pub consumer_restart_delay: Duration,
     /// How often a rollout is looked at while rotor waits for it.
     pub consumer_poll_interval: Duration,
+    /// Every resource is looked at within this interval even when nothing is due and
+    /// no watch event came (zero: never).
+    pub resync_interval: Duration,
 }
 
 /// What one process remembers of a resource's orphan sweeps.
@@ -125,8 +128,11 @@ impl Context {
     }
 
     /// Whether an object from the watch cache is at least as new as rotor's last
-    /// write to it. resourceVersions are etcd revisions (integers) in every API
-    /// server rotor supports; one that is not an integer is never trusted.
+    /// write to it (or its last fresh read). Unknown — nothing written or read by this
+    /// process yet, or a write whose outcome is unknown — is never current: after a
+    /// start or a failover the cache may lag the last flip another process made.
+    /// resourceVersions are etcd revisions (integers) in every API server rotor
+    /// supports; one that is not an integer is never trusted.
     pub fn is_current(&self, meta: &ObjectMeta) -> bool {
         let (Some(uid), Some(cached)) = (&meta.uid, &meta.resource_version) else {
             return false;
@@ -140,9 +146,16 @@ impl Context {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(uid)
             .cloned();
-        match written {
-            None => true,
-            Some(w) => w.parse::<u64>().is_ok_and(|w| cached >= w),
+        written.is_some_and(|w| w.parse::<u64>().is_ok_and(|w| cached >= w))
+    }
+
+    /// rotor no longer knows what its last write to `meta`'s object did.
+    pub fn unknown(&self, meta: &ObjectMeta) {
+        if let Some(uid) = &meta.uid {
+            self.written
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(uid);
         }
     }
 
@@ -379,8 +392,12 @@ pub async fn run(
             || Api::all(client.clone()),
             |ns| Api::namespaced(client.clone(), ns),
         );
-        let own_secrets =
-            watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
+        // rotor's Secrets but its vaults, which wake nothing (see below): the API server
+        // does not even send their changes.
+        let own_secrets = watcher::Config::default().labels(&format!(
+            "{MANAGED_BY_LABEL}={MANAGED_BY_VALUE},!{}",
+            crate::vault::VAULT_LABEL
+        ));
         // Ready once every SecretRotation watch has listed everything. Watching the
         // watcher's own InitDone, because Store::wait_until_ready wakes only one
         // waiter and the controller's runner is already waiting on it.

@@ -48,7 +48,11 @@ async fn reconcile_fresh(cached: Arc<SecretRotation>, ctx: Arc<Context>) -> Resu
     } else {
         ctx.metrics.cache_misses.inc();
         match rotations.get_opt(&cached.name_any()).await? {
-            Some(sr) => sr,
+            Some(sr) => {
+                // Known as it is now: a cache at least this new is current.
+                ctx.wrote(&sr.metadata, sr.metadata.resource_version.as_deref());
+                sr
+            }
             None => return Ok(Action::await_change()),
         }
     };
@@ -137,6 +141,21 @@ pub(super) struct Run {
 }
 
 impl Run {
+    /// The next look at this resource: at `at`, and within `--resync-interval` in any
+    /// case — the safety net for a change no watch event told of (a target Secret
+    /// deleted while a watch was re-listing).
+    pub(super) fn next_look(&self, at: Option<DateTime<Utc>>) -> Action {
+        let resync = TimeDelta::from_std(self.ctx.settings.resync_interval)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .and_then(|d| self.now.checked_add_signed(d));
+        let at = match (at, resync) {
+            (Some(a), Some(r)) => Some(a.min(r)),
+            (a, r) => a.or(r),
+        };
+        requeue_at(at, self.now)
+    }
+
     pub(super) fn generation(&self) -> Option<i64> {
         self.sr.meta().generation
     }
@@ -172,7 +191,11 @@ impl Run {
                 tracing::debug!(name = %self.sr.name_any(), "object changed since it was read; reconciling again");
                 Err(Error::Stale)
             }
-            Err(e) => Err(e.into()),
+            Err(e) => {
+                // It may have been written even so (a reply lost on the way).
+                self.ctx.unknown(&self.sr.metadata);
+                Err(e.into())
+            }
         }
     }
 
@@ -443,12 +466,12 @@ impl Run {
                 match self.sweep_due(spec) {
                     Some(next_due) => due = next_due,
                     // Periodic sweeps are off: the one at start is done.
-                    None => return Ok(requeue_at(wake, self.now)),
+                    None => return Ok(self.next_look(wake)),
                 }
             }
             wake = Some(wake.map_or(due, |at| at.min(due)));
         }
-        Ok(requeue_at(wake, self.now))
+        Ok(self.next_look(wake))
     }
 
     /// The target Secret cannot be written (immutable, a changed type, an admission

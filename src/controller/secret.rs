@@ -163,6 +163,51 @@ pub fn holds(existing: &Secret, desired: &Secret, spec: &ValidSpec) -> bool {
         && existing.type_ == desired.type_
         && owned
         && data
+        && nothing_more_of_rotors(existing, desired)
+}
+
+/// Whether every data key, label and annotation rotor's own apply last set on
+/// `existing` (its managedFields entry) is still one rotor would set: a key dropped
+/// from the mapping or a label dropped from the template needs an apply to go.
+fn nothing_more_of_rotors(existing: &Secret, desired: &Secret) -> bool {
+    let Some(fields) = existing
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .find(|m| {
+            m.manager.as_deref() == Some(crate::api::FIELD_MANAGER)
+                && m.operation.as_deref() == Some("Apply")
+        })
+        .and_then(|m| m.fields_v1.as_ref())
+    else {
+        // Nothing known of rotor's fields: apply, which settles it.
+        return false;
+    };
+    let owned = |pointer: &str| -> Vec<String> {
+        fields
+            .0
+            .pointer(pointer)
+            .and_then(serde_json::Value::as_object)
+            .map(|o| {
+                o.keys()
+                    .filter_map(|k| k.strip_prefix("f:").map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let data = desired.data.as_ref();
+    let labels = desired.metadata.labels.as_ref();
+    let annotations = desired.metadata.annotations.as_ref();
+    owned("/f:data")
+        .iter()
+        .all(|k| data.is_some_and(|d| d.contains_key(k)))
+        && owned("/f:metadata/f:labels")
+            .iter()
+            .all(|k| labels.is_some_and(|l| l.contains_key(k)))
+        && owned("/f:metadata/f:annotations")
+            .iter()
+            .all(|k| annotations.is_some_and(|a| a.contains_key(k)))
 }
 
 pub fn desired(
@@ -241,7 +286,37 @@ mod tests {
         let want_both = desired(&sr, &spec, &v("new"), &v("old"), 1, "fp-new");
         let no_previous = desired(&sr, &spec, &v("new"), &BTreeMap::new(), 1, "fp-new");
         let desired = want_both;
-        let written = || desired.clone();
+        // As the API server returns it: with rotor's managedFields entry.
+        let managed = |fields: serde_json::Value| {
+            vec![
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry {
+                    manager: Some(crate::api::FIELD_MANAGER.into()),
+                    operation: Some("Apply".into()),
+                    fields_v1: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1(
+                        fields,
+                    )),
+                    ..Default::default()
+                },
+            ]
+        };
+        let rotors = serde_json::json!({
+            "f:data": {"f:TOKEN": {}, "f:TOKEN_PREVIOUS": {}},
+            "f:metadata": {"f:labels": {"f:team": {}}, "f:annotations": {}},
+        });
+        let mut as_written = desired.clone();
+        as_written.metadata.managed_fields = Some(managed(rotors.clone()));
+        let written = || as_written.clone();
+        let mut dropped = written();
+        let mut more = rotors.clone();
+        more["f:data"]["f:OLD_KEY"] = serde_json::json!({});
+        dropped.metadata.managed_fields = Some(managed(more));
+        assert!(
+            !holds(&dropped, &desired, &spec),
+            "a key rotor wrote that the mapping dropped"
+        );
+        let mut unknown = written();
+        unknown.metadata.managed_fields = None;
+        assert!(!holds(&unknown, &desired, &spec), "rotor's fields unknown");
         assert!(holds(&written(), &desired, &spec), "as written");
         let mut extra = written();
         extra
@@ -294,7 +369,9 @@ mod tests {
         ];
         for (case, change) in cases {
             let mut s = if case.starts_with("a previous") {
-                no_previous.clone()
+                let mut s = no_previous.clone();
+                s.metadata.managed_fields = Some(managed(rotors.clone()));
+                s
             } else {
                 written()
             };

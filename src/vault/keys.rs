@@ -298,6 +298,7 @@ pub async fn rotate_keys(
             seen: Default::default(),
             held: Default::default(),
             writes: None,
+            fresh: false,
         };
         let result = vault
             .modify(|data| {

@@ -124,6 +124,10 @@ pub struct Vault {
     held: std::sync::Mutex<Option<Vec<AuditRecord>>>,
     /// Where this vault's writes are noted (so their watch events wake nothing).
     writes: Option<std::sync::Arc<crate::kube_client::OwnWrites>>,
+    /// The resource has never stored anything: the first write creates the vault
+    /// Secret without looking for it first (a create never adopts: one that exists
+    /// answers 409, and is then read as usual).
+    fresh: bool,
 }
 
 impl Vault {
@@ -144,7 +148,14 @@ impl Vault {
             seen: Default::default(),
             held: Default::default(),
             writes: None,
+            fresh: false,
         }
+    }
+
+    /// The resource has never stored a credential (its first rotation).
+    pub fn expect_new(mut self) -> Self {
+        self.fresh = true;
+        self
     }
 
     /// Notes every write in `writes`.
@@ -244,6 +255,25 @@ impl Vault {
             .writes
             .as_ref()
             .and_then(|w| w.uid_of(&self.layout.namespace, &self.name()));
+        if !held && self.fresh && self.seen_secret().is_none() && uid.is_none() {
+            let data = BTreeMap::from([(key.to_string(), value.to_string())]);
+            return match self.save(None, data).await {
+                Ok(written) => {
+                    if let Some(writes) = &self.writes {
+                        writes.note(
+                            &self.layout.namespace,
+                            &self.name(),
+                            written.metadata.resource_version.as_deref(),
+                        );
+                    }
+                    self.note_uid(Some(&written));
+                    self.remember(Some(written));
+                    Ok(true)
+                }
+                Err(e) if is_conflict(&e) => Ok(false),
+                Err(e) => Err(e.into()),
+            };
+        }
         let (false, None, Some(uid)) = (held, self.seen_secret(), uid) else {
             return Ok(false);
         };

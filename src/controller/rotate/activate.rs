@@ -7,7 +7,7 @@ use crate::controller::Error;
 use crate::controller::audit::Audit;
 use crate::controller::credentials;
 use crate::controller::failpoint;
-use crate::controller::reconcile::{Run, describe_active, requeue_at};
+use crate::controller::reconcile::{Run, describe_active};
 use crate::controller::secret::{self, Target};
 use crate::controller::status::{self, Reason};
 use crate::controller::validate::ValidSpec;
@@ -163,7 +163,7 @@ impl Run {
             let soon = self.now + chrono::TimeDelta::seconds(1);
             wake = Some(wake.map_or(soon, |w| w.min(soon)));
         }
-        Ok(requeue_at(wake, self.now))
+        Ok(self.next_look(wake))
     }
 
     /// The credentials this rotation takes out of the target slot (each by its own

@@ -7,7 +7,7 @@ use super::{RotateError, Rotation};
 use crate::api::{PendingRevocation, ProviderSpec, REVOKE_ANNOTATION, SecretRotationStatus};
 use crate::controller::Error;
 use crate::controller::audit::{self, Audit};
-use crate::controller::reconcile::{Run, requeue_at};
+use crate::controller::reconcile::Run;
 use crate::controller::status::{self, Reason};
 use crate::controller::validate::ValidSpec;
 use crate::rotation::{self, Credential, Revocation, SlotPair, Trigger};
@@ -224,7 +224,7 @@ impl Run {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        Ok(requeue_at(wake, self.now))
+        Ok(self.next_look(wake))
     }
 }
 

@@ -79,9 +79,13 @@ impl Run {
     /// Step 2a: this resource's vault, which keeps the in-flight credential's entry
     /// through every bound.
     pub(super) async fn open_vault(&self, r: &Rotation<'_>) -> Result<Vault, RotateError> {
+        // Nothing stored yet (a first rotation, not a resumed one): its vault is
+        // created without being looked for.
+        let fresh = self.old.slots.is_empty() && self.old.in_flight.is_none() && !r.resuming;
         self.vault()
             .await
             .map(|v| v.with_in_flight(&r.credential_name))
+            .map(|v| if fresh { v.expect_new() } else { v })
             .map_err(RotateError::VaultUnavailable)
     }
 
