@@ -228,6 +228,20 @@ impl Vault {
         }
     }
 
+    /// After a write of this vault's Secret: its resourceVersion noted as rotor's own
+    /// (its watch event wakes nothing), its uid as rotor's, the object kept.
+    fn wrote(&self, written: Secret) {
+        if let Some(writes) = &self.writes {
+            writes.note(
+                &self.layout.namespace,
+                &self.name(),
+                written.metadata.resource_version.as_deref(),
+            );
+        }
+        self.note_uid(Some(&written));
+        self.remember(Some(written));
+    }
+
     /// Notes (or, with `None`, forgets) the uid of this vault's Secret as rotor's.
     fn note_uid(&self, secret: Option<&Secret>) {
         if let Some(writes) = &self.writes {
@@ -259,15 +273,7 @@ impl Vault {
             let data = BTreeMap::from([(key.to_string(), value.to_string())]);
             return match self.save(None, data).await {
                 Ok(written) => {
-                    if let Some(writes) = &self.writes {
-                        writes.note(
-                            &self.layout.namespace,
-                            &self.name(),
-                            written.metadata.resource_version.as_deref(),
-                        );
-                    }
-                    self.note_uid(Some(&written));
-                    self.remember(Some(written));
+                    self.wrote(written);
                     Ok(true)
                 }
                 Err(e) if is_conflict(&e) => Ok(false),
@@ -291,14 +297,7 @@ impl Vault {
             .await
         {
             Ok(written) if self.is_ours(&written) => {
-                if let Some(writes) = &self.writes {
-                    writes.note(
-                        &self.layout.namespace,
-                        &self.name(),
-                        written.metadata.resource_version.as_deref(),
-                    );
-                }
-                self.remember(Some(written));
+                self.wrote(written);
                 Ok(true)
             }
             // The same object, no longer carrying rotor's claim: never used again.
@@ -517,15 +516,7 @@ impl Vault {
             pause::point("vault_write").await;
             match self.save(existing, data).await {
                 Ok(written) => {
-                    if let Some(writes) = &self.writes {
-                        writes.note(
-                            &self.layout.namespace,
-                            &self.name(),
-                            written.metadata.resource_version.as_deref(),
-                        );
-                    }
-                    self.note_uid(Some(&written));
-                    self.remember(Some(written));
+                    self.wrote(written);
                     return Ok((out, removed));
                 }
                 Err(e) if is_conflict(&e) => {
