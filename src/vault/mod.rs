@@ -575,7 +575,7 @@ impl Vault {
             return Ok(None);
         };
         let entry = Entry::decode(raw).ok_or_else(|| VaultError::Malformed(name.into()))?;
-        let opened = self.open(&entry, outputs, secret_output);
+        let opened = self.open_current(&entry, outputs, secret_output).await;
         Ok(Some((entry, opened)))
     }
 
@@ -640,23 +640,45 @@ impl Vault {
         secret_output: &'static str,
     ) -> Result<Option<Result<Credential, OpenError>>, VaultError> {
         let entries = self.entries().await?;
-        Ok(entries
+        let Some(entry) = entries
             .iter()
             .find(|e| e.id == id && e.fingerprint == fingerprint && e.revoked_at.is_none())
-            .map(|entry| {
-                self.open(entry, outputs, secret_output).and_then(|c| {
-                    // The AEAD vouches for the bytes; the fingerprint (in whichever
-                    // form it was recorded) for the slot.
-                    let value = c.outputs.get(c.secret_output).map(|v| v.expose_secret());
-                    if value.is_some_and(|v| {
-                        crate::rotation::fingerprint_matches(&entry.fingerprint, v)
-                    }) {
-                        Ok(c)
-                    } else {
-                        Err(OpenError::Malformed)
-                    }
-                })
-            }))
+        else {
+            return Ok(None);
+        };
+        let opened = self.open_current(entry, outputs, secret_output).await;
+        Ok(Some(opened.and_then(|c| {
+            // The AEAD vouches for the bytes; the fingerprint (in whichever form it
+            // was recorded) for the slot.
+            let value = c.outputs.get(c.secret_output).map(|v| v.expose_secret());
+            if value.is_some_and(|v| crate::rotation::fingerprint_matches(&entry.fingerprint, v)) {
+                Ok(c)
+            } else {
+                Err(OpenError::Malformed)
+            }
+        })))
+    }
+
+    /// Opens `entry`; one wrapped by a KEK version newer than this ring knows (`rotor
+    /// keys rotate` re-wrapped it after the ring was had, before the KEK watch said
+    /// so) is opened with the KEKs as they are now.
+    async fn open_current(
+        &self,
+        entry: &Entry,
+        outputs: &'static [&'static str],
+        secret_output: &'static str,
+    ) -> Result<Credential, OpenError> {
+        match self.open(entry, outputs, secret_output) {
+            Err(OpenError::KeyVersionUnavailable(v))
+                if self.ring.current().is_none_or(|(current, _)| v > current) =>
+            {
+                match self.reload_ring().await {
+                    Some(fresh) => self.layout.open(&fresh, entry, outputs, secret_output),
+                    None => Err(OpenError::KeyVersionUnavailable(v)),
+                }
+            }
+            other => other,
+        }
     }
 
     /// How many entries there are, and what status should say about the vault: the
