@@ -46,6 +46,44 @@ pub fn build(
     })
 }
 
+/// resourceVersions by key, held as the etcd revisions (integers) they are in every
+/// API server rotor supports: one that is not an integer is not kept, so it never
+/// counts as known.
+#[derive(Default)]
+pub struct Revisions(std::sync::Mutex<std::collections::HashMap<String, u64>>);
+
+impl Revisions {
+    /// Notes `resource_version` for `key` (forgets the key when there is none, or it is
+    /// not an integer).
+    pub fn note(&self, key: &str, resource_version: Option<&str>) {
+        let mut book = self.book();
+        match revision(resource_version) {
+            Some(rv) => book.insert(key.to_string(), rv),
+            None => book.remove(key),
+        };
+    }
+
+    /// The revision noted for `key`.
+    pub fn get(&self, key: &str) -> Option<u64> {
+        self.book().get(key).copied()
+    }
+
+    pub fn forget(&self, key: &str) {
+        self.book().remove(key);
+    }
+
+    fn book(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, u64>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A resourceVersion as the etcd revision it is; `None` when it is not an integer.
+pub fn revision(resource_version: Option<&str>) -> Option<u64> {
+    resource_version.and_then(|rv| rv.parse().ok())
+}
+
 /// The resourceVersions rotor's own writes gave the Secrets it owns (by
 /// `namespace/name`), so that the watch event each write causes does not wake the
 /// resource that just wrote it: its reconcile already knows what it wrote. An event
@@ -55,7 +93,7 @@ pub fn build(
 /// later write can name it as a precondition instead of reading it first.
 #[derive(Default)]
 pub struct OwnWrites {
-    by_object: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    written: Revisions,
     uids: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
@@ -84,36 +122,25 @@ impl OwnWrites {
 
     /// Notes a write of rotor's.
     pub fn note(&self, namespace: &str, name: &str, resource_version: Option<&str>) {
-        let Some(rv) = resource_version else {
-            return;
-        };
-        self.book()
-            .insert(format!("{namespace}/{name}"), rv.to_string());
+        if resource_version.is_some() {
+            self.written
+                .note(&format!("{namespace}/{name}"), resource_version);
+        }
     }
 
     /// Whether an object as a watch shows it is no newer than rotor's last write to
     /// it: that write, or one before it (which rotor's write came after — the vault
     /// is written with its resourceVersion as precondition, the target by an apply
-    /// that sets every field rotor owns). resourceVersions are compared as the
-    /// integers (etcd revisions) they are; any other form is never an echo.
+    /// that sets every field rotor owns).
     pub fn is_echo(&self, namespace: &str, name: &str, resource_version: Option<&str>) -> bool {
-        let key = format!("{namespace}/{name}");
-        let book = self.book();
-        let written = book.get(&key).and_then(|w| w.parse::<u64>().ok());
-        let seen = resource_version.and_then(|s| s.parse::<u64>().ok());
-        matches!((written, seen), (Some(w), Some(s)) if s <= w)
+        let written = self.written.get(&format!("{namespace}/{name}"));
+        matches!((written, revision(resource_version)), (Some(w), Some(s)) if s <= w)
     }
 
     /// Forgets an object (its owner is gone).
     pub fn forget(&self, namespace: &str, name: &str) {
-        self.book().remove(&format!("{namespace}/{name}"));
+        self.written.forget(&format!("{namespace}/{name}"));
         self.note_uid(namespace, name, None);
-    }
-
-    fn book(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, String>> {
-        self.by_object
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

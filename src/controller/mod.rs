@@ -104,7 +104,7 @@ pub struct Context {
     pub keys: Arc<crate::vault::KeyCache>,
     /// Per resource (by uid): the resourceVersion of rotor's last write to it, so a
     /// reconcile knows whether the watch cache has caught up with that write.
-    pub written: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    pub written: crate::kube_client::Revisions,
 }
 
 impl Context {
@@ -118,13 +118,9 @@ impl Context {
 
     /// Notes the resourceVersion a write of rotor's gave the resource `meta` names.
     pub fn wrote(&self, meta: &ObjectMeta, resource_version: Option<&str>) {
-        let (Some(uid), Some(rv)) = (&meta.uid, resource_version) else {
-            return;
-        };
-        self.written
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(uid.clone(), rv.to_string());
+        if let (Some(uid), Some(_)) = (&meta.uid, resource_version) {
+            self.written.note(uid, resource_version);
+        }
     }
 
     /// Whether an object from the watch cache is at least as new as rotor's last
@@ -134,28 +130,15 @@ impl Context {
     /// resourceVersions are etcd revisions (integers) in every API server rotor
     /// supports; one that is not an integer is never trusted.
     pub fn is_current(&self, meta: &ObjectMeta) -> bool {
-        let (Some(uid), Some(cached)) = (&meta.uid, &meta.resource_version) else {
-            return false;
-        };
-        let Ok(cached) = cached.parse::<u64>() else {
-            return false;
-        };
-        let written = self
-            .written
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(uid)
-            .cloned();
-        written.is_some_and(|w| w.parse::<u64>().is_ok_and(|w| cached >= w))
+        let cached = crate::kube_client::revision(meta.resource_version.as_deref());
+        let written = meta.uid.as_deref().and_then(|uid| self.written.get(uid));
+        matches!((cached, written), (Some(c), Some(w)) if c >= w)
     }
 
     /// rotor no longer knows what its last write to `meta`'s object did.
     pub fn unknown(&self, meta: &ObjectMeta) {
         if let Some(uid) = &meta.uid {
-            self.written
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .remove(uid);
+            self.written.forget(uid);
         }
     }
 
@@ -167,10 +150,7 @@ impl Context {
         );
         if let Some(uid) = &meta.uid {
             self.sweep_book().remove(uid);
-            self.written
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .remove(uid);
+            self.written.forget(uid);
         }
     }
 
