@@ -141,18 +141,18 @@ pub(super) struct Run {
 }
 
 impl Run {
-    /// The next look at this resource: at `at`, and within `--resync-interval` in any
-    /// case — the safety net for a change no watch event told of (a target Secret
-    /// deleted while a watch was re-listing).
-    pub(super) fn next_look(&self, at: Option<DateTime<Utc>>) -> Action {
+    /// The next look at this resource: at the earliest of `times`, and within
+    /// `--resync-interval` in any case — the safety net for a change no watch event
+    /// told of (a target Secret deleted while a watch was re-listing).
+    pub(super) fn next_look(
+        &self,
+        times: impl IntoIterator<Item = Option<DateTime<Utc>>>,
+    ) -> Action {
         let resync = TimeDelta::from_std(self.ctx.settings.resync_interval)
             .ok()
             .filter(|d| !d.is_zero())
             .and_then(|d| self.now.checked_add_signed(d));
-        let at = match (at, resync) {
-            (Some(a), Some(r)) => Some(a.min(r)),
-            (a, r) => a.or(r),
-        };
+        let at = times.into_iter().chain([resync]).flatten().min();
         requeue_at(at, self.now)
     }
 
@@ -333,19 +333,11 @@ impl Run {
                 // one rotor last acted on: no write, which would change nothing.
                 let current = self.old.observed_generation == self.generation()
                     && matches!(target, Target::Ours(existing) if secret::holds(existing, &desired, spec));
-                secret::scrub(&mut desired);
                 if current {
+                    secret::scrub(&mut desired);
                     Ok(())
                 } else {
-                    self.apply_secret(
-                        spec,
-                        &values,
-                        &previous,
-                        pair.active.unwrap_or(0),
-                        &active.fingerprint,
-                    )
-                    .await
-                    .map(|_| ())
+                    self.apply_desired(desired).await
                 }
             };
             write_failed = written.err();
@@ -451,27 +443,20 @@ impl Run {
         self.write_status(&status).await?;
         self.export_schedule(&status);
         // The periodic orphan sweep, while the provider works and a credential is active.
-        let mut wake = next;
-        for at in [followed.wake, stale_at].into_iter().flatten() {
-            wake = Some(wake.map_or(at, |w| w.min(at)));
-        }
-        if let (Some(mut due), Some(vault), Some(uid)) =
-            (self.sweep_due(spec), &vault, self.sr.uid())
+        let mut sweep_at = None;
+        if let (Some(due), Some(vault), Some(uid)) = (self.sweep_due(spec), &vault, self.sr.uid())
             && pair.active.is_some()
             && self.old.failed_attempts == 0
             && self.old.in_flight.is_none()
         {
+            sweep_at = Some(due);
             if due <= self.now {
                 self.sweep(spec, &pair, vault, &uid).await;
-                match self.sweep_due(spec) {
-                    Some(next_due) => due = next_due,
-                    // Periodic sweeps are off: the one at start is done.
-                    None => return Ok(self.next_look(wake)),
-                }
+                // None when periodic sweeps are off: the one at start is done.
+                sweep_at = self.sweep_due(spec);
             }
-            wake = Some(wake.map_or(due, |at| at.min(due)));
         }
-        Ok(self.next_look(wake))
+        Ok(self.next_look([next, followed.wake, stale_at, sweep_at]))
     }
 
     /// The target Secret cannot be written (immutable, a changed type, an admission
@@ -581,8 +566,20 @@ impl Run {
         active_slot: u8,
         fingerprint: &str,
     ) -> Result<(), kube::Error> {
-        let mut desired =
-            secret::desired(&self.sr, spec, values, previous, active_slot, fingerprint);
+        self.apply_desired(secret::desired(
+            &self.sr,
+            spec,
+            values,
+            previous,
+            active_slot,
+            fingerprint,
+        ))
+        .await
+    }
+
+    /// Applies `desired` (from [`secret::desired`]) as the target Secret, noting the
+    /// write as rotor's own; the values are scrubbed from both copies.
+    async fn apply_desired(&self, mut desired: Secret) -> Result<(), kube::Error> {
         let params = PatchParams::apply(crate::api::FIELD_MANAGER).force();
         let result = self
             .secrets

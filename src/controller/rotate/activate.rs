@@ -153,17 +153,16 @@ impl Run {
         }
         // No reconcile follows this status write by itself (rotor's own writes wake
         // nothing): ask for the next look — the next rotation, staleness, the sweep.
-        let mut wake = status.next_rotation_at;
-        for at in [stale_at, self.sweep_due(r.spec)].into_iter().flatten() {
-            wake = Some(wake.map_or(at, |w| w.min(at)));
-        }
-        if status.consumers.is_some() || r.spec.revocation.after == crate::api::RevokeAfter::Rollout
-        {
-            // The restart (after its delay), the rollout, an early revocation.
-            let soon = self.now + chrono::TimeDelta::seconds(1);
-            wake = Some(wake.map_or(soon, |w| w.min(soon)));
-        }
-        Ok(self.next_look(wake))
+        // Consumers: the restart (after its delay), the rollout, an early revocation.
+        let soon = (status.consumers.is_some()
+            || r.spec.revocation.after == crate::api::RevokeAfter::Rollout)
+            .then(|| self.now + chrono::TimeDelta::seconds(1));
+        Ok(self.next_look([
+            status.next_rotation_at,
+            stale_at,
+            self.sweep_due(r.spec),
+            soon,
+        ]))
     }
 
     /// The credentials this rotation takes out of the target slot (each by its own

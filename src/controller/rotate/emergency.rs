@@ -220,11 +220,7 @@ impl Run {
         let note = format!("{message} (trigger: emergency)");
         self.publish(EventType::Normal, "EmergencyRevoked", "Rotate", note)
             .await;
-        let wake = match (status.next_rotation_at, stale_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        Ok(self.next_look(wake))
+        Ok(self.next_look([status.next_rotation_at, stale_at]))
     }
 }
 
