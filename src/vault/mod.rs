@@ -259,12 +259,7 @@ impl Vault {
     /// here (uid unknown, the vault already read, records held, the Secret gone or
     /// replaced) — the caller reads and writes as usual.
     async fn put_blind(&self, key: &str, value: &str) -> Result<bool, VaultError> {
-        let held = self
-            .held
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .as_ref()
-            .is_some_and(|h| !h.is_empty());
+        let held = self.held().as_ref().is_some_and(|h| !h.is_empty());
         let uid = self
             .writes
             .as_ref()
@@ -330,33 +325,27 @@ impl Vault {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = secret;
     }
 
+    /// The audit records held for the next write (`None`: each is written at once).
+    fn held(&self) -> std::sync::MutexGuard<'_, Option<Vec<AuditRecord>>> {
+        self.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// From now on, audit records wait for the next write of this vault (or
     /// [`Vault::flush_audit`]) instead of each costing a write of their own.
     pub fn hold_audit(&self) {
-        let mut held = self
-            .held
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut held = self.held();
         held.get_or_insert_with(Vec::new);
     }
 
     fn take_held(&self) -> Vec<AuditRecord> {
-        self.held
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .as_mut()
-            .map(std::mem::take)
-            .unwrap_or_default()
+        self.held().as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// Writes the audit records held so far (one write; none when nothing is held).
     pub async fn flush_audit(&self) -> Result<(), VaultError> {
-        let nothing = self
-            .held
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .as_ref()
-            .is_none_or(Vec::is_empty);
+        let nothing = self.held().as_ref().is_none_or(Vec::is_empty);
         if nothing {
             return Ok(());
         }
@@ -368,10 +357,7 @@ impl Vault {
         if records.is_empty() {
             return;
         }
-        let mut held = self
-            .held
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut held = self.held();
         let h = held.get_or_insert_with(Vec::new);
         let later = std::mem::take(h);
         *h = records;
@@ -756,10 +742,7 @@ impl Vault {
             truncate(detail, DETAIL_LIMIT);
         }
         {
-            let mut held = self
-                .held
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut held = self.held();
             if let Some(held) = held.as_mut() {
                 held.push(record);
                 return Ok(());
