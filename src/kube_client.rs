@@ -37,7 +37,11 @@ pub fn build(
         // average, `burst` at most at once (tower's limiter; the API server's priority
         // and fairness protects it from every client besides).
         let burst = limit.burst.max(1);
-        let per = Duration::from_secs_f64(f64::from(burst) / limit.qps);
+        // Within a nanosecond and a day: tower's limiter needs a window above zero,
+        // and a rate so small that its window would not fit a Duration is one a day.
+        let per = Duration::try_from_secs_f64(f64::from(burst) / limit.qps)
+            .unwrap_or(Duration::from_secs(86_400))
+            .clamp(Duration::from_nanos(1), Duration::from_secs(86_400));
         builder
             .with_layer(&tower::limit::RateLimitLayer::new(u64::from(burst), per))
             .build()
@@ -296,6 +300,18 @@ mod tests {
             text.contains(r#"rotor_kube_requests_total{verb="get",resource="secrets"} 2"#),
             "{text}"
         );
+    }
+
+    #[tokio::test]
+    async fn any_positive_rate_builds_a_client() {
+        for qps in [1e-300, 0.001, 5.0, 1e300] {
+            let config = Config::new("http://127.0.0.1:1".parse().unwrap());
+            let limit = RateLimit { qps, burst: 100 };
+            assert!(
+                build(config, Arc::new(Metrics::default()), limit).is_ok(),
+                "{qps}"
+            );
+        }
     }
 
     #[test]

@@ -31,11 +31,11 @@ use tokio::sync::Semaphore;
 /// The header carrying the signature.
 pub const SIGNATURE_HEADER: &str = "X-Rotor-Signature";
 /// Deliveries queued or in flight at once, per process; more are dropped (and counted).
-const IN_FLIGHT: usize = 32;
+const IN_FLIGHT: usize = 64;
 /// Of those, at most this many for one namespace: a tenant whose receiver hangs (a
 /// delivery can take about two minutes: 4 attempts of 10 s and the waits between)
 /// cannot take every slot from the others.
-const IN_FLIGHT_PER_NAMESPACE: usize = 2;
+const IN_FLIGHT_PER_NAMESPACE: usize = 4;
 
 /// What happened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

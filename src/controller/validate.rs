@@ -84,6 +84,10 @@ pub enum SpecError {
     )]
     ReservedTarget(String),
     #[error(
+        "spec.target.template.labels sets {0:?}: labels under rotor.dev/ are rotor's own (they decide which Secrets rotor watches): remove it"
+    )]
+    ReservedLabel(String),
+    #[error(
         "spec.notify.webhook.signingSecretRef names {0:?}, which {1}: a signing key is sent to the webhook's owner as signatures, so it must be a Secret of its own"
     )]
     SigningKeyShared(String, &'static str),
@@ -131,6 +135,12 @@ pub fn check_names(spec: &SecretRotationSpec) -> Result<(), SpecError> {
     }
     if target.starts_with(VAULT_SECRET_PREFIX) {
         return Err(SpecError::ReservedTarget(target.clone()));
+    }
+    // A template label such as rotor.dev/vault would take the target Secret out of
+    // rotor's watch (its selector excludes vaults): its deletion would go unseen.
+    let labels = spec.target.template.iter().flat_map(|t| t.labels.keys());
+    if let Some(reserved) = labels.into_iter().find(|k| k.starts_with("rotor.dev/")) {
+        return Err(SpecError::ReservedLabel(reserved.clone()));
     }
     for r in spec.provider.secret_refs() {
         if !is_dns1123_subdomain(&r.name) {
@@ -473,6 +483,10 @@ mod tests {
             (
                 BASE.replace("name: t,", "name: rotor-vault-x,"),
                 "reserved for rotor's vault Secrets",
+            ),
+            (
+                BASE.replace("name: t,", "name: t, template: {labels: {rotor.dev/vault: \"true\"}},"),
+                "sets \"rotor.dev/vault\": labels under rotor.dev/ are rotor's own",
             ),
             (BASE.replace("TOKEN", "\".\""), "not a valid Secret key"),
             (BASE.replace("TOKEN", "\"..\""), "not a valid Secret key"),
