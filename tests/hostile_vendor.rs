@@ -784,3 +784,182 @@ async fn http_without_test_or_revoke_activates_untested_and_revokes_nothing() {
         "only the three issues: {methods:?}"
     );
 }
+
+/// What the sweep's vendor answers a revoke.
+#[derive(Clone, Copy)]
+enum RevokeAnswer {
+    /// 403 at once.
+    Forbidden,
+    /// 429 with `Retry-After: 59`.
+    SlowDown,
+}
+
+/// What a sweeping vendor was asked.
+#[derive(Default)]
+struct SweepSeen {
+    lists: u32,
+    revokes: u32,
+}
+
+/// A key API that issues keys named as rotor asks and lists, besides them, `extra`
+/// more names of the issuing resource's own format (its prefix and digits): orphans
+/// to the sweep, each revoke answered with `revoke`.
+async fn orphan_flood(
+    extra: u32,
+    revoke: RevokeAnswer,
+) -> (String, Arc<std::sync::Mutex<SweepSeen>>) {
+    let seen: Arc<std::sync::Mutex<SweepSeen>> = Arc::default();
+    let issued: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let state = seen.clone();
+    let app = axum::Router::new().fallback(
+        move |method: axum::http::Method, uri: axum::http::Uri, body: Bytes| {
+            let (seen, issued) = (state.clone(), issued.clone());
+            async move {
+                match (method.as_str(), uri.path()) {
+                    ("POST", "/keys") => {
+                        let name = serde_json::from_slice::<serde_json::Value>(&body)
+                            .ok()
+                            .and_then(|b| b["name"].as_str().map(str::to_string))
+                            .unwrap_or_default();
+                        issued.lock().unwrap().push(name.clone());
+                        let key = format!("fl_{}", random(32));
+                        remember_issued(&key);
+                        Json(json!({"key": key, "name": name})).into_response()
+                    }
+                    ("GET", "/keys") => {
+                        seen.lock().unwrap().lists += 1;
+                        let issued = issued.lock().unwrap().clone();
+                        let prefix = issued
+                            .first()
+                            .map(|n| n.trim_end_matches(|c: char| c.is_ascii_digit()))
+                            .unwrap_or("none-")
+                            .to_string();
+                        let names: Vec<serde_json::Value> = issued
+                            .iter()
+                            .cloned()
+                            .chain((0..extra).map(|i| format!("{prefix}{}", 1_000_000 + i)))
+                            .map(|name| json!({ "name": name }))
+                            .collect();
+                        Json(json!({ "keys": names })).into_response()
+                    }
+                    ("DELETE", p) if p.starts_with("/keys/") => {
+                        seen.lock().unwrap().revokes += 1;
+                        match revoke {
+                            RevokeAnswer::Forbidden => {
+                                (StatusCode::FORBIDDEN, Json(json!({"message": "not yours"})))
+                                    .into_response()
+                            }
+                            RevokeAnswer::SlowDown => {
+                                let mut r = (
+                                    StatusCode::TOO_MANY_REQUESTS,
+                                    Json(json!({"message": "slow down"})),
+                                )
+                                    .into_response();
+                                r.headers_mut().insert("retry-after", "59".parse().unwrap());
+                                r
+                            }
+                        }
+                    }
+                    _ => StatusCode::NOT_FOUND.into_response(),
+                }
+            }
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, seen)
+}
+
+/// An http SecretRotation against [`orphan_flood`]: issue, revoke and list, no test.
+fn flood_rotation(name: &str, url: &str) -> String {
+    let auth = format!(
+        "        headers:\n          - name: Authorization\n            valuePrefix: \"Bearer \"\n            valueFrom: {{ name: {name}-admin, key: token }}"
+    );
+    http_rotation(name, &format!("{url}/keys"), None, &random(24))
+        .replace("      idPath: $.id\n", "")
+        .replace(
+            "      keyPath: $.key",
+            &format!(
+                "      keyPath: $.key\n      revoke:\n        url: \"{url}/keys/{{{{id}}}}\"\n        method: DELETE\n{auth}\n      list:\n        url: \"{url}/keys\"\n        method: GET\n{auth}\n        namePath: $.keys[*].name"
+            ),
+        )
+}
+
+/// A vendor listing 200 names of a resource's own format, refusing every revoke: each
+/// sweep (one a second here) revokes at most 20 of them, and the operator says the
+/// rest waits for the next sweep.
+#[tokio::test]
+async fn a_sweep_of_200_listed_orphans_revokes_at_most_20() {
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "hv-flood").await;
+    let (url, seen) = orphan_flood(200, RevokeAnswer::Forbidden).await;
+    let flags = [FAST, &["--sweep-interval", "1s"]].concat();
+    let op = Operator::start_with(&ns, &flags);
+    apply_yaml(&client, &ns, &flood_rotation("flood", &url))
+        .await
+        .unwrap();
+    rotated(&client, &ns, "flood", 1).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while seen.lock().unwrap().lists < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "three sweeps did not list within 60 s:\n{}",
+            op.logs()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let (lists, revokes) = {
+        let s = seen.lock().unwrap();
+        (s.lists, s.revokes)
+    };
+    assert!(revokes > 0, "the sweep revoked nothing");
+    assert!(
+        revokes <= 20 * lists,
+        "{revokes} revokes in {lists} sweeps: more than 20 a sweep"
+    );
+    assert!(
+        op.logs()
+            .contains("the orphan sweep stopped at its bound; the next sweep carries on"),
+        "the operator does not say that orphans are left"
+    );
+    assert_alive(&op).await;
+}
+
+/// A vendor listing 200 orphans and answering every revoke with `Retry-After: 59`
+/// (waited for, as it is under `--http-max-wait`): the sweep stops within one
+/// `--provider-timeout` (5 s here) instead of waiting 5 s for each of them, so the one
+/// worker (`--concurrency 1`, as a hostile namespace's share of them) is free again
+/// and the neighbour's rotation goes through.
+#[tokio::test]
+async fn a_sweep_into_a_vendor_asking_to_wait_59s_frees_its_worker_within_the_provider_timeout() {
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "hv-flood-slow").await;
+    let (url, seen) = orphan_flood(200, RevokeAnswer::SlowDown).await;
+    let flags = [FAST, &["--concurrency", "1", "--provider-timeout", "5s"]].concat();
+    let op = Operator::start_with(&ns, &flags);
+    let fake = healthy(&client, &ns).await;
+    rotated(&client, &ns, "partner-api-key", 1).await;
+    apply_yaml(&client, &ns, &flood_rotation("flood", &url))
+        .await
+        .unwrap();
+    rotated(&client, &ns, "flood", 1).await;
+    // The sweep after that rotation is under way.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while seen.lock().unwrap().revokes == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sweep revoked nothing:\n{}",
+            op.logs()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    rotate(&client, &ns, "partner-api-key", "neighbour", 2).await;
+    assert_eq!(fake.lock().creates, 2);
+    let (lists, revokes) = {
+        let s = seen.lock().unwrap();
+        (s.lists, s.revokes)
+    };
+    assert!(revokes <= 20 * lists, "{revokes} revokes in {lists} sweeps");
+    assert_alive(&op).await;
+}

@@ -1,6 +1,10 @@
 //! The orphan sweep: revokes credentials rotor created at the provider that are in no
 //! slot (what a dead rotation left, what a failed test left). It runs after every
-//! rotation, once at start, and every `--sweep-interval`.
+//! rotation, once at start, and every `--sweep-interval`. One sweep is bounded: at
+//! most [`REVOKES_PER_SWEEP`] revokes within one `--provider-timeout` (the listing
+//! included); what is left waits for the next sweep on the resource's schedule, so a
+//! vendor listing thousands of names, each answered with a long `Retry-After`, holds a
+//! worker no longer than one provider call would.
 
 use super::audit::Audit;
 use super::reconcile::Run;
@@ -11,6 +15,9 @@ use chrono::{DateTime, Utc};
 use kube::ResourceExt;
 use std::collections::BTreeSet;
 use tracing::{info, warn};
+
+/// The most orphans one sweep revokes; the rest wait for the next sweep.
+pub(super) const REVOKES_PER_SWEEP: usize = 20;
 
 impl Run {
     /// Sweeps: revokes this resource's credentials at the provider that are in no slot,
@@ -48,6 +55,9 @@ impl Run {
         uid: &str,
         already: &BTreeSet<String>,
     ) -> Vec<String> {
+        // The whole sweep (listing and revokes) takes at most one provider call's time.
+        let budget = self.ctx.settings.http.provider_timeout;
+        let deadline = tokio::time::Instant::now() + budget;
         let prefix = spec.provider.name_prefix(uid);
         let keep: Vec<&str> = pair.slots.iter().flatten().map(|s| s.id.as_str()).collect();
         let listed = match spec.provider.list_own(&prefix).await {
@@ -59,11 +69,31 @@ impl Run {
         };
         let mut revoked = Vec::new();
         let audit = Audit::operator(vault);
-        let orphans = listed
+        let mut orphans: Vec<&String> = listed
             .iter()
-            .filter(|id| !keep.contains(&id.as_str()) && !already.contains(*id));
-        for orphan in orphans {
-            match spec.provider.revoke(orphan).await {
+            .filter(|id| !keep.contains(&id.as_str()) && !already.contains(*id))
+            .collect();
+        if orphans.len() > REVOKES_PER_SWEEP {
+            // Each sweep starts somewhere else: orphans the vendor refuses to revoke
+            // cannot keep the ones after them from ever being tried.
+            let start = rand::random_range(0..orphans.len());
+            orphans.rotate_left(start);
+        }
+        let total = orphans.len();
+        let mut tried = 0;
+        for orphan in orphans.into_iter().take(REVOKES_PER_SWEEP) {
+            let Some(left) = deadline
+                .checked_duration_since(tokio::time::Instant::now())
+                .filter(|d| !d.is_zero())
+            else {
+                break;
+            };
+            tried += 1;
+            let Ok(outcome) = tokio::time::timeout(left, spec.provider.revoke(orphan)).await else {
+                warn!(credential = %orphan, "revoking an orphan did not finish within the sweep's time (--provider-timeout); the next sweep tries again");
+                break;
+            };
+            match outcome {
                 Ok(Revocation::Unsupported) => {
                     warn!(credential = %orphan, "the provider cannot revoke an orphaned credential; it stays valid at the vendor");
                 }
@@ -78,6 +108,18 @@ impl Run {
                 }
                 Err(e) => warn!(credential = %orphan, error = %e, "revoking an orphan failed"),
             }
+        }
+        if tried < total {
+            // Not every orphan was looked at: the next sweep (on the resource's
+            // schedule) carries on; what this one revoked is not revoked again.
+            warn!(
+                orphans = total,
+                tried,
+                left = total - tried,
+                max = REVOKES_PER_SWEEP,
+                within = %humantime::format_duration(budget),
+                "the orphan sweep stopped at its bound; the next sweep carries on"
+            );
         }
         revoked
     }
