@@ -31,9 +31,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
 use kube::api::{Api, ListParams};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::{
-    Controller, Predicate, WatchStreamExt, controller, predicates, reflector, watcher,
-};
+use kube::runtime::{Controller, WatchStreamExt, controller, reflector, watcher};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -220,7 +218,7 @@ async fn reconcile(obj: Arc<Guarded>, ctx: Arc<Context>) -> Result<Action, Error
     let name = obj.metadata.name.clone().unwrap_or_default();
     let work = async {
         failpoint::panic_if_configured(&name);
-        match &obj.object {
+        match &obj.object() {
             Err(unreadable) => {
                 let message = guard::unreadable_message(&unreadable.error);
                 guard::stop_invalid(&ctx, &obj, unreadable.status.as_ref(), message).await
@@ -385,15 +383,9 @@ pub async fn run(
         let (synced, unsynced) = (health.clone(), unsynced.clone());
         let mut first = true;
         let watch_ctx = ctx.clone();
+        // Guarded keeps an object compact (see guard.rs): no managedFields, the
+        // metadata the bookkeeping needs, the rest as JSON.
         let main_watch = watcher(api(scope), watcher::Config::default().any_semantic())
-            // managedFields are most of an applied object's bytes and rotor never
-            // reads them: not kept in the cache.
-            .modify(|g| {
-                g.metadata.managed_fields = None;
-                if let Ok(sr) = &mut g.object {
-                    Arc::make_mut(sr).metadata.managed_fields = None;
-                }
-            })
             .default_backoff()
             .inspect(move |event| match event {
                 Ok(watcher::Event::InitDone) if first => {
@@ -412,7 +404,7 @@ pub async fn run(
                         let vault = crate::vault::vault_secret_name(name);
                         watch_ctx.own_writes.forget(ns, &vault);
                     }
-                    if let Ok(sr) = &sr.object {
+                    if let Ok(sr) = sr.object() {
                         watch_ctx.own_writes.forget(ns, &sr.spec.target.name);
                     }
                 }
@@ -423,10 +415,7 @@ pub async fn run(
         // rotor's own status writes change none of these and wake nothing: the
         // reconcile that wrote them asked for its next look itself. That saves a whole
         // reconcile (and its reads) per status write.
-        let triggers = predicates::generation
-            .combine(predicates::annotations)
-            .combine(predicates::finalizers)
-            .combine(predicates::labels);
+        let triggers = |g: &Guarded| Some(g.trigger);
         let changes = reflector(writer, main_watch)
             .applied_objects()
             .predicate_filter(triggers, Default::default());

@@ -48,10 +48,10 @@ pub async fn plan(
     });
     let mut rows = Vec::new();
     for guarded in items {
-        let sr = match guarded.object {
+        let sr = match guarded.object() {
             Ok(sr) => sr,
             Err(unreadable) => {
-                let status = unreadable.status.unwrap_or_default();
+                let status = unreadable.status.clone().unwrap_or_default();
                 rows.push(PlanRow {
                     namespace: guarded.metadata.namespace.clone().unwrap_or_default(),
                     name: guarded.metadata.name.clone().unwrap_or_default(),
