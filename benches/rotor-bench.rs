@@ -22,7 +22,9 @@
 //! Everything lands in `bench/results.json`. Knobs (environment): ROTOR_BENCH_RESOURCES
 //! (N, default 2000), ROTOR_BENCH_CONCURRENCY (16: rotor's --concurrency and the
 //! bench's requests in flight), ROTOR_BENCH_IDLE_SECONDS (60),
-//! ROTOR_BENCH_FOREIGN_SECRETS (10000), ROTOR_BENCH_BURST (2000).
+//! ROTOR_BENCH_FOREIGN_SECRETS (10000), ROTOR_BENCH_BURST (2000), ROTOR_BENCH_FLOOR (1;
+//! 0 skips the floor). Profiling: ROTOR_TEST_WRAP="heaptrack -o /tmp/rotor-{n}" runs
+//! each operator under heaptrack (tests/support).
 //!
 //! Why `apiserver_request_total` and not the audit log for the cross-check: every
 //! client of the harness is the same admin user, so the audit log needs the same
@@ -41,7 +43,8 @@ mod support;
 use chrono::{SecondsFormat, Timelike, Utc};
 use futures::{StreamExt, stream};
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -67,6 +70,11 @@ fn main() {
         println!("rotor-bench: run it with `make bench` (cargo bench --bench rotor-bench)");
         return;
     }
+    // API Priority and Fairness on in the bench's API server, and rotor runs as a
+    // ServiceAccount (not an exempt admin), so that its requests are queued, and
+    // rejected, as a real install's are.
+    // SAFETY: no other thread exists yet.
+    unsafe { std::env::set_var("ROTOR_HARNESS_APF", "1") };
     let started = Instant::now();
     let mut results = Map::new();
     results.insert("pure".into(), pure());
@@ -920,7 +928,8 @@ async fn operator_at_scale(results: &mut Map<String, Value>) {
             "commit": git_commit(),
             "machine": machine(),
             "kube_apiserver": version,
-            "apiserver_priority_and_fairness": "disabled by the test harness",
+            "apiserver_priority_and_fairness": "enabled (the API server's defaults)",
+            "rotor_identity": "ServiceAccount with config/rbac's ClusterRole and Role",
             "resources": n,
             "concurrency": concurrency,
             "idle_seconds": idle.as_secs(),
@@ -973,13 +982,27 @@ async fn operator_at_scale(results: &mut Map<String, Value>) {
         json!({"count": foreign, "create_seconds": round(took.as_secs_f64(), 2)}),
     );
 
-    // 1. The floor.
+    // rotor's identity, as an install gives it: a ServiceAccount bound to the RBAC in
+    // config/rbac, its home (vault, KEK, Lease) a namespace of its own.
+    let home = namespace(&client, "bench-home").await;
+    let kubeconfig = service_account_kubeconfig(&client, &home).await;
+    let identity = [
+        ("KUBECONFIG", kubeconfig.as_str()),
+        ("POD_NAMESPACE", home.as_str()),
+    ];
+
+    // 1. The floor (ROTOR_BENCH_FLOOR=0 skips it, for profiling runs: no ratios then).
     println!("\n1. floor: a bare client, {n} rotations, {concurrency} at once");
     let floor_ns = namespace(&client, "bench-floor").await;
-    create_rotations(&bench, &floor_ns, "f", n).await;
+    let floors: &[bool] = if env_usize("ROTOR_BENCH_FLOOR", 1) == 0 {
+        &[]
+    } else {
+        create_rotations(&bench, &floor_ns, "f", n).await;
+        &[true, false]
+    };
     let mut floor = Map::new();
     let mut floor5 = 0.0;
-    for five in [true, false] {
+    for &five in floors {
         let writes = if five { 5 } else { 3 };
         let plane_before = control_plane_cpu();
         let (took, failed) = bench
@@ -1045,6 +1068,8 @@ async fn operator_at_scale(results: &mut Map<String, Value>) {
         &[
             ("ROTOR_LOG", "info"),
             ("MALLOC_ARENA_MAX", MALLOC_ARENA_MAX),
+            identity[0],
+            identity[1],
         ],
     );
     let cold = progress
@@ -1174,7 +1199,7 @@ async fn operator_at_scale(results: &mut Map<String, Value>) {
     row("RSS after idle", format!("{rss_idle:.1} MiB"));
     row("peak RSS after the steady state", format!("{peak:.1} MiB"));
     row("RSS now", format!("{rss_end:.1} MiB"));
-    let vault = vault_cost(&client, &cold_ns).await;
+    let vault = vault_cost(&client, &home).await;
     results.insert(
         "memory".into(),
         json!({
@@ -1190,7 +1215,10 @@ async fn operator_at_scale(results: &mut Map<String, Value>) {
     op.stop().await;
 
     // 6. Burst.
-    results.insert("burst".into(), burst_phase(&bench, burst, ratio).await);
+    results.insert(
+        "burst".into(),
+        burst_phase(&bench, burst, ratio, &identity).await,
+    );
 
     // The cluster at the end.
     let text = apiserver_metrics(&client).await;
@@ -1207,6 +1235,44 @@ async fn operator_at_scale(results: &mut Map<String, Value>) {
         row(k, v.to_string());
     }
     results.insert("etcd_end".into(), Value::Object(etcd));
+
+    // Priority and Fairness over the whole run: rotor's ServiceAccount is served at
+    // workload-low (flow schema service-accounts), the bench's admin as exempt.
+    let mut levels: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+    for line in text.lines() {
+        let Some((name, labels, v)) = parse_sample(line) else {
+            continue;
+        };
+        let slot = match name {
+            "apiserver_flowcontrol_dispatched_requests_total" => 0,
+            "apiserver_flowcontrol_rejected_requests_total" => 1,
+            _ => continue,
+        };
+        let key = format!(
+            "{}/{}",
+            labels.get("priority_level").map_or("?", String::as_str),
+            labels.get("flow_schema").map_or("?", String::as_str)
+        );
+        let entry = levels.entry(key).or_default();
+        if slot == 0 {
+            entry.0 += v;
+        } else {
+            entry.1 += v;
+        }
+    }
+    println!("\nAPI Priority and Fairness over the run (priority level/flow schema)");
+    let mut flow = Map::new();
+    for (key, (dispatched, rejected)) in &levels {
+        row(
+            key,
+            format!("{dispatched:.0} dispatched, {rejected:.0} rejected"),
+        );
+        flow.insert(
+            key.clone(),
+            json!({"dispatched": dispatched, "rejected": rejected}),
+        );
+    }
+    results.insert("priority_and_fairness".into(), Value::Object(flow));
 }
 
 /// Time and rate of a phase that rotated `n` resources, printed; the start of its
@@ -1242,6 +1308,39 @@ fn phase_summary(
         }
     }
     phase
+}
+
+/// A kubeconfig for a ServiceAccount `rotor` in `home` bound to config/rbac's roles
+/// (their `rotor-system` read as `home`), with a token from the TokenRequest API.
+async fn service_account_kubeconfig(client: &Client, home: &str) -> String {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/config/rbac");
+    let mut yaml = String::new();
+    for file in ["service_account.yaml", "role.yaml", "self_role.yaml"] {
+        let text = std::fs::read_to_string(format!("{dir}/{file}")).unwrap();
+        yaml.push_str(&text.replace("rotor-system", home));
+        yaml.push_str("\n---\n");
+    }
+    apply_yaml(client, home, &yaml).await.expect("config/rbac");
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), home);
+    let request: TokenRequest =
+        serde_json::from_value(json!({"spec": {"audiences": [], "expirationSeconds": 86400}}))
+            .unwrap();
+    let issued: TokenRequest = accounts
+        .create_subresource("token", "rotor", &PostParams::default(), &request)
+        .await
+        .expect("TokenRequest");
+    let token = issued.status.expect("a token").token;
+    let plane = control_plane();
+    let path = plane.dir.join("bench-rotor-kubeconfig");
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: b\n  cluster: {{server: \"{}\", insecure-skip-tls-verify: true}}\nusers:\n- name: rotor\n  user: {{token: \"{token}\"}}\ncontexts:\n- name: b\n  context: {{cluster: b, user: rotor}}\ncurrent-context: b\n",
+            plane.apiserver_url
+        ),
+    )
+    .unwrap();
+    path.to_str().unwrap().to_string()
 }
 
 /// What the vault Secrets of `ns` hold: count, data bytes, stored object size.
@@ -1284,7 +1383,12 @@ async fn vault_cost(client: &Client, ns: &str) -> Value {
 }
 
 /// `b` resources whose next rotation falls on the same minute, rotor's own operator.
-async fn burst_phase(bench: &Bench, b: usize, ratio: impl Fn(f64) -> f64) -> Value {
+async fn burst_phase(
+    bench: &Bench,
+    b: usize,
+    ratio: impl Fn(f64) -> f64,
+    identity: &[(&str, &str); 2],
+) -> Value {
     println!("\n6. burst: {b} resources due at the same minute (rotateAtUtc)");
     let client = &bench.client;
     let ns = namespace(client, "bench-burst").await;
@@ -1300,6 +1404,8 @@ async fn burst_phase(bench: &Bench, b: usize, ratio: impl Fn(f64) -> f64) -> Val
         &[
             ("ROTOR_LOG", "info"),
             ("MALLOC_ARENA_MAX", MALLOC_ARENA_MAX),
+            identity[0],
+            identity[1],
         ],
     );
     let first = progress

@@ -251,8 +251,14 @@ fn start_control_plane() -> ControlPlane {
             "--service-account-signing-key-file=sa.key".into(),
             "--service-cluster-ip-range=10.0.0.0/24".into(),
             "--disable-admission-plugins=ServiceAccount".into(),
-            "--enable-priority-and-fairness=false".into(),
         ])
+        // Tests run without API Priority and Fairness (fewer moving parts); the bench
+        // turns it on (ROTOR_HARNESS_APF=1), so that its "no 429s" means something.
+        .args(
+            std::env::var_os("ROTOR_HARNESS_APF")
+                .is_none()
+                .then_some("--enable-priority-and-fairness=false"),
+        )
         .stdout(log_file(&dir, "kube-apiserver"))
         .stderr(log_file(&dir, "kube-apiserver-err"))
         .stdin(Stdio::null());
@@ -468,7 +474,21 @@ impl Operator {
         let log = plane.dir.join(format!("operator-{namespace}-{n}.log"));
         let file = std::fs::File::create(&log).unwrap();
         let admin = format!("127.0.0.1:{}", free_port());
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rotor"));
+        // ROTOR_TEST_WRAP="heaptrack -o /tmp/rotor-{n}" (or "perf record -g -o
+        // /tmp/perf-{n} --") runs each operator under a profiler, {n} its sequence
+        // number: how the bench's memory numbers were explained.
+        let wrap = std::env::var("ROTOR_TEST_WRAP")
+            .unwrap_or_default()
+            .replace("{n}", &n.to_string());
+        let mut wrap = wrap.split_whitespace();
+        let mut cmd = match wrap.next() {
+            Some(program) => {
+                let mut cmd = Command::new(program);
+                cmd.args(wrap).arg(env!("CARGO_BIN_EXE_rotor"));
+                cmd
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_rotor")),
+        };
         cmd.args([
             "run",
             "--namespace",
