@@ -70,7 +70,7 @@ pub(super) fn retry_after(headers: &HeaderMap) -> Option<AskedWait> {
         let wait = match v.parse::<f64>() {
             Ok(secs) => seconds(secs),
             Err(_) => chrono::DateTime::parse_from_rfc2822(v).ok().map(|at| {
-                (at.with_timezone(&chrono::Utc) - chrono::Utc::now())
+                (at.with_timezone(&chrono::Utc) - vendor_now(headers))
                     .to_std()
                     .unwrap_or_default()
                     .min(WAIT_CEILING)
@@ -86,14 +86,30 @@ pub(super) fn retry_after(headers: &HeaderMap) -> Option<AskedWait> {
     None
 }
 
-/// `X-RateLimit-Reset` as a wait: seconds to wait, or a unix time in seconds or ms.
+/// The time now as the vendor's clock has it, for its absolute times: its `Date`
+/// header when that is within a day of the local clock (a vendor whose clock is off
+/// by minutes still means "in 30 s" by "now + 30 s"), else the local clock.
+fn vendor_now(headers: &HeaderMap) -> chrono::DateTime<chrono::Utc> {
+    let local = chrono::Utc::now();
+    headers
+        .get(reqwest::header::DATE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| chrono::DateTime::parse_from_rfc2822(v.trim()).ok())
+        .map(|d| d.with_timezone(&chrono::Utc))
+        .filter(|d| (*d - local).abs() <= chrono::TimeDelta::days(1))
+        .unwrap_or(local)
+}
+
+/// `X-RateLimit-Reset` as a wait: seconds to wait, or a unix time in seconds or ms
+/// (counted from the vendor's `Date`). A unix time already past says nothing: it is
+/// never read as a window of no length.
 pub(super) fn reset_wait(headers: &HeaderMap) -> Option<AskedWait> {
     let raw = headers
         .get("x-ratelimit-reset")
         .and_then(|v| v.to_str().ok())
         .map(str::trim)?;
     let reset = raw.parse::<f64>().ok()?;
-    let now_ms = chrono::Utc::now().timestamp_millis() as f64;
+    let now_ms = vendor_now(headers).timestamp_millis() as f64;
     let secs = if reset > 1e12 {
         (reset - now_ms) / 1000.0
     } else if reset > 1e9 {
@@ -101,6 +117,9 @@ pub(super) fn reset_wait(headers: &HeaderMap) -> Option<AskedWait> {
     } else {
         reset
     };
+    if reset > 1e9 && secs <= 0.0 {
+        return None;
+    }
     Some(AskedWait {
         wait: seconds(secs)?,
         said: printable("X-RateLimit-Reset", raw),
@@ -157,6 +176,42 @@ mod tests {
         let far = "Fri, 31 Dec 9999 23:59:59 GMT";
         assert_eq!(wait_of(&[("retry-after", far)]), Some(WAIT_CEILING));
         assert_eq!(wait_of(&[]), None);
+    }
+
+    #[test]
+    fn absolute_times_count_from_the_vendors_date() {
+        let within = |w: Option<Duration>, secs: u64| {
+            w.is_some_and(|w| {
+                w <= Duration::from_secs(secs + 1) && w >= Duration::from_secs(secs - 2)
+            })
+        };
+        // The vendor's clock is an hour behind: its reset "in 30 s" is 30 s away.
+        let vendor = chrono::Utc::now() - chrono::Duration::hours(1);
+        let date = vendor.to_rfc2822();
+        let at = (vendor.timestamp() + 30).to_string();
+        let w = wait_of(&[("date", &date), ("x-ratelimit-reset", &at)]);
+        assert!(within(w, 30), "{w:?}");
+        let at_ms = (vendor.timestamp_millis() + 30_000).to_string();
+        let w = wait_of(&[("date", &date), ("x-ratelimit-reset", &at_ms)]);
+        assert!(within(w, 30), "{w:?}");
+        let retry = (vendor + chrono::Duration::seconds(30)).to_rfc2822();
+        let w = wait_of(&[("date", &date), ("retry-after", &retry)]);
+        assert!(within(w, 30), "{w:?}");
+        // An hour ahead: not an hour and a half.
+        let vendor = chrono::Utc::now() + chrono::Duration::hours(1);
+        let at = (vendor.timestamp() + 30).to_string();
+        let w = wait_of(&[("date", &vendor.to_rfc2822()), ("x-ratelimit-reset", &at)]);
+        assert!(within(w, 30), "{w:?}");
+        // A Date more than a day off is not believed: the local clock counts.
+        let far = (chrono::Utc::now() - chrono::Duration::days(3)).to_rfc2822();
+        let at = (chrono::Utc::now().timestamp() + 30).to_string();
+        let w = wait_of(&[("date", &far), ("x-ratelimit-reset", &at)]);
+        assert!(within(w, 30), "{w:?}");
+        // A unix reset in the past is no window of no length: nothing is read.
+        let past = (chrono::Utc::now().timestamp() - 600).to_string();
+        assert_eq!(wait_of(&[("x-ratelimit-reset", &past)]), None);
+        let past_ms = (chrono::Utc::now().timestamp_millis() - 600_000).to_string();
+        assert_eq!(wait_of(&[("x-ratelimit-reset", &past_ms)]), None);
     }
 
     #[test]
