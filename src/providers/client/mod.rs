@@ -33,13 +33,21 @@ pub struct HttpSettings {
     /// First backoff; doubles per retry, with jitter.
     pub backoff_base: Duration,
     /// The longest rotor waits between two attempts; a vendor asking for more fails
-    /// the attempt (the rotation is retried later with the controller's backoff).
+    /// the attempt (the rotation is retried later with the controller's backoff). At
+    /// least [`HttpSettings::MIN_MAX_WAIT`].
     pub max_wait: Duration,
     pub timeout: Duration,
     /// How often a provider polls a system that is updating (the Convox rack).
     pub poll_interval: Duration,
     /// How long a provider waits for such an update to finish.
     pub update_timeout: Duration,
+}
+
+impl HttpSettings {
+    /// The shortest `max_wait` (`--http-max-wait`): the time the first request to an
+    /// endpoint is given to learn its rate limit while the others wait. Below it,
+    /// waiting for that answer would fail calls, and retries would go back to back.
+    pub const MIN_MAX_WAIT: Duration = Budgets::PROBE;
 }
 
 impl Default for HttpSettings {
@@ -159,7 +167,8 @@ pub struct HttpClient {
 }
 
 impl HttpClient {
-    pub fn new(settings: HttpSettings) -> Self {
+    pub fn new(mut settings: HttpSettings) -> Self {
+        settings.max_wait = settings.max_wait.max(HttpSettings::MIN_MAX_WAIT);
         // reqwest is built without a crypto provider of its own: use ring, like kube.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
@@ -238,10 +247,10 @@ impl HttpClient {
             self.check_host(request.url())?;
             let budget = self.budgets.key(&request);
             self.spend(what, budget).await?;
+            let sent = tokio::time::Instant::now();
             let outcome = self.client.execute(request).await;
             if let Ok(resp) = &outcome {
-                self.budgets
-                    .update(budget, resp.headers(), self.settings.max_wait);
+                self.budgets.update(budget, resp.headers(), sent);
             }
             let (retryable, asked) = match outcome {
                 Ok(resp) => {
@@ -271,6 +280,16 @@ impl HttpClient {
                     } else {
                         retry_after(&headers)
                     };
+                    // A 429 says nothing is left for this caller until the wait it
+                    // asks for is over: the other requests sharing the budget wait
+                    // too, instead of each running into a 429 of its own. (A wait
+                    // beyond --http-max-wait fails this call below; it is not kept.)
+                    if status == 429
+                        && let Some(asked) = &asked
+                        && asked.wait <= self.settings.max_wait
+                    {
+                        self.budgets.exhaust(budget, asked.wait);
+                    }
                     (error, asked)
                 }
                 Err(e) => (
@@ -401,6 +420,7 @@ fn transport_message(e: reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
 
     #[test]
     fn a_huge_backoff_flag_is_capped_not_a_panic() {
@@ -441,6 +461,79 @@ mod tests {
                 && err.contains("rotor waits at most 1m (--http-max-wait)"),
             "{err}"
         );
+    }
+
+    /// A vendor on 127.0.0.1 giving every request `answer`; counts the requests.
+    async fn counting_vendor(answer: &'static [u8]) -> (String, Arc<AtomicU32>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let count = Arc::new(AtomicU32::new(0));
+        let seen = count.clone();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    if matches!(sock.read(&mut buf).await, Ok(n) if n > 0) {
+                        seen.fetch_add(1, Ordering::SeqCst);
+                        let _ = sock.write_all(answer).await;
+                    }
+                });
+            }
+        });
+        (url, count)
+    }
+
+    fn open_client() -> HttpClient {
+        HttpClient::new(HttpSettings {
+            allow_private_endpoints: true,
+            ..HttpSettings::default()
+        })
+    }
+
+    #[tokio::test]
+    async fn a_spent_window_longer_than_the_max_wait_fails_without_sending() {
+        let (url, requests) = counting_vendor(b"HTTP/1.1 200 OK\r\nx-ratelimit-remaining: 0\r\nx-ratelimit-reset: 3600\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}").await;
+        let client = open_client();
+        let reply = client.send("listing", |c| c.get(&url)).await.unwrap();
+        assert_eq!(reply.status, 200);
+        let err = client.send("listing", |c| c.get(&url)).await.unwrap_err();
+        assert!(matches!(err, ProviderError::RateLimited(_)), "{err}");
+        let err = err.to_string();
+        assert!(
+            err.contains("allows no request for 59m") && err.contains("(--http-max-wait)"),
+            "{err}"
+        );
+        assert_eq!(
+            requests.load(Ordering::SeqCst),
+            1,
+            "the vendor saw a second request"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_429s_retry_after_holds_back_every_caller_sharing_the_budget() {
+        let (url, requests) = counting_vendor(b"HTTP/1.1 429 Too Many Requests\r\nretry-after: 3\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}").await;
+        let client = open_client();
+        let calls = (0..8).map(|_| client.send("revoking", |c| c.get(&url)));
+        // What the vendor sees within 4 s: the first request (the others wait for
+        // its answer), then, once the 3 s it asked for are over, one more. Without
+        // the 429 kept, all the waiting callers would go at once after the probe.
+        let _ =
+            tokio::time::timeout(Duration::from_secs(4), futures::future::join_all(calls)).await;
+        let seen = requests.load(Ordering::SeqCst);
+        assert!(seen <= 2, "the vendor saw {seen} requests");
+        assert!(seen >= 1);
+    }
+
+    #[test]
+    fn a_max_wait_below_the_probe_is_raised_to_it() {
+        let client = HttpClient::new(HttpSettings {
+            max_wait: Duration::ZERO,
+            ..HttpSettings::default()
+        });
+        assert_eq!(client.settings.max_wait, HttpSettings::MIN_MAX_WAIT);
     }
 
     #[tokio::test]
