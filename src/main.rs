@@ -126,8 +126,10 @@ struct RunArgs {
     /// First retry backoff (doubles per retry, with jitter), e.g. 500ms.
     #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
     http_backoff: Duration,
-    /// Longest wait between two attempts; a longer Retry-After fails the attempt.
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    /// Longest wait between two attempts; a longer Retry-After fails the attempt. At
+    /// least 2s (how long the first request to an endpoint is given to learn its rate
+    /// limit while the others wait).
+    #[arg(long, default_value = "60s", value_parser = parse_max_wait)]
     http_max_wait: Duration,
     /// Timeout of one provider HTTP request.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
@@ -178,6 +180,19 @@ struct RunArgs {
     /// after the leader dies.
     #[arg(long, default_value_t = 15)]
     lease_duration_seconds: u64,
+}
+
+/// `--http-max-wait`: a duration of at least [`rotor::providers::HttpSettings::MIN_MAX_WAIT`].
+fn parse_max_wait(value: &str) -> Result<Duration, String> {
+    let wait = humantime::parse_duration(value).map_err(|e| e.to_string())?;
+    let min = rotor::providers::HttpSettings::MIN_MAX_WAIT;
+    if wait < min {
+        return Err(format!(
+            "at least {} (the first request to an endpoint is given that long to learn its rate limit)",
+            humantime::format_duration(min)
+        ));
+    }
+    Ok(wait)
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -477,4 +492,27 @@ fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_max_wait_below_the_probe_is_refused() {
+        let parse = |wait: &str| {
+            Cli::try_parse_from(["rotor", "run", "--http-max-wait", wait]).map(|cli| {
+                match cli.command {
+                    Command::Run(args) => args.http_max_wait,
+                    _ => unreachable!("parsed as run"),
+                }
+            })
+        };
+        for low in ["0s", "1s", "1999ms"] {
+            let err = parse(low).expect_err("refused").to_string();
+            assert!(err.contains("at least 2s"), "{low}: {err}");
+        }
+        assert_eq!(parse("2s").ok(), Some(Duration::from_secs(2)));
+        assert!(parse("soon").is_err());
+    }
 }
