@@ -330,13 +330,20 @@ impl prometheus_client::collector::Collector for PerResource {
                 |g, _| g.max_age,
             ),
         ];
+        // A family appears with its first sample, as the registry's own do.
         for (name, help, pick) in families {
+            if !rows.iter().any(|(_, g)| pick(g, now).is_some()) {
+                continue;
+            }
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
             for (labels, gauges) in &rows {
                 if let Some(v) = pick(gauges, now) {
                     ConstGauge::new(v).encode(family.encode_family(labels)?)?;
                 }
             }
+        }
+        if rows.is_empty() {
+            return Ok(());
         }
         let mut family = encoder.encode_descriptor(
             "failed_attempts",
@@ -391,6 +398,13 @@ mod tests {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }
         m.forget("shop", "key");
-        assert!(!m.encode().contains("namespace=\"shop\""));
+        let text = m.encode();
+        assert!(!text.contains("namespace=\"shop\""));
+        // Families appear with their first sample, and go with their last.
+        assert!(!text.contains("rotor_failed_attempts"), "{text}");
+        assert!(
+            !text.contains("rotor_next_rotation_timestamp_seconds"),
+            "{text}"
+        );
     }
 }

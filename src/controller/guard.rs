@@ -49,6 +49,9 @@ pub struct Unreadable {
     pub error: String,
     /// Its status, when that part still parses (rotor wrote it).
     pub status: Option<SecretRotationStatus>,
+    /// The object parsed when it arrived; only the cache's copy failed to parse again
+    /// (a fault of rotor's, never of the spec): read it from the API server instead.
+    pub cache: bool,
 }
 
 impl Guarded {
@@ -71,6 +74,7 @@ impl Guarded {
                     Arc::new(Unreadable {
                         error,
                         status: None,
+                        cache: true,
                     })
                 })
             }
@@ -121,6 +125,7 @@ impl<'de> Deserialize<'de> for Guarded {
                 status: value
                     .get("status")
                     .and_then(|s| SecretRotationStatus::deserialize(s).ok()),
+                cache: false,
             })),
         };
         let trigger = trigger(&full);
@@ -190,19 +195,10 @@ pub async fn stop_invalid(
     let metadata = &obj.metadata;
     let ns = metadata.namespace.as_deref().ok_or(Error::NoNamespace)?;
     let name = metadata.name.as_deref().unwrap_or_default();
-    let old = old.cloned().unwrap_or_default();
-    if old.last_rotation_message == message && old.observed_generation == metadata.generation {
+    let Some(patch) = invalid_status_patch(old, &message, metadata.generation, chrono::Utc::now())
+    else {
         return Ok(Action::await_change());
-    }
-    let mut status = old;
-    status.next_rotation_at = None;
-    status::set_phase(
-        &mut status,
-        Reason::InvalidSpec,
-        message.clone(),
-        metadata.generation,
-        chrono::Utc::now(),
-    );
+    };
     let api: Api<Guarded> = Api::namespaced(ctx.client.clone(), ns);
     let written = api
         .patch_status(
@@ -211,7 +207,7 @@ pub async fn stop_invalid(
                 field_manager: Some(crate::api::FIELD_MANAGER.into()),
                 ..PatchParams::default()
             },
-            &Patch::Merge(&serde_json::json!({ "status": status })),
+            &Patch::Merge(&patch),
         )
         .await;
     let note = match written {
@@ -239,6 +235,44 @@ pub async fn stop_invalid(
         tracing::warn!(error = %e, "publishing an Event failed");
     }
     Ok(Action::await_change())
+}
+
+/// The status merge patch that marks an object Failed/InvalidSpec; `None` when the
+/// status already says so for this generation.
+fn invalid_status_patch(
+    old: Option<&SecretRotationStatus>,
+    message: &str,
+    generation: Option<i64>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<serde_json::Value> {
+    let mut status = old.cloned().unwrap_or_default();
+    if old.is_some()
+        && status.last_rotation_message == message
+        && status.observed_generation == generation
+    {
+        return None;
+    }
+    status.next_rotation_at = None;
+    status::set_phase(
+        &mut status,
+        Reason::InvalidSpec,
+        message.to_string(),
+        generation,
+        now,
+    );
+    // Without a status rotor can read, only what says "stopped" is written: a whole
+    // default status would merge activeIndex 0, rotationCount 0, … over the slots and
+    // counts the stored one still holds, and a later fix would trust them.
+    Some(match old {
+        None => serde_json::json!({ "status": {
+            "rotationStatus": status.rotation_status,
+            "lastRotationMessage": status.last_rotation_message,
+            "observedGeneration": status.observed_generation,
+            "nextRotationAt": null,
+            "conditions": status.conditions,
+        }}),
+        Some(_) => serde_json::json!({ "status": status }),
+    })
 }
 
 #[cfg(test)]
@@ -302,6 +336,40 @@ mod tests {
             assert!(e.error.starts_with(field), "{}", e.error);
             assert!(e.error.ends_with(allowed), "{}", e.error);
         }
+    }
+
+    #[test]
+    fn an_unreadable_status_is_never_overwritten_with_defaults() {
+        let now = chrono::Utc::now();
+        let patch = invalid_status_patch(None, "invalid spec: x", Some(2), now).unwrap();
+        let status = patch["status"].as_object().unwrap();
+        let mut keys: Vec<&str> = status.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "conditions",
+                "lastRotationMessage",
+                "nextRotationAt",
+                "observedGeneration",
+                "rotationStatus"
+            ]
+        );
+        // A readable status keeps its slots and counts, and is not written twice.
+        let old = SecretRotationStatus {
+            active_index: 1,
+            rotation_count: 7,
+            ..Default::default()
+        };
+        let patch = invalid_status_patch(Some(&old), "invalid spec: x", Some(2), now).unwrap();
+        assert_eq!(patch["status"]["activeIndex"], 1);
+        assert_eq!(patch["status"]["rotationCount"], 7);
+        let written: SecretRotationStatus =
+            serde_json::from_value(patch["status"].clone()).unwrap();
+        assert_eq!(
+            invalid_status_patch(Some(&written), "invalid spec: x", Some(2), now),
+            None
+        );
     }
 
     #[test]

@@ -218,7 +218,17 @@ async fn reconcile(obj: Arc<Guarded>, ctx: Arc<Context>) -> Result<Action, Error
     let name = obj.metadata.name.clone().unwrap_or_default();
     let work = async {
         failpoint::panic_if_configured(&name);
-        match &obj.object() {
+        let object = match obj.object() {
+            // Parsed on arrival, not from the cache: the object as the API server
+            // holds it now.
+            Err(unreadable) if unreadable.cache => {
+                tracing::warn!(namespace = %ns, name = %name, error = %unreadable.error, "the cached SecretRotation does not parse again; reading it");
+                let api: Api<crate::api::SecretRotation> = Api::namespaced(ctx.client.clone(), &ns);
+                Ok(Arc::new(api.get(&name).await?))
+            }
+            object => object,
+        };
+        match &object {
             Err(unreadable) => {
                 let message = guard::unreadable_message(&unreadable.error);
                 guard::stop_invalid(&ctx, &obj, unreadable.status.as_ref(), message).await

@@ -255,8 +255,7 @@ fn start_control_plane() -> ControlPlane {
         // Tests run without API Priority and Fairness (fewer moving parts); the bench
         // turns it on (ROTOR_HARNESS_APF=1), so that its "no 429s" means something.
         .args(
-            std::env::var_os("ROTOR_HARNESS_APF")
-                .is_none()
+            (std::env::var("ROTOR_HARNESS_APF").as_deref() != Ok("1"))
                 .then_some("--enable-priority-and-fairness=false"),
         )
         .stdout(log_file(&dir, "kube-apiserver"))
@@ -476,7 +475,9 @@ impl Operator {
         let admin = format!("127.0.0.1:{}", free_port());
         // ROTOR_TEST_WRAP="heaptrack -o /tmp/rotor-{n}" (or "perf record -g -o
         // /tmp/perf-{n} --") runs each operator under a profiler, {n} its sequence
-        // number: how the bench's memory numbers were explained.
+        // number: how the bench's memory numbers were explained. For profiling only:
+        // the pid kept (kill, CPU, RSS) is then the profiler's, and rotor may outlive a
+        // harness that dies (pkill -x rotor).
         let wrap = std::env::var("ROTOR_TEST_WRAP")
             .unwrap_or_default()
             .replace("{n}", &n.to_string());
