@@ -43,8 +43,7 @@ mod support;
 use chrono::{SecondsFormat, Timelike, Utc};
 use futures::{StreamExt, stream};
 use k8s_openapi::ByteString;
-use k8s_openapi::api::authentication::v1::TokenRequest;
-use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -986,7 +985,7 @@ async fn operator_at_scale(results: &mut Map<String, Value>) {
     // rotor's identity, as an install gives it: a ServiceAccount bound to the RBAC in
     // config/rbac, its home (the KEK, the Lease) a namespace of its own.
     let home = namespace(&client, "bench-home").await;
-    let kubeconfig = service_account_kubeconfig(&client, &home).await;
+    let kubeconfig = rbac_kubeconfig(&client, &home).await;
     let identity = [
         ("KUBECONFIG", kubeconfig.as_str()),
         ("POD_NAMESPACE", home.as_str()),
@@ -1328,7 +1327,7 @@ fn phase_summary(
 
 /// A kubeconfig for a ServiceAccount `rotor` in `home` bound to config/rbac's roles
 /// (their `rotor-system` read as `home`), with a token from the TokenRequest API.
-async fn service_account_kubeconfig(client: &Client, home: &str) -> String {
+async fn rbac_kubeconfig(client: &Client, home: &str) -> String {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/config/rbac");
     let mut yaml = String::new();
     for file in ["service_account.yaml", "role.yaml", "self_role.yaml"] {
@@ -1337,26 +1336,7 @@ async fn service_account_kubeconfig(client: &Client, home: &str) -> String {
         yaml.push_str("\n---\n");
     }
     apply_yaml(client, home, &yaml).await.expect("config/rbac");
-    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), home);
-    let request: TokenRequest =
-        serde_json::from_value(json!({"spec": {"audiences": [], "expirationSeconds": 86400}}))
-            .unwrap();
-    let issued: TokenRequest = accounts
-        .create_subresource("token", "rotor", &PostParams::default(), &request)
-        .await
-        .expect("TokenRequest");
-    let token = issued.status.expect("a token").token;
-    let plane = control_plane();
-    let path = plane.dir.join("bench-rotor-kubeconfig");
-    std::fs::write(
-        &path,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: b\n  cluster: {{server: \"{}\", insecure-skip-tls-verify: true}}\nusers:\n- name: rotor\n  user: {{token: \"{token}\"}}\ncontexts:\n- name: b\n  context: {{cluster: b, user: rotor}}\ncurrent-context: b\n",
-            plane.apiserver_url
-        ),
-    )
-    .unwrap();
-    path.to_str().unwrap().to_string()
+    support::service_account_kubeconfig(client, home, "rotor").await
 }
 
 /// What the vault Secrets of `ns` hold: count, data bytes, stored object size.

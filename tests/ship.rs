@@ -5,8 +5,6 @@
 mod support;
 
 use futures::StreamExt;
-use k8s_openapi::api::authentication::v1::TokenRequest;
-use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::ClusterRole;
 use kube::api::{Api, DynamicObject, PostParams};
 use kube::runtime::watcher;
@@ -327,27 +325,7 @@ async fn rbac_is_least_privilege_proven_by_a_run_with_the_chart_token() {
     apply_yaml(&client, &home, &yaml).await.unwrap();
 
     // A token for the chart's ServiceAccount, as a pod would have.
-    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &home);
-    let request: TokenRequest = serde_json::from_value(
-        serde_json::json!({"spec": {"audiences": [], "expirationSeconds": 3600}}),
-    )
-    .unwrap();
-    let issued: TokenRequest = sas
-        .create_subresource("token", "rotor-rbac", &PostParams::default(), &request)
-        .await
-        .expect("TokenRequest");
-    let token = issued.status.unwrap().token;
-    let plane = control_plane();
-    let kubeconfig = plane.dir.join("rbac-kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: t\n  cluster: {{server: \"{}\", insecure-skip-tls-verify: true}}\nusers:\n- name: sa\n  user: {{token: \"{token}\"}}\ncontexts:\n- name: t\n  context: {{cluster: t, user: sa}}\ncurrent-context: t\n",
-            plane.apiserver_url
-        ),
-    )
-    .unwrap();
-    let kubeconfig = kubeconfig.to_str().unwrap().to_string();
+    let kubeconfig = service_account_kubeconfig(&client, &home, "rotor-rbac").await;
     let op = Operator::start_env(
         &tenant,
         &["--leader-elect", "--lease-name", "rotor-leader"],

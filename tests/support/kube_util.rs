@@ -407,3 +407,31 @@ pub async fn fingerprint_of(client: &Client, operator_ns: &str, value: &str) -> 
     assert_eq!(key.len(), 32, "a 32-byte fingerprint key");
     rotor::rotation::keyed_fingerprint(&key, value)
 }
+
+/// A kubeconfig (its path) for the ServiceAccount `account` of `namespace`, with a token
+/// from the TokenRequest API, as a pod of that account would have.
+pub async fn service_account_kubeconfig(client: &Client, namespace: &str, account: &str) -> String {
+    use k8s_openapi::api::authentication::v1::TokenRequest;
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+    let request: TokenRequest = serde_json::from_value(
+        serde_json::json!({"spec": {"audiences": [], "expirationSeconds": 86400}}),
+    )
+    .unwrap();
+    let issued: TokenRequest = accounts
+        .create_subresource("token", account, &PostParams::default(), &request)
+        .await
+        .expect("TokenRequest");
+    let token = issued.status.expect("a token").token;
+    let plane = super::control_plane();
+    let path = plane.dir.join(format!("{namespace}-{account}-kubeconfig"));
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: t\n  cluster: {{server: \"{}\", insecure-skip-tls-verify: true}}\nusers:\n- name: sa\n  user: {{token: \"{token}\"}}\ncontexts:\n- name: t\n  context: {{cluster: t, user: sa}}\ncurrent-context: t\n",
+            plane.apiserver_url
+        ),
+    )
+    .unwrap();
+    path.to_str().unwrap().to_string()
+}
