@@ -43,6 +43,13 @@ struct Budget {
     /// When a request last took from it or an answer spoke of it: a full map gives
     /// up the least recently used.
     touched: Instant,
+    /// A spent window longer than `--http-max-wait` lets one request through (a
+    /// probe) at this time at the earliest: nothing else is sent into it, so only a
+    /// probe's answer can tell that the vendor recovered early.
+    probe_due: Instant,
+    /// When the last such probe went: its answer (and only an answer to a request sent
+    /// after it) replaces what rotor knew of the window.
+    probe_sent: Option<Instant>,
 }
 
 /// The budgets of every caller, by a keyed hash of scheme, host, port, query string
@@ -65,6 +72,8 @@ impl Budget {
             reset_at: now + Budgets::PROBE,
             window: Duration::ZERO,
             touched: now,
+            probe_due: now,
+            probe_sent: None,
         }
     }
 
@@ -77,6 +86,8 @@ impl Budget {
             reset_at: now + Duration::from_secs(60),
             window: Duration::ZERO,
             touched: now,
+            probe_due: now,
+            probe_sent: None,
         }
     }
 
@@ -119,6 +130,9 @@ impl Budgets {
     /// The longest window rotor tracks: a longer one (or "forever") is counted as a
     /// day, after which one request asks again.
     pub(super) const TRACK_CEILING: Duration = Duration::from_secs(24 * 3600);
+    /// How often a spent window longer than `--http-max-wait` lets one request through
+    /// to ask whether the vendor recovered (per caller).
+    pub(super) const PROBE_EVERY: Duration = Duration::from_secs(5 * 60);
 
     /// The caller a request belongs to: scheme, host and port, every header but the
     /// few that never identify a caller, and the query parameters that may carry a
@@ -176,10 +190,16 @@ impl Budgets {
     /// asking again. A caller rotor knows nothing about sends one request first and
     /// the others wait for its answer (at most [`Budgets::PROBE`]): a burst of
     /// resources sharing a token must not spend more than the vendor allows before
-    /// the vendor could say how much that is.
-    pub(super) fn take(&self, key: u64) -> Option<Duration> {
+    /// the vendor could say how much that is. A spent window longer than `max_wait`
+    /// (`--http-max-wait`, which the caller fails at once instead of waiting) still
+    /// lets one request through every [`Budgets::PROBE_EVERY`]: its answer may reopen
+    /// the window.
+    pub(super) fn take(&self, key: u64, max_wait: Duration) -> Option<Duration> {
+        self.take_at(key, max_wait, Instant::now())
+    }
+
+    fn take_at(&self, key: u64, max_wait: Duration, now: Instant) -> Option<Duration> {
         let mut map = self.lock();
-        let now = Instant::now();
         let Some(budget) = map.get_mut(&key) else {
             Self::make_room(&mut map, now);
             map.insert(key, Budget::probe(now));
@@ -198,9 +218,17 @@ impl Budgets {
             budget.kind = Kind::Refilled { since: now };
             budget.remaining = limit;
             budget.reset_at = now + budget.window.max(Self::MIN_WINDOW);
+            budget.probe_sent = None;
         }
         if budget.remaining == 0 {
-            return Some(budget.reset_at - now);
+            let wait = budget.reset_at - now;
+            if wait > max_wait && now >= budget.probe_due {
+                // Bounded: the next probe is PROBE_EVERY away.
+                budget.probe_due = now + Self::PROBE_EVERY;
+                budget.probe_sent = Some(now);
+                return None;
+            }
+            return Some(wait);
         }
         budget.remaining -= 1;
         None
@@ -210,15 +238,19 @@ impl Budgets {
     /// `X-RateLimit-Reset`; either missing or unreadable: nothing) for a request sent
     /// at `sent`. A window longer than `--http-max-wait` is tracked too (up to
     /// [`Budgets::TRACK_CEILING`]): the next request then fails at once instead of
-    /// being sent into a budget the vendor said is spent.
+    /// being sent into a budget the vendor said is spent, except for one probe every
+    /// [`Budgets::PROBE_EVERY`], whose answer replaces the window.
     pub(super) fn update(&self, key: u64, headers: &HeaderMap, sent: Instant) {
+        self.update_at(key, headers, sent, Instant::now());
+    }
+
+    fn update_at(&self, key: u64, headers: &HeaderMap, sent: Instant, now: Instant) {
         let number = |name: &str| {
             headers
                 .get(name)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<u64>().ok())
         };
-        let now = Instant::now();
         let announced = number("x-ratelimit-remaining").zip(reset_wait(headers));
         let mut map = self.lock();
         let Some((remaining, reset)) = announced else {
@@ -246,8 +278,21 @@ impl Budgets {
             reset_at,
             window: wait,
             touched: now,
+            probe_due: now + Self::PROBE_EVERY,
+            probe_sent: None,
         };
         match map.get_mut(&key) {
+            // The answer to a probe sent into a spent window longer than
+            // --http-max-wait: what the vendor says now replaces what rotor knew (it
+            // may have recovered early).
+            Some(b) if now < b.reset_at && b.probe_sent.is_some_and(|p| sent >= p) => {
+                *b = fresh;
+            }
+            // An answer to a request sent before that probe: the probe's answer is
+            // awaited, this one neither reopens nor lengthens the window.
+            Some(b) if now < b.reset_at && b.probe_sent.is_some() => {
+                b.touched = now;
+            }
             Some(b) if now < b.reset_at && b.kind == Kind::Paused => {
                 b.touched = now;
                 b.limit = limit.or(b.limit);
@@ -320,6 +365,8 @@ impl Budgets {
                     reset_at,
                     window: b.window,
                     touched: now,
+                    probe_due: now + Self::PROBE_EVERY,
+                    probe_sent: None,
                 };
             }
             None => {
@@ -333,6 +380,8 @@ impl Budgets {
                         reset_at,
                         window: Duration::ZERO,
                         touched: now,
+                        probe_due: now + Self::PROBE_EVERY,
+                        probe_sent: None,
                     },
                 );
             }
@@ -344,6 +393,9 @@ impl Budgets {
 mod tests {
     use super::*;
     use reqwest::header::HeaderValue;
+
+    /// `--http-max-wait` in these tests.
+    const MAX_WAIT: Duration = Duration::from_secs(60);
 
     fn headers(limit: &str, remaining: &str, reset: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -365,57 +417,107 @@ mod tests {
         let budgets = Budgets::default();
         let sent = Instant::now();
         // Unknown caller: one request goes, the next waits for its answer.
-        assert_eq!(budgets.take(1), None);
-        assert!(budgets.take(1).is_some_and(|w| w <= Budgets::PROBE));
+        assert_eq!(budgets.take(1, MAX_WAIT), None);
+        assert!(
+            budgets
+                .take(1, MAX_WAIT)
+                .is_some_and(|w| w <= Budgets::PROBE)
+        );
         budgets.update(1, &headers("2", "1", "30"), sent);
-        assert_eq!(budgets.take(1), None);
-        let wait = budgets.take(1).expect("the budget is spent");
+        assert_eq!(budgets.take(1, MAX_WAIT), None);
+        let wait = budgets.take(1, MAX_WAIT).expect("the budget is spent");
         assert!(wait > Duration::from_secs(28) && wait <= Duration::from_secs(30));
         // A stale answer from an earlier window (another limit, a short reset) changes
         // nothing of the window rotor counts in.
         budgets.update(1, &headers("9", "5", "1"), sent);
-        assert!(budgets.take(1).is_some());
+        assert!(budgets.take(1, MAX_WAIT).is_some());
         entry(&budgets, 1, |b| {
             assert_eq!((b.limit, b.remaining), (Some(2), 0));
             assert_eq!(b.window, Duration::from_secs(30));
         });
         // No headers: nothing is held back.
-        assert_eq!(budgets.take(2), None);
+        assert_eq!(budgets.take(2, MAX_WAIT), None);
         budgets.update(2, &HeaderMap::new(), sent);
         for _ in 0..100 {
-            assert_eq!(budgets.take(2), None);
+            assert_eq!(budgets.take(2, MAX_WAIT), None);
         }
         // A window longer than --http-max-wait is tracked: rotor knows the vendor
         // has nothing left for an hour (`spend` fails at once without sending).
-        assert_eq!(budgets.take(3), None);
+        assert_eq!(budgets.take(3, MAX_WAIT), None);
         budgets.update(3, &headers("10", "0", "3600"), sent);
-        let wait = budgets.take(3).expect("the hour-long window is tracked");
+        let wait = budgets
+            .take(3, MAX_WAIT)
+            .expect("the hour-long window is tracked");
         assert!(wait > Duration::from_secs(3500), "{wait:?}");
         // "Forever" is tracked as a day, then one request asks again.
-        assert_eq!(budgets.take(6), None);
+        assert_eq!(budgets.take(6, MAX_WAIT), None);
         budgets.update(6, &headers("10", "0", "1e300"), sent);
-        let wait = budgets.take(6).expect("tracked");
+        let wait = budgets.take(6, MAX_WAIT).expect("tracked");
         assert!(wait <= Budgets::TRACK_CEILING && wait > Duration::from_secs(23 * 3600));
         // A hostile vendor announcing a zero-length window and nothing left: every
         // take is a wait of a real length, never a zero wait to spin on.
-        assert_eq!(budgets.take(4), None);
+        assert_eq!(budgets.take(4, MAX_WAIT), None);
         budgets.update(4, &headers("1", "0", "0"), sent);
         let mut waits = 0;
         for _ in 0..10 {
-            if let Some(w) = budgets.take(4) {
+            if let Some(w) = budgets.take(4, MAX_WAIT) {
                 assert!(w >= Duration::from_millis(900), "a {w:?} wait spins");
                 waits += 1;
             }
         }
         assert!(waits >= 9, "the one-request window is spent at once");
         // A limit of 0: the window is not refilled with nothing for ever.
-        assert_eq!(budgets.take(5), None);
+        assert_eq!(budgets.take(5, MAX_WAIT), None);
         budgets.update(5, &headers("0", "0", "0"), sent);
         for _ in 0..10 {
-            if let Some(w) = budgets.take(5) {
+            if let Some(w) = budgets.take(5, MAX_WAIT) {
                 assert!(w >= Duration::from_millis(900), "a {w:?} wait spins");
             }
         }
+    }
+
+    #[tokio::test]
+    async fn a_day_long_spent_window_is_probed_and_a_recovered_vendor_reopens_it() {
+        let budgets = Budgets::default();
+        let t0 = Instant::now();
+        assert_eq!(budgets.take_at(1, MAX_WAIT, t0), None);
+        budgets.update_at(1, &headers("10", "0", "86400"), t0, t0);
+        // Longer than --http-max-wait: calls fail without sending...
+        for s in [0, 1, 60, 299] {
+            let at = t0 + Duration::from_secs(s);
+            let wait = budgets.take_at(1, MAX_WAIT, at).expect("spent");
+            assert!(wait > Duration::from_secs(23 * 3600), "{wait:?}");
+        }
+        // ...until one goes as a probe, alone.
+        let probe = t0 + Budgets::PROBE_EVERY;
+        assert_eq!(budgets.take_at(1, MAX_WAIT, probe), None, "no probe");
+        let next = probe + Duration::from_millis(10);
+        assert!(
+            budgets.take_at(1, MAX_WAIT, next).is_some(),
+            "a second probe"
+        );
+        // A stale answer (sent before the probe) neither reopens nor lengthens it.
+        budgets.update_at(1, &headers("10", "0", "90000"), t0, next);
+        budgets.update_at(1, &headers("10", "5", "60"), t0, next);
+        entry(&budgets, 1, |b| {
+            assert_eq!(b.remaining, 0);
+            assert!(b.reset_at <= t0 + Duration::from_secs(86400));
+        });
+        // The probe's answer: the vendor recovered; the key is open again.
+        budgets.update_at(1, &headers("10", "5", "60"), probe, next);
+        assert_eq!(budgets.take_at(1, MAX_WAIT, next), None, "still closed");
+        entry(&budgets, 1, |b| {
+            assert_eq!(b.remaining, 4);
+            assert!(b.reset_at <= next + Duration::from_secs(60));
+        });
+        // A window within --http-max-wait is waited for, never probed.
+        assert_eq!(budgets.take_at(2, MAX_WAIT, t0), None);
+        budgets.update_at(2, &headers("10", "0", "30"), t0, t0);
+        assert!(
+            budgets
+                .take_at(2, MAX_WAIT, t0 + Budgets::PROBE_EVERY / 100)
+                .is_some()
+        );
     }
 
     #[tokio::test]
@@ -424,7 +526,7 @@ mod tests {
         let sent = Instant::now();
         // No limit announced: a later answer saying more is left (out of order) does
         // not raise what rotor counts.
-        assert_eq!(budgets.take(1), None);
+        assert_eq!(budgets.take(1, MAX_WAIT), None);
         let mut no_limit = headers("1", "1", "30");
         no_limit.remove("x-ratelimit-limit");
         budgets.update(1, &no_limit, sent);
@@ -434,8 +536,10 @@ mod tests {
         entry(&budgets, 1, |b| assert_eq!(b.remaining, 1));
         // A header-less answer (a 502) in the middle of the window: the window stays.
         budgets.update(1, &HeaderMap::new(), sent);
-        assert_eq!(budgets.take(1), None);
-        let wait = budgets.take(1).expect("the window is still counted");
+        assert_eq!(budgets.take(1, MAX_WAIT), None);
+        let wait = budgets
+            .take(1, MAX_WAIT)
+            .expect("the window is still counted");
         assert!(wait > Duration::from_secs(28), "{wait:?}");
     }
 
@@ -444,12 +548,12 @@ mod tests {
         let budgets = Budgets::default();
         let before = Instant::now();
         // A penalty: nothing left for an hour.
-        assert_eq!(budgets.take(1), None);
+        assert_eq!(budgets.take(1, MAX_WAIT), None);
         budgets.update(1, &headers("5", "0", "3600"), before);
         // The hour is over (moved into the past here): rotor refills the window and
         // assumes it lasts an hour.
         entry(&budgets, 1, |b| b.reset_at = Instant::now());
-        assert_eq!(budgets.take(1), None);
+        assert_eq!(budgets.take(1, MAX_WAIT), None);
         entry(&budgets, 1, |b| {
             assert!(b.reset_at > Instant::now() + Duration::from_secs(3500));
         });
@@ -468,23 +572,23 @@ mod tests {
     #[tokio::test]
     async fn a_429s_wait_holds_every_caller_of_the_key() {
         let budgets = Budgets::default();
-        assert_eq!(budgets.take(1), None);
+        assert_eq!(budgets.take(1, MAX_WAIT), None);
         budgets.update(1, &HeaderMap::new(), Instant::now());
-        assert_eq!(budgets.take(1), None, "no budget announced");
+        assert_eq!(budgets.take(1, MAX_WAIT), None, "no budget announced");
         budgets.exhaust(1, Duration::from_secs(20));
-        let wait = budgets.take(1).expect("the 429's wait is kept");
+        let wait = budgets.take(1, MAX_WAIT).expect("the 429's wait is kept");
         assert!(wait > Duration::from_secs(18), "{wait:?}");
         // A caller rotor knew nothing of.
         budgets.exhaust(2, Duration::from_secs(20));
-        assert!(budgets.take(2).is_some());
+        assert!(budgets.take(2, MAX_WAIT).is_some());
         // A 429 asking for 2 s in the middle of a minute-long window: a pause of 2 s,
         // which a late answer about that window does not lengthen.
         let sent = Instant::now();
-        assert_eq!(budgets.take(3), None);
+        assert_eq!(budgets.take(3, MAX_WAIT), None);
         budgets.update(3, &headers("10", "5", "60"), sent);
         budgets.exhaust(3, Duration::from_secs(2));
         budgets.update(3, &headers("10", "3", "55"), sent);
-        let wait = budgets.take(3).expect("paused");
+        let wait = budgets.take(3, MAX_WAIT).expect("paused");
         assert!(wait <= Duration::from_secs(2), "{wait:?}");
         entry(&budgets, 3, |b| assert_eq!(b.limit, Some(10)));
     }
@@ -563,26 +667,35 @@ mod tests {
         let sent = Instant::now();
         // One tenant fills the map with live windows (a header rendered per request).
         for key in 0..Budgets::MAX as u64 {
-            assert_eq!(budgets.take(key), None);
+            assert_eq!(budgets.take(key, MAX_WAIT), None);
             budgets.update(key, &headers("10", "5", "3600"), sent);
         }
         assert_eq!(budgets.lock().len(), Budgets::MAX);
         // Another caller is still probed: one request goes, the next waits for it.
         let new = u64::MAX;
-        assert_eq!(budgets.take(new), None);
-        assert!(budgets.take(new).is_some(), "the new caller is not tracked");
+        assert_eq!(budgets.take(new, MAX_WAIT), None);
+        assert!(
+            budgets.take(new, MAX_WAIT).is_some(),
+            "the new caller is not tracked"
+        );
         budgets.update(new, &headers("1", "0", "30"), sent);
-        assert!(budgets.take(new).is_some(), "its budget is not kept");
+        assert!(
+            budgets.take(new, MAX_WAIT).is_some(),
+            "its budget is not kept"
+        );
         assert!(budgets.lock().len() <= Budgets::MAX);
         // Expired and unlimited entries go before any live window.
         let budgets = Budgets::default();
         for key in 0..Budgets::MAX as u64 {
-            assert_eq!(budgets.take(key), None);
+            assert_eq!(budgets.take(key, MAX_WAIT), None);
             budgets.update(key, &HeaderMap::new(), sent);
         }
         budgets.update(0, &headers("10", "0", "600"), sent);
-        assert_eq!(budgets.take(new), None);
-        assert!(budgets.take(0).is_some(), "a live window was dropped");
+        assert_eq!(budgets.take(new, MAX_WAIT), None);
+        assert!(
+            budgets.take(0, MAX_WAIT).is_some(),
+            "a live window was dropped"
+        );
         assert!(budgets.lock().len() < 10);
     }
 }

@@ -282,8 +282,10 @@ impl HttpClient {
                     };
                     // A 429 says nothing is left for this caller until the wait it
                     // asks for is over: the other requests sharing the budget wait
-                    // too, instead of each running into a 429 of its own. (A wait
-                    // beyond --http-max-wait fails this call below; it is not kept.)
+                    // too, instead of each running into a 429 of its own. (A 429's wait
+                    // beyond --http-max-wait fails this call below and is not kept; a
+                    // spent X-RateLimit window is, up to a day, with one probe every
+                    // few minutes — see `Budgets::take`.)
                     if status == 429
                         && let Some(asked) = &asked
                         && asked.wait <= self.settings.max_wait
@@ -309,10 +311,7 @@ impl HttpClient {
             if attempt >= self.settings.max_retries {
                 return Err(retryable.after_retries(attempt + 1));
             }
-            let wait = match asked {
-                Some(asked) => asked.wait,
-                None => self.backoff(attempt),
-            };
+            let wait = self.retry_wait(asked.map(|a| a.wait), attempt);
             // Not the error text: it may carry what the vendor echoed, and only the
             // provider wrapper knows which values to scrub from it.
             tracing::debug!(what, attempt, wait_ms = wait.as_millis() as u64, "retrying");
@@ -326,7 +325,7 @@ impl HttpClient {
     /// `--http-max-wait`; the whole call stays bounded by `--provider-timeout`).
     async fn spend(&self, what: &str, key: u64) -> Result<(), ProviderError> {
         loop {
-            let Some(wait) = self.budgets.take(key) else {
+            let Some(wait) = self.budgets.take(key, self.settings.max_wait) else {
                 return Ok(());
             };
             if wait > self.settings.max_wait {
@@ -345,15 +344,29 @@ impl HttpClient {
         }
     }
 
-    fn backoff(&self, attempt: u32) -> Duration {
-        let base = self
-            .settings
+    /// How long to wait before retry `attempt + 1`: what the vendor asked for, but
+    /// never less than the backoff floor (a `Retry-After: 0`, negative or past would
+    /// otherwise send every retry back to back).
+    fn retry_wait(&self, asked: Option<Duration>, attempt: u32) -> Duration {
+        match asked {
+            Some(asked) => asked.max(self.backoff_floor(attempt)),
+            None => self.backoff(attempt),
+        }
+    }
+
+    /// The backoff for `attempt` without its jitter, at most `--http-max-wait`.
+    fn backoff_floor(&self, attempt: u32) -> Duration {
+        self.settings
             .backoff_base
-            .saturating_mul(1 << attempt.min(10));
+            .saturating_mul(1 << attempt.min(10))
+            .min(self.settings.max_wait)
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
         let jitter = rand::rng().random_range(0.0..0.5);
         // Capped before the jitter: `mul_f64` panics past Duration::MAX (a huge
         // --http-backoff).
-        let base = base.min(self.settings.max_wait);
+        let base = self.backoff_floor(attempt);
         Duration::try_from_secs_f64(base.as_secs_f64() * (1.0 + jitter))
             .unwrap_or(self.settings.max_wait)
             .min(self.settings.max_wait)
@@ -525,6 +538,20 @@ mod tests {
         let seen = requests.load(Ordering::SeqCst);
         assert!(seen <= 2, "the vendor saw {seen} requests");
         assert!(seen >= 1);
+    }
+
+    #[test]
+    fn a_retry_after_of_zero_still_waits_the_backoff() {
+        let client = open_client();
+        for attempt in 0..4 {
+            let floor = client.backoff_floor(attempt);
+            assert!(!floor.is_zero());
+            assert!(client.retry_wait(Some(Duration::ZERO), attempt) >= floor);
+            assert!(client.retry_wait(None, attempt) >= floor);
+            // A longer wait asked for is kept.
+            let long = floor + Duration::from_secs(7);
+            assert_eq!(client.retry_wait(Some(long), attempt), long);
+        }
     }
 
     #[test]
