@@ -920,7 +920,7 @@ async fn a_sweep_of_200_listed_orphans_revokes_at_most_20() {
     );
     assert!(
         op.logs()
-            .contains("the orphan sweep stopped at its bound; the next sweep carries on"),
+            .contains("the orphan sweep stopped at its bound; the resource's next sweep"),
         "the operator does not say that orphans are left"
     );
     assert_alive(&op).await;

@@ -2,9 +2,10 @@
 //! slot (what a dead rotation left, what a failed test left). It runs after every
 //! rotation, once at start, and every `--sweep-interval`. One sweep is bounded: at
 //! most [`REVOKES_PER_SWEEP`] revokes within one `--provider-timeout` (the listing
-//! included); what is left waits for the next sweep on the resource's schedule, so a
-//! vendor listing thousands of names, each answered with a long `Retry-After`, holds a
-//! worker no longer than one provider call would.
+//! included); what is left waits for the resource's next sweep, which starts at a
+//! random orphan, so a vendor listing thousands of names, each answered with a long
+//! `Retry-After`, holds a worker no longer than one provider call would, and an orphan
+//! whose revoke always runs out the time cannot keep the others from being tried.
 
 use super::audit::Audit;
 use super::reconcile::Run;
@@ -14,11 +15,41 @@ use crate::vault::Vault;
 use chrono::{DateTime, Utc};
 use kube::ResourceExt;
 use std::collections::BTreeSet;
+use std::time::Duration;
+use tokio::time::Instant;
 use tracing::{info, warn};
 
 /// The most orphans one sweep revokes; the rest wait for the next sweep.
 pub(super) const REVOKES_PER_SWEEP: usize = 20;
 
+/// The least time left for a sweep to start another revoke (or a quarter of
+/// `--provider-timeout` when that is shorter): a revoke that reaches the vendor is not
+/// cut off before its answer is recorded.
+const MIN_REVOKE_TIME: Duration = Duration::from_secs(5);
+
+/// When a sweep that starts at `now` must be done: one `--provider-timeout` later, or
+/// a day when that is beyond what the clock can add (a huge flag is not a panic).
+fn sweep_deadline(now: Instant, budget: Duration) -> Instant {
+    now.checked_add(budget)
+        .or_else(|| now.checked_add(Duration::from_secs(24 * 3600)))
+        .unwrap_or(now)
+}
+
+/// Whether a sweep with `left` of its `budget` may start another revoke.
+fn may_start_revoke(left: Duration, budget: Duration) -> bool {
+    left >= MIN_REVOKE_TIME.min(budget / 4) && !left.is_zero()
+}
+
+/// The orphans in the order a sweep tries them: rotated to start at `start` (modulo
+/// their number), whatever their number, so that an orphan whose revoke always runs
+/// out the sweep's time cannot keep the ones after it from ever being tried.
+fn sweep_order<T>(mut orphans: Vec<T>, start: usize) -> Vec<T> {
+    if !orphans.is_empty() {
+        let start = start % orphans.len();
+        orphans.rotate_left(start);
+    }
+    orphans
+}
 impl Run {
     /// Sweeps: revokes this resource's credentials at the provider that are in no slot,
     /// and notes when it ran.
@@ -57,7 +88,7 @@ impl Run {
     ) -> Vec<String> {
         // The whole sweep (listing and revokes) takes at most one provider call's time.
         let budget = self.ctx.settings.http.provider_timeout;
-        let deadline = tokio::time::Instant::now() + budget;
+        let deadline = sweep_deadline(Instant::now(), budget);
         let prefix = spec.provider.name_prefix(uid);
         let keep: Vec<&str> = pair.slots.iter().flatten().map(|s| s.id.as_str()).collect();
         let listed = match spec.provider.list_own(&prefix).await {
@@ -69,28 +100,28 @@ impl Run {
         };
         let mut revoked = Vec::new();
         let audit = Audit::operator(vault);
-        let mut orphans: Vec<&String> = listed
+        let orphans: Vec<&String> = listed
             .iter()
             .filter(|id| !keep.contains(&id.as_str()) && !already.contains(*id))
             .collect();
-        if orphans.len() > REVOKES_PER_SWEEP {
-            // Each sweep starts somewhere else: orphans the vendor refuses to revoke
-            // cannot keep the ones after them from ever being tried.
-            let start = rand::random_range(0..orphans.len());
-            orphans.rotate_left(start);
-        }
+        // Each sweep starts at a random orphan, however few there are: one the vendor
+        // never answers for cannot keep the ones after it from ever being tried.
+        let start = rand::random_range(0..orphans.len().max(1));
+        let orphans = sweep_order(orphans, start);
         let total = orphans.len();
         let mut tried = 0;
         for orphan in orphans.into_iter().take(REVOKES_PER_SWEEP) {
+            // Not started with too little time left: a revoke cut off after it reached
+            // the vendor would go unrecorded.
             let Some(left) = deadline
-                .checked_duration_since(tokio::time::Instant::now())
-                .filter(|d| !d.is_zero())
+                .checked_duration_since(Instant::now())
+                .filter(|left| may_start_revoke(*left, budget))
             else {
                 break;
             };
             tried += 1;
             let Ok(outcome) = tokio::time::timeout(left, spec.provider.revoke(orphan)).await else {
-                warn!(credential = %orphan, "revoking an orphan did not finish within the sweep's time (--provider-timeout); the next sweep tries again");
+                warn!(credential = %orphan, "revoking an orphan did not finish within the sweep's time (--provider-timeout); a later sweep tries again");
                 break;
             };
             match outcome {
@@ -110,15 +141,16 @@ impl Run {
             }
         }
         if tried < total {
-            // Not every orphan was looked at: the next sweep (on the resource's
-            // schedule) carries on; what this one revoked is not revoked again.
+            // Not every orphan was looked at: the resource's next sweep (every
+            // --sweep-interval; with 0s only after its next rotation or a restart)
+            // starts at a random orphan; what this one revoked is not revoked again.
             warn!(
                 orphans = total,
                 tried,
                 left = total - tried,
                 max = REVOKES_PER_SWEEP,
                 within = %humantime::format_duration(budget),
-                "the orphan sweep stopped at its bound; the next sweep carries on"
+                "the orphan sweep stopped at its bound; the resource's next sweep (after --sweep-interval, or its next rotation or a restart when that is 0s) starts at a random orphan"
             );
         }
         revoked
@@ -144,5 +176,53 @@ impl Run {
             last.checked_add_signed(every)
                 .unwrap_or(DateTime::<Utc>::MAX_UTC),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_orphan_is_tried_first_by_some_sweep_however_few_there_are() {
+        for n in 1..=REVOKES_PER_SWEEP {
+            let orphans: Vec<usize> = (0..n).collect();
+            let mut first = vec![false; n];
+            for sweep in 0..n {
+                let order = sweep_order(orphans.clone(), sweep);
+                let mut sorted = order.clone();
+                sorted.sort_unstable();
+                assert_eq!(sorted, orphans, "an orphan was lost or doubled");
+                first[order[0]] = true;
+            }
+            assert!(first.iter().all(|f| *f), "{n} orphans: {first:?}");
+        }
+        assert!(sweep_order(Vec::<usize>::new(), 7).is_empty());
+        assert_eq!(sweep_order(vec![1, 2, 3], usize::MAX).len(), 3);
+    }
+
+    #[test]
+    fn a_revoke_is_not_started_with_too_little_time_left() {
+        let budget = Duration::from_secs(120);
+        assert!(may_start_revoke(Duration::from_secs(120), budget));
+        assert!(may_start_revoke(MIN_REVOKE_TIME, budget));
+        assert!(!may_start_revoke(Duration::from_secs(4), budget));
+        assert!(!may_start_revoke(Duration::from_millis(1), budget));
+        // A short --provider-timeout: a quarter of it.
+        let short = Duration::from_secs(2);
+        assert!(may_start_revoke(Duration::from_millis(600), short));
+        assert!(!may_start_revoke(Duration::from_millis(400), short));
+        assert!(!may_start_revoke(Duration::ZERO, Duration::ZERO));
+    }
+
+    #[test]
+    fn a_huge_provider_timeout_is_a_deadline_not_a_panic() {
+        let now = Instant::now();
+        let deadline = sweep_deadline(now, Duration::MAX);
+        assert!(deadline >= now);
+        assert_eq!(
+            sweep_deadline(now, Duration::from_secs(120)),
+            now + Duration::from_secs(120)
+        );
     }
 }
