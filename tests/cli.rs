@@ -152,6 +152,9 @@ async fn status_plan_and_audit_print_tables_json_and_yaml() {
     let (success, out, err) = run_as(rotor(), &["status", "missing", "-n", &ns], &[]);
     assert!(!success && out.is_empty(), "{out}");
     assert!(err.contains("\"missing\" not found"), "{err}");
+    let (success, out, err) = run_as(rotor(), &["plan", "missing", "-n", &ns, "-o", "json"], &[]);
+    assert!(!success && out.is_empty(), "{out}");
+    assert!(err.contains("\"missing\" not found"), "{err}");
     let (success, _, err) = run_as(rotor(), &["status", "-o", "xml"], &[]);
     assert!(!success && err.contains("invalid value 'xml'"), "{err}");
     let empty = namespace(&client, "cli-empty").await;

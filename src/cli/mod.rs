@@ -27,10 +27,25 @@ pub enum Error {
         name: String,
         namespace: String,
     },
+    #[error(
+        "the SecretRotation CRD is not installed in this cluster ({0}); install it with `kubectl apply -f crds/`"
+    )]
+    CrdMissing(#[source] kube::Error),
     #[error("writing JSON: {0}")]
     Json(#[from] serde_json::Error),
     #[error("writing YAML: {0}")]
     Yaml(#[from] serde_yaml::Error),
+}
+
+impl Error {
+    /// A failed request for SecretRotations: a 404 on a list means the API server does
+    /// not serve the resource at all.
+    pub fn listing(e: kube::Error) -> Self {
+        match e {
+            kube::Error::Api(ref status) if status.code == 404 => Self::CrdMissing(e),
+            e => Self::Kube(e),
+        }
+    }
 }
 
 /// Where a command looks: one namespace, or all of them (`-A`).
@@ -101,5 +116,22 @@ mod tests {
             );
         }
         assert!(!invoked_as_kubectl_plugin(None));
+    }
+
+    #[test]
+    fn a_list_answered_404_means_the_crd_is_missing() {
+        let answer = |code| {
+            kube::Error::Api(
+                kube::core::Status::failure(
+                    "the server could not find the requested resource",
+                    "NotFound",
+                )
+                .with_code(code)
+                .boxed(),
+            )
+        };
+        let missing = Error::listing(answer(404)).to_string();
+        assert!(missing.contains("kubectl apply -f crds/"), "{missing}");
+        assert!(matches!(Error::listing(answer(403)), Error::Kube(_)));
     }
 }

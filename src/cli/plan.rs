@@ -13,7 +13,17 @@ pub async fn rows(
     scope: &Scope,
     name: Option<&str>,
 ) -> Result<Vec<PlanRow>, Error> {
-    Ok(crate::controller::plan::plan(client, scope.namespace(), name).await?)
+    match crate::controller::plan::plan(client, scope.namespace(), name).await {
+        Ok(rows) => Ok(rows),
+        Err(kube::Error::Api(status)) if status.code == 404 && name.is_some() => {
+            Err(Error::NotFound {
+                kind: "SecretRotation",
+                name: name.unwrap_or_default().into(),
+                namespace: scope.namespace().unwrap_or_default().into(),
+            })
+        }
+        Err(e) => Err(Error::listing(e)),
+    }
 }
 
 /// `rows` printed as `output` asks; the table has a NAMESPACE column only for `-A`.

@@ -65,7 +65,12 @@ pub async fn rows(
                 });
             }
         },
-        None => api.list(&ListParams::default()).await?.items,
+        None => {
+            api.list(&ListParams::default())
+                .await
+                .map_err(Error::listing)?
+                .items
+        }
     };
     let mut rows: Vec<StatusRow> = objects.iter().map(row).collect();
     rows.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
