@@ -9,9 +9,12 @@
 //! - [`notify`]: signed webhook notifications.
 //! - [`metrics`], [`admin`], [`leader`]: the operator's plumbing (Prometheus metrics,
 //!   the health and metrics server, leader election).
+//! - [`cli`]: what the `rotor` command prints (status, plan, audit, version; table,
+//!   JSON or YAML), shell completion, the kubectl plugin name.
 
 pub mod admin;
 pub mod api;
+pub mod cli;
 pub mod controller;
 pub mod kube_client;
 pub mod leader;

@@ -1,10 +1,11 @@
 //! The `rotor` command line: the operator (`run`) and tools around it.
 
 use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use rotor::api::{ROTATE_ANNOTATION, SecretRotation};
+use rotor::cli::{Output, OutputArgs, Scope};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -33,13 +34,27 @@ enum Command {
         #[command(flatten)]
         cluster: ClusterArgs,
     },
+    /// Show each SecretRotation's status: phase, readiness, rotations, next rotation.
+    Status {
+        /// Only this SecretRotation.
+        name: Option<String>,
+        /// All namespaces.
+        #[arg(short = 'A', long, conflicts_with = "name")]
+        all_namespaces: bool,
+        #[command(flatten)]
+        output: OutputArgs,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
     /// Show what the controller would do for each SecretRotation; changes nothing.
     Plan {
         /// Only this SecretRotation.
         name: Option<String>,
         /// All namespaces.
-        #[arg(short = 'A', long)]
+        #[arg(short = 'A', long, conflicts_with = "name")]
         all_namespaces: bool,
+        #[command(flatten)]
+        output: OutputArgs,
         #[command(flatten)]
         cluster: ClusterArgs,
     },
@@ -56,6 +71,8 @@ enum Command {
         /// Name of the SecretRotation.
         name: String,
         #[command(flatten)]
+        output: OutputArgs,
+        #[command(flatten)]
         cluster: ClusterArgs,
     },
     /// Manage the vault's key-encryption keys.
@@ -63,8 +80,26 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
-    /// Print the version.
-    Version,
+    /// Print the client version and the version of the operator in the cluster (its
+    /// Deployment's image tag, looked for in --namespace or in every namespace).
+    Version {
+        /// Only the client version; no cluster needed.
+        #[arg(long)]
+        client: bool,
+        /// The label selector of the operator's Deployment.
+        #[arg(short = 'l', long, default_value = rotor::cli::version::SELECTOR)]
+        selector: String,
+        #[command(flatten)]
+        output: OutputArgs,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Print a shell completion script, e.g. `source <(rotor completion bash)`.
+    Completion {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Subcommand)]
@@ -203,10 +238,27 @@ enum LogFormat {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    // Called as `kubectl rotor` (a kubectl-rotor link on PATH), help says so.
+    let argv0 = std::env::args_os().next();
+    let matches = rotor::cli::named_for(Cli::command(), argv0.as_deref()).get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     match cli.command {
         Command::Crd => print!("{}", rotor::api::crd_yaml()),
-        Command::Version => println!("rotor {}", env!("CARGO_PKG_VERSION")),
+        Command::Completion { shell } => {
+            print!("{}", rotor::cli::completion(shell, &mut Cli::command()))
+        }
+        Command::Version {
+            client: client_only,
+            selector,
+            output,
+            cluster,
+        } => version(client_only, &selector, output.output, &cluster).await?,
+        Command::Status {
+            name,
+            all_namespaces,
+            output,
+            cluster,
+        } => status(name.as_deref(), all_namespaces, output.output, &cluster).await?,
         Command::Run(args) => run(args).await?,
         Command::Rotate { name, cluster } => {
             annotate(&name, &cluster, ROTATE_ANNOTATION, "rotation").await?
@@ -220,15 +272,20 @@ async fn main() -> anyhow::Result<()> {
             )
             .await?
         }
-        Command::Audit { name, cluster } => audit(&name, &cluster).await?,
+        Command::Audit {
+            name,
+            output,
+            cluster,
+        } => audit(&name, output.output, &cluster).await?,
         Command::Keys {
             command: KeysCommand::Rotate { cluster },
         } => keys_rotate(&cluster).await?,
         Command::Plan {
             name,
             all_namespaces,
+            output,
             cluster,
-        } => plan(name.as_deref(), all_namespaces, &cluster).await?,
+        } => plan(name.as_deref(), all_namespaces, output.output, &cluster).await?,
     }
     Ok(())
 }
@@ -379,28 +436,16 @@ async fn annotate(
     Ok(())
 }
 
-async fn audit(name: &str, cluster: &ClusterArgs) -> anyhow::Result<()> {
+async fn audit(name: &str, output: Output, cluster: &ClusterArgs) -> anyhow::Result<()> {
     let client = client(cluster).await?;
     let ns = cluster
         .namespace
         .clone()
         .unwrap_or_else(|| client.default_namespace().to_string());
-    let records = rotor::vault::read_audit(&client, &ns, name).await?;
-    println!(
-        "{:<25} {:<11} {:<12} {:<40} {:<17} {:<17} DETAIL",
-        "TIME", "ACTOR", "ACTION", "CREDENTIAL", "OLD", "NEW"
-    );
-    for r in records {
-        println!(
-            "{:<25} {:<11} {:<12} {:<40} {:<17} {:<17} {}",
-            r.time.format("%Y-%m-%dT%H:%M:%S%.3fZ"),
-            r.actor,
-            r.action,
-            r.credential.as_deref().unwrap_or("-"),
-            r.old_fingerprint.as_deref().unwrap_or("-"),
-            r.new_fingerprint.as_deref().unwrap_or("-"),
-            r.detail.as_deref().unwrap_or("")
-        );
+    let rows = rotor::cli::audit::rows(&client, &ns, name).await?;
+    print!("{}", rotor::cli::audit::render(&rows, output)?);
+    if rows.is_empty() && output == Output::Table {
+        eprintln!("No audit records for {ns}/{name}.");
     }
     Ok(())
 }
@@ -432,31 +477,87 @@ async fn keys_rotate(cluster: &ClusterArgs) -> anyhow::Result<()> {
 async fn plan(
     name: Option<&str>,
     all_namespaces: bool,
+    output: Output,
     cluster: &ClusterArgs,
 ) -> anyhow::Result<()> {
     let client = client(cluster).await?;
-    let ns = if all_namespaces && name.is_none() {
-        None
-    } else {
-        Some(
-            cluster
-                .namespace
-                .clone()
-                .unwrap_or_else(|| client.default_namespace().to_string()),
-        )
-    };
-    let rows = rotor::controller::plan::plan(client, ns.as_deref(), name).await?;
-    println!(
-        "{:<16} {:<28} {:<9} {:<9} {:<26} ACTION",
-        "NAMESPACE", "NAME", "PROVIDER", "STATUS", "NEXT ROTATION"
+    let scope = scope(all_namespaces, cluster, &client);
+    let rows = rotor::cli::plan::rows(client, &scope, name).await?;
+    print!(
+        "{}",
+        rotor::cli::plan::render(&rows, output, &scope, chrono::Utc::now())?
     );
-    for r in rows {
-        println!(
-            "{:<16} {:<28} {:<9} {:<9} {:<26} {}",
-            r.namespace, r.name, r.provider, r.status, r.next_rotation, r.action
-        );
+    if rows.is_empty() && output == Output::Table {
+        eprintln!("{}", nothing_found(&scope));
     }
     Ok(())
+}
+
+async fn status(
+    name: Option<&str>,
+    all_namespaces: bool,
+    output: Output,
+    cluster: &ClusterArgs,
+) -> anyhow::Result<()> {
+    let client = client(cluster).await?;
+    let scope = scope(all_namespaces, cluster, &client);
+    let rows = rotor::cli::status::rows(&client, &scope, name).await?;
+    print!(
+        "{}",
+        rotor::cli::status::render(&rows, output, &scope, chrono::Utc::now())?
+    );
+    if rows.is_empty() && output == Output::Table {
+        eprintln!("{}", nothing_found(&scope));
+    }
+    Ok(())
+}
+
+/// `rotor version`: the client's version always; the operator's unless --client. Like
+/// `kubectl version`, a cluster that cannot be reached fails the command (after the
+/// client version is printed); a cluster without a rotor Deployment only says so.
+async fn version(
+    client_only: bool,
+    selector: &str,
+    output: Output,
+    cluster: &ClusterArgs,
+) -> anyhow::Result<()> {
+    use rotor::cli::version::{Server, lookup, render};
+    let server = if client_only {
+        Server::NotAsked
+    } else {
+        match client(cluster).await {
+            Ok(client) => lookup(&client, cluster.namespace.as_deref(), selector).await,
+            Err(e) => Server::Unreachable(format!("{e:#}")),
+        }
+    };
+    print!("{}", render(&server, output)?);
+    match server.notice() {
+        Some(notice) if matches!(server, Server::Unreachable(_)) => anyhow::bail!(notice),
+        Some(notice) => eprintln!("{notice}"),
+        None => {}
+    }
+    Ok(())
+}
+
+/// One namespace (-n, else the kubeconfig context's), or all of them.
+fn scope(all_namespaces: bool, cluster: &ClusterArgs, client: &Client) -> Scope {
+    if all_namespaces {
+        return Scope::All;
+    }
+    Scope::Namespace(
+        cluster
+            .namespace
+            .clone()
+            .unwrap_or_else(|| client.default_namespace().to_string()),
+    )
+}
+
+/// What kubectl says on stderr when a list is empty.
+fn nothing_found(scope: &Scope) -> String {
+    match scope.namespace() {
+        Some(ns) => format!("No SecretRotations found in namespace {ns}."),
+        None => "No SecretRotations found.".into(),
+    }
 }
 
 async fn client(args: &ClusterArgs) -> anyhow::Result<Client> {

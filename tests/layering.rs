@@ -1,4 +1,6 @@
-//! The layers run one way: controller → {rotation, vault, providers} → rotation → api.
+//! The layers run one way: controller → {rotation, vault, providers} → rotation → api,
+//! and the CLI (`cli/`, what the `rotor` command prints) sits on top: it reads through
+//! controller, vault and api; nothing reaches back into it.
 //! This reads every path in `src/` (use lines and inline paths alike) and fails on a
 //! back-arrow, so the folders keep meaning what the README's code map says.
 
@@ -11,6 +13,7 @@ fn forbidden(layer: &str) -> (&'static [&'static str], &'static [&'static str]) 
         // Types only: the schema's source.
         "api" => (
             &[
+                "cli",
                 "rotation",
                 "providers",
                 "vault",
@@ -25,6 +28,7 @@ fn forbidden(layer: &str) -> (&'static [&'static str], &'static [&'static str]) 
         // The pure core: no Kubernetes, no HTTP, no provider, no storage.
         "rotation" => (
             &[
+                "cli",
                 "providers",
                 "vault",
                 "controller",
@@ -38,6 +42,7 @@ fn forbidden(layer: &str) -> (&'static [&'static str], &'static [&'static str]) 
         // Providers implement the core's contract; they never touch Kubernetes.
         "providers" => (
             &[
+                "cli",
                 "vault",
                 "controller",
                 "admin",
@@ -50,6 +55,7 @@ fn forbidden(layer: &str) -> (&'static [&'static str], &'static [&'static str]) 
         // The vault stores core types; it knows nothing of providers or the controller.
         "vault" => (
             &[
+                "cli",
                 "providers",
                 "controller",
                 "admin",
@@ -61,6 +67,7 @@ fn forbidden(layer: &str) -> (&'static [&'static str], &'static [&'static str]) 
         ),
         "metrics" => (
             &[
+                "cli",
                 "api",
                 "rotation",
                 "providers",
@@ -73,16 +80,35 @@ fn forbidden(layer: &str) -> (&'static [&'static str], &'static [&'static str]) 
             &[],
         ),
         "admin" => (
-            &["controller", "providers", "vault", "rotation", "leader"],
+            &[
+                "controller",
+                "providers",
+                "vault",
+                "rotation",
+                "leader",
+                "cli",
+            ],
             &[],
         ),
-        "leader" => (&["controller", "providers", "vault", "rotation"], &[]),
+        "leader" => (
+            &["controller", "providers", "vault", "rotation", "cli"],
+            &[],
+        ),
         // Webhooks go out through the providers' HTTP client (its private-address
         // rule); they never touch Kubernetes or the vault.
         "notify" => (
-            &["vault", "controller", "admin", "leader"],
+            &["vault", "controller", "admin", "leader", "cli"],
             &["kube", "k8s_openapi"],
         ),
+        // The CLI is a client of the operator's API: it reads status, the plan and the
+        // audit trail, and never runs a part of the operator (no provider call, no
+        // metrics, no lease, no webhook); the controller is the only way to providers.
+        "cli" => (
+            &["providers", "admin", "metrics", "leader", "notify"],
+            &["reqwest", "axum", "tokio_postgres"],
+        ),
+        // Every other layer: nothing reaches the CLI.
+        "controller" | "kube_client" => (&["cli"], &[]),
         _ => (&[], &[]),
     }
 }
@@ -216,7 +242,14 @@ fn the_layers_run_one_way() {
     let mut files = Vec::new();
     sources(&root, &root, &mut files);
     // The check looked at the layers it guards.
-    for layer in ["api/", "rotation/", "providers/", "vault/", "controller/"] {
+    for layer in [
+        "api/",
+        "rotation/",
+        "providers/",
+        "vault/",
+        "controller/",
+        "cli/",
+    ] {
         assert!(
             files.iter().any(|(p, _)| p.starts_with(layer)),
             "no source under src/{layer}"
@@ -259,6 +292,12 @@ fn the_check_finds_every_form_of_back_arrow() {
         ),
         ("api/spec.rs", "use crate::rotation::Trigger;"),
         ("admin.rs", "use crate::controller::Context;"),
+        ("controller/plan.rs", "use crate::cli::Output;"),
+        ("cli/status.rs", "use crate::providers::HttpClient;"),
+        (
+            "cli/mod.rs",
+            "    let m = crate::metrics::Metrics::default();",
+        ),
         ("vault/mod.rs", "use crate::providers::Credential;"),
     ];
     for (path, line) in cases {
@@ -282,6 +321,9 @@ fn the_check_finds_every_form_of_back_arrow() {
         ),
         ("controller/rotate.rs", "use crate::vault::Vault;"),
         ("vault/mod.rs", "use crate::rotation::Credential;"),
+        ("cli/plan.rs", "use crate::controller::plan::PlanRow;"),
+        ("cli/audit.rs", "use crate::vault::AuditRecord;"),
+        ("cli/status.rs", "use super::output::{self, Output};"),
     ];
     for (path, line) in fine {
         assert!(

@@ -184,7 +184,7 @@ async fn two_replicas_one_leader_and_a_takeover_without_double_rotation() {
 
 fn plan_line<'a>(plan: &'a str, name: &str) -> &'a str {
     plan.lines()
-        .find(|l| l.split_whitespace().nth(1) == Some(name))
+        .find(|l| l.split_whitespace().next() == Some(name))
         .unwrap_or_else(|| panic!("{name} not in\n{plan}"))
 }
 
@@ -232,7 +232,8 @@ async fn plan_shows_what_would_happen_and_rotate_asks_for_a_rotation() {
             .ends_with("nothing: Secret \"someone-elses\" exists and is not rotor's"),
         "{plan}"
     );
-    assert!(plan.starts_with("NAMESPACE"), "{plan}");
+    // One namespace: no NAMESPACE column (as kubectl).
+    assert!(plan.starts_with("NAME "), "{plan}");
     assert!(
         plan_line(&plan, "session-key").ends_with("rotate now (initial): issue into slot 0"),
         "{plan}"
@@ -344,7 +345,7 @@ async fn plan_shows_what_would_happen_and_rotate_asks_for_a_rotation() {
         );
     }
     assert_eq!(
-        rotor_cli(&["version"]).trim(),
+        rotor_cli(&["--version"]).trim(),
         format!("rotor {}", env!("CARGO_PKG_VERSION"))
     );
 }

@@ -4,22 +4,25 @@
 use super::assess::{Assessment, Stop, assess};
 use super::guard::{Guarded, unreadable_message};
 
-use crate::api::SecretRotation;
+use crate::api::{RotationPhase, SecretRotation};
 use crate::providers::{HttpClient, HttpSettings};
 use crate::rotation::Decision;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 
-/// One line of the plan.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One line of the plan (`rotor plan -o json` prints these, camelCase).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct PlanRow {
     pub namespace: String,
     pub name: String,
     pub provider: String,
-    pub status: String,
-    pub next_rotation: String,
+    /// status.rotationStatus.
+    pub phase: RotationPhase,
+    pub next_rotation_at: Option<DateTime<Utc>>,
+    /// What the controller would do now, in words.
     pub action: String,
 }
 
@@ -56,8 +59,8 @@ pub async fn plan(
                     namespace: guarded.metadata.namespace.clone().unwrap_or_default(),
                     name: guarded.metadata.name.clone().unwrap_or_default(),
                     provider: status.provider.clone().unwrap_or_else(|| "-".into()),
-                    status: format!("{:?}", status.rotation_status),
-                    next_rotation: "-".into(),
+                    phase: status.rotation_status,
+                    next_rotation_at: None,
                     action: format!("nothing: {}", unreadable_message(&unreadable.error)),
                 });
                 continue;
@@ -71,10 +74,8 @@ pub async fn plan(
             namespace: ns,
             name: sr.name_any(),
             provider: sr.spec.provider.kind().into(),
-            status: format!("{:?}", status.rotation_status),
-            next_rotation: status
-                .next_rotation_at
-                .map_or_else(|| "-".into(), |t| t.to_rfc3339()),
+            phase: status.rotation_status,
+            next_rotation_at: status.next_rotation_at,
             action,
         });
     }
