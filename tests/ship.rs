@@ -1471,3 +1471,203 @@ async fn chart_metadata_for_artifact_hub_and_the_license() {
         .expect("the crdsExamples SecretRotation applies");
     assert_eq!(applied[0].types.as_ref().unwrap().kind, "SecretRotation");
 }
+
+/// A private CA the way the README's Install section tells: `SSL_CERT_FILE` and
+/// `SSL_CERT_DIR` (a ConfigMap's mount layout) reach rotor's provider client. An HTTPS
+/// vendor on 127.0.0.1 with a certificate from a private CA: refused without them,
+/// trusted with the CA as SSL_CERT_FILE, and with the image's bundle as SSL_CERT_FILE
+/// plus the CA in SSL_CERT_DIR.
+#[tokio::test]
+async fn a_private_ca_reaches_the_provider_client_through_ssl_cert_env() {
+    let client = control_plane().client().await;
+    let dir = control_plane()
+        .dir
+        .join(format!("private-ca-{}", rand_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .current_dir(&dir)
+            .args(args)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=rotor test private CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+    ]);
+    // What a ConfigMap volume looks like inside the pod: a timestamped directory, `..data`
+    // pointing at it, and each key a symlink through `..data`.
+    let mount = dir.join("mount");
+    std::fs::create_dir_all(mount.join("..2026_12_04_00_00_00.1")).unwrap();
+    std::fs::copy(
+        dir.join("ca.crt"),
+        mount.join("..2026_12_04_00_00_00.1/ca.crt"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("..2026_12_04_00_00_00.1", mount.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/ca.crt", mount.join("ca.crt")).unwrap();
+
+    // The vendor: POST issues a key over TLS with the private CA's certificate.
+    let prefix = format!("pk{}x{}", std::process::id(), rand_suffix());
+    for n in 0..8 {
+        remember_issued(&format!("{prefix}-{n}"));
+    }
+    let server = r#"
+import http.server, json, ssl, sys
+class Vendor(http.server.BaseHTTPRequestHandler):
+    issued = 0
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        n = Vendor.issued
+        Vendor.issued += 1
+        body = json.dumps({"data": {"key": f"{sys.argv[3]}-{n}", "id": str(n)}}).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Vendor)
+tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+tls.load_cert_chain(sys.argv[1], sys.argv[2])
+server.socket = tls.wrap_socket(server.socket, server_side=True)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"#;
+    let port_file = dir.join("port");
+    let mut vendor = Command::new("python3");
+    vendor
+        .args(["-c", server])
+        .arg(dir.join("server.crt"))
+        .arg(dir.join("server.key"))
+        .arg(&prefix)
+        .stdout(std::fs::File::create(&port_file).unwrap())
+        .stderr(std::fs::File::create(dir.join("vendor.log")).unwrap());
+    spawn(vendor);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let port = loop {
+        if let Ok(p) = std::fs::read_to_string(&port_file)
+            .unwrap_or_default()
+            .trim()
+            .parse::<u16>()
+        {
+            break p;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the HTTPS vendor did not start"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+
+    let rotation = format!(
+        "apiVersion: rotor.dev/v1alpha1\nkind: SecretRotation\nmetadata: {{name: private}}\nspec:\n  provider:\n    http:\n      issue: {{url: \"https://127.0.0.1:{port}/keys\", body: '{{\"name\": \"{{{{name}}}}\"}}'}}\n      keyPath: $.data.key\n      idPath: $.data.id\n      list: {{url: \"https://127.0.0.1:{port}/keys\", namePath: \"$.keys[*].name\", idPath: \"$.keys[*].id\"}}\n  secretsMapping: {{apiKey: API_KEY}}\n  target: {{name: private-key}}\n"
+    );
+    let bundle = "/etc/ssl/certs/ca-certificates.crt";
+    let ca = dir.join("ca.crt");
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, RotationPhase);
+    let cases: [Case; 3] = [
+        ("ca-none", vec![], RotationPhase::Failed),
+        (
+            "ca-file",
+            vec![("SSL_CERT_FILE", ca.to_str().unwrap())],
+            RotationPhase::Success,
+        ),
+        (
+            "ca-dir",
+            vec![
+                ("SSL_CERT_FILE", bundle),
+                ("SSL_CERT_DIR", mount.to_str().unwrap()),
+            ],
+            RotationPhase::Success,
+        ),
+    ];
+    for (name, env, phase) in cases {
+        let ns = namespace(&client, name).await;
+        let op = Operator::start_env(
+            &ns,
+            &["--allow-private-endpoints", "--http-max-retries", "0"],
+            &env,
+        );
+        apply_yaml(&client, &ns, &rotation).await.unwrap();
+        let done = wait_status(&client, &ns, "private", 60, "rotated or failed", |s| {
+            matches!(
+                s.rotation_status,
+                RotationPhase::Success | RotationPhase::Failed
+            )
+        })
+        .await;
+        let status = done.status.unwrap();
+        assert_eq!(
+            status.rotation_status,
+            phase,
+            "{name}: {}\n{}",
+            status.last_rotation_message,
+            op.logs()
+        );
+        if phase == RotationPhase::Failed {
+            assert!(
+                status.last_rotation_message.contains("certificate"),
+                "{name}: {}",
+                status.last_rotation_message
+            );
+        } else {
+            assert_no_leak_of_target(&client, &ns, "private", "private-key", &op.logs()).await;
+        }
+    }
+}
