@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO_TARGET_DIR ?= $(HOME)/.cache/rotor/target
 export CARGO_TARGET_DIR
 
-.PHONY: test deps envtest lint unit-test integration-test demo crd check-crd build bench
+.PHONY: test deps envtest lint unit-test integration-test demo crd check-crd chart-docs build bench
 
 ## test: install everything needed, then fmt check, clippy, unit and integration tests
 test: deps envtest lint check-crd
@@ -32,14 +32,21 @@ lint:
 build:
 	cargo build --locked
 
-CRD_COPIES := crds/secretrotation.yaml config/crd/secretrotation.yaml charts/rotor/crds/secretrotation.yaml
+# The chart's copy is not in its crds/ (Helm never upgrades those): its template
+# templates/crd-secretrotation.yaml reads it, so `helm upgrade` upgrades the CRD.
+CRD_COPIES := crds/secretrotation.yaml config/crd/secretrotation.yaml charts/rotor/files/secretrotation.yaml
 
-## crd: regenerate the CRD (crds/, config/crd/, charts/rotor/crds/) from the Rust types
+## crd: regenerate the CRD (crds/, config/crd/, charts/rotor/files/) from the Rust types
 crd:
 	cargo run -q --locked -- crd > crds/secretrotation.yaml
 	cp crds/secretrotation.yaml config/crd/secretrotation.yaml
-	cp crds/secretrotation.yaml charts/rotor/crds/secretrotation.yaml
+	cp crds/secretrotation.yaml charts/rotor/files/secretrotation.yaml
 
 check-crd:
 	@for f in $(CRD_COPIES); do cargo run -q --locked -- crd | diff -u $$f - \
 	  || { echo "$$f is stale: run 'make crd'"; exit 1; }; done
+
+## chart-docs: regenerate charts/rotor/README.md from values.yaml's `# --` comments
+## (a test in `make test` fails when it is stale)
+chart-docs: deps
+	"$${ROTOR_PYTHON:-$${ROTOR_CACHE:-$$HOME/.cache/rotor}/venv/bin/python}" hack/chart-docs.py

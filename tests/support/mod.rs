@@ -359,14 +359,14 @@ impl ControlPlane {
     }
 
     /// Starts kube-controller-manager (garbage collector, Deployments, ReplicaSets,
-    /// service accounts, namespaces) once for this binary.
+    /// service accounts, namespaces, ClusterRole aggregation) once for this binary.
     pub fn with_controller_manager(&self) -> &Self {
         self.controller_manager.get_or_init(|| {
             let mut cm = Command::new(self.assets.join("kube-controller-manager"));
             cm.current_dir(&self.dir)
                 .args([
                     format!("--kubeconfig={}", self.kubeconfig.display()),
-                    "--controllers=garbagecollector,deployment,replicaset,statefulset,daemonset,serviceaccount-token,serviceaccount,namespace".into(),
+                    "--controllers=garbagecollector,deployment,replicaset,statefulset,daemonset,serviceaccount-token,serviceaccount,namespace,clusterrole-aggregation".into(),
                     "--service-account-private-key-file=sa.key".into(),
                     "--leader-elect=false".into(),
                     "--bind-address=127.0.0.1".into(),

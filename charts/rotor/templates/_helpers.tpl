@@ -1,20 +1,33 @@
 {{- define "rotor.name" -}}
-{{- .Chart.Name | trunc 63 | trimSuffix "-" }}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
 {{- define "rotor.fullname" -}}
-{{- if contains .Chart.Name .Release.Name }}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
 {{- .Release.Name | trunc 63 | trimSuffix "-" }}
 {{- else }}
-{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
 {{- end }}
 {{- end }}
 
+{{/* On every object: the chart's labels and commonLabels. */}}
 {{- define "rotor.labels" -}}
-helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{ include "rotor.selectorLabels" . }}
+{{ include "rotor.chartLabels" . }}
+{{- end }}
+
+{{- define "rotor.chartLabels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
 {{- end }}
 
 {{- define "rotor.selectorLabels" -}}
@@ -55,4 +68,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: ["argoproj.io"]
   resources: ["rollouts"]
   verbs: ["get", "patch"]
+{{- end }}
+
+{{/* The `helm test` pod: not the operator's labels, so no Service, PodDisruptionBudget
+or NetworkPolicy of the operator selects it (the NetworkPolicy lets it in). */}}
+{{- define "rotor.testSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "rotor.name" . }}-test
+app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
