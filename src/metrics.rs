@@ -394,6 +394,10 @@ impl Metrics {
 #[derive(Debug, Default)]
 pub struct PerResource(std::sync::Mutex<std::collections::HashMap<ResourceLabels, Gauges>>);
 
+// The condition and rollout bytes fit in what was padding: 20,000 resources cost no
+// more than before them.
+const _: () = assert!(std::mem::size_of::<Gauges>() <= 72);
+
 /// One resource's gauges; `None` is not exported.
 #[derive(Debug, Default, Clone, Copy)]
 struct Gauges {
