@@ -652,3 +652,78 @@ async fn the_condition_gauge_follows_status_and_goes_with_the_resource() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// `rotor_kek_available`: 0 while the KEK Secret has no key rotor can use (nothing
+/// rotates), 1 once it has one (and the rotation goes through).
+#[tokio::test]
+async fn the_key_store_gauge_says_whether_rotor_can_read_its_keks() {
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "obs-kek").await;
+    // A KEK Secret with the fingerprint key and no v<N>: rotor cannot wrap anything.
+    let kek = "apiVersion: v1\nkind: Secret\nmetadata: {name: rotor-kek}\nstringData: {fingerprint: 0123456789abcdef0123456789abcdef}\n";
+    apply_yaml(&client, &ns, kek).await.unwrap();
+    let op = Operator::start(&ns);
+    apply_yaml(&client, &ns, &sample("random.yaml"))
+        .await
+        .unwrap();
+    let until = |want: f64| {
+        let op = &op;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let now = metric(op, "rotor_kek_available").await;
+                if now == Some(want) {
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "rotor_kek_available is {now:?}, not {want}:\n{}",
+                    op.logs()
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let api = Api::<SecretRotation>::namespaced(client.clone(), &ns);
+    let rotations = || async {
+        api.get("session-key")
+            .await
+            .unwrap()
+            .status
+            .map_or(0, |s| s.rotation_count)
+    };
+    until(0.0).await;
+    // The rotation waits for a KEK: it failed (it cannot store the credential).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while api
+        .get("session-key")
+        .await
+        .unwrap()
+        .status
+        .is_none_or(|s| s.failed_attempts == 0)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no failed attempt:\n{}",
+            op.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(rotations().await, 0, "rotated without a KEK");
+    // A usable v1: the next vault use reads it.
+    let fixed = format!(
+        "{kek}data: {{v1: {}}}\n",
+        "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWY="
+    );
+    apply_yaml(&client, &ns, &fixed).await.unwrap();
+    until(1.0).await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while rotations().await != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "not rotated with the KEK:\n{}",
+            op.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
