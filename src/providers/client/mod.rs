@@ -576,6 +576,48 @@ mod tests {
         assert!(seen >= 1);
     }
 
+    #[tokio::test]
+    async fn every_attempt_is_observed_under_the_provider_kind_with_its_status() {
+        let (url, _) = counting_vendor(b"HTTP/1.1 429 Too Many Requests\r\nretry-after: 0\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}").await;
+        type Seen = std::sync::Mutex<Vec<(&'static str, Option<u16>)>>;
+        let seen: Arc<Seen> = Arc::default();
+        let record = seen.clone();
+        let client = HttpClient::new(HttpSettings {
+            allow_private_endpoints: true,
+            max_retries: 1,
+            backoff_base: Duration::from_millis(10),
+            ..HttpSettings::default()
+        })
+        .observed(Arc::new(move |provider, status, _| {
+            record.lock().unwrap().push((provider, status));
+        }));
+        let err = client
+            .for_provider("http")
+            .send("issuing", |c| c.get(&url))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ProviderError::RateLimited(_)), "{err}");
+        // No answer at all: observed as None.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let _ = client
+            .for_provider("convex")
+            .send("listing", |c| c.get(format!("http://127.0.0.1:{port}/")))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                ("http", Some(429)),
+                ("http", Some(429)),
+                ("convex", None),
+                ("convex", None)
+            ]
+        );
+    }
+
     #[test]
     fn a_retry_after_of_zero_still_waits_the_backoff() {
         let client = open_client();
