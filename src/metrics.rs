@@ -41,6 +41,31 @@ pub struct ErrorLabels {
     pub error: String,
 }
 
+/// One HTTP request to a vendor: the provider kind and the answer's class (`2xx`,
+/// `3xx`, `4xx`, `429`, `5xx`, or `error` when no answer came). Never a URL, host or
+/// tenant value: the series stay bounded by kinds times classes.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderRequestLabels {
+    pub provider: &'static str,
+    pub status: &'static str,
+}
+
+/// The class of an HTTP status for [`ProviderRequestLabels::status`]; 429 is its own.
+pub fn status_class(status: Option<u16>) -> &'static str {
+    match status {
+        None => "error",
+        Some(429) => "429",
+        Some(200..=299) => "2xx",
+        Some(300..=399) => "3xx",
+        Some(400..=499) => "4xx",
+        Some(500..=599) => "5xx",
+        Some(_) => "other",
+    }
+}
+
+/// The conditions `rotor_resource_condition` exports, in the order of its bits.
+pub const CONDITIONS: [&str; 4] = ["Ready", "Progressing", "Degraded", "Stale"];
+
 /// Adds one to a per-provider counter.
 pub fn count(family: &Family<ProviderLabels, Counter>, provider: &str) {
     family
@@ -75,6 +100,42 @@ pub struct Metrics {
     /// Reconciles that read their SecretRotation from the API server because the
     /// watch cache was not known to be current.
     pub cache_misses: Counter,
+    /// HTTP requests to vendors (every attempt, retries included), by provider kind and
+    /// answer class.
+    pub provider_requests: Family<ProviderRequestLabels, Histogram>,
+    /// Whether rotor could read its KEKs at its last try.
+    kek_available: std::sync::Arc<KekAvailable>,
+}
+
+/// `rotor_kek_available`: no sample until rotor tried to read its KEKs (a standby
+/// waiting for the lease never does), then 1 or 0.
+#[derive(Debug, Default)]
+struct KekAvailable(std::sync::atomic::AtomicU8);
+
+impl KekAvailable {
+    const AVAILABLE: u8 = 1;
+    const UNAVAILABLE: u8 = 2;
+}
+
+impl prometheus_client::collector::Collector for KekAvailable {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        let value = match self.0.load(std::sync::atomic::Ordering::Relaxed) {
+            Self::AVAILABLE => 1,
+            Self::UNAVAILABLE => 0,
+            _ => return Ok(()),
+        };
+        let metric = encoder.encode_descriptor(
+            "kek_available",
+            "1 when rotor could read its KEKs from the rotor-kek Secret at its last try, 0 when it could not",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        prometheus_client::metrics::gauge::ConstGauge::new(value).encode(metric)
+    }
 }
 
 impl Default for Metrics {
@@ -160,10 +221,23 @@ impl Default for Metrics {
             "Reconciles that read their SecretRotation from the API server because the watch cache was not known to be current (the first after start, or older than rotor's own last write)",
             cache_misses.clone(),
         );
+        let provider_requests =
+            Family::<ProviderRequestLabels, Histogram>::new_with_constructor(|| {
+                Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
+            });
+        registry.register(
+            "provider_request_duration_seconds",
+            "HTTP requests to vendors (each attempt), by provider kind and answer class: 2xx, 3xx, 4xx, 429, 5xx, error (no answer)",
+            provider_requests.clone(),
+        );
+        let kek_available = std::sync::Arc::new(KekAvailable::default());
+        registry.register_collector(Box::new(kek_available.clone()));
         let resources = std::sync::Arc::new(PerResource::default());
         registry.register_collector(Box::new(resources.clone()));
         Self {
             registry,
+            provider_requests,
+            kek_available,
             resources,
             kube_requests,
             cache_misses,
@@ -209,6 +283,59 @@ impl Metrics {
             g.failed_attempts = failed_attempts;
             g.issued = issued_at;
             g.max_age = max_age;
+        });
+    }
+
+    /// Whether rotor could read its KEKs just now.
+    pub fn kek(&self, available: bool) {
+        let state = if available {
+            KekAvailable::AVAILABLE
+        } else {
+            KekAvailable::UNAVAILABLE
+        };
+        self.kek_available
+            .0
+            .store(state, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// One HTTP request to a vendor of `provider` kind: its answer's status (`None`:
+    /// no answer) and how long it took.
+    pub fn provider_request(&self, provider: &'static str, status: Option<u16>, seconds: f64) {
+        self.provider_requests
+            .get_or_create(&ProviderRequestLabels {
+                provider,
+                status: status_class(status),
+            })
+            .observe(seconds);
+    }
+
+    /// The conditions a SecretRotation's status carries (by type, whether True; types
+    /// other than [`CONDITIONS`] are ignored), and its consumer rollout: `None` when
+    /// it follows none, else whether it is stuck.
+    pub fn conditions<'a>(
+        &self,
+        namespace: &str,
+        name: &str,
+        conditions: impl IntoIterator<Item = (&'a str, bool)>,
+        rollout_stuck: Option<bool>,
+    ) {
+        let mut bits = 0u8;
+        for (type_, on) in conditions {
+            if let Some(i) = CONDITIONS.iter().position(|c| *c == type_) {
+                bits |= 1 << i;
+                if on {
+                    bits |= 1 << (i + 4);
+                }
+            }
+        }
+        let rollout = match rollout_stuck {
+            None => 0,
+            Some(false) => 1,
+            Some(true) => 2,
+        };
+        self.resources.update(namespace, name, |g| {
+            g.conditions = bits;
+            g.rollout = rollout;
         });
     }
 
@@ -267,6 +394,10 @@ impl Metrics {
 #[derive(Debug, Default)]
 pub struct PerResource(std::sync::Mutex<std::collections::HashMap<ResourceLabels, Gauges>>);
 
+// The condition and rollout bytes fit in what was padding: 20,000 resources cost no
+// more than before them.
+const _: () = assert!(std::mem::size_of::<Gauges>() <= 72);
+
 /// One resource's gauges; `None` is not exported.
 #[derive(Debug, Default, Clone, Copy)]
 struct Gauges {
@@ -276,6 +407,10 @@ struct Gauges {
     issued: Option<f64>,
     max_age: Option<f64>,
     failed_attempts: u32,
+    /// Bit i: condition [`CONDITIONS`]`[i]` is in status; bit i + 4: it is True.
+    conditions: u8,
+    /// 0: no consumer rollout followed; 1: followed; 2: stuck.
+    rollout: u8,
 }
 
 impl PerResource {
@@ -355,6 +490,42 @@ impl prometheus_client::collector::Collector for PerResource {
             ConstGauge::new(i64::from(gauges.failed_attempts))
                 .encode(family.encode_family(labels)?)?;
         }
+        if rows.iter().any(|(_, g)| g.conditions != 0) {
+            let mut family = encoder.encode_descriptor(
+                "resource_condition",
+                "Each condition in the status of each SecretRotation: 1 when True, 0 when False or Unknown (no series for a condition the status does not carry)",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (labels, gauges) in &rows {
+                for (i, condition) in CONDITIONS.iter().enumerate() {
+                    if gauges.conditions & (1 << i) == 0 {
+                        continue;
+                    }
+                    let on = gauges.conditions & (1 << (i + 4)) != 0;
+                    let with = [
+                        ("namespace", labels.namespace.as_str()),
+                        ("name", labels.name.as_str()),
+                        ("condition", condition),
+                    ];
+                    ConstGauge::new(i64::from(on)).encode(family.encode_family(&with)?)?;
+                }
+            }
+        }
+        if rows.iter().any(|(_, g)| g.rollout != 0) {
+            let mut family = encoder.encode_descriptor(
+                "consumer_rollout_stuck",
+                "1 while the consumers of a SecretRotation have not rolled out within revocation.maxWait, 0 while they roll out or have; only SecretRotations with consumers",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (labels, gauges) in &rows {
+                if gauges.rollout != 0 {
+                    ConstGauge::new(i64::from(gauges.rollout == 2))
+                        .encode(family.encode_family(labels)?)?;
+                }
+            }
+        }
         Ok(())
     }
 }
@@ -373,6 +544,25 @@ mod tests {
         let an_hour_ago = chrono::Utc::now().timestamp() as f64 - 3600.0;
         m.credential("shop", "key", Some(an_hour_ago), Some(86_400.0), 3);
         super::Metrics::result(&m.webhook_deliveries, "failed");
+        assert!(
+            !m.encode().contains("rotor_kek_available"),
+            "no KEK sample before rotor tried"
+        );
+        m.kek(false);
+        m.provider_request("supabase", Some(429), 0.2);
+        m.provider_request("supabase", None, 10.0);
+        m.provider_request("http", Some(204), 0.01);
+        m.conditions(
+            "shop",
+            "key",
+            [
+                ("Ready", false),
+                ("Progressing", false),
+                ("Degraded", true),
+                ("SomeoneElses", true),
+            ],
+            Some(true),
+        );
         let text = m.encode();
         let age: f64 = text
             .lines()
@@ -394,9 +584,37 @@ mod tests {
             r#"rotor_credential_max_age_seconds{namespace="shop",name="key"} 86400.0"#,
             r#"rotor_webhook_deliveries_total{result="failed"} 1"#,
             r#"rotor_failed_attempts{namespace="shop",name="key"} 3"#,
+            r#"rotor_kek_available 0"#,
+            r#"rotor_provider_request_duration_seconds_count{provider="supabase",status="429"} 1"#,
+            r#"rotor_provider_request_duration_seconds_count{provider="supabase",status="error"} 1"#,
+            r#"rotor_provider_request_duration_seconds_count{provider="http",status="2xx"} 1"#,
+            r#"rotor_resource_condition{namespace="shop",name="key",condition="Ready"} 0"#,
+            r#"rotor_resource_condition{namespace="shop",name="key",condition="Progressing"} 0"#,
+            r#"rotor_resource_condition{namespace="shop",name="key",condition="Degraded"} 1"#,
+            r#"rotor_consumer_rollout_stuck{namespace="shop",name="key"} 1"#,
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }
+        // A condition the status does not carry has no series; nor has a foreign one.
+        assert!(!text.contains(r#"condition="Stale""#), "{text}");
+        assert!(!text.contains("SomeoneElses"), "{text}");
+        m.conditions(
+            "shop",
+            "key",
+            [("Ready", true), ("Stale", false)],
+            Some(false),
+        );
+        m.kek(true);
+        let text = m.encode();
+        for line in [
+            r#"rotor_resource_condition{namespace="shop",name="key",condition="Ready"} 1"#,
+            r#"rotor_resource_condition{namespace="shop",name="key",condition="Stale"} 0"#,
+            r#"rotor_consumer_rollout_stuck{namespace="shop",name="key"} 0"#,
+            r#"rotor_kek_available 1"#,
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+        assert!(!text.contains(r#"condition="Degraded""#), "{text}");
         m.forget("shop", "key");
         let text = m.encode();
         assert!(!text.contains("namespace=\"shop\""));
@@ -406,5 +624,7 @@ mod tests {
             !text.contains("rotor_next_rotation_timestamp_seconds"),
             "{text}"
         );
+        assert!(!text.contains("rotor_resource_condition"), "{text}");
+        assert!(!text.contains("rotor_consumer_rollout_stuck"), "{text}");
     }
 }

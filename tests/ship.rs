@@ -702,39 +702,6 @@ async fn argocd_health_check_on_status_objects_from_real_runs() {
     assert_eq!(embedded, script);
 }
 
-/// The alert rules the README shows are the ones promtool checks and unit-tests.
-#[test]
-fn alert_rules_pass_promtool_and_are_the_readmes() {
-    let dir = format!("{ROOT}/config/prometheus");
-    for args in [
-        vec!["check", "rules", "rotor-alerts.yaml"],
-        vec!["test", "rules", "rotor-alerts.test.yaml"],
-    ] {
-        let out = Command::new("promtool")
-            .current_dir(&dir)
-            .args(&args)
-            .output()
-            .expect("promtool (hack/deps.sh installs Debian's prometheus package)");
-        assert!(
-            out.status.success(),
-            "promtool {args:?}:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let rules = std::fs::read_to_string(format!("{dir}/rotor-alerts.yaml")).unwrap();
-    let readme = std::fs::read_to_string(format!("{ROOT}/README.md")).unwrap();
-    for line in rules
-        .lines()
-        .filter(|l| l.contains("alert:") || l.contains("expr:"))
-    {
-        assert!(
-            readme.contains(line.trim()),
-            "README lacks {:?}",
-            line.trim()
-        );
-    }
-}
 
 /// Every value the chart conventions added, set away from its default.
 fn every_new_value() -> serde_json::Value {

@@ -195,8 +195,19 @@ pub async fn stop_invalid(
     let metadata = &obj.metadata;
     let ns = metadata.namespace.as_deref().ok_or(Error::NoNamespace)?;
     let name = metadata.name.as_deref().unwrap_or_default();
-    let Some(patch) = invalid_status_patch(old, &message, metadata.generation, chrono::Utc::now())
-    else {
+    let now = chrono::Utc::now();
+    // The conditions the status says (or is about to say), for the gauges.
+    let mut shown = old.cloned().unwrap_or_default();
+    status::set_phase(
+        &mut shown,
+        Reason::InvalidSpec,
+        message.clone(),
+        metadata.generation,
+        now,
+    );
+    let export = || status::export_conditions(&ctx.metrics, ns, name, &shown);
+    let Some(patch) = invalid_status_patch(old, &message, metadata.generation, now) else {
+        export();
         return Ok(Action::await_change());
     };
     let api: Api<Guarded> = Api::namespaced(ctx.client.clone(), ns);
@@ -211,7 +222,10 @@ pub async fn stop_invalid(
         )
         .await;
     let note = match written {
-        Ok(_) => message,
+        Ok(_) => {
+            export();
+            message
+        }
         Err(kube::Error::Api(e)) if e.code == 422 => format!(
             "{message} (the status cannot be written: the stored object fails the CRD's current schema)"
         ),

@@ -332,7 +332,9 @@ pub async fn run(
     }
     // The KEKs and the fingerprint key, before the first reconcile compares a
     // fingerprint (a failure here is retried by every vault use).
-    if let Err(e) = crate::vault::load_keyring(&client, &settings.operator_namespace).await {
+    let loaded = crate::vault::load_keyring(&client, &settings.operator_namespace).await;
+    health.metrics.kek(loaded.is_ok());
+    if let Err(e) = loaded {
         tracing::warn!(namespace = %settings.operator_namespace, error = %e, "loading the vault keys failed");
     }
     let reporter = Reporter {
@@ -342,7 +344,12 @@ pub async fn run(
     let ctx = Arc::new(Context {
         reporter,
         metrics: health.metrics.clone(),
-        http: crate::providers::HttpClient::new(settings.http.clone()),
+        http: crate::providers::HttpClient::new(settings.http.clone()).observed({
+            let metrics = health.metrics.clone();
+            Arc::new(move |provider, status, seconds| {
+                metrics.provider_request(provider, status, seconds);
+            })
+        }),
         client: client.clone(),
         settings: settings.clone(),
         swept: Default::default(),

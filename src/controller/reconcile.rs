@@ -169,6 +169,8 @@ impl Run {
 
     pub(super) async fn write_status(&self, status: &SecretRotationStatus) -> Result<(), Error> {
         if *status == self.old {
+            // Also after a restart: the gauges start from what status says.
+            self.export_conditions(status);
             return Ok(());
         }
         let expected = self
@@ -179,6 +181,7 @@ impl Run {
         match status::write(&self.rotations, &self.sr, expected.as_deref(), status).await {
             Ok(written) => {
                 self.ctx.wrote(&self.sr.metadata, written.as_deref());
+                self.export_conditions(status);
                 // The decision is committed: this reconcile owns what follows, and a
                 // user's edit meanwhile must not fail its later writes.
                 *self
@@ -514,6 +517,17 @@ impl Run {
             ts(pair.active_slot().map(|s| s.issued_at)),
             max_age,
             status.failed_attempts,
+        );
+    }
+
+    /// `rotor_resource_condition` and `rotor_consumer_rollout_stuck`, from the status
+    /// rotor holds (written, or unchanged).
+    fn export_conditions(&self, status: &SecretRotationStatus) {
+        status::export_conditions(
+            &self.ctx.metrics,
+            &self.sr.namespace().unwrap_or_default(),
+            &self.sr.name_any(),
+            status,
         );
     }
 

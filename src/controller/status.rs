@@ -185,6 +185,28 @@ pub fn set_phase(
     status.observed_generation = generation;
 }
 
+/// `rotor_resource_condition` and `rotor_consumer_rollout_stuck` of one resource, from
+/// the status rotor wrote (or found unchanged).
+pub fn export_conditions(
+    metrics: &crate::metrics::Metrics,
+    namespace: &str,
+    name: &str,
+    status: &SecretRotationStatus,
+) {
+    metrics.conditions(
+        namespace,
+        name,
+        status
+            .conditions
+            .iter()
+            .map(|c| (c.type_.as_str(), c.status == ConditionStatus::True)),
+        status
+            .consumers
+            .as_ref()
+            .map(|c| c.phase == crate::api::ConsumerPhase::Stuck),
+    );
+}
+
 /// Sets one condition (keeping its lastTransitionTime while its status holds), or
 /// removes it with `None`.
 pub fn set_condition(

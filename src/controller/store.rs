@@ -20,10 +20,16 @@ impl Run {
         let ring = match self.ctx.keys.get() {
             Some(ring) => ring,
             None => {
-                crate::vault::load_keyring(&self.ctx.client, &self.ctx.settings.operator_namespace)
-                    .await?
+                let loaded = crate::vault::load_keyring(
+                    &self.ctx.client,
+                    &self.ctx.settings.operator_namespace,
+                )
+                .await;
+                self.ctx.metrics.kek(loaded.is_ok());
+                loaded?
             }
         };
+        self.ctx.metrics.kek(true);
         let live = status::slot_pair(&self.old)
             .slots
             .iter()

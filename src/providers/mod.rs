@@ -11,7 +11,7 @@ mod postgres;
 mod random;
 mod supabase;
 
-pub use client::{HttpClient, HttpSettings};
+pub use client::{HttpClient, HttpSettings, Observer};
 pub use random::RandomProvider;
 
 use crate::api::{ProviderSpec, SecretKeyRef, Strategy};
@@ -71,6 +71,12 @@ pub fn build(
     spec: &ProviderSpec,
     ctx: &BuildContext<'_>,
 ) -> Result<Box<dyn Provider>, ProviderError> {
+    // Requests are observed under the provider's kind.
+    let http = ctx.http.for_provider(spec.kind());
+    let ctx = &BuildContext {
+        http: &http,
+        ..*ctx
+    };
     let inner: Box<dyn Provider> = match spec {
         ProviderSpec::Random(r) => Box::new(RandomProvider::new(r)?),
         ProviderSpec::Supabase(s) => Box::new(supabase::SupabaseProvider::new(s, ctx)?),

@@ -158,12 +158,20 @@ fn looks_like_a_token(word: &str) -> bool {
     core.len() >= 12 && letters > 0 && (digits > 0 || symbols > 0) && !core.contains("://")
 }
 
+/// Told about every HTTP request sent to a vendor (each attempt): the provider kind,
+/// the answer's status (`None`: no answer: a transport error or a timeout) and the
+/// seconds it took. The controller counts them in its metrics (providers know none).
+pub type Observer = Arc<dyn Fn(&'static str, Option<u16>, f64) + Send + Sync>;
+
 /// The shared client.
 #[derive(Clone)]
 pub struct HttpClient {
     client: reqwest::Client,
     pub settings: HttpSettings,
     budgets: Arc<Budgets>,
+    observer: Option<Observer>,
+    /// The provider kind requests are observed under.
+    provider: &'static str,
 }
 
 impl HttpClient {
@@ -189,6 +197,29 @@ impl HttpClient {
             client,
             settings,
             budgets: Arc::default(),
+            observer: None,
+            provider: "unknown",
+        }
+    }
+
+    /// This client, telling `observer` about every request it sends.
+    pub fn observed(mut self, observer: Observer) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// A handle on the same client (connections, budgets) whose requests are observed
+    /// as `provider`'s.
+    pub fn for_provider(&self, provider: &'static str) -> Self {
+        Self {
+            provider,
+            ..self.clone()
+        }
+    }
+
+    fn observe(&self, status: Option<u16>, sent: tokio::time::Instant) {
+        if let Some(observer) = &self.observer {
+            observer(self.provider, status, sent.elapsed().as_secs_f64());
         }
     }
 
@@ -256,7 +287,9 @@ impl HttpClient {
                 Ok(resp) => {
                     let status = resp.status().as_u16();
                     let headers = resp.headers().clone();
-                    let body = read_body(resp, what).await?;
+                    let body = read_body(resp, what).await;
+                    self.observe(Some(status), sent);
+                    let body = body?;
                     if status != 429 && status < 500 {
                         return Ok(Reply { status, body });
                     }
@@ -294,10 +327,13 @@ impl HttpClient {
                     }
                     (error, asked)
                 }
-                Err(e) => (
-                    ProviderError::Unavailable(format!("{what}: {}", transport_message(e))),
-                    None,
-                ),
+                Err(e) => {
+                    self.observe(None, sent);
+                    (
+                        ProviderError::Unavailable(format!("{what}: {}", transport_message(e))),
+                        None,
+                    )
+                }
             };
             if let Some(asked) = &asked
                 && asked.wait > self.settings.max_wait
@@ -538,6 +574,48 @@ mod tests {
         let seen = requests.load(Ordering::SeqCst);
         assert!(seen <= 2, "the vendor saw {seen} requests");
         assert!(seen >= 1);
+    }
+
+    #[tokio::test]
+    async fn every_attempt_is_observed_under_the_provider_kind_with_its_status() {
+        let (url, _) = counting_vendor(b"HTTP/1.1 429 Too Many Requests\r\nretry-after: 0\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}").await;
+        type Seen = std::sync::Mutex<Vec<(&'static str, Option<u16>)>>;
+        let seen: Arc<Seen> = Arc::default();
+        let record = seen.clone();
+        let client = HttpClient::new(HttpSettings {
+            allow_private_endpoints: true,
+            max_retries: 1,
+            backoff_base: Duration::from_millis(10),
+            ..HttpSettings::default()
+        })
+        .observed(Arc::new(move |provider, status, _| {
+            record.lock().unwrap().push((provider, status));
+        }));
+        let err = client
+            .for_provider("http")
+            .send("issuing", |c| c.get(&url))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ProviderError::RateLimited(_)), "{err}");
+        // No answer at all: observed as None.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let _ = client
+            .for_provider("convex")
+            .send("listing", |c| c.get(format!("http://127.0.0.1:{port}/")))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                ("http", Some(429)),
+                ("http", Some(429)),
+                ("convex", None),
+                ("convex", None)
+            ]
+        );
     }
 
     #[test]
