@@ -702,7 +702,6 @@ async fn argocd_health_check_on_status_objects_from_real_runs() {
     assert_eq!(embedded, script);
 }
 
-
 /// Every value the chart conventions added, set away from its default.
 fn every_new_value() -> serde_json::Value {
     serde_json::json!({
