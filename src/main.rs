@@ -483,13 +483,8 @@ async fn plan(
     let client = client(cluster).await?;
     let scope = scope(all_namespaces, cluster, &client);
     let rows = rotor::cli::plan::rows(client, &scope, name).await?;
-    print!(
-        "{}",
-        rotor::cli::plan::render(&rows, output, &scope, chrono::Utc::now())?
-    );
-    if rows.is_empty() && output == Output::Table {
-        eprintln!("{}", nothing_found(&scope));
-    }
+    let text = rotor::cli::plan::render(&rows, output, &scope, chrono::Utc::now())?;
+    print_list(&text, rows.is_empty(), output, &scope);
     Ok(())
 }
 
@@ -502,13 +497,8 @@ async fn status(
     let client = client(cluster).await?;
     let scope = scope(all_namespaces, cluster, &client);
     let rows = rotor::cli::status::rows(&client, &scope, name).await?;
-    print!(
-        "{}",
-        rotor::cli::status::render(&rows, output, &scope, chrono::Utc::now())?
-    );
-    if rows.is_empty() && output == Output::Table {
-        eprintln!("{}", nothing_found(&scope));
-    }
+    let text = rotor::cli::status::render(&rows, output, &scope, chrono::Utc::now())?;
+    print_list(&text, rows.is_empty(), output, &scope);
     Ok(())
 }
 
@@ -552,11 +542,15 @@ fn scope(all_namespaces: bool, cluster: &ClusterArgs, client: &Client) -> Scope 
     )
 }
 
-/// What kubectl says on stderr when a list is empty.
-fn nothing_found(scope: &Scope) -> String {
-    match scope.namespace() {
-        Some(ns) => format!("No SecretRotations found in namespace {ns}."),
-        None => "No SecretRotations found.".into(),
+/// A list of SecretRotations on stdout; an empty table is said on stderr, as kubectl
+/// says it.
+fn print_list(text: &str, empty: bool, output: Output, scope: &Scope) {
+    print!("{text}");
+    if empty && output == Output::Table {
+        match scope.namespace() {
+            Some(ns) => eprintln!("No SecretRotations found in namespace {ns}."),
+            None => eprintln!("No SecretRotations found."),
+        }
     }
 }
 

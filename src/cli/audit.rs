@@ -46,12 +46,8 @@ pub async fn rows(client: &Client, namespace: &str, name: &str) -> Result<Vec<Au
 
 /// `rows` printed as `output` asks.
 pub fn render(rows: &[AuditRow], output: Output) -> Result<String, Error> {
-    if output != Output::Table {
-        return output::document(rows, output);
-    }
-    if rows.is_empty() {
-        // As kubectl: nothing on stdout; the caller says so on stderr.
-        return Ok(String::new());
+    if let Some(done) = output::without_table(rows, output) {
+        return done;
     }
     let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
     let lines = rows

@@ -34,6 +34,16 @@ pub fn document<T: Serialize + ?Sized>(value: &T, output: Output) -> Result<Stri
     })
 }
 
+/// What `rows` print as without a table: JSON or YAML as asked, and for a table of no
+/// rows nothing at all (as kubectl: the caller says so on stderr). `None`: build the
+/// table.
+pub fn without_table<T: Serialize>(rows: &[T], output: Output) -> Option<Result<String, Error>> {
+    if output != Output::Table {
+        return Some(document(rows, output));
+    }
+    rows.is_empty().then(|| Ok(String::new()))
+}
+
 /// A table like kubectl's: a header of upper-case words, one line per row, columns
 /// three spaces apart, no borders, no trailing blanks.
 pub fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {

@@ -132,12 +132,8 @@ pub fn render(
     scope: &Scope,
     now: DateTime<Utc>,
 ) -> Result<String, Error> {
-    if output != Output::Table {
-        return output::document(rows, output);
-    }
-    if rows.is_empty() {
-        // As kubectl: nothing on stdout; the caller says so on stderr.
-        return Ok(String::new());
+    if let Some(done) = output::without_table(rows, output) {
+        return done;
     }
     let all = *scope == Scope::All;
     let mut header = vec![
