@@ -19,29 +19,6 @@ use support::*;
 const NAME: &str = "partner-api-key";
 const SECRET: &str = "partner-api-key";
 
-/// A Deployment of `replicas` pods that reads `secret` through `envFrom`.
-async fn deployment(client: &Client, ns: &str, name: &str, secret: &str, replicas: i32) {
-    let d: Deployment = serde_json::from_value(json!({
-        "metadata": {"name": name, "labels": {"app": name, "tier": "web"}},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [{
-                    "name": "app", "image": "registry.invalid/app:1",
-                    "envFrom": [{"secretRef": {"name": secret}}]
-                }]}
-            }
-        }
-    }))
-    .unwrap();
-    Api::<Deployment>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &d)
-        .await
-        .unwrap();
-}
-
 /// Plays the kubelet: every pod of `app` not Ready yet becomes Running and Ready.
 async fn make_ready(client: &Client, ns: &str, app: &str) -> usize {
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
@@ -159,7 +136,7 @@ async fn first_rotation_rolled_out(
     replicas: i32,
     revocation: &str,
 ) -> (Operator, rotor::api::SecretRotationStatus) {
-    deployment(client, ns, "web", SECRET, replicas).await;
+    deployment_reading(client, ns, "web", SECRET, replicas).await;
     roll_out(client, ns, "web").await;
     let op = Operator::start_with(ns, FAST);
     let spec = http_with(
@@ -423,7 +400,7 @@ async fn two_rotations_of_one_workload_in_the_same_second_cause_one_rollout() {
     let client = plane.client().await;
     let ns = namespace(&client, "c-coalesce").await;
     // One Deployment reading two Secrets, each rotated by its own SecretRotation.
-    deployment(&client, &ns, "web", "token-a", 1).await;
+    deployment_reading(&client, &ns, "web", "token-a", 1).await;
     roll_out(&client, &ns, "web").await;
     let op = Operator::start_with(&ns, FAST);
     for (name, secret) in [("a", "token-a"), ("b", "token-b")] {
@@ -489,8 +466,8 @@ async fn discover_finds_the_workloads_that_read_the_secret_and_no_other() {
     let plane = control_plane().with_controller_manager();
     let client = plane.client().await;
     let ns = namespace(&client, "c-discover").await;
-    deployment(&client, &ns, "reader", "app-token", 1).await;
-    deployment(&client, &ns, "other", "another-secret", 1).await;
+    deployment_reading(&client, &ns, "reader", "app-token", 1).await;
+    deployment_reading(&client, &ns, "other", "another-secret", 1).await;
     let sts: StatefulSet = serde_json::from_value(json!({
         "metadata": {"name": "vol"},
         "spec": {
@@ -926,7 +903,7 @@ async fn consumers_rotor_cannot_follow_hold_the_revocation() {
     // 65 consumers match the selector: one more than rotor follows. With no replicas
     // each rolls out by itself (kube-controller-manager), so only the cut can hold.
     for i in 0..65 {
-        deployment(&client, &ns, &format!("w{i:02}"), SECRET, 0).await;
+        deployment_reading(&client, &ns, &format!("w{i:02}"), SECRET, 0).await;
     }
     let _op = Operator::start_with(&ns, FAST);
     let spec = http_with(

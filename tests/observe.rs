@@ -467,22 +467,7 @@ async fn every_metric_the_alerts_and_the_dashboard_read_is_exported() {
     let fake = fakes::key_api().await;
     let op = Operator::start_with(&ns, FAST);
     // A consumer that never rolls out (no controller-manager here): stuck after 3 s.
-    let web: k8s_openapi::api::apps::v1::Deployment = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "web"},
-        "spec": {
-            "selector": {"matchLabels": {"app": "web"}},
-            "template": {
-                "metadata": {"labels": {"app": "web"}},
-                "spec": {"containers": [{"name": "app", "image": "registry.invalid/app:1",
-                    "envFrom": [{"secretRef": {"name": "app-session-key"}}]}]}
-            }
-        }
-    }))
-    .unwrap();
-    Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(client.clone(), &ns)
-        .create(&Default::default(), &web)
-        .await
-        .unwrap();
+    deployment_reading(&client, &ns, "web", "app-session-key", 1).await;
     // The webhook's signing Secret never shared itself with the resource: each
     // delivery fails (and is counted) without a receiver.
     let random = sample("random.yaml").replacen(

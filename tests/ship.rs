@@ -412,24 +412,9 @@ async fn rbac_is_least_privilege_proven_by_a_run_with_the_chart_token() {
     .await;
     // Consumers: a Deployment that reads the Secret is found, restarted and followed
     // with the chart's token too.
-    let web: k8s_openapi::api::apps::v1::Deployment = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "web"},
-        "spec": {
-            "selector": {"matchLabels": {"app": "web"}},
-            "template": {
-                "metadata": {"labels": {"app": "web"}},
-                "spec": {"containers": [{"name": "app", "image": "registry.invalid/app:1",
-                    "envFrom": [{"secretRef": {"name": "app-session-key"}}]}]}
-            }
-        }
-    }))
-    .unwrap();
+    deployment_reading(&client, &tenant, "web", "app-session-key", 1).await;
     let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
         Api::namespaced(client.clone(), &tenant);
-    deployments
-        .create(&PostParams::default(), &web)
-        .await
-        .unwrap();
     patch_rotation(
         &client,
         &tenant,

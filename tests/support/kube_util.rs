@@ -435,3 +435,33 @@ pub async fn service_account_kubeconfig(client: &Client, namespace: &str, accoun
     .unwrap();
     path.to_str().unwrap().to_string()
 }
+
+/// A Deployment `name` of `replicas` pods (labels `app: <name>`, `tier: web`) that
+/// reads `secret` through `envFrom`: a consumer rotor can discover.
+pub async fn deployment_reading(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    secret: &str,
+    replicas: i32,
+) {
+    let d: k8s_openapi::api::apps::v1::Deployment = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "labels": {"app": name, "tier": "web"}},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{
+                    "name": "app", "image": "registry.invalid/app:1",
+                    "envFrom": [{"secretRef": {"name": secret}}]
+                }]}
+            }
+        }
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &d)
+        .await
+        .unwrap();
+}
