@@ -370,7 +370,11 @@ const EXPECTED_CLUSTER_RULES: &[(&str, &str, &[&str])] = &[
     ),
     ("rotor.dev", "secretrotations/status", &["patch"]),
     ("rotor.dev", "secretrotations/finalizers", &["update"]),
-    ("", "secrets", &["get", "list", "watch", "create", "patch"]),
+    (
+        "",
+        "secrets",
+        &["get", "list", "watch", "create", "patch", "delete"],
+    ),
     ("events.k8s.io", "events", &["create", "patch"]),
     ("apps", "deployments", &["get", "list", "patch"]),
     ("apps", "statefulsets", &["get", "list", "patch"]),

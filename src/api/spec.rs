@@ -536,10 +536,11 @@ pub struct TimeOfDay {
 #[serde(rename_all = "camelCase")]
 pub struct TargetSpec {
     /// Name of the Secret, in the namespace of this resource (a DNS-1123 subdomain, not
-    /// starting with `rotor-vault-`, which rotor's vault uses). rotor creates and owns
-    /// it, and refuses to take over a Secret it did not create.
-    // The `rotor-vault-` prefix is refused by validation (InvalidSpec): a CEL rule
-    // needs Kubernetes 1.25.
+    /// starting with `rotor-lockbox-`, which rotor's lockbox uses, or `rotor-vault-`,
+    /// its name before). rotor creates and owns it, and refuses to take over a Secret
+    /// it did not create.
+    // The reserved prefixes are refused by validation (InvalidSpec): a CEL rule needs
+    // Kubernetes 1.25.
     #[schemars(length(min = 1, max = 253), regex(pattern = DNS1123_SUBDOMAIN))]
     pub name: String,
 

@@ -64,9 +64,10 @@ pub struct SecretRotationStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_revoke_token: Option<String>,
 
-    /// The vault holding this resource's issued credentials (encrypted).
+    /// The lockbox holding this resource's issued credentials (encrypted): the Secret
+    /// `rotor-lockbox-<name>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vault: Option<VaultStatus>,
+    pub lockbox: Option<VaultStatus>,
 
     /// A rotation that was started and has not completed; a restarted operator
     /// resumes it instead of starting another.
@@ -369,7 +370,7 @@ impl SecretRotationStatus {
     }
 }
 
-/// What status says about the vault.
+/// What status says about the lockbox.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct VaultStatus {

@@ -80,9 +80,9 @@ pub enum SpecError {
     )]
     BadName { field: &'static str, name: String },
     #[error(
-        "spec.target.name {0:?} starts with \"rotor-vault-\", which is reserved for rotor's vault Secrets: choose another name"
+        "spec.target.name {0:?} starts with {1:?}, which is reserved for rotor's lockbox Secrets: choose another name"
     )]
-    ReservedTarget(String),
+    ReservedTarget(String, &'static str),
     #[error(
         "spec.target.template.labels sets {0:?}: labels under rotor.dev/ are rotor's own (they decide which Secrets rotor watches): remove it"
     )]
@@ -119,8 +119,14 @@ pub enum SpecError {
     TypeChange { existing: String, wanted: String },
 }
 
-/// Start of every vault Secret's name (`rotor-vault-<resource>`, see `crate::vault`).
-const VAULT_SECRET_PREFIX: &str = "rotor-vault-";
+/// Starts of every lockbox Secret's name (`rotor-lockbox-<resource>`, see
+/// `crate::vault`), and of its name before the lockbox (`rotor-vault-<resource>`).
+const RESERVED_PREFIXES: [&str; 2] = ["rotor-lockbox-", "rotor-vault-"];
+
+/// The reserved prefix `name` starts with, if any.
+fn reserved_prefix(name: &str) -> Option<&'static str> {
+    RESERVED_PREFIXES.into_iter().find(|p| name.starts_with(p))
+}
 
 /// Checks the names a spec puts into API URL paths (the target Secret, every Secret
 /// it reads) and the keys it writes. Pure and cheap: runs before any API call, so a
@@ -133,11 +139,11 @@ pub fn check_names(spec: &SecretRotationSpec) -> Result<(), SpecError> {
             name: target.clone(),
         });
     }
-    if target.starts_with(VAULT_SECRET_PREFIX) {
-        return Err(SpecError::ReservedTarget(target.clone()));
+    if let Some(prefix) = reserved_prefix(target) {
+        return Err(SpecError::ReservedTarget(target.clone(), prefix));
     }
-    // A template label such as rotor.dev/vault would take the target Secret out of
-    // rotor's watch (its selector excludes vaults): its deletion would go unseen.
+    // A template label such as rotor.dev/lockbox would take the target Secret out of
+    // rotor's watch (its selector excludes lockboxes): its deletion would go unseen.
     let labels = spec.target.template.iter().flat_map(|t| t.labels.keys());
     if let Some(reserved) = labels.into_iter().find(|k| k.starts_with("rotor.dev/")) {
         return Err(SpecError::ReservedLabel(reserved.clone()));
@@ -182,10 +188,10 @@ pub fn check_names(spec: &SecretRotationSpec) -> Result<(), SpecError> {
                 "spec.provider also reads (a provider credential)",
             ));
         }
-        if r.name.starts_with(VAULT_SECRET_PREFIX) {
+        if reserved_prefix(&r.name).is_some() {
             return Err(SpecError::SigningKeyShared(
                 r.name.clone(),
-                "is reserved for rotor's vault Secrets",
+                "is reserved for rotor's lockbox Secrets",
             ));
         }
     }
@@ -481,12 +487,16 @@ mod tests {
                 "is not a valid Secret name",
             ),
             (
-                BASE.replace("name: t,", "name: rotor-vault-x,"),
-                "reserved for rotor's vault Secrets",
+                BASE.replace("name: t,", "name: rotor-lockbox-x,"),
+                "starts with \"rotor-lockbox-\", which is reserved for rotor's lockbox Secrets",
             ),
             (
-                BASE.replace("name: t,", "name: t, template: {labels: {rotor.dev/vault: \"true\"}},"),
-                "sets \"rotor.dev/vault\": labels under rotor.dev/ are rotor's own",
+                BASE.replace("name: t,", "name: rotor-vault-x,"),
+                "starts with \"rotor-vault-\", which is reserved for rotor's lockbox Secrets",
+            ),
+            (
+                BASE.replace("name: t,", "name: t, template: {labels: {rotor.dev/lockbox: \"true\"}},"),
+                "sets \"rotor.dev/lockbox\": labels under rotor.dev/ are rotor's own",
             ),
             (BASE.replace("TOKEN", "\".\""), "not a valid Secret key"),
             (BASE.replace("TOKEN", "\"..\""), "not a valid Secret key"),
@@ -505,7 +515,11 @@ mod tests {
             ),
             (
                 format!("{BASE}notify: {{webhook: {{url: \"https://hooks.example.com/x\", signingSecretRef: {{name: rotor-vault-db, key: k}}}}}}"),
-                "reserved for rotor's vault Secrets",
+                "reserved for rotor's lockbox Secrets",
+            ),
+            (
+                format!("{BASE}notify: {{webhook: {{url: \"https://hooks.example.com/x\", signingSecretRef: {{name: rotor-lockbox-db, key: k}}}}}}"),
+                "reserved for rotor's lockbox Secrets",
             ),
             (
                 "provider: {supabase: {projectRef: abcdefghijklmnopqrst, credentialsRef: {name: admin, key: \"..\"}}}\nsecretsMapping: {apiKey: K}\ntarget: {name: t}\n".to_string(),

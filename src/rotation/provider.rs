@@ -53,7 +53,7 @@ pub trait Stash: Send + Sync {
 #[derive(Debug, thiserror::Error)]
 pub enum StashError {
     /// The vault write failed.
-    #[error("vault: {0}")]
+    #[error("lockbox: {0}")]
     Vault(String),
     /// The pending copy of a single-phase provider's next admin credential could not
     /// be written into its Secret.

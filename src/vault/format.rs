@@ -1,5 +1,5 @@
-//! The vault's storage format, owned here and nowhere else: what the vault Secret is
-//! called, which of its keys are entries, how an entry is encoded, and the associated
+//! The vault's storage format, owned here and nowhere else: what the vault Secret (the
+//! user-facing "lockbox") is called, which of its keys are entries, how an entry is encoded, and the associated
 //! data that binds a sealed credential to its namespace, resource, slot and name.
 //! Change one of these and every stored entry is lost — which is why there is exactly
 //! one copy of each.
@@ -13,8 +13,11 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use zeroize::Zeroizing;
 
-/// Prefix of every vault Secret's name.
-pub const VAULT_PREFIX: &str = "rotor-vault-";
+/// Prefix of every vault Secret's name (users know the store as the lockbox).
+pub const VAULT_PREFIX: &str = "rotor-lockbox-";
+/// Prefix of the vault Secret's name before the store was called the lockbox: such a
+/// Secret is moved to its new name the next time rotor opens the store.
+pub const LEGACY_PREFIX: &str = "rotor-vault-";
 /// Prefix of the vault Secret's keys that hold entries.
 const ENTRY_PREFIX: &str = "e.";
 /// The vault Secret's key that holds the audit trail.
@@ -22,10 +25,16 @@ pub const AUDIT_KEY: &str = "audit";
 /// Version tag at the start of every entry's associated data.
 const AAD_VERSION: &str = "rotor/v1";
 
-/// The vault Secret's name for `resource`: `rotor-vault-<resource>`, or — when that
+/// The vault Secret's name for `resource`: `rotor-lockbox-<resource>`, or — when that
 /// would pass Kubernetes' 253-character limit — its start and a hash of the name.
 pub fn secret_name(resource: &str) -> String {
     bounded_name(VAULT_PREFIX, resource, MAX_NAME)
+}
+
+/// The name the vault Secret of `resource` had before the lockbox
+/// (`rotor-vault-<resource>`, bounded the same way).
+pub fn legacy_secret_name(resource: &str) -> String {
+    bounded_name(LEGACY_PREFIX, resource, MAX_NAME)
 }
 
 /// Where one resource's vault lives and what its entries are bound to.
@@ -46,6 +55,11 @@ impl Layout {
     /// The vault Secret's name.
     pub fn secret_name(&self) -> String {
         secret_name(&self.resource)
+    }
+
+    /// The vault Secret's name before the lockbox.
+    pub fn legacy_secret_name(&self) -> String {
+        legacy_secret_name(&self.resource)
     }
 
     /// The value of the owner label (`rotor.dev/secret-rotation`) on the vault Secret:
@@ -294,7 +308,7 @@ mod tests {
         let layout = Layout::new("shop", long.as_str());
         let name = layout.secret_name();
         assert!(name.len() <= MAX_NAME, "{} characters", name.len());
-        assert!(name.starts_with("rotor-vault-long-nnn"), "{name}");
+        assert!(name.starts_with("rotor-lockbox-long-nnn"), "{name}");
         assert!(
             name.bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
@@ -306,8 +320,18 @@ mod tests {
         let other = Layout::new("shop", format!("long-{}x", "n".repeat(244)));
         assert_ne!(other.secret_name(), name);
         assert_ne!(other.owner_label(), label);
-        // A short name is unchanged: existing vaults are found where they are.
-        assert_eq!(Layout::new("shop", "db").secret_name(), "rotor-vault-db");
+        // A short name is unchanged: existing lockboxes are found where they are.
+        assert_eq!(Layout::new("shop", "db").secret_name(), "rotor-lockbox-db");
+        // The names from before the lockbox, bounded the same way.
+        assert_eq!(
+            Layout::new("shop", "db").legacy_secret_name(),
+            "rotor-vault-db"
+        );
+        let legacy = layout.legacy_secret_name();
+        assert!(
+            legacy.len() <= MAX_NAME && legacy.starts_with("rotor-vault-long-nnn"),
+            "{legacy}"
+        );
         assert_eq!(Layout::new("shop", "db").owner_label(), "db");
     }
 

@@ -1,12 +1,13 @@
 //! The key-encryption keys: the KEK Secret in the operator's namespace (`v1`, `v2`,
 //! …; the highest is current) with the fingerprint key, loading it, and
-//! `rotor keys rotate`, which adds a version and re-wraps every vault's data keys.
+//! `rotor keys rotate`, which adds a version and re-wraps every lockbox's data keys.
 
 use super::bounds::{Live, append_audit};
 use super::envelope::Keyring;
-use super::format::{AuditRecord, Entry, Layout, raw_entries_mut, secret_name};
+use super::format::{AuditRecord, Entry, Layout, legacy_secret_name, raw_entries_mut, secret_name};
 use super::{
-    KEK_NAMESPACE_LABEL, VAULT_LABEL, Vault, VaultError, WRITE_ATTEMPTS, is_conflict, pause,
+    KEK_NAMESPACE_LABEL, LEGACY_LABEL, VAULT_LABEL, Vault, VaultError, WRITE_ATTEMPTS, is_conflict,
+    pause,
 };
 use crate::api::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, OWNER_LABEL, SecretRotation};
 use base64::Engine;
@@ -140,7 +141,7 @@ pub async fn load_keyring(client: &Client, namespace: &str) -> Result<Keyring, V
                     Ok(s) => {
                         tracing::info!(
                             namespace,
-                            "created the vault key Secret {KEK_SECRET} with v1 and the fingerprint key"
+                            "created the lockbox key Secret {KEK_SECRET} with v1 and the fingerprint key"
                         );
                         s
                     }
@@ -187,14 +188,16 @@ pub struct KeyRotation {
     pub version: u32,
     /// Data keys re-wrapped with it.
     pub rewrapped: usize,
-    /// Every entry or vault that could not be re-wrapped, and why (never a value).
+    /// Every entry or lockbox that could not be re-wrapped, and why (never a value).
     pub failures: Vec<String>,
 }
 
 /// `rotor keys rotate`: adds a KEK version (with the KEK Secret's resourceVersion as a
 /// precondition, so two concurrent runs cannot both add `v<N+1>`) and re-wraps every
-/// DEK in every vault Secret (ciphertexts untouched), keeping each vault's owner
-/// reference. Never creates the KEK Secret. Failures are returned, not logged away.
+/// DEK in every lockbox Secret (ciphertexts untouched), keeping each lockbox's owner
+/// reference. A store still under its name from before the lockbox (`rotor-vault-`)
+/// is moved to its lockbox first, as the operator would, and re-wrapped there. Never
+/// creates the KEK Secret. Failures are returned, not logged away.
 pub async fn rotate_keys(
     client: &Client,
     operator_namespace: &str,
@@ -236,30 +239,40 @@ pub async fn rotate_keys(
         version: next,
         ..KeyRotation::default()
     };
-    // The vaults wrapped by this namespace's KEKs, and those from before the label
-    // (one operator per cluster then).
+    // The lockboxes wrapped by this namespace's KEKs, and those from before the label
+    // (one operator per cluster then) — and the same for the stores from before the
+    // lockbox (`rotor.dev/vault`), which are moved on the way.
     let vaults: Api<Secret> = Api::all(client.clone());
     let mut listed = Vec::new();
-    for selector in [
-        format!("{VAULT_LABEL}=true,{KEK_NAMESPACE_LABEL}={operator_namespace}"),
-        format!("{VAULT_LABEL}=true,!{KEK_NAMESPACE_LABEL}"),
-    ] {
-        listed.extend(
-            vaults
-                .list(&ListParams::default().labels(&selector))
-                .await?,
-        );
+    for label in [VAULT_LABEL, LEGACY_LABEL] {
+        for selector in [
+            format!("{label}=true,{KEK_NAMESPACE_LABEL}={operator_namespace}"),
+            format!("{label}=true,!{KEK_NAMESPACE_LABEL}"),
+        ] {
+            listed.extend(
+                vaults
+                    .list(&ListParams::default().labels(&selector))
+                    .await?
+                    .into_iter()
+                    .map(|s| (label, s)),
+            );
+        }
     }
-    for secret in listed {
+    // One store per resource, though a move cut short leaves two Secrets.
+    let mut seen = std::collections::BTreeSet::new();
+    for (label, secret) in listed {
         let (Some(ns), Some(name)) = (secret.namespace(), secret.metadata.name.clone()) else {
             continue;
         };
         let Some(resource) = owning_resource(&secret, &name) else {
             report.failures.push(format!(
-                "{ns}/{name}: labelled {VAULT_LABEL} but neither its owner reference nor its {OWNER_LABEL} label names a SecretRotation whose vault has this name; left alone"
+                "{ns}/{name}: labelled {label} but neither its owner reference nor its {OWNER_LABEL} label names a SecretRotation whose lockbox has this name; left alone"
             ));
             continue;
         };
+        if !seen.insert((ns.clone(), resource.clone())) {
+            continue;
+        }
         // The owner: the SecretRotation of that name, when it still exists (this also
         // puts back an owner reference an older `keys rotate` removed).
         let owner = match Api::<SecretRotation>::namespaced(client.clone(), &ns)
@@ -337,10 +350,10 @@ pub async fn rotate_keys(
     Ok(report)
 }
 
-/// The SecretRotation a vault Secret belongs to: the one its owner reference names, or
-/// (an older `keys rotate` removed owner references) its owner label — and only when
-/// that resource's vault has exactly this name, so a Secret labelled for another
-/// resource is never re-wrapped as if it were its vault.
+/// The SecretRotation a lockbox Secret belongs to: the one its owner reference names,
+/// or (an older `keys rotate` removed owner references) its owner label — and only when
+/// that resource's lockbox has exactly this name (or had it, before the lockbox), so a
+/// Secret labelled for another resource is never re-wrapped as if it were its lockbox.
 fn owning_resource(secret: &Secret, name: &str) -> Option<String> {
     let by_owner = secret
         .owner_references()
@@ -348,7 +361,9 @@ fn owning_resource(secret: &Secret, name: &str) -> Option<String> {
         .filter(|r| r.kind == "SecretRotation" && r.api_version.starts_with("rotor.dev/"))
         .map(|r| r.name.clone());
     let by_label = secret.labels().get(OWNER_LABEL).cloned();
-    by_owner.chain(by_label).find(|r| secret_name(r) == name)
+    by_owner
+        .chain(by_label)
+        .find(|r| secret_name(r) == name || legacy_secret_name(r) == name)
 }
 
 /// Re-wraps every entry of a vault's `data` with `ring`'s current KEK: how many were,
@@ -434,7 +449,7 @@ mod tests {
     }
 
     #[test]
-    fn a_vault_belongs_to_the_resource_whose_vault_name_it_has() {
+    fn a_lockbox_belongs_to_the_resource_whose_lockbox_name_it_has() {
         use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
         let long = format!("long-{}", "n".repeat(245));
         let secret = |name: &str, owner: Option<&str>, label: Option<&str>| Secret {
@@ -462,22 +477,30 @@ mod tests {
         );
         assert_eq!(
             owning_resource(
-                &secret("rotor-vault-db", None, Some("db")),
-                "rotor-vault-db"
+                &secret("rotor-lockbox-db", None, Some("db")),
+                "rotor-lockbox-db"
             ),
             Some("db".into()),
-            "a vault whose owner reference was removed, through its label"
+            "a lockbox whose owner reference was removed, through its label"
         );
         assert_eq!(
             owning_resource(
-                &secret("rotor-vault-db", Some("cache"), Some("cache")),
+                &secret("rotor-vault-db", Some("db"), None),
                 "rotor-vault-db"
+            ),
+            Some("db".into()),
+            "a store from before the lockbox, under its old name"
+        );
+        assert_eq!(
+            owning_resource(
+                &secret("rotor-lockbox-db", Some("cache"), Some("cache")),
+                "rotor-lockbox-db"
             ),
             None,
             "labelled and owned for another resource"
         );
         assert_eq!(
-            owning_resource(&secret("rotor-vault-x", None, None), "rotor-vault-x"),
+            owning_resource(&secret("rotor-lockbox-x", None, None), "rotor-lockbox-x"),
             None,
             "no name to go by"
         );

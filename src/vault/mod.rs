@@ -1,14 +1,23 @@
-//! The vault: every credential rotor issues is stored, encrypted, the moment it exists
-//! — before it is tested, written to the target Secret or reported.
+//! The vault — called the **lockbox** wherever a user sees it (Secret names, labels,
+//! status, messages): every credential rotor issues is stored, encrypted, the moment
+//! it exists — before it is tested, written to the target Secret or reported.
 //!
 //! - KEKs live in one Secret in the operator's namespace (`rotor-kek`, keys `v1`,
 //!   `v2`, …; the highest is current), created on first start, together with the
 //!   fingerprint key (`fingerprint`, never rotated).
-//! - Entries for a SecretRotation live in the Secret `rotor-vault-<name>` (for a name
-//!   too long for that, its start and a hash of the name) in its namespace, owned by it (garbage-collected with it), labelled `rotor.dev/vault`.
+//! - Entries for a SecretRotation live in the Secret `rotor-lockbox-<name>` (for a name
+//!   too long for that, its start and a hash of the name) in its namespace, owned by it
+//!   (garbage-collected with it), labelled `rotor.dev/lockbox`.
 //!   Each entry is keyed by the credential's deterministic name, so a restarted
 //!   operator finds what a dead one issued. rotor never reads, writes or adopts a
 //!   Secret of that name that it did not create for this very resource (owner uid).
+//! - Before the lockbox the Secret was `rotor-vault-<name>`, labelled `rotor.dev/vault`.
+//!   Such a Secret of this resource's own is moved when the store is next opened: a
+//!   complete copy is created under the new name (marked with where it came from),
+//!   then the old one is deleted with its uid and resourceVersion as preconditions,
+//!   then the mark is removed. A crash in between leaves the marked copy, which wins;
+//!   the next open deletes the old one. A foreign Secret of the old name is never
+//!   read, copied or deleted.
 //! - The same Secret holds the audit trail (bounded). Every write drops expired
 //!   entries and keeps the entry count and size bounded.
 
@@ -25,7 +34,7 @@ mod keys;
 mod pause;
 
 pub use bounds::{AUDIT_LIMIT, MAX_ENTRIES, MAX_ENTRY_BYTES};
-pub use format::{AuditRecord, Entry, VAULT_PREFIX};
+pub use format::{AuditRecord, Entry, LEGACY_PREFIX, VAULT_PREFIX};
 pub use keys::{FINGERPRINT_KEY, KEK_SECRET, KeyCache, KeyRotation, load_keyring, rotate_keys};
 
 use crate::api::{FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE, OWNER_LABEL, SecretRotation};
@@ -45,8 +54,14 @@ use kube::{Client, Resource, ResourceExt};
 use secrecy::ExposeSecret;
 use std::collections::BTreeMap;
 
-/// Label on every vault Secret.
-pub const VAULT_LABEL: &str = "rotor.dev/vault";
+/// Label on every vault Secret (`rotor.dev/lockbox=true`).
+pub const VAULT_LABEL: &str = "rotor.dev/lockbox";
+/// The label vault Secrets carried before the lockbox (`rotor.dev/vault=true`).
+pub const LEGACY_LABEL: &str = "rotor.dev/vault";
+/// Annotation on a lockbox Secret copied from its `rotor-vault-` predecessor while that
+/// one may still exist: `<uid>/<resourceVersion>` of the copied Secret. Removed once
+/// the old Secret is gone.
+pub const MOVED_FROM_ANNOTATION: &str = "rotor.dev/moved-from";
 /// Label on every vault Secret: the namespace of the KEK Secret whose keys wrap it.
 pub const KEK_NAMESPACE_LABEL: &str = "rotor.dev/kek-namespace";
 /// Read-modify-write attempts before a contended vault write gives up.
@@ -74,7 +89,7 @@ pub enum VaultError {
         max = u32::MAX
     )]
     KekVersionsExhausted { namespace: String },
-    #[error("vault entry {0} is malformed")]
+    #[error("lockbox entry {0} is malformed")]
     Malformed(String),
     #[error(
         "Secret {namespace}/{name} exists and was not created by rotor for SecretRotation {resource:?} (no owner reference with its uid); rotor will not read, write or adopt it: delete or rename that Secret"
@@ -85,15 +100,20 @@ pub enum VaultError {
         resource: String,
     },
     #[error(
-        "the vault Secret {0} kept changing while rotor wrote it; retried {WRITE_ATTEMPTS} times"
+        "the lockbox Secret {0} kept changing while rotor wrote it; retried {WRITE_ATTEMPTS} times"
     )]
     Contended(String),
 }
 
-/// The Secret name of a resource's vault: `rotor-vault-<name>`, bounded to 253
+/// The Secret name of a resource's vault: `rotor-lockbox-<name>`, bounded to 253
 /// characters with a hash when the name is long.
 pub fn vault_secret_name(resource: &str) -> String {
     format::secret_name(resource)
+}
+
+/// The name a resource's vault Secret had before the lockbox: `rotor-vault-<name>`.
+pub fn legacy_secret_name(resource: &str) -> String {
+    format::legacy_secret_name(resource)
 }
 
 fn is_conflict(e: &kube::Error) -> bool {
@@ -190,6 +210,12 @@ impl Vault {
     /// `rotor keys rotate` removed them) and rotor's three vault labels for this
     /// resource; the next write puts the owner reference back.
     fn is_ours(&self, secret: &Secret) -> bool {
+        self.is_ours_as(secret, VAULT_LABEL)
+    }
+
+    /// [`Self::is_ours`] with `label` as the vault label (the old Secret's is
+    /// `rotor.dev/vault`).
+    fn is_ours_as(&self, secret: &Secret, label: &str) -> bool {
         let Some(owner) = &self.owner else {
             return false;
         };
@@ -200,14 +226,18 @@ impl Vault {
         let labels = secret.labels();
         refs.is_empty()
             && labels.get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY_VALUE)
-            && labels.get(VAULT_LABEL).map(String::as_str) == Some("true")
+            && labels.get(label).map(String::as_str) == Some("true")
             && labels.get(OWNER_LABEL) == Some(&self.layout.owner_label())
     }
 
     fn foreign(&self) -> VaultError {
+        self.foreign_named(self.name())
+    }
+
+    fn foreign_named(&self, name: String) -> VaultError {
         VaultError::Foreign {
             namespace: self.layout.namespace.clone(),
-            name: self.name(),
+            name,
             resource: self.layout.resource.clone(),
         }
     }
@@ -218,12 +248,158 @@ impl Vault {
         if let Some(seen) = self.seen_secret() {
             return Ok(Some(seen));
         }
-        match self.api.get_opt(&self.name()).await? {
-            Some(s) if !self.is_ours(&s) => Err(self.foreign()),
-            other => {
-                self.note_uid(other.as_ref());
-                self.remember(other.clone());
-                Ok(other)
+        let found = match self.api.get_opt(&self.name()).await? {
+            Some(s) if !self.is_ours(&s) => return Err(self.foreign()),
+            Some(s) => Some(self.finish_move(s).await?),
+            None => self.move_legacy().await?,
+        };
+        self.note_uid(found.as_ref());
+        self.remember(found.clone());
+        Ok(found)
+    }
+
+    /// No lockbox Secret: this resource's `rotor-vault-` Secret from before the
+    /// lockbox, if there is one, is copied whole to the lockbox's name (a create, which
+    /// never adopts, marked with the old Secret's uid and resourceVersion), then
+    /// deleted ([`Self::finish_move`]). `None`: neither exists. A foreign Secret of the
+    /// old name is neither read nor touched: the store is unavailable, as with an
+    /// impostor under the new name.
+    async fn move_legacy(&self) -> Result<Option<Secret>, VaultError> {
+        let old_name = self.layout.legacy_secret_name();
+        let Some(old) = self.api.get_opt(&old_name).await? else {
+            return Ok(None);
+        };
+        if !self.is_ours_as(&old, LEGACY_LABEL) {
+            return Err(self.foreign_named(old_name));
+        }
+        let (Some(uid), Some(version), Some(owner)) = (
+            old.metadata.uid.clone(),
+            old.metadata.resource_version.clone(),
+            self.owner.clone(),
+        ) else {
+            return Err(self.foreign_named(old_name));
+        };
+        let copy = Secret {
+            metadata: ObjectMeta {
+                name: Some(self.name()),
+                namespace: Some(self.layout.namespace.clone()),
+                labels: Some(self.labels()),
+                annotations: Some(BTreeMap::from([(
+                    MOVED_FROM_ANNOTATION.to_string(),
+                    format!("{uid}/{version}"),
+                )])),
+                owner_references: Some(vec![owner]),
+                ..ObjectMeta::default()
+            },
+            type_: Some("Opaque".into()),
+            data: old.data.clone(),
+            ..Secret::default()
+        };
+        let params = PostParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PostParams::default()
+        };
+        let created = match self.api.create(&params, &copy).await {
+            Ok(created) => created,
+            // Made meanwhile (another writer of this store): read as usual.
+            Err(e) if is_conflict(&e) => match self.api.get_opt(&self.name()).await? {
+                Some(s) if self.is_ours(&s) => s,
+                Some(_) => return Err(self.foreign()),
+                None => return Err(VaultError::Contended(self.name())),
+            },
+            Err(e) => return Err(e.into()),
+        };
+        tracing::info!(
+            namespace = %self.layout.namespace,
+            name = %self.layout.resource,
+            from = %old_name,
+            to = %self.name(),
+            "copied the store from before the lockbox to its new name"
+        );
+        // Both exist now; a crash here leaves the marked copy, which wins.
+        pause::point("vault_move").await;
+        self.finish_move(created).await.map(Some)
+    }
+
+    /// A lockbox Secret marked as copied from its `rotor-vault-` predecessor: that one
+    /// is deleted — only while it is the very object copied (uid and resourceVersion
+    /// as preconditions; one changed since, or another object of that name, is left
+    /// alone) — then the mark is removed. Unmarked: returned as it is. A delete or
+    /// unmark that fails keeps the mark (tried again at the next open) and the copy
+    /// serves anyway: it is complete, and only it is written from now on.
+    async fn finish_move(&self, secret: Secret) -> Result<Secret, VaultError> {
+        let Some(mark) = secret.annotations().get(MOVED_FROM_ANNOTATION).cloned() else {
+            return Ok(secret);
+        };
+        let old_name = self.layout.legacy_secret_name();
+        let (uid, version) = mark.split_once('/').unwrap_or((mark.as_str(), ""));
+        let params = kube::api::DeleteParams {
+            preconditions: Some(kube::api::Preconditions {
+                uid: Some(uid.to_string()),
+                resource_version: (!version.is_empty()).then(|| version.to_string()),
+            }),
+            ..kube::api::DeleteParams::default()
+        };
+        match self.api.delete(&old_name, &params).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => tracing::warn!(
+                namespace = %self.layout.namespace,
+                name = %self.layout.resource,
+                secret = %old_name,
+                "the Secret from before the lockbox changed after it was copied, or is another object now: left in place (the lockbox is used; delete it yourself once you have checked it)"
+            ),
+            Err(e) => {
+                tracing::warn!(
+                    namespace = %self.layout.namespace,
+                    name = %self.layout.resource,
+                    secret = %old_name,
+                    error = %e,
+                    "deleting the Secret from before the lockbox failed (RBAC: rotor needs delete on secrets); the lockbox is used, the delete is tried again at its next use"
+                );
+                return Ok(secret);
+            }
+        }
+        let patch = serde_json::json!({
+            "metadata": {
+                "uid": secret.metadata.uid,
+                "annotations": { MOVED_FROM_ANNOTATION: null },
+            },
+        });
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PatchParams::default()
+        };
+        match self
+            .api
+            .patch(&self.name(), &params, &Patch::Merge(&patch))
+            .await
+        {
+            Ok(unmarked) if self.is_ours(&unmarked) => {
+                tracing::info!(
+                    namespace = %self.layout.namespace,
+                    name = %self.layout.resource,
+                    from = %old_name,
+                    "the store's move to the lockbox is complete"
+                );
+                if let Some(writes) = &self.writes {
+                    writes.note(
+                        &self.layout.namespace,
+                        &self.name(),
+                        unmarked.metadata.resource_version.as_deref(),
+                    );
+                }
+                Ok(unmarked)
+            }
+            Ok(_) => Err(self.foreign()),
+            Err(e) => {
+                tracing::warn!(
+                    namespace = %self.layout.namespace,
+                    name = %self.layout.resource,
+                    error = %e,
+                    "removing the lockbox's moved-from mark failed; tried again at its next use"
+                );
+                Ok(secret)
             }
         }
     }
@@ -698,13 +874,13 @@ impl Vault {
                 self.layout
                     .open(ring, entry, outputs, secret_output)
                     .err()
-                    .map(|e| format!("vault entry {} (slot {}): {e}", entry.name, entry.slot))
+                    .map(|e| format!("lockbox entry {} (slot {}): {e}", entry.name, entry.slot))
             });
         let bytes = entry_bytes(&data);
         let crowded = (entries.len() * 4 > MAX_ENTRIES * 3 || bytes * 4 > MAX_ENTRY_BYTES * 3)
             .then(|| {
                 format!(
-                    "the vault holds {} entries ({} KiB); rotor keeps at most {MAX_ENTRIES} entries and {} KiB, dropping the oldest revoked entries first and never the live slots or the in-flight credential — more unrevoked entries than that mean credentials rotor could not revoke (see the audit trail)",
+                    "the lockbox holds {} entries ({} KiB); rotor keeps at most {MAX_ENTRIES} entries and {} KiB, dropping the oldest revoked entries first and never the live slots or the in-flight credential — more unrevoked entries than that mean credentials rotor could not revoke (see the audit trail)",
                     entries.len(),
                     bytes / 1024,
                     MAX_ENTRY_BYTES / 1024
@@ -762,14 +938,26 @@ fn decode_entries(data: &BTreeMap<String, String>) -> Result<Vec<Entry>, VaultEr
         .collect()
 }
 
-/// The audit trail of `resource` in `namespace`.
+/// The audit trail of `resource` in `namespace`: from its lockbox, or — not moved
+/// yet — from its `rotor-vault-` Secret when a SecretRotation of that name owns it.
 pub async fn read_audit(
     client: &Client,
     namespace: &str,
     resource: &str,
 ) -> Result<Vec<AuditRecord>, VaultError> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let Some(secret) = api.get_opt(&vault_secret_name(resource)).await? else {
+    let secret = match api.get_opt(&vault_secret_name(resource)).await? {
+        Some(s) => Some(s),
+        None => api
+            .get_opt(&legacy_secret_name(resource))
+            .await?
+            .filter(|s| {
+                s.owner_references()
+                    .iter()
+                    .any(|r| r.kind == "SecretRotation" && r.name == resource)
+            }),
+    };
+    let Some(secret) = secret else {
         return Ok(Vec::new());
     };
     let raw = secret
