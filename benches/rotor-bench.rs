@@ -123,7 +123,7 @@ fn pure() -> Value {
     }
     let seal = started.elapsed() / n;
     row(
-        "lockbox seal + open of a 48-byte value",
+        "escrow seal + open of a 48-byte value",
         format!(
             "{:.1} µs ({:.0}/s)",
             seal.as_secs_f64() * 1e6,
@@ -834,10 +834,10 @@ async fn floor_rotation(
         rotations
             .patch_status(&name, &apply, &Patch::Apply(&intent))
             .await?;
-        // The lockbox: ~1.8 KB like rotor's (two sealed entries and the audit trail).
+        // The escrow: ~1.8 KB like rotor's (two sealed entries and the audit trail).
         let vault = Secret {
             metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
-                name: Some(format!("rotor-lockbox-{tag}-{i}")),
+                name: Some(format!("rotor-escrow-{tag}-{i}")),
                 labels: Some([(MANAGED_BY_LABEL.to_string(), MANAGED_BY_VALUE.to_string())].into()),
                 ..Default::default()
             },
@@ -869,7 +869,7 @@ async fn floor_rotation(
         "lastRotationMessage": "rotated", "nextRotationAt": now,
         "slots": [{"index": 1, "id": format!("rotor-bench-{tag}-{i}-1"),
                    "fingerprint": "sha256:0123456789abcdef", "issuedAt": now, "state": "active"}],
-        "lockbox": {"entries": 1}, "targetSecret": format!("{tag}-{i}-secret"),
+        "escrow": {"entries": 1}, "targetSecret": format!("{tag}-{i}-secret"),
         "observedGeneration": 1,
         "conditions": [condition("Ready", "True", "Rotated"),
                        condition("Progressing", "False", "Idle"),
@@ -1036,7 +1036,7 @@ async fn operator_at_scale(results: &mut Map<String, Value>) {
             _ => {}
         }
         let what = match (five, watched) {
-            (true, false) => "5 writes: status, lockbox, target, status, Event",
+            (true, false) => "5 writes: status, escrow, target, status, Event",
             (false, _) => "3 writes: target, status, Event",
             (true, true) => "5 writes under the bench's progress watch",
         };
@@ -1339,7 +1339,7 @@ async fn rbac_kubeconfig(client: &Client, home: &str) -> String {
     support::service_account_kubeconfig(client, home, "rotor").await
 }
 
-/// What the lockbox Secrets of `ns` hold: count, data bytes, stored object size.
+/// What the escrow Secrets of `ns` hold: count, data bytes, stored object size.
 async fn vault_cost(client: &Client, ns: &str) -> Value {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     let list = secrets
@@ -1362,7 +1362,7 @@ async fn vault_cost(client: &Client, ns: &str) -> Value {
         .sum();
     let count = vaults.len().max(1) as f64;
     row(
-        "lockbox Secrets",
+        "escrow Secrets",
         format!(
             "{} of {:.0} bytes of data, {:.0} bytes as JSON objects (mean)",
             vaults.len(),

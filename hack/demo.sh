@@ -91,7 +91,7 @@ wait_count 2
 sleep 1
 show
 
-say "kubectl delete secret app-session-key   (rotor writes it back from the lockbox: the same credentials, no rotation)"
+say "kubectl delete secret app-session-key   (rotor writes it back from the escrow: the same credentials, no rotation)"
 kubectl delete secret app-session-key
 for _ in $(seq 1 60); do kubectl get secret app-session-key >/dev/null 2>&1 && break; sleep 0.5; done
 sleep 1

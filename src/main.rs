@@ -75,7 +75,7 @@ enum Command {
         #[command(flatten)]
         cluster: ClusterArgs,
     },
-    /// Manage the lockbox's key-encryption keys.
+    /// Manage the escrow's key-encryption keys.
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
@@ -175,10 +175,10 @@ struct RunArgs {
     /// How long to wait for such an update.
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     update_timeout: Duration,
-    /// How long the lockbox keeps a revoked credential's entry before cleanup deletes it.
-    // `--vault-retention`, its name before the lockbox, is still accepted (hidden).
+    /// How long the escrow keeps a revoked credential's entry before cleanup deletes it.
+    // `--vault-retention`, its name before the escrow, is still accepted (hidden).
     #[arg(long, alias = "vault-retention", default_value = "24h", value_parser = humantime::parse_duration)]
-    lockbox_retention: Duration,
+    escrow_retention: Duration,
     /// How often each resource's orphan sweep runs besides the one after every
     /// rotation and the first after start; 0s: only after rotations.
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
@@ -344,7 +344,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             .ok()
             .or_else(|| std::env::var("HOSTNAME").ok()),
         operator_namespace: operator_namespace(),
-        vault_retention: args.lockbox_retention,
+        vault_retention: args.escrow_retention,
         sweep_interval: args.sweep_interval,
         consumer_restart_delay: args.consumer_restart_delay,
         consumer_poll_interval: args.consumer_poll_interval.max(Duration::from_secs(1)),
@@ -467,7 +467,7 @@ async fn keys_rotate(cluster: &ClusterArgs) -> anyhow::Result<()> {
     );
     if !report.failures.is_empty() {
         anyhow::bail!(
-            "{} data keys or lockboxes could not be re-wrapped with KEK v{} (listed above); they still need the older KEK versions: keep them",
+            "{} data keys or escrows could not be re-wrapped with KEK v{} (listed above); they still need the older KEK versions: keep them",
             report.failures.len(),
             report.version
         );

@@ -176,7 +176,7 @@ impl Default for Metrics {
         let secret_restores = Family::<ProviderLabels, Counter>::default();
         registry.register(
             "secret_restores",
-            "Target Secrets written again from the lockbox (deleted, lost a key, or edited)",
+            "Target Secrets written again from the escrow (deleted, lost a key, or edited)",
             secret_restores.clone(),
         );
         let reconciles = Family::<ResultLabels, Counter>::default();

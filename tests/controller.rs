@@ -608,7 +608,7 @@ async fn damaged_target_secret_is_restored_from_the_vault() {
     secrets.delete(target, &Default::default()).await.unwrap();
     let plan = rotor_cli(&["plan", "-n", &ns, name]);
     assert!(
-        plan.contains("restore Secret \"restore-secret\" from the lockbox"),
+        plan.contains("restore Secret \"restore-secret\" from the escrow"),
         "{plan}"
     );
     let op = Operator::start(&ns);
@@ -619,7 +619,7 @@ async fn damaged_target_secret_is_restored_from_the_vault() {
         &ns,
         name,
         "Restored",
-        "was deleted or lost a key: written again from the lockbox with the active credential",
+        "was deleted or lost a key: written again from the escrow with the active credential",
         30,
     )
     .await;
@@ -639,7 +639,7 @@ async fn damaged_target_secret_is_restored_from_the_vault() {
     op.stop().await;
     secrets.delete(target, &Default::default()).await.unwrap();
     secrets
-        .delete(&format!("rotor-lockbox-{name}"), &Default::default())
+        .delete(&format!("rotor-escrow-{name}"), &Default::default())
         .await
         .unwrap();
     let op = Operator::start(&ns);

@@ -302,7 +302,7 @@ async fn target_deleted_during_a_vendor_outage_is_restored_while_the_vendor_is_d
         &ns,
         NAME,
         "Restored",
-        "written again from the lockbox",
+        "written again from the escrow",
         60,
     )
     .await;
@@ -335,7 +335,7 @@ async fn target_deleted_while_the_admin_secret_is_missing_is_restored() {
         &ns,
         NAME,
         "Restored",
-        "written again from the lockbox",
+        "written again from the escrow",
         60,
     )
     .await;

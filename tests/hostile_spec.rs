@@ -290,16 +290,16 @@ async fn names_and_keys_a_secret_cannot_have_are_refused_before_issuing() {
     let long = "K".repeat(245);
     let cases = [
         (
-            "lockbox",
+            "escrow",
             "V",
-            "rotor-lockbox-x",
-            "reserved for rotor's lockbox Secrets",
+            "rotor-escrow-x",
+            "reserved for rotor's escrow Secrets",
         ),
         (
             "vault",
             "V",
             "rotor-vault-x",
-            "reserved for rotor's lockbox Secrets",
+            "reserved for rotor's escrow Secrets",
         ),
         ("dot", "\".\"", "dot-secret", "not a valid Secret key"),
         (

@@ -16,7 +16,7 @@ use support::scenario::*;
 use support::*;
 
 fn vault_name(resource: &str) -> String {
-    format!("rotor-lockbox-{resource}")
+    format!("rotor-escrow-{resource}")
 }
 
 /// The vault's entries, as JSON.
@@ -126,7 +126,7 @@ async fn a_third_postgres_rotation_does_not_mark_the_live_password_revoked() {
         &ns,
         "app-db-login",
         "Restored",
-        "written again from the lockbox",
+        "written again from the escrow",
         60,
     )
     .await;
@@ -230,7 +230,7 @@ async fn a_secretrotation_cannot_send_a_secret_that_did_not_share_itself() {
     assert_no_leak(&client, &ns, "thief-two", &op.logs(), &[admin, key]).await;
 }
 
-/// Item 10. A Secret named `rotor-lockbox-<name>` that rotor did not create for this
+/// Item 10. A Secret named `rotor-escrow-<name>` that rotor did not create for this
 /// resource is never adopted, read or written: it stays byte-for-byte the same.
 #[tokio::test]
 async fn a_pre_existing_foreign_vault_secret_is_never_adopted() {
@@ -259,7 +259,7 @@ async fn a_pre_existing_foreign_vault_secret_is_never_adopted() {
     let s = failed(&client, &ns, "grabbed").await;
     assert!(
         s.last_rotation_message.contains(&format!(
-            "Secret {ns}/rotor-lockbox-grabbed exists and was not created by rotor for SecretRotation \"grabbed\""
+            "Secret {ns}/rotor-escrow-grabbed exists and was not created by rotor for SecretRotation \"grabbed\""
         )),
         "{}",
         s.last_rotation_message
@@ -418,7 +418,7 @@ async fn fingerprints_are_keyed_and_old_unkeyed_ones_still_restore() {
         &ns,
         "keyed",
         "Restored",
-        "written again from the lockbox",
+        "written again from the escrow",
         60,
     )
     .await;
@@ -490,13 +490,13 @@ async fn a_lost_kek_is_reported_as_unavailable_and_keys_rotate_reports_failures(
     // The operator creates a new v1: the old entries need the lost v1.
     let _op = Operator::start_with(&ns, FAST);
     let s = wait_status(&client, &ns, "orphaned", 60, "vault problem", |s| {
-        s.lockbox
+        s.escrow
             .as_ref()
             .and_then(|v| v.problem.as_deref())
             .is_some()
     })
     .await;
-    let problem = s.status.unwrap().lockbox.unwrap().problem.unwrap();
+    let problem = s.status.unwrap().escrow.unwrap().problem.unwrap();
     assert!(problem.contains("key_version_unavailable"), "{problem}");
 
     // A healthy resource beside it; keys rotate re-wraps its entry, reports the other.
@@ -514,7 +514,7 @@ async fn a_lost_kek_is_reported_as_unavailable_and_keys_rotate_reports_failures(
     assert!(!ok, "a failure makes the run fail: {out}");
     assert!(out.contains("1 data keys re-wrapped, 1 failed"), "{out}");
     assert!(
-        err.contains("rotor-lockbox-orphaned") && err.contains("key_version_unavailable"),
+        err.contains("rotor-escrow-orphaned") && err.contains("key_version_unavailable"),
         "{err}"
     );
     let vault = secrets.get(&vault_name("healthy")).await.unwrap();
@@ -538,7 +538,7 @@ async fn a_lost_kek_is_reported_as_unavailable_and_keys_rotate_reports_failures(
         &ns,
         "healthy",
         "Restored",
-        "written again from the lockbox",
+        "written again from the escrow",
         60,
     )
     .await;
@@ -609,7 +609,7 @@ async fn a_flooded_vault_is_bounded_and_failed_credentials_are_marked_revoked() 
         "{} entries",
         entries.len()
     );
-    assert!(s.lockbox.unwrap().entries as usize <= rotor::vault::MAX_ENTRIES);
+    assert!(s.escrow.unwrap().entries as usize <= rotor::vault::MAX_ENTRIES);
     // Both live slots survive: a deleted Secret comes back with both keys.
     let (k2, k1) = (
         value(&client, &ns, name, "SUPABASE_SECRET_KEY")
@@ -633,7 +633,7 @@ async fn a_flooded_vault_is_bounded_and_failed_credentials_are_marked_revoked() 
         &ns,
         name,
         "Restored",
-        "written again from the lockbox",
+        "written again from the escrow",
         60,
     )
     .await;
@@ -793,7 +793,7 @@ async fn concurrent_keys_rotate_runs_never_overwrite_a_kek() {
         &ns,
         "raced",
         "Restored",
-        "written again from the lockbox",
+        "written again from the escrow",
         60,
     )
     .await;
@@ -802,5 +802,5 @@ async fn concurrent_keys_rotate_runs_never_overwrite_a_kek() {
         kept
     );
     let s = status_of(&client, &ns, "raced").await;
-    assert_eq!(s.lockbox.and_then(|v| v.problem), None);
+    assert_eq!(s.escrow.and_then(|v| v.problem), None);
 }

@@ -144,7 +144,7 @@ async fn dual_phase_crash_at(point: &str) {
     if matches!(point, "after_vault" | "after_test" | "after_secret") {
         let audit = audit_text(&ns, NAME);
         assert!(
-            audit.contains("resumed from the lockbox"),
+            audit.contains("resumed from the escrow"),
             "{point}: the audit trail records the resume:\n{audit}"
         );
     }
@@ -279,7 +279,7 @@ async fn single_phase_crash_at(point: &str) {
     if matches!(point, "after_test" | "after_secret") {
         let audit = audit_text(&ns, "convox-rack-key");
         assert!(
-            audit.contains("resumed from the lockbox"),
+            audit.contains("resumed from the escrow"),
             "{point}: the audit trail records the resume:\n{audit}"
         );
     }
@@ -487,15 +487,15 @@ async fn the_vault_keeps_values_encrypted_expires_revoked_entries_and_survives_k
     let (_fake, _op, s) = supabase_rotated(
         &client,
         &ns,
-        &[FAST, &["--lockbox-retention", "1s"]].concat(),
+        &[FAST, &["--escrow-retention", "1s"]].concat(),
     )
     .await;
     assert_eq!(
-        s.lockbox.as_ref().map(|v| (v.entries, v.problem.clone())),
+        s.escrow.as_ref().map(|v| (v.entries, v.problem.clone())),
         Some((1, None))
     );
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    let vault = secrets.get(&format!("rotor-lockbox-{NAME}")).await.unwrap();
+    let vault = secrets.get(&format!("rotor-escrow-{NAME}")).await.unwrap();
     let raw = serde_json::to_string(&vault.data).unwrap();
     let k1 = value(&client, &ns, TARGET, KEY).await.unwrap();
     let decoded: String = vault
@@ -535,9 +535,9 @@ async fn the_vault_keeps_values_encrypted_expires_revoked_entries_and_survives_k
         vault_entry(&secrets, &id1).await.is_none(),
         "the expired entry is deleted"
     );
-    assert_eq!(s4.lockbox.as_ref().map(|v| v.entries), Some(3), "{s4:?}");
+    assert_eq!(s4.escrow.as_ref().map(|v| v.entries), Some(3), "{s4:?}");
     let entries = secrets
-        .get(&format!("rotor-lockbox-{NAME}"))
+        .get(&format!("rotor-escrow-{NAME}"))
         .await
         .unwrap()
         .data
@@ -558,7 +558,7 @@ async fn the_vault_keeps_values_encrypted_expires_revoked_entries_and_survives_k
         vault_entry(&secrets, &s2.slots[1].id).await.is_none(),
         "the expired entry 2 went with keys rotate's write"
     );
-    let vault = secrets.get(&format!("rotor-lockbox-{NAME}")).await.unwrap();
+    let vault = secrets.get(&format!("rotor-escrow-{NAME}")).await.unwrap();
     let mut checked = 0;
     for (k, v) in vault.data.unwrap() {
         if k.starts_with("e.") {
@@ -581,7 +581,7 @@ async fn the_vault_keeps_values_encrypted_expires_revoked_entries_and_survives_k
     // checked every entry against the KEKs left.
     let s = reconciled_after_change(&client, &ns, 5).await;
     assert_eq!(
-        s.lockbox.as_ref().map(|v| (v.entries, v.problem.clone())),
+        s.escrow.as_ref().map(|v| (v.entries, v.problem.clone())),
         Some((2, None)),
         "every entry still opens without v1"
     );
@@ -589,15 +589,15 @@ async fn the_vault_keeps_values_encrypted_expires_revoked_entries_and_survives_k
     secrets.patch("rotor-kek", &PatchParams::default(), &Patch::Merge(serde_json::json!({"data": {"v3": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", "v2": null}}))).await.unwrap();
     request(&client, &ns, NAME, "poke", "2").await;
     let s = wait_status(&client, &ns, NAME, 90, "vault problem reported", |s| {
-        s.lockbox.as_ref().is_some_and(|v| v.problem.is_some())
+        s.escrow.as_ref().is_some_and(|v| v.problem.is_some())
     })
     .await;
-    let problem = s.status.unwrap().lockbox.unwrap().problem.unwrap();
+    let problem = s.status.unwrap().escrow.unwrap().problem.unwrap();
     assert!(problem.contains("key_version_unavailable"), "{problem}");
 
     // An entry that claims the current KEK (version and recorded KEK id) but was
     // sealed under another fails loudly.
-    let vault = secrets.get(&format!("rotor-lockbox-{NAME}")).await.unwrap();
+    let vault = secrets.get(&format!("rotor-escrow-{NAME}")).await.unwrap();
     let mut tampered = serde_json::Map::new();
     for (k, v) in vault
         .data
@@ -613,7 +613,7 @@ async fn the_vault_keeps_values_encrypted_expires_revoked_entries_and_survives_k
     let patch = serde_json::json!({ "data": tampered });
     secrets
         .patch(
-            &format!("rotor-lockbox-{NAME}"),
+            &format!("rotor-escrow-{NAME}"),
             &PatchParams::default(),
             &Patch::Merge(patch),
         )
@@ -621,7 +621,7 @@ async fn the_vault_keeps_values_encrypted_expires_revoked_entries_and_survives_k
         .unwrap();
     request(&client, &ns, NAME, "poke", "3").await;
     let s = wait_status(&client, &ns, NAME, 90, "tampering reported", |s| {
-        s.lockbox
+        s.escrow
             .as_ref()
             .and_then(|v| v.problem.as_deref())
             .is_some_and(|p| p.contains("failed authentication"))
@@ -630,7 +630,7 @@ async fn the_vault_keeps_values_encrypted_expires_revoked_entries_and_survives_k
     assert!(
         s.status
             .unwrap()
-            .lockbox
+            .escrow
             .unwrap()
             .problem
             .unwrap()
@@ -645,7 +645,7 @@ async fn the_vault_keeps_values_encrypted_expires_revoked_entries_and_survives_k
 
 /// The vault entry of credential `id`, as JSON.
 async fn vault_entry(secrets: &Api<Secret>, id: &str) -> Option<serde_json::Value> {
-    let vault = secrets.get(&format!("rotor-lockbox-{NAME}")).await.unwrap();
+    let vault = secrets.get(&format!("rotor-escrow-{NAME}")).await.unwrap();
     vault
         .data
         .unwrap_or_default()
@@ -848,13 +848,13 @@ async fn a_second_writer_between_the_vaults_read_and_write_loses_nothing() {
     // Both entries open — also for rotation 2's own status, although the rotation
     // loaded the KEKs before `keys rotate` added v2 (it reads them again then).
     assert_eq!(
-        s2.lockbox.as_ref().map(|v| (v.entries, v.problem.clone())),
+        s2.escrow.as_ref().map(|v| (v.entries, v.problem.clone())),
         Some((2, None)),
         "rotation 2's status: both entries open"
     );
     let fresh = reconciled_after_change(&client, &ns, 5).await;
     assert_eq!(
-        fresh.lockbox.map(|v| (v.entries, v.problem)),
+        fresh.escrow.map(|v| (v.entries, v.problem)),
         Some((2, None)),
         "both entries open"
     );
@@ -950,14 +950,14 @@ async fn a_250_character_name_rotates_and_keys_rotate_finds_its_vault() {
         "the owner label is a valid, recognisable label value: {label}"
     );
     let vaults = secrets
-        .list(&kube::api::ListParams::default().labels("rotor.dev/lockbox=true"))
+        .list(&kube::api::ListParams::default().labels("rotor.dev/escrow=true"))
         .await
         .unwrap()
         .items;
     assert_eq!(vaults.len(), 1);
     let vault_name = vaults[0].metadata.name.clone().unwrap();
     assert!(
-        vault_name.len() <= 253 && vault_name.starts_with("rotor-lockbox-long-nnn"),
+        vault_name.len() <= 253 && vault_name.starts_with("rotor-escrow-long-nnn"),
         "{vault_name}"
     );
     assert_eq!(vault_name, rotor::vault::vault_secret_name(&name));

@@ -536,7 +536,7 @@ pub struct TimeOfDay {
 #[serde(rename_all = "camelCase")]
 pub struct TargetSpec {
     /// Name of the Secret, in the namespace of this resource (a DNS-1123 subdomain, not
-    /// starting with `rotor-lockbox-`, which rotor's lockbox uses, or `rotor-vault-`,
+    /// starting with `rotor-escrow-`, which rotor's escrow uses, or `rotor-vault-`,
     /// its name before). rotor creates and owns it, and refuses to take over a Secret
     /// it did not create.
     // The reserved prefixes are refused by validation (InvalidSpec): a CEL rule needs

@@ -64,10 +64,10 @@ pub struct SecretRotationStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_revoke_token: Option<String>,
 
-    /// The lockbox holding this resource's issued credentials (encrypted): the Secret
-    /// `rotor-lockbox-<name>`.
+    /// The escrow holding this resource's issued credentials (encrypted): the Secret
+    /// `rotor-escrow-<name>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lockbox: Option<VaultStatus>,
+    pub escrow: Option<VaultStatus>,
 
     /// A rotation that was started and has not completed; a restarted operator
     /// resumes it instead of starting another.
@@ -370,7 +370,7 @@ impl SecretRotationStatus {
     }
 }
 
-/// What status says about the lockbox.
+/// What status says about the escrow.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct VaultStatus {

@@ -85,7 +85,7 @@ impl Observer for Audit<'_> {
                     .await;
             }
             Step::Resumed(c) => {
-                let detail = Some("resumed from the lockbox".into());
+                let detail = Some("resumed from the escrow".into());
                 self.record("issue", Some(&c.id), None, Some(c.fingerprint()), detail)
                     .await;
             }

@@ -124,7 +124,7 @@ impl Run {
                 Some(_) => {}
                 None => out.push((
                     None,
-                    format!("{} (in flight; not in the lockbox)", f.credential_name),
+                    format!("{} (in flight; not in the escrow)", f.credential_name),
                 )),
             }
         }
@@ -226,7 +226,7 @@ impl Run {
                 };
                 if !unknown.is_empty() {
                     note.push_str(&format!(
-                        "; unknown to the lockbox, not revoked: {}",
+                        "; unknown to the escrow, not revoked: {}",
                         unknown.join(", ")
                     ));
                 }

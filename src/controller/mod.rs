@@ -174,7 +174,7 @@ pub enum Error {
     NoNamespace,
     #[error("the SecretRotation changed while it was reconciled")]
     Stale,
-    #[error("the lockbox's key Secret cannot be read or created: {0}")]
+    #[error("the escrow's key Secret cannot be read or created: {0}")]
     Vault(#[source] crate::vault::VaultError),
     #[error("the reconcile panicked (a bug in rotor); retrying with backoff")]
     Panicked,
@@ -192,7 +192,7 @@ impl Error {
             Self::CrdMissing(_) => "crd_missing",
             Self::NoNamespace => "no_namespace",
             Self::Stale => "stale",
-            Self::Vault(_) => "lockbox",
+            Self::Vault(_) => "escrow",
             Self::Panicked => "panicked",
             Self::OperatorNamespaceMissing(_) => "operator_namespace_missing",
         }
@@ -335,7 +335,7 @@ pub async fn run(
     let loaded = crate::vault::load_keyring(&client, &settings.operator_namespace).await;
     health.metrics.kek(loaded.is_ok());
     if let Err(e) = loaded {
-        tracing::warn!(namespace = %settings.operator_namespace, error = %e, "loading the lockbox keys failed");
+        tracing::warn!(namespace = %settings.operator_namespace, error = %e, "loading the escrow keys failed");
     }
     let reporter = Reporter {
         controller: "rotor".into(),
@@ -387,7 +387,7 @@ pub async fn run(
             || Api::all(client.clone()),
             |ns| Api::namespaced(client.clone(), ns),
         );
-        // rotor's Secrets but its lockboxes (and those from before the lockbox), which
+        // rotor's Secrets but its escrows (and those from before the escrow), which
         // wake nothing (see below): the API server does not even send their changes.
         let own_secrets = watcher::Config::default().labels(&format!(
             "{MANAGED_BY_LABEL}={MANAGED_BY_VALUE},!{},!{}",

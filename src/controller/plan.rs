@@ -113,7 +113,7 @@ async fn describe(
     }
     Ok(match act.decision {
         Decision::Rotate(_) if act.restore_first() => format!(
-            "restore Secret {:?} from the lockbox (rotate now, targetMissing, if the lockbox lacks the active credential): {slot}",
+            "restore Secret {:?} from the escrow (rotate now, targetMissing, if the escrow lacks the active credential): {slot}",
             sr.spec.target.name
         ),
         Decision::Rotate(trigger) => format!("rotate now ({}): {slot}", trigger.as_str()),

@@ -441,7 +441,7 @@ impl Run {
         let stale_at = self.judge_staleness(spec, &mut status).await;
         let vault = self.vault().await.ok();
         if let Some(vault) = &vault {
-            status.lockbox = self.vault_status(vault, spec).await;
+            status.escrow = self.vault_status(vault, spec).await;
         }
         self.write_status(&status).await?;
         self.export_schedule(&status);
@@ -470,7 +470,7 @@ impl Run {
         error: kube::Error,
     ) -> Result<Action, Error> {
         let message = format!(
-            "writing target Secret {:?} failed: {error}; consumers keep the values it holds; fix the Secret (or delete it: rotor restores it from the lockbox)",
+            "writing target Secret {:?} failed: {error}; consumers keep the values it holds; fix the Secret (or delete it: rotor restores it from the escrow)",
             self.sr.spec.target.name
         );
         let first_time = self.old.last_rotation_message != message;

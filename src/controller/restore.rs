@@ -60,7 +60,7 @@ impl Run {
         let vault = match self.vault().await {
             Ok(vault) => vault,
             Err(e) => {
-                warn!(name = %self.sr.name_any(), error = %e, "the lockbox is unavailable; cannot restore the target Secret from it");
+                warn!(name = %self.sr.name_any(), error = %e, "the escrow is unavailable; cannot restore the target Secret from it");
                 return Ok(false);
             }
         };
@@ -88,11 +88,11 @@ impl Run {
 
         let name = &self.sr.spec.target.name;
         let note = format!(
-            "target Secret {name:?} {}: written again from the lockbox with the active credential ({}, slot {index}); no new credential was issued",
+            "target Secret {name:?} {}: written again from the escrow with the active credential ({}, slot {index}); no new credential was issued",
             damage.describe(),
             active.fingerprint
         );
-        info!(namespace = self.sr.namespace().as_deref().unwrap_or_default(), name = %self.sr.name_any(), slot = index, fingerprint = %active.fingerprint, "restored the target Secret from the lockbox");
+        info!(namespace = self.sr.namespace().as_deref().unwrap_or_default(), name = %self.sr.name_any(), slot = index, fingerprint = %active.fingerprint, "restored the target Secret from the escrow");
         Audit::operator(&vault)
             .record(
                 "restore",
@@ -262,15 +262,15 @@ impl Run {
         match found {
             Ok(Some(Ok(credential))) => Some(credential),
             Ok(Some(Err(e))) => {
-                warn!(name = %self.sr.name_any(), slot = index, error = %e, "the lockbox entry of this slot cannot be opened");
+                warn!(name = %self.sr.name_any(), slot = index, error = %e, "the escrow entry of this slot cannot be opened");
                 None
             }
             Ok(None) => {
-                info!(name = %self.sr.name_any(), slot = index, "the lockbox holds no entry for this slot");
+                info!(name = %self.sr.name_any(), slot = index, "the escrow holds no entry for this slot");
                 None
             }
             Err(e) => {
-                warn!(name = %self.sr.name_any(), error = %e, "reading the lockbox failed");
+                warn!(name = %self.sr.name_any(), error = %e, "reading the escrow failed");
                 None
             }
         }
@@ -311,7 +311,7 @@ impl Provider for OutputsOnly {
 
 impl OutputsOnly {
     fn unavailable() -> ProviderError {
-        ProviderError::InvalidConfig("restoring from the lockbox makes no provider call".into())
+        ProviderError::InvalidConfig("restoring from the escrow makes no provider call".into())
     }
 }
 

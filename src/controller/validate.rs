@@ -80,7 +80,7 @@ pub enum SpecError {
     )]
     BadName { field: &'static str, name: String },
     #[error(
-        "spec.target.name {0:?} starts with {1:?}, which is reserved for rotor's lockbox Secrets: choose another name"
+        "spec.target.name {0:?} starts with {1:?}, which is reserved for rotor's escrow Secrets: choose another name"
     )]
     ReservedTarget(String, &'static str),
     #[error(
@@ -119,9 +119,9 @@ pub enum SpecError {
     TypeChange { existing: String, wanted: String },
 }
 
-/// Starts of every lockbox Secret's name (`rotor-lockbox-<resource>`, see
-/// `crate::vault`), and of its name before the lockbox (`rotor-vault-<resource>`).
-const RESERVED_PREFIXES: [&str; 2] = ["rotor-lockbox-", "rotor-vault-"];
+/// Starts of every escrow Secret's name (`rotor-escrow-<resource>`, see
+/// `crate::vault`), and of its name before the escrow (`rotor-vault-<resource>`).
+const RESERVED_PREFIXES: [&str; 2] = ["rotor-escrow-", "rotor-vault-"];
 
 /// The reserved prefix `name` starts with, if any.
 fn reserved_prefix(name: &str) -> Option<&'static str> {
@@ -142,8 +142,8 @@ pub fn check_names(spec: &SecretRotationSpec) -> Result<(), SpecError> {
     if let Some(prefix) = reserved_prefix(target) {
         return Err(SpecError::ReservedTarget(target.clone(), prefix));
     }
-    // A template label such as rotor.dev/lockbox would take the target Secret out of
-    // rotor's watch (its selector excludes lockboxes): its deletion would go unseen.
+    // A template label such as rotor.dev/escrow would take the target Secret out of
+    // rotor's watch (its selector excludes escrows): its deletion would go unseen.
     let labels = spec.target.template.iter().flat_map(|t| t.labels.keys());
     if let Some(reserved) = labels.into_iter().find(|k| k.starts_with("rotor.dev/")) {
         return Err(SpecError::ReservedLabel(reserved.clone()));
@@ -191,7 +191,7 @@ pub fn check_names(spec: &SecretRotationSpec) -> Result<(), SpecError> {
         if reserved_prefix(&r.name).is_some() {
             return Err(SpecError::SigningKeyShared(
                 r.name.clone(),
-                "is reserved for rotor's lockbox Secrets",
+                "is reserved for rotor's escrow Secrets",
             ));
         }
     }
@@ -487,16 +487,16 @@ mod tests {
                 "is not a valid Secret name",
             ),
             (
-                BASE.replace("name: t,", "name: rotor-lockbox-x,"),
-                "starts with \"rotor-lockbox-\", which is reserved for rotor's lockbox Secrets",
+                BASE.replace("name: t,", "name: rotor-escrow-x,"),
+                "starts with \"rotor-escrow-\", which is reserved for rotor's escrow Secrets",
             ),
             (
                 BASE.replace("name: t,", "name: rotor-vault-x,"),
-                "starts with \"rotor-vault-\", which is reserved for rotor's lockbox Secrets",
+                "starts with \"rotor-vault-\", which is reserved for rotor's escrow Secrets",
             ),
             (
-                BASE.replace("name: t,", "name: t, template: {labels: {rotor.dev/lockbox: \"true\"}},"),
-                "sets \"rotor.dev/lockbox\": labels under rotor.dev/ are rotor's own",
+                BASE.replace("name: t,", "name: t, template: {labels: {rotor.dev/escrow: \"true\"}},"),
+                "sets \"rotor.dev/escrow\": labels under rotor.dev/ are rotor's own",
             ),
             (BASE.replace("TOKEN", "\".\""), "not a valid Secret key"),
             (BASE.replace("TOKEN", "\"..\""), "not a valid Secret key"),
@@ -515,11 +515,11 @@ mod tests {
             ),
             (
                 format!("{BASE}notify: {{webhook: {{url: \"https://hooks.example.com/x\", signingSecretRef: {{name: rotor-vault-db, key: k}}}}}}"),
-                "reserved for rotor's lockbox Secrets",
+                "reserved for rotor's escrow Secrets",
             ),
             (
-                format!("{BASE}notify: {{webhook: {{url: \"https://hooks.example.com/x\", signingSecretRef: {{name: rotor-lockbox-db, key: k}}}}}}"),
-                "reserved for rotor's lockbox Secrets",
+                format!("{BASE}notify: {{webhook: {{url: \"https://hooks.example.com/x\", signingSecretRef: {{name: rotor-escrow-db, key: k}}}}}}"),
+                "reserved for rotor's escrow Secrets",
             ),
             (
                 "provider: {supabase: {projectRef: abcdefghijklmnopqrst, credentialsRef: {name: admin, key: \"..\"}}}\nsecretsMapping: {apiKey: K}\ntarget: {name: t}\n".to_string(),

@@ -53,7 +53,7 @@ pub trait Stash: Send + Sync {
 #[derive(Debug, thiserror::Error)]
 pub enum StashError {
     /// The vault write failed.
-    #[error("lockbox: {0}")]
+    #[error("escrow: {0}")]
     Vault(String),
     /// The pending copy of a single-phase provider's next admin credential could not
     /// be written into its Secret.

@@ -1,5 +1,5 @@
 //! The vault's storage format, owned here and nowhere else: what the vault Secret (the
-//! user-facing "lockbox") is called, which of its keys are entries, how an entry is encoded, and the associated
+//! user-facing "escrow") is called, which of its keys are entries, how an entry is encoded, and the associated
 //! data that binds a sealed credential to its namespace, resource, slot and name.
 //! Change one of these and every stored entry is lost — which is why there is exactly
 //! one copy of each.
@@ -13,9 +13,9 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use zeroize::Zeroizing;
 
-/// Prefix of every vault Secret's name (users know the store as the lockbox).
-pub const VAULT_PREFIX: &str = "rotor-lockbox-";
-/// Prefix of the vault Secret's name before the store was called the lockbox: such a
+/// Prefix of every vault Secret's name (users know the store as the escrow).
+pub const VAULT_PREFIX: &str = "rotor-escrow-";
+/// Prefix of the vault Secret's name before the store was called the escrow: such a
 /// Secret is moved to its new name the next time rotor opens the store.
 pub const LEGACY_PREFIX: &str = "rotor-vault-";
 /// Prefix of the vault Secret's keys that hold entries.
@@ -25,13 +25,13 @@ pub const AUDIT_KEY: &str = "audit";
 /// Version tag at the start of every entry's associated data.
 const AAD_VERSION: &str = "rotor/v1";
 
-/// The vault Secret's name for `resource`: `rotor-lockbox-<resource>`, or — when that
+/// The vault Secret's name for `resource`: `rotor-escrow-<resource>`, or — when that
 /// would pass Kubernetes' 253-character limit — its start and a hash of the name.
 pub fn secret_name(resource: &str) -> String {
     bounded_name(VAULT_PREFIX, resource, MAX_NAME)
 }
 
-/// The name the vault Secret of `resource` had before the lockbox
+/// The name the vault Secret of `resource` had before the escrow
 /// (`rotor-vault-<resource>`, bounded the same way).
 pub fn legacy_secret_name(resource: &str) -> String {
     bounded_name(LEGACY_PREFIX, resource, MAX_NAME)
@@ -57,7 +57,7 @@ impl Layout {
         secret_name(&self.resource)
     }
 
-    /// The vault Secret's name before the lockbox.
+    /// The vault Secret's name before the escrow.
     pub fn legacy_secret_name(&self) -> String {
         legacy_secret_name(&self.resource)
     }
@@ -308,7 +308,7 @@ mod tests {
         let layout = Layout::new("shop", long.as_str());
         let name = layout.secret_name();
         assert!(name.len() <= MAX_NAME, "{} characters", name.len());
-        assert!(name.starts_with("rotor-lockbox-long-nnn"), "{name}");
+        assert!(name.starts_with("rotor-escrow-long-nnn"), "{name}");
         assert!(
             name.bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
@@ -320,9 +320,9 @@ mod tests {
         let other = Layout::new("shop", format!("long-{}x", "n".repeat(244)));
         assert_ne!(other.secret_name(), name);
         assert_ne!(other.owner_label(), label);
-        // A short name is unchanged: existing lockboxes are found where they are.
-        assert_eq!(Layout::new("shop", "db").secret_name(), "rotor-lockbox-db");
-        // The names from before the lockbox, bounded the same way.
+        // A short name is unchanged: existing escrows are found where they are.
+        assert_eq!(Layout::new("shop", "db").secret_name(), "rotor-escrow-db");
+        // The names from before the escrow, bounded the same way.
         assert_eq!(
             Layout::new("shop", "db").legacy_secret_name(),
             "rotor-vault-db"

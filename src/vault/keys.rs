@@ -1,6 +1,6 @@
 //! The key-encryption keys: the KEK Secret in the operator's namespace (`v1`, `v2`,
 //! …; the highest is current) with the fingerprint key, loading it, and
-//! `rotor keys rotate`, which adds a version and re-wraps every lockbox's data keys.
+//! `rotor keys rotate`, which adds a version and re-wraps every escrow's data keys.
 
 use super::bounds::{Live, append_audit};
 use super::envelope::Keyring;
@@ -141,7 +141,7 @@ pub async fn load_keyring(client: &Client, namespace: &str) -> Result<Keyring, V
                     Ok(s) => {
                         tracing::info!(
                             namespace,
-                            "created the lockbox key Secret {KEK_SECRET} with v1 and the fingerprint key"
+                            "created the escrow key Secret {KEK_SECRET} with v1 and the fingerprint key"
                         );
                         s
                     }
@@ -188,15 +188,15 @@ pub struct KeyRotation {
     pub version: u32,
     /// Data keys re-wrapped with it.
     pub rewrapped: usize,
-    /// Every entry or lockbox that could not be re-wrapped, and why (never a value).
+    /// Every entry or escrow that could not be re-wrapped, and why (never a value).
     pub failures: Vec<String>,
 }
 
 /// `rotor keys rotate`: adds a KEK version (with the KEK Secret's resourceVersion as a
 /// precondition, so two concurrent runs cannot both add `v<N+1>`) and re-wraps every
-/// DEK in every lockbox Secret (ciphertexts untouched), keeping each lockbox's owner
-/// reference. A store still under its name from before the lockbox (`rotor-vault-`)
-/// is moved to its lockbox first, as the operator would, and re-wrapped there. Never
+/// DEK in every escrow Secret (ciphertexts untouched), keeping each escrow's owner
+/// reference. A store still under its name from before the escrow (`rotor-vault-`)
+/// is moved to its escrow first, as the operator would, and re-wrapped there. Never
 /// creates the KEK Secret. Failures are returned, not logged away.
 pub async fn rotate_keys(
     client: &Client,
@@ -239,9 +239,9 @@ pub async fn rotate_keys(
         version: next,
         ..KeyRotation::default()
     };
-    // The lockboxes wrapped by this namespace's KEKs, and those from before the label
+    // The escrows wrapped by this namespace's KEKs, and those from before the label
     // (one operator per cluster then) — and the same for the stores from before the
-    // lockbox (`rotor.dev/vault`), which are moved on the way.
+    // escrow (`rotor.dev/vault`), which are moved on the way.
     let vaults: Api<Secret> = Api::all(client.clone());
     let mut listed = Vec::new();
     for label in [VAULT_LABEL, LEGACY_LABEL] {
@@ -266,7 +266,7 @@ pub async fn rotate_keys(
         };
         let Some(resource) = owning_resource(&secret, &name) else {
             report.failures.push(format!(
-                "{ns}/{name}: labelled {label} but neither its owner reference nor its {OWNER_LABEL} label names a SecretRotation whose lockbox has this name; left alone"
+                "{ns}/{name}: labelled {label} but neither its owner reference nor its {OWNER_LABEL} label names a SecretRotation whose escrow has this name; left alone"
             ));
             continue;
         };
@@ -350,10 +350,10 @@ pub async fn rotate_keys(
     Ok(report)
 }
 
-/// The SecretRotation a lockbox Secret belongs to: the one its owner reference names,
+/// The SecretRotation an escrow Secret belongs to: the one its owner reference names,
 /// or (an older `keys rotate` removed owner references) its owner label — and only when
-/// that resource's lockbox has exactly this name (or had it, before the lockbox), so a
-/// Secret labelled for another resource is never re-wrapped as if it were its lockbox.
+/// that resource's escrow has exactly this name (or had it, before the escrow), so a
+/// Secret labelled for another resource is never re-wrapped as if it were its escrow.
 fn owning_resource(secret: &Secret, name: &str) -> Option<String> {
     let by_owner = secret
         .owner_references()
@@ -449,7 +449,7 @@ mod tests {
     }
 
     #[test]
-    fn a_lockbox_belongs_to_the_resource_whose_lockbox_name_it_has() {
+    fn a_escrow_belongs_to_the_resource_whose_escrow_name_it_has() {
         use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
         let long = format!("long-{}", "n".repeat(245));
         let secret = |name: &str, owner: Option<&str>, label: Option<&str>| Secret {
@@ -477,11 +477,11 @@ mod tests {
         );
         assert_eq!(
             owning_resource(
-                &secret("rotor-lockbox-db", None, Some("db")),
-                "rotor-lockbox-db"
+                &secret("rotor-escrow-db", None, Some("db")),
+                "rotor-escrow-db"
             ),
             Some("db".into()),
-            "a lockbox whose owner reference was removed, through its label"
+            "an escrow whose owner reference was removed, through its label"
         );
         assert_eq!(
             owning_resource(
@@ -489,18 +489,18 @@ mod tests {
                 "rotor-vault-db"
             ),
             Some("db".into()),
-            "a store from before the lockbox, under its old name"
+            "a store from before the escrow, under its old name"
         );
         assert_eq!(
             owning_resource(
-                &secret("rotor-lockbox-db", Some("cache"), Some("cache")),
-                "rotor-lockbox-db"
+                &secret("rotor-escrow-db", Some("cache"), Some("cache")),
+                "rotor-escrow-db"
             ),
             None,
             "labelled and owned for another resource"
         );
         assert_eq!(
-            owning_resource(&secret("rotor-lockbox-x", None, None), "rotor-lockbox-x"),
+            owning_resource(&secret("rotor-escrow-x", None, None), "rotor-escrow-x"),
             None,
             "no name to go by"
         );

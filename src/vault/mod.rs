@@ -1,17 +1,17 @@
-//! The vault — called the **lockbox** wherever a user sees it (Secret names, labels,
+//! The vault — called the **escrow** wherever a user sees it (Secret names, labels,
 //! status, messages): every credential rotor issues is stored, encrypted, the moment
 //! it exists — before it is tested, written to the target Secret or reported.
 //!
 //! - KEKs live in one Secret in the operator's namespace (`rotor-kek`, keys `v1`,
 //!   `v2`, …; the highest is current), created on first start, together with the
 //!   fingerprint key (`fingerprint`, never rotated).
-//! - Entries for a SecretRotation live in the Secret `rotor-lockbox-<name>` (for a name
+//! - Entries for a SecretRotation live in the Secret `rotor-escrow-<name>` (for a name
 //!   too long for that, its start and a hash of the name) in its namespace, owned by it
-//!   (garbage-collected with it), labelled `rotor.dev/lockbox`.
+//!   (garbage-collected with it), labelled `rotor.dev/escrow`.
 //!   Each entry is keyed by the credential's deterministic name, so a restarted
 //!   operator finds what a dead one issued. rotor never reads, writes or adopts a
 //!   Secret of that name that it did not create for this very resource (owner uid).
-//! - Before the lockbox the Secret was `rotor-vault-<name>`, labelled `rotor.dev/vault`.
+//! - Before the escrow the Secret was `rotor-vault-<name>`, labelled `rotor.dev/vault`.
 //!   Such a Secret of this resource's own is moved when the store is next opened: a
 //!   complete copy is created under the new name (marked with where it came from),
 //!   then the old one is deleted with its uid and resourceVersion as preconditions,
@@ -54,11 +54,11 @@ use kube::{Client, Resource, ResourceExt};
 use secrecy::ExposeSecret;
 use std::collections::BTreeMap;
 
-/// Label on every vault Secret (`rotor.dev/lockbox=true`).
-pub const VAULT_LABEL: &str = "rotor.dev/lockbox";
-/// The label vault Secrets carried before the lockbox (`rotor.dev/vault=true`).
+/// Label on every vault Secret (`rotor.dev/escrow=true`).
+pub const VAULT_LABEL: &str = "rotor.dev/escrow";
+/// The label vault Secrets carried before the escrow (`rotor.dev/vault=true`).
 pub const LEGACY_LABEL: &str = "rotor.dev/vault";
-/// Annotation on a lockbox Secret copied from its `rotor-vault-` predecessor while that
+/// Annotation on an escrow Secret copied from its `rotor-vault-` predecessor while that
 /// one may still exist: `<uid>/<resourceVersion>` of the copied Secret. Removed once
 /// the old Secret is gone.
 pub const MOVED_FROM_ANNOTATION: &str = "rotor.dev/moved-from";
@@ -89,7 +89,7 @@ pub enum VaultError {
         max = u32::MAX
     )]
     KekVersionsExhausted { namespace: String },
-    #[error("lockbox entry {0} is malformed")]
+    #[error("escrow entry {0} is malformed")]
     Malformed(String),
     #[error(
         "Secret {namespace}/{name} exists and was not created by rotor for SecretRotation {resource:?} (no owner reference with its uid); rotor will not read, write or adopt it: delete or rename that Secret"
@@ -100,18 +100,18 @@ pub enum VaultError {
         resource: String,
     },
     #[error(
-        "the lockbox Secret {0} kept changing while rotor wrote it; retried {WRITE_ATTEMPTS} times"
+        "the escrow Secret {0} kept changing while rotor wrote it; retried {WRITE_ATTEMPTS} times"
     )]
     Contended(String),
 }
 
-/// The Secret name of a resource's vault: `rotor-lockbox-<name>`, bounded to 253
+/// The Secret name of a resource's vault: `rotor-escrow-<name>`, bounded to 253
 /// characters with a hash when the name is long.
 pub fn vault_secret_name(resource: &str) -> String {
     format::secret_name(resource)
 }
 
-/// The name a resource's vault Secret had before the lockbox: `rotor-vault-<name>`.
+/// The name a resource's vault Secret had before the escrow: `rotor-vault-<name>`.
 pub fn legacy_secret_name(resource: &str) -> String {
     format::legacy_secret_name(resource)
 }
@@ -258,8 +258,8 @@ impl Vault {
         Ok(found)
     }
 
-    /// No lockbox Secret: this resource's `rotor-vault-` Secret from before the
-    /// lockbox, if there is one, is copied whole to the lockbox's name (a create, which
+    /// No escrow Secret: this resource's `rotor-vault-` Secret from before the
+    /// escrow, if there is one, is copied whole to the escrow's name (a create, which
     /// never adopts, marked with the old Secret's uid and resourceVersion), then
     /// deleted ([`Self::finish_move`]). `None`: neither exists. A foreign Secret of the
     /// old name is neither read nor touched: the store is unavailable, as with an
@@ -314,14 +314,14 @@ impl Vault {
             name = %self.layout.resource,
             from = %old_name,
             to = %self.name(),
-            "copied the store from before the lockbox to its new name"
+            "copied the store from before the escrow to its new name"
         );
         // Both exist now; a crash here leaves the marked copy, which wins.
         pause::point("vault_move").await;
         self.finish_move(created).await.map(Some)
     }
 
-    /// A lockbox Secret marked as copied from its `rotor-vault-` predecessor: that one
+    /// An escrow Secret marked as copied from its `rotor-vault-` predecessor: that one
     /// is deleted — only while it is the very object copied (uid and resourceVersion
     /// as preconditions; one changed since, or another object of that name, is left
     /// alone) — then the mark is removed. Unmarked: returned as it is. A delete or
@@ -347,7 +347,7 @@ impl Vault {
                 namespace = %self.layout.namespace,
                 name = %self.layout.resource,
                 secret = %old_name,
-                "the Secret from before the lockbox changed after it was copied, or is another object now: left in place (the lockbox is used; delete it yourself once you have checked it)"
+                "the Secret from before the escrow changed after it was copied, or is another object now: left in place (the escrow is used; delete it yourself once you have checked it)"
             ),
             Err(e) => {
                 tracing::warn!(
@@ -355,7 +355,7 @@ impl Vault {
                     name = %self.layout.resource,
                     secret = %old_name,
                     error = %e,
-                    "deleting the Secret from before the lockbox failed (RBAC: rotor needs delete on secrets); the lockbox is used, the delete is tried again at its next use"
+                    "deleting the Secret from before the escrow failed (RBAC: rotor needs delete on secrets); the escrow is used, the delete is tried again at its next use"
                 );
                 return Ok(secret);
             }
@@ -380,7 +380,7 @@ impl Vault {
                     namespace = %self.layout.namespace,
                     name = %self.layout.resource,
                     from = %old_name,
-                    "the store's move to the lockbox is complete"
+                    "the store's move to the escrow is complete"
                 );
                 if let Some(writes) = &self.writes {
                     writes.note(
@@ -397,7 +397,7 @@ impl Vault {
                     namespace = %self.layout.namespace,
                     name = %self.layout.resource,
                     error = %e,
-                    "removing the lockbox's moved-from mark failed; tried again at its next use"
+                    "removing the escrow's moved-from mark failed; tried again at its next use"
                 );
                 Ok(secret)
             }
@@ -874,13 +874,13 @@ impl Vault {
                 self.layout
                     .open(ring, entry, outputs, secret_output)
                     .err()
-                    .map(|e| format!("lockbox entry {} (slot {}): {e}", entry.name, entry.slot))
+                    .map(|e| format!("escrow entry {} (slot {}): {e}", entry.name, entry.slot))
             });
         let bytes = entry_bytes(&data);
         let crowded = (entries.len() * 4 > MAX_ENTRIES * 3 || bytes * 4 > MAX_ENTRY_BYTES * 3)
             .then(|| {
                 format!(
-                    "the lockbox holds {} entries ({} KiB); rotor keeps at most {MAX_ENTRIES} entries and {} KiB, dropping the oldest revoked entries first and never the live slots or the in-flight credential — more unrevoked entries than that mean credentials rotor could not revoke (see the audit trail)",
+                    "the escrow holds {} entries ({} KiB); rotor keeps at most {MAX_ENTRIES} entries and {} KiB, dropping the oldest revoked entries first and never the live slots or the in-flight credential — more unrevoked entries than that mean credentials rotor could not revoke (see the audit trail)",
                     entries.len(),
                     bytes / 1024,
                     MAX_ENTRY_BYTES / 1024
@@ -938,7 +938,7 @@ fn decode_entries(data: &BTreeMap<String, String>) -> Result<Vec<Entry>, VaultEr
         .collect()
 }
 
-/// The audit trail of `resource` in `namespace`: from its lockbox, or — not moved
+/// The audit trail of `resource` in `namespace`: from its escrow, or — not moved
 /// yet — from its `rotor-vault-` Secret when a SecretRotation of that name owns it.
 pub async fn read_audit(
     client: &Client,

@@ -56,7 +56,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   verbs: ["update"]
 - apiGroups: [""]
   resources: ["secrets"]
-  # delete: only a lockbox's predecessor (rotor-vault-<name>), once moved.
+  # delete: only an escrow's predecessor (rotor-vault-<name>), once moved.
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]

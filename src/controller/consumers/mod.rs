@@ -720,7 +720,7 @@ impl Run {
         };
         if let Ok(vault) = self.vault().await {
             if let Err(e) = vault.mark_revoked(&[this], self.retention()).await {
-                warn!(error = %e, "marking the revoked lockbox entry failed");
+                warn!(error = %e, "marking the revoked escrow entry failed");
             }
             let detail = Some(match &forced {
                 Some(why) => why.clone(),

@@ -100,7 +100,7 @@ impl Run {
         if !status.pending_revocations.is_empty() {
             // With the held audit records.
             if let Err(e) = vault.mark_revoked(&revoked, self.retention()).await {
-                warn!(error = %e, "marking revoked lockbox entries failed");
+                warn!(error = %e, "marking revoked escrow entries failed");
             }
             if let Err(e) = vault.flush_audit().await {
                 warn!(error = %e, "writing the audit trail failed");
@@ -132,7 +132,7 @@ impl Run {
             .await;
         // The entries of what this rotation revoked are marked in the same write.
         if let Err(e) = vault.mark_revoked(&revoked, self.retention()).await {
-            warn!(error = %e, "marking revoked lockbox entries failed");
+            warn!(error = %e, "marking revoked escrow entries failed");
         }
         if let Err(e) = vault.flush_audit().await {
             warn!(error = %e, "writing the audit trail failed");
@@ -212,7 +212,7 @@ impl Run {
             self.now,
         );
         let stale_at = self.judge_staleness(spec, &mut status).await;
-        status.lockbox = self.vault_status(vault, spec).await;
+        status.escrow = self.vault_status(vault, spec).await;
         self.write_status(&status).await?;
         self.export_schedule(&status);
         Ok((status, stale_at))
@@ -249,10 +249,10 @@ impl Run {
         pair: &SlotPair,
     ) {
         if let Err(e) = vault.mark_revoked(revoked, self.retention()).await {
-            warn!(error = %e, "marking revoked lockbox entries failed");
+            warn!(error = %e, "marking revoked escrow entries failed");
         }
         if let Err(e) = vault.cleanup().await {
-            warn!(error = %e, "lockbox cleanup failed");
+            warn!(error = %e, "escrow cleanup failed");
         }
         self.slots_changed(&r.uid);
         self.sweep(r.spec, pair, vault, &r.uid).await;

@@ -148,7 +148,7 @@ impl Run {
             self.generation(),
             self.now,
         );
-        status.lockbox = self.vault_status(vault, spec).await;
+        status.escrow = self.vault_status(vault, spec).await;
         self.write_status(&status).await?;
         self.export_schedule(&status);
         warn!(namespace = self.sr.namespace().as_deref().unwrap_or_default(), name = %self.sr.name_any(), %message, "emergency incomplete");
@@ -189,7 +189,7 @@ impl Run {
             }
         }
         if let Err(e) = vault.mark_revoked(&revoked, self.retention()).await {
-            warn!(error = %e, "marking revoked lockbox entries failed");
+            warn!(error = %e, "marking revoked escrow entries failed");
         }
         status.pending_revocations = still;
         if !status.pending_revocations.is_empty() {

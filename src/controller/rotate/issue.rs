@@ -244,7 +244,7 @@ impl Observer for ExpireFailed<'_> {
                 fingerprint: c.fingerprint(),
             };
             if let Err(e) = self.vault.mark_revoked(&[this], self.retention).await {
-                warn!(error = %e, "marking the failed credential's lockbox entry revoked failed");
+                warn!(error = %e, "marking the failed credential's escrow entry revoked failed");
             }
         }
     }

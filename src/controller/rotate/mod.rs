@@ -75,10 +75,10 @@ impl Rotation<'_> {
 #[derive(Debug, thiserror::Error)]
 pub(super) enum RotateError {
     /// The vault cannot be opened: nothing was issued yet.
-    #[error("the lockbox is unavailable: {0}")]
+    #[error("the escrow is unavailable: {0}")]
     VaultUnavailable(#[source] VaultError),
     /// The vault cannot be read for the credential a dead rotation kept.
-    #[error("the lockbox is unavailable: {0}")]
+    #[error("the escrow is unavailable: {0}")]
     VaultUnreadable(#[source] VaultError),
     /// A provider call failed. A single-phase provider may have replaced the credential
     /// before failing (`replaced_in_place`): the retry resumes it.

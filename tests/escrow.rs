@@ -1,7 +1,7 @@
-//! The lockbox's move from its name before (`rotor-vault-<name>`, label
+//! The escrow's move from its name before (`rotor-vault-<name>`, label
 //! `rotor.dev/vault`): an upgrade loses no credential and issues none, a move cut short
 //! by a crash is finished, a foreign Secret of the old name is never read, copied or
-//! deleted — and what a lost `rotor-kek` does (README "The lockbox") — on the real API
+//! deleted — and what a lost `rotor-kek` does (README "The escrow") — on the real API
 //! server with the vendor fakes.
 
 mod support;
@@ -20,7 +20,7 @@ use support::*;
 const NAME: &str = "supabase-secret-key";
 const TARGET: &str = "supabase-secret-key";
 const KEY: &str = "SUPABASE_SECRET_KEY";
-const NEW: &str = "rotor-lockbox-supabase-secret-key";
+const NEW: &str = "rotor-escrow-supabase-secret-key";
 const OLD: &str = "rotor-vault-supabase-secret-key";
 
 /// The data of Secret `name`, if it exists.
@@ -32,7 +32,7 @@ async fn data_of(secrets: &Api<Secret>, name: &str) -> Option<BTreeMap<String, B
         .map(|s| s.data.unwrap_or_default())
 }
 
-/// Only the entries (`e.*`) of a lockbox's data.
+/// Only the entries (`e.*`) of an escrow's data.
 fn entries(data: &BTreeMap<String, ByteString>) -> BTreeMap<String, ByteString> {
     data.iter()
         .filter(|(k, _)| k.starts_with("e."))
@@ -40,14 +40,14 @@ fn entries(data: &BTreeMap<String, ByteString>) -> BTreeMap<String, ByteString> 
         .collect()
 }
 
-/// Turns the resource's lockbox into what rotor before the lockbox kept: the same
-/// data, owner references and labels (`rotor.dev/vault` for `rotor.dev/lockbox`) under
-/// `rotor-vault-<name>`; the lockbox itself is deleted. Returns the old Secret.
+/// Turns the resource's escrow into what rotor before the escrow kept: the same
+/// data, owner references and labels (`rotor.dev/vault` for `rotor.dev/escrow`) under
+/// `rotor-vault-<name>`; the escrow itself is deleted. Returns the old Secret.
 async fn make_old_style(secrets: &Api<Secret>) -> Secret {
-    let lockbox = secrets.get(NEW).await.unwrap();
-    let mut labels = lockbox.labels().clone();
+    let escrow = secrets.get(NEW).await.unwrap();
+    let mut labels = escrow.labels().clone();
     assert_eq!(
-        labels.remove("rotor.dev/lockbox").as_deref(),
+        labels.remove("rotor.dev/escrow").as_deref(),
         Some("true"),
         "{labels:?}"
     );
@@ -56,11 +56,11 @@ async fn make_old_style(secrets: &Api<Secret>) -> Secret {
         metadata: ObjectMeta {
             name: Some(OLD.into()),
             labels: Some(labels),
-            owner_references: lockbox.metadata.owner_references.clone(),
+            owner_references: escrow.metadata.owner_references.clone(),
             ..ObjectMeta::default()
         },
         type_: Some("Opaque".into()),
-        data: lockbox.data.clone(),
+        data: escrow.data.clone(),
         ..Secret::default()
     };
     let created = secrets.create(&PostParams::default(), &old).await.unwrap();
@@ -69,7 +69,7 @@ async fn make_old_style(secrets: &Api<Secret>) -> Secret {
     while secrets.get_opt(NEW).await.unwrap().is_some() {
         assert!(
             std::time::Instant::now() < deadline,
-            "the lockbox never went"
+            "the escrow never went"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -82,7 +82,7 @@ fn vendor(fake: &fakes::Fake<fakes::Supabase>) -> (u32, Vec<String>) {
     (v.creates, v.deleted_ids.clone())
 }
 
-/// Deletes the target Secret and waits until rotor wrote it again from the lockbox.
+/// Deletes the target Secret and waits until rotor wrote it again from the escrow.
 async fn delete_target_and_wait_restored(client: &Client, ns: &str) {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     secrets.delete(TARGET, &Default::default()).await.unwrap();
@@ -91,13 +91,13 @@ async fn delete_target_and_wait_restored(client: &Client, ns: &str) {
         ns,
         NAME,
         "Restored",
-        "written again from the lockbox",
+        "written again from the escrow",
         90,
     )
     .await;
 }
 
-/// The lockbox as the move leaves it: rotor's labels, its owner, no moved-from mark,
+/// The escrow as the move leaves it: rotor's labels, its owner, no moved-from mark,
 /// and every entry the old Secret held, unchanged.
 async fn assert_moved(
     client: &Client,
@@ -108,23 +108,23 @@ async fn assert_moved(
     // Gone: the delete is the move's last API call but one (the mark's removal).
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let lockbox = secrets.get(NEW).await.unwrap();
-        let unmarked = !lockbox.annotations().contains_key("rotor.dev/moved-from");
+        let escrow = secrets.get(NEW).await.unwrap();
+        let unmarked = !escrow.annotations().contains_key("rotor.dev/moved-from");
         if unmarked && secrets.get_opt(OLD).await.unwrap().is_none() {
             break;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "the move never finished: old Secret present: {}, lockbox annotations {:?}",
+            "the move never finished: old Secret present: {}, escrow annotations {:?}",
             secrets.get_opt(OLD).await.unwrap().is_some(),
-            lockbox.annotations()
+            escrow.annotations()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let lockbox = secrets.get(NEW).await.unwrap();
-    let labels = lockbox.labels();
+    let escrow = secrets.get(NEW).await.unwrap();
+    let labels = escrow.labels();
     assert_eq!(
-        labels.get("rotor.dev/lockbox").map(String::as_str),
+        labels.get("rotor.dev/escrow").map(String::as_str),
         Some("true")
     );
     assert!(!labels.contains_key("rotor.dev/vault"), "{labels:?}");
@@ -139,14 +139,14 @@ async fn assert_moved(
         .uid()
         .unwrap();
     assert!(
-        lockbox.owner_references().iter().any(|r| r.uid == uid),
+        escrow.owner_references().iter().any(|r| r.uid == uid),
         "{:?}",
-        lockbox.owner_references()
+        escrow.owner_references()
     );
     assert_eq!(
-        &entries(&lockbox.data.unwrap_or_default()),
+        &entries(&escrow.data.unwrap_or_default()),
         want_entries,
-        "the lockbox holds every entry the old Secret held, unchanged"
+        "the escrow holds every entry the old Secret held, unchanged"
     );
     let moved = secrets
         .list(&kube::api::ListParams::default().labels("rotor.dev/vault=true"))
@@ -156,15 +156,15 @@ async fn assert_moved(
     assert!(moved.is_empty(), "nothing left under the old label");
 }
 
-/// An upgrade from rotor before the lockbox: a resource rotated twice, its store under
+/// An upgrade from rotor before the escrow: a resource rotated twice, its store under
 /// the old name and label. The new operator (started with the old flag
 /// `--vault-retention`, still accepted) moves it the first time it opens it, and
 /// restores the deleted target Secret from it: the same credential (fingerprint), no
 /// issue, no revoke, no rotation.
 #[tokio::test]
-async fn an_old_vault_secret_is_moved_to_the_lockbox_without_a_new_credential() {
+async fn an_old_vault_secret_is_moved_to_the_escrow_without_a_new_credential() {
     let client = control_plane().client().await;
-    let ns = namespace(&client, "lockbox-move").await;
+    let ns = namespace(&client, "escrow-move").await;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let (fake, op, _) = supabase_rotated(&client, &ns, FAST).await;
     let s2 = rotate(&client, &ns, NAME, "two", 2).await;
@@ -183,7 +183,7 @@ async fn an_old_vault_secret_is_moved_to_the_lockbox_without_a_new_credential() 
         &ns,
         NAME,
         "Restored",
-        "written again from the lockbox",
+        "written again from the escrow",
         90,
     )
     .await;
@@ -192,13 +192,13 @@ async fn an_old_vault_secret_is_moved_to_the_lockbox_without_a_new_credential() 
         Some(k2.as_str()),
         "the active credential, restored from the moved store"
     );
-    let s = wait_status(&client, &ns, NAME, 90, "the lockbox in status", |s| {
-        s.lockbox.as_ref().is_some_and(|l| l.entries == 2)
+    let s = wait_status(&client, &ns, NAME, 90, "the escrow in status", |s| {
+        s.escrow.as_ref().is_some_and(|l| l.entries == 2)
     })
     .await
     .status
     .unwrap();
-    assert_eq!(s.lockbox.and_then(|l| l.problem), None);
+    assert_eq!(s.escrow.and_then(|l| l.problem), None);
     assert_eq!(s.rotation_count, 2, "no rotation");
     assert_eq!(s.slots, s2.slots, "the same slots");
     assert_eq!(
@@ -223,7 +223,7 @@ async fn an_old_vault_secret_is_moved_to_the_lockbox_without_a_new_credential() 
     .unwrap();
     let raw = api.get_status(NAME).await.unwrap();
     assert!(
-        raw.data["status"].get("vault").is_none() && raw.data["status"].get("lockbox").is_some(),
+        raw.data["status"].get("vault").is_none() && raw.data["status"].get("escrow").is_some(),
         "{}",
         raw.data["status"]
     );
@@ -236,7 +236,7 @@ async fn an_old_vault_secret_is_moved_to_the_lockbox_without_a_new_credential() 
 #[tokio::test]
 async fn a_move_cut_short_by_a_crash_is_finished_and_the_copy_wins() {
     let client = control_plane().client().await;
-    let ns = namespace(&client, "lockbox-crash").await;
+    let ns = namespace(&client, "escrow-crash").await;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let (fake, op, _) = supabase_rotated(&client, &ns, FAST).await;
     let s2 = rotate(&client, &ns, NAME, "two", 2).await;
@@ -292,21 +292,21 @@ async fn a_move_cut_short_by_a_crash_is_finished_and_the_copy_wins() {
 }
 
 /// A foreign `rotor-vault-<name>` (someone else's uid in its owner reference, rotor's
-/// labels, a copy of the real entries) while the resource has no lockbox: never read,
+/// labels, a copy of the real entries) while the resource has no escrow: never read,
 /// copied or deleted. The store is unavailable, as with an impostor under the new
 /// name: no restore from it, no credential issued, the Secret byte-for-byte the same.
 #[tokio::test]
 async fn a_foreign_rotor_vault_secret_is_never_read_copied_or_deleted() {
     let client = control_plane().client().await;
-    let ns = namespace(&client, "lockbox-foreign").await;
+    let ns = namespace(&client, "escrow-foreign").await;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let (fake, op, _) = supabase_rotated(&client, &ns, FAST).await;
     rotate(&client, &ns, NAME, "two", 2).await;
     op.stop().await;
     let before = vendor(&fake);
     // The real store, copied under the old name with another resource's uid.
-    let lockbox = secrets.get(NEW).await.unwrap();
-    let mut owners = lockbox.metadata.owner_references.clone().unwrap();
+    let escrow = secrets.get(NEW).await.unwrap();
+    let mut owners = escrow.metadata.owner_references.clone().unwrap();
     owners[0].uid = "5f0c3a9e-0000-4000-8000-000000000000".into();
     let planted = Secret {
         metadata: ObjectMeta {
@@ -324,7 +324,7 @@ async fn a_foreign_rotor_vault_secret_is_never_read_copied_or_deleted() {
             owner_references: Some(owners),
             ..ObjectMeta::default()
         },
-        data: lockbox.data.clone(),
+        data: escrow.data.clone(),
         ..Secret::default()
     };
     let planted = secrets
@@ -373,7 +373,7 @@ async fn a_foreign_rotor_vault_secret_is_never_read_copied_or_deleted() {
 #[tokio::test]
 async fn keys_rotate_moves_and_rewraps_a_store_not_moved_yet() {
     let client = control_plane().client().await;
-    let ns = namespace(&client, "lockbox-keys").await;
+    let ns = namespace(&client, "escrow-keys").await;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let (fake, op, _) = supabase_rotated(&client, &ns, FAST).await;
     op.stop().await;
@@ -384,8 +384,8 @@ async fn keys_rotate_moves_and_rewraps_a_store_not_moved_yet() {
     assert!(said.starts_with("KEK v2 added"), "{said}");
     assert!(said.contains("1 data keys re-wrapped, 0 failed"), "{said}");
     assert!(secrets.get_opt(OLD).await.unwrap().is_none(), "moved");
-    let lockbox = data_of(&secrets, NEW).await.unwrap();
-    let held = entries(&lockbox);
+    let escrow = data_of(&secrets, NEW).await.unwrap();
+    let held = entries(&escrow);
     assert_eq!(held.len(), 1);
     for v in held.values() {
         let entry: serde_json::Value = serde_json::from_slice(&v.0).unwrap();
@@ -419,7 +419,7 @@ async fn keys_rotate_moves_and_rewraps_a_store_not_moved_yet() {
 #[tokio::test]
 async fn a_lost_rotor_kek_is_replaced_and_the_next_rotations_revoke_the_old_credentials() {
     let client = control_plane().client().await;
-    let ns = namespace(&client, "lockbox-lost-kek").await;
+    let ns = namespace(&client, "escrow-lost-kek").await;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let (fake, op, _) = supabase_rotated(&client, &ns, FAST).await;
     let s2 = rotate(&client, &ns, NAME, "two", 2).await;
@@ -434,13 +434,13 @@ async fn a_lost_rotor_kek_is_replaced_and_the_next_rotations_revoke_the_old_cred
         .unwrap();
 
     let _op = Operator::start_with(&ns, FAST);
-    let s = wait_status(&client, &ns, NAME, 90, "the lockbox problem", |s| {
-        s.lockbox.as_ref().is_some_and(|l| l.problem.is_some())
+    let s = wait_status(&client, &ns, NAME, 90, "the escrow problem", |s| {
+        s.escrow.as_ref().is_some_and(|l| l.problem.is_some())
     })
     .await
     .status
     .unwrap();
-    let problem = s.lockbox.unwrap().problem.unwrap();
+    let problem = s.escrow.unwrap().problem.unwrap();
     assert!(problem.contains("key_version_unavailable"), "{problem}");
     let kek = secrets.get("rotor-kek").await.unwrap();
     assert_ne!(kek.metadata.uid, old_kek.metadata.uid, "a new rotor-kek");
@@ -472,7 +472,7 @@ async fn a_lost_rotor_kek_is_replaced_and_the_next_rotations_revoke_the_old_cred
         "_PREVIOUS is back: rotation 3's fingerprint uses the new key"
     );
     let s = wait_status(&client, &ns, NAME, 90, "no problem left", |s| {
-        s.lockbox.as_ref().is_some_and(|l| l.problem.is_none())
+        s.escrow.as_ref().is_some_and(|l| l.problem.is_none())
     })
     .await;
     assert_eq!(s.status.unwrap().rotation_count, 4);
