@@ -135,6 +135,16 @@ fn chart_values_are_checked_by_the_schema() {
         (r#"{"resources": {"limit": {"memory": "1Gi"}}}"#, "limit"),
         (r#"{"replicaCount": 0}"#, "replicaCount"),
         (r#"{"sweepInterval": "hourly"}"#, "sweepInterval"),
+        // rotor reads settings from ROTOR_* (ROTOR_ALLOW_PRIVATE_ENDPOINTS) and its
+        // home from POD_NAMESPACE: extraEnv must not set them behind the values.
+        (
+            r#"{"extraEnv": [{"name": "ROTOR_ALLOW_PRIVATE_ENDPOINTS", "value": "true"}]}"#,
+            "extraEnv",
+        ),
+        (
+            r#"{"extraEnv": [{"name": "POD_NAMESPACE", "value": "kube-system"}]}"#,
+            "extraEnv",
+        ),
         (r#"{"watchNamespaces": "shop"}"#, "watchNamespaces"),
         (r#"{"crds": {"enable": false}}"#, "enable"),
         (r#"{"networkPolicy": {"enable": true}}"#, "enable"),
@@ -184,6 +194,21 @@ fn chart_values_are_checked_by_the_schema() {
         "minAvailable and maxUnavailable together were accepted"
     );
     assert!(stderr.contains("not both"), "{stderr}");
+    // A budget that never allows an eviction hangs every node drain.
+    for pdb in [
+        r#"{"minAvailable": 2}"#,
+        r#"{"minAvailable": "100%"}"#,
+        r#"{"maxUnavailable": 0}"#,
+    ] {
+        let (refused, stderr) = render_refused(&format!(
+            r#"{{"replicaCount": 2, "podDisruptionBudget": {pdb}}}"#
+        ));
+        assert!(refused, "{pdb} was accepted");
+        assert!(stderr.contains("never allows an eviction"), "{stderr}");
+    }
+    let (refused, stderr) =
+        render_refused(r#"{"replicaCount": 3, "podDisruptionBudget": {"minAvailable": 2}}"#);
+    assert!(!refused, "minAvailable 2 of 3 must be accepted: {stderr}");
     // `global` is what a parent chart passes to every subchart: a strict root that
     // refused it would break rotor as a subchart (helm/helm#10392).
     let (refused, stderr) =

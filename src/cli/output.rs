@@ -62,11 +62,27 @@ pub fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
 }
 
 /// A cell on one line, with no control characters (a vendor's message could hold a
-/// newline or a terminal escape): each becomes a space.
-fn one_line(cell: &str) -> String {
+/// newline or a terminal escape) and no invisible format characters (bidi overrides
+/// and isolates, zero-width marks: text that would reorder a row on screen): each
+/// becomes a space.
+pub fn one_line(cell: &str) -> String {
     cell.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
+        .map(|c| {
+            if c.is_control() || invisible(c) {
+                ' '
+            } else {
+                c
+            }
+        })
         .collect()
+}
+
+/// The format characters that change how a line is shown without being seen.
+fn invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}'
+    )
 }
 
 /// `text` cut to at most `max` characters, the cut marked with "...".
@@ -195,5 +211,13 @@ mod tests {
         assert_eq!(truncate("ééééééééééé", 8), "ééééé...");
         assert_eq!(truncate("a b c d e f", 6), "a b...");
         assert_eq!(truncate("abc", 0), "...");
+    }
+
+    #[test]
+    fn a_cell_cannot_reorder_or_hide_text() {
+        assert_eq!(
+            one_line("ok\u{202E}deliaf\u{2066}x\u{200B}y\u{9B}2J"),
+            "ok deliaf x y 2J"
+        );
     }
 }

@@ -89,6 +89,16 @@ pub async fn lookup(client: &Client, namespace: Option<&str>, selector: &str) ->
             Server::NotFound(format!("no Deployment labelled {selector} {place}"))
         }
         Ok(list) => {
+            if list
+                .metadata
+                .continue_
+                .as_deref()
+                .is_some_and(|c| !c.is_empty())
+            {
+                eprintln!(
+                    "rotor version: more than {MAX_DEPLOYMENTS} Deployments labelled {selector} {place}; showing the first {MAX_DEPLOYMENTS} (narrow with -n or -l)"
+                );
+            }
             let mut operators: Vec<Operator> = list.items.iter().map(operator).collect();
             operators.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
             Server::Found(operators)
@@ -125,13 +135,20 @@ fn operator(deployment: &Deployment) -> Operator {
                 .cloned()
         })
         .unwrap_or_else(|| "unknown".into());
+    // Anyone who may create a Deployment with the label writes these: one line each,
+    // no terminal escapes, and short.
+    let clean = |text: &str| output::truncate(&output::one_line(text), MAX_FIELD);
     Operator {
         namespace: deployment.namespace().unwrap_or_default(),
         name: deployment.name_any(),
-        image,
-        version,
+        image: clean(&image),
+        version: clean(&version),
     }
 }
+
+/// The longest image or version `rotor version` prints (a Deployment's image may be
+/// far longer, and is anyone's who may create a labelled Deployment).
+const MAX_FIELD: usize = 200;
 
 /// The tag of an image reference: `ghcr.io/rotor-dev/rotor:1.2.3@sha256:…` → `1.2.3`;
 /// none for `registry:5000/rotor` or `rotor@sha256:…`.
@@ -225,5 +242,30 @@ mod tests {
             json,
             serde_json::json!({"clientVersion": CLIENT_VERSION, "serverVersion": null, "operators": []})
         );
+    }
+
+    /// A labelled Deployment is anyone's who may create one: its image cannot clear
+    /// the screen, forge a second "Server Version:" line or fill the terminal.
+    #[test]
+    fn a_hostile_image_prints_as_one_short_clean_line() {
+        let image = format!(
+            "evil\u{1b}]0;pwned\u{7}\u{1b}[2J:1.0\nServer Version: 9.9.9 {}",
+            "x".repeat(10_000)
+        );
+        let deployment: Deployment = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "x", "namespace": "aaa"},
+            "spec": {
+                "selector": {"matchLabels": {"a": "b"}},
+                "template": {"spec": {"containers": [{"name": "rotor", "image": image}]}}
+            }
+        }))
+        .unwrap();
+        let text = render(&Server::Found(vec![operator(&deployment)]), Output::Table).unwrap();
+        assert_eq!(text.lines().count(), 2, "{text}");
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{text:?}"
+        );
+        assert!(text.len() < 600, "{}", text.len());
     }
 }
