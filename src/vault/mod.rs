@@ -366,15 +366,7 @@ impl Vault {
                 "annotations": { MOVED_FROM_ANNOTATION: null },
             },
         });
-        let params = PatchParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            ..PatchParams::default()
-        };
-        match self
-            .api
-            .patch(&self.name(), &params, &Patch::Merge(&patch))
-            .await
-        {
+        match self.merge(&patch).await {
             Ok(unmarked) if self.is_ours(&unmarked) => {
                 tracing::info!(
                     namespace = %self.layout.namespace,
@@ -458,15 +450,7 @@ impl Vault {
             "metadata": {"uid": uid},
             "data": {key: B64.encode(value.as_bytes())},
         });
-        let params = PatchParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            ..PatchParams::default()
-        };
-        match self
-            .api
-            .patch(&self.name(), &params, &Patch::Merge(&patch))
-            .await
-        {
+        match self.merge(&patch).await {
             Ok(written) if self.is_ours(&written) => {
                 self.wrote(written);
                 Ok(true)
@@ -616,12 +600,18 @@ impl Vault {
             },
             "data": patch_data,
         });
+        self.merge(&patch).await
+    }
+
+    /// A merge patch of this store's Secret under rotor's field manager (the patch
+    /// carries its own precondition: uid or resourceVersion).
+    async fn merge(&self, patch: &serde_json::Value) -> Result<Secret, kube::Error> {
         let params = PatchParams {
             field_manager: Some(FIELD_MANAGER.into()),
             ..PatchParams::default()
         };
         self.api
-            .patch(&self.name(), &params, &Patch::Merge(&patch))
+            .patch(&self.name(), &params, &Patch::Merge(patch))
             .await
     }
 
