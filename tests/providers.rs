@@ -919,6 +919,109 @@ async fn postgres_sample_rotates_across_two_users_on_a_real_server() {
     .await;
 }
 
+/// AWS's alternating-users Lambda leaves tables created by one user owned by it, and the
+/// other user gets "permission denied" after the next rotation (its issues #56, #175,
+/// #38). With memberOf, each user logs in as the shared role, so what either creates
+/// belongs to the role and both keep using it.
+#[tokio::test]
+async fn postgres_objects_created_by_either_user_stay_usable_by_both() {
+    let pg = postgres::postgres();
+    pg.admin_sql("CREATE DATABASE shared_app").await;
+    pg.admin_sql("CREATE ROLE shared_rw").await;
+    pg.admin_session("shared_app")
+        .await
+        .batch_execute("GRANT CREATE, USAGE ON SCHEMA public TO shared_rw")
+        .await
+        .unwrap();
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "pg-shared").await;
+    let _op = Operator::start_with(&ns, FAST);
+    let manifest = sample("postgres.yaml")
+        .replace("name: app-db-login", "name: shared-login")
+        .replace("allow-read: app-db-login", "allow-read: shared-login")
+        .replace(
+            "\n  schedule:\n",
+            "\n  revocation: {minValidity: 0s}\n  schedule:\n",
+        )
+        .replace("host: postgres.example.com", "host: 127.0.0.1")
+        .replace("port: 5432", &format!("port: {}", pg.port))
+        .replace("database: app", "database: shared_app")
+        .replace("username: app\n", "username: shared\n")
+        .replace("memberOf: app_rw", "memberOf: shared_rw")
+        .replace("REPLACE_WITH_THE_ADMIN_PASSWORD", &pg.admin_password);
+    assert!(manifest.contains("memberOf: shared_rw") && manifest.contains("username: shared\n"));
+    apply_yaml(&client, &ns, &manifest).await.unwrap();
+    rotated(&client, &ns, "shared-login", 1).await;
+    let login = || {
+        let client = client.clone();
+        let ns = ns.clone();
+        async move {
+            let s = get_secret(&client, &ns, "shared-login").await.unwrap();
+            (
+                secret_value(&s, "DB_USER").unwrap(),
+                secret_value(&s, "DB_PASSWORD").unwrap(),
+            )
+        }
+    };
+    let (u1, p1) = login().await;
+    assert_eq!(u1, "shared_a");
+    let as_a = pg.session(&u1, &p1, "shared_app").await;
+    as_a.batch_execute("CREATE TABLE orders (id int); INSERT INTO orders VALUES (1)")
+        .await
+        .expect("shared_a creates a table");
+
+    rotate(&client, &ns, "shared-login", "r2", 2).await;
+    let (u2, p2) = login().await;
+    assert_eq!(u2, "shared_b");
+    let as_b = pg.session(&u2, &p2, "shared_app").await;
+    as_b.batch_execute("INSERT INTO orders VALUES (2); UPDATE orders SET id = id + 10")
+        .await
+        .expect("shared_b writes the table shared_a created");
+    let rows = as_b
+        .query("SELECT id FROM orders ORDER BY id", &[])
+        .await
+        .expect("shared_b reads the table shared_a created");
+    let ids: Vec<i32> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(ids, vec![11, 12]);
+    as_b.batch_execute("CREATE TABLE invoices (id int); INSERT INTO invoices VALUES (7)")
+        .await
+        .unwrap();
+    // The owner is the shared role, not whichever user happened to create it.
+    let owners = pg
+        .admin_session("shared_app")
+        .await
+        .query(
+            "SELECT tablename::text, tableowner::text FROM pg_catalog.pg_tables \
+             WHERE tablename IN ('orders', 'invoices') ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let owners: Vec<(String, String)> = owners.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(
+        owners,
+        vec![
+            ("invoices".to_string(), "shared_rw".to_string()),
+            ("orders".to_string(), "shared_rw".to_string())
+        ]
+    );
+
+    // shared_a's session would hold its revocation (the usage check): it ends here.
+    drop(as_a);
+    // The third rotation gives shared_a a new password: it still uses what shared_b made.
+    rotate(&client, &ns, "shared-login", "r3", 3).await;
+    let (u3, p3) = login().await;
+    assert_eq!(u3, "shared_a");
+    let as_a = pg.session(&u3, &p3, "shared_app").await;
+    as_a.batch_execute("INSERT INTO invoices VALUES (8); DELETE FROM orders WHERE id = 11")
+        .await
+        .expect("shared_a writes the table shared_b created");
+    assert!(
+        !pg.can_login(&u1, &p1, "shared_app").await,
+        "two rotations back is dead"
+    );
+}
+
 #[tokio::test]
 async fn endpoint_safety_and_namespace_rules() {
     let client = control_plane().client().await;

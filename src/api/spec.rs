@@ -407,7 +407,9 @@ pub struct PostgresSpec {
     #[schemars(length(min = 2, max = 2))]
     pub usernames: Option<Vec<String>>,
     /// A role both users are members of (holds the privileges); created users are
-    /// granted it. Users that do not exist are created with LOGIN.
+    /// granted it. Users that do not exist are created with LOGIN. Each member logs in as
+    /// this role (`ALTER ROLE … SET role`), so what either user creates belongs to it
+    /// and stays usable by the other.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub member_of: Option<String>,
 }

@@ -1,7 +1,8 @@
 //! `provider.postgres`: a PostgreSQL login rotated across two users.
 //!
 //! Slot 0 and slot 1 are two users (`<username>_a` / `<username>_b`, or two named
-//! users) that share a role. A rotation sets the inactive user's password; the active
+//! users) that share a role (with `memberOf`, also their role at login, so what either
+//! creates belongs to it). A rotation sets the inactive user's password; the active
 //! user keeps working until the rotation after. The password is sent as a SCRAM-SHA-256
 //! verifier computed here, so the plaintext never reaches the server or its logs.
 //! Revoking clears the user's password and ends its sessions.
@@ -232,6 +233,44 @@ impl PostgresProvider {
             .await
     }
 
+    /// Makes `role` the user's role at login (`ALTER ROLE … SET role`), so what the user
+    /// creates belongs to the shared role and stays usable by the other user after the
+    /// next rotation. Only for a member of the role: a login whose default role it may
+    /// not take would fail. Run at every issue, so users created before this existed
+    /// get it too; a user that is not a member is left as its owner made it.
+    async fn default_to_shared_role(
+        &self,
+        admin: &tokio_postgres::Client,
+        user: &str,
+        role: &str,
+    ) -> Result<(), ProviderError> {
+        let member = admin
+            .query_one(
+                "SELECT pg_catalog.pg_has_role($1::text::name, $2::text::name, 'MEMBER')",
+                &[&user, &role],
+            )
+            .await
+            .map_err(|e| sql_error(e, "checking membership of the shared role"))?;
+        if !member.get::<_, bool>(0) {
+            tracing::warn!(
+                user,
+                role,
+                "the user is not a member of memberOf: its default role is left unset, and \
+                 what it creates stays its own"
+            );
+            return Ok(());
+        }
+        let sql = format!(
+            "ALTER ROLE {} SET role = {}",
+            escape_identifier(user),
+            escape_literal(role)
+        );
+        admin
+            .batch_execute(&sql)
+            .await
+            .map_err(|e| sql_error(e, "setting the user's default role"))
+    }
+
     fn uri(&self, user: &str, password: &str) -> String {
         let enc = |s: &str| utf8_percent_encode(s, NON_ALPHANUMERIC).to_string();
         format!(
@@ -439,6 +478,9 @@ impl Provider for PostgresProvider {
                         .await
                         .map_err(|e| sql_error(e, "granting the shared role"))?;
                 }
+            }
+            if let Some(role) = &self.member_of {
+                self.default_to_shared_role(&admin, user, role).await?;
             }
             Ok(())
         })
