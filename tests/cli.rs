@@ -396,3 +396,51 @@ async fn version_reads_the_operators_deployment() {
     let doc: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(doc["serverVersion"], Value::Null);
 }
+
+/// `rotor audit` reads a trail only from a Secret that this very SecretRotation owns
+/// (its uid), as the controller does: a tenant who may create Secrets cannot show an
+/// admin an invented trail, not even with an owner reference of the right kind and name.
+#[tokio::test]
+async fn audit_refuses_a_trail_in_a_secret_the_resource_does_not_own() {
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "cli-forged").await;
+    let sample = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("config/samples/random.yaml"),
+    )
+    .unwrap();
+    apply_yaml(&client, &ns, &sample).await.unwrap();
+    let forged = r#"[{"time":"2026-01-01T00:00:00Z","actor":"operator","action":"revoke","credential":"everything-is-fine","oldFingerprint":null,"newFingerprint":null,"detail":"forged"}]"#;
+    let secret = |name: &str, owner: &str| {
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  labels:\n    app.kubernetes.io/managed-by: rotor\n    rotor.dev/escrow: \"true\"\n    rotor.dev/secret-rotation: session-key\n{owner}stringData:\n  audit: '{forged}'\n"
+        )
+    };
+    let wrong_uid = "  ownerReferences:\n  - apiVersion: rotor.dev/v1alpha1\n    kind: SecretRotation\n    name: session-key\n    uid: 00000000-0000-0000-0000-000000000000\n";
+    for (name, owner) in [
+        ("rotor-escrow-session-key", wrong_uid),
+        ("rotor-vault-session-key", wrong_uid),
+    ] {
+        apply_yaml(&client, &ns, &secret(name, owner))
+            .await
+            .unwrap();
+        let (success, out, err) = run_as(rotor(), &["audit", "session-key", "-n", &ns], &[]);
+        assert!(!success, "rotor audit showed a forged trail:\n{out}");
+        assert!(!out.contains("everything-is-fine"), "{out}");
+        assert!(
+            err.contains(&format!(
+                "Secret {ns}/{name} exists and was not created by rotor for SecretRotation \"session-key\""
+            )),
+            "{err}"
+        );
+        kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), &ns)
+            .delete(name, &Default::default())
+            .await
+            .unwrap();
+    }
+    let (success, _, err) = run_as(rotor(), &["audit", "nothing-here", "-n", &ns], &[]);
+    assert!(!success);
+    assert!(
+        err.contains(&format!("SecretRotation {ns}/nothing-here does not exist")),
+        "{err}"
+    );
+}

@@ -103,6 +103,8 @@ pub enum VaultError {
         "the escrow Secret {0} kept changing while rotor wrote it; retried {WRITE_ATTEMPTS} times"
     )]
     Contended(String),
+    #[error("SecretRotation {namespace}/{resource} does not exist")]
+    NoResource { namespace: String, resource: String },
 }
 
 /// The Secret name of a resource's vault: `rotor-escrow-<name>`, bounded to 253
@@ -929,23 +931,33 @@ fn decode_entries(data: &BTreeMap<String, String>) -> Result<Vec<Entry>, VaultEr
 }
 
 /// The audit trail of `resource` in `namespace`: from its escrow, or — not moved
-/// yet — from its `rotor-vault-` Secret when a SecretRotation of that name owns it.
+/// yet — from its `rotor-vault-` Secret; either only when this SecretRotation (its uid)
+/// owns it, as the controller requires.
 pub async fn read_audit(
     client: &Client,
     namespace: &str,
     resource: &str,
 ) -> Result<Vec<AuditRecord>, VaultError> {
+    // The trail is read only from a Secret that carries this very resource's owner
+    // reference (its uid), as the controller reads it: whoever may create Secrets in
+    // the namespace could otherwise show an admin an invented trail.
+    let resources: Api<SecretRotation> = Api::namespaced(client.clone(), namespace);
+    let Some(sr) = resources.get_opt(resource).await? else {
+        return Err(VaultError::NoResource {
+            namespace: namespace.into(),
+            resource: resource.into(),
+        });
+    };
+    let vault = Vault::new(client, &sr, Keyring::default());
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let secret = match api.get_opt(&vault_secret_name(resource)).await? {
-        Some(s) => Some(s),
-        None => api
-            .get_opt(&legacy_secret_name(resource))
-            .await?
-            .filter(|s| {
-                s.owner_references()
-                    .iter()
-                    .any(|r| r.kind == "SecretRotation" && r.name == resource)
-            }),
+        Some(s) if vault.is_ours(&s) => Some(s),
+        Some(_) => return Err(vault.foreign()),
+        None => match api.get_opt(&legacy_secret_name(resource)).await? {
+            Some(s) if vault.is_ours_as(&s, LEGACY_LABEL) => Some(s),
+            Some(_) => return Err(vault.foreign_named(legacy_secret_name(resource))),
+            None => None,
+        },
     };
     let Some(secret) = secret else {
         return Ok(Vec::new());
