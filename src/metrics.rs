@@ -5,6 +5,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use std::collections::HashSet;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RotationLabels {
@@ -386,6 +387,24 @@ impl Metrics {
             name: name.into(),
         });
     }
+
+    /// After a watch of `namespace` (every namespace: `None`) listed everything again:
+    /// drops each resource of it that the list did not find. A SecretRotation deleted
+    /// while the watch was down reaches rotor as no Delete event, only as its absence
+    /// here; without this its gauges (next rotation, conditions) would stay, and the
+    /// overdue and stuck alerts fire for a resource that is gone. Returns how many.
+    pub fn retain_listed(
+        &self,
+        namespace: Option<&str>,
+        listed: &HashSet<ResourceLabels>,
+    ) -> usize {
+        let mut book = self.resources.book();
+        let before = book.len();
+        book.retain(|key, _| {
+            namespace.is_some_and(|ns| ns != key.namespace) || listed.contains(key)
+        });
+        before - book.len()
+    }
 }
 
 /// What rotor exports about each SecretRotation, one map entry a resource and
@@ -626,5 +645,27 @@ mod tests {
         );
         assert!(!text.contains("rotor_resource_condition"), "{text}");
         assert!(!text.contains("rotor_consumer_rollout_stuck"), "{text}");
+    }
+
+    #[test]
+    fn a_relist_drops_the_resources_it_did_not_find_in_its_own_scope() {
+        use super::{HashSet, Metrics, ResourceLabels};
+        let m = Metrics::default();
+        for (ns, name) in [("shop", "kept"), ("shop", "gone"), ("other", "elsewhere")] {
+            m.schedule(ns, name, Some(1.0), None);
+        }
+        let listed = HashSet::from([ResourceLabels {
+            namespace: "shop".into(),
+            name: "kept".into(),
+        }]);
+        // A watch of namespace shop says nothing of other namespaces.
+        assert_eq!(m.retain_listed(Some("shop"), &listed), 1);
+        let text = m.encode();
+        assert!(text.contains(r#"namespace="shop",name="kept""#), "{text}");
+        assert!(!text.contains(r#"name="gone""#), "{text}");
+        assert!(text.contains(r#"name="elsewhere""#), "{text}");
+        // A watch of every namespace: what it did not list is gone.
+        assert_eq!(m.retain_listed(None, &listed), 1);
+        assert!(!m.encode().contains(r#"name="elsewhere""#));
     }
 }

@@ -400,17 +400,35 @@ pub async fn run(
         let (reader, writer) = reflector::store();
         let (synced, unsynced) = (health.clone(), unsynced.clone());
         let mut first = true;
+        let mut relist = Relist::default();
+        let watch_scope = scope.clone();
         let watch_ctx = ctx.clone();
         // Guarded keeps an object compact (see guard.rs): no managedFields, the
         // metadata the bookkeeping needs, the rest as JSON.
         let main_watch = watcher(api(scope), watcher::Config::default().any_semantic())
             .default_backoff()
             .inspect(move |event| match event {
-                Ok(watcher::Event::InitDone) if first => {
-                    first = false;
-                    if unsynced.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
-                        tracing::info!("watches synced; ready");
-                        synced.set_ready(true);
+                Ok(event @ (watcher::Event::Init | watcher::Event::InitApply(_))) => {
+                    relist.observe(event);
+                }
+                Ok(event @ watcher::Event::InitDone) => {
+                    if let Some(listed) = relist.observe(event) {
+                        let dropped = watch_ctx
+                            .metrics
+                            .retain_listed(watch_scope.as_deref(), &listed);
+                        if dropped > 0 {
+                            tracing::info!(
+                                dropped,
+                                "dropped the gauges of SecretRotations deleted while the watch was down"
+                            );
+                        }
+                    }
+                    if first {
+                        first = false;
+                        if unsynced.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+                            tracing::info!("watches synced; ready");
+                            synced.set_ready(true);
+                        }
                     }
                 }
                 // Gone from the cache, so never reconciled again: drop what rotor
@@ -474,4 +492,72 @@ pub async fn run(
     futures::future::join_all(controllers).await;
     tracing::info!("rotor controller stopped");
     Ok(())
+}
+/// The resources one (re-)list of a watch found, gathered from its Init, InitApply and
+/// InitDone events. A resource deleted while the watch was down gets no Delete event:
+/// only its absence from the next list tells.
+#[derive(Default)]
+struct Relist {
+    listed: Option<std::collections::HashSet<crate::metrics::ResourceLabels>>,
+}
+
+impl Relist {
+    /// Notes `event`; at InitDone, hands over what the list found.
+    fn observe<K: kube::Resource>(
+        &mut self,
+        event: &watcher::Event<K>,
+    ) -> Option<std::collections::HashSet<crate::metrics::ResourceLabels>> {
+        match event {
+            watcher::Event::Init => {
+                self.listed = Some(Default::default());
+                None
+            }
+            watcher::Event::InitApply(object) => {
+                if let Some(listed) = &mut self.listed {
+                    listed.insert(crate::metrics::ResourceLabels {
+                        namespace: object.meta().namespace.clone().unwrap_or_default(),
+                        name: object.meta().name.clone().unwrap_or_default(),
+                    });
+                }
+                None
+            }
+            watcher::Event::InitDone => self.listed.take(),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod relist_tests {
+    use super::Relist;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::runtime::watcher::Event;
+
+    fn object(ns: &str, name: &str) -> ConfigMap {
+        let mut o = ConfigMap::default();
+        o.metadata.namespace = Some(ns.into());
+        o.metadata.name = Some(name.into());
+        o
+    }
+
+    #[test]
+    fn a_relist_hands_over_exactly_what_it_listed() {
+        let mut relist = Relist::default();
+        // Events outside a list gather nothing.
+        assert!(relist.observe(&Event::Apply(object("a", "x"))).is_none());
+        assert!(relist.observe(&Event::InitDone::<ConfigMap>).is_none());
+        relist.observe(&Event::<ConfigMap>::Init);
+        relist.observe(&Event::InitApply(object("a", "kept")));
+        relist.observe(&Event::InitApply(object("b", "other")));
+        relist.observe(&Event::Delete(object("a", "deleted")));
+        let listed = relist.observe(&Event::InitDone::<ConfigMap>).unwrap();
+        let mut names: Vec<String> = listed
+            .iter()
+            .map(|l| format!("{}/{}", l.namespace, l.name))
+            .collect();
+        names.sort();
+        assert_eq!(names, ["a/kept", "b/other"]);
+        // Handed over once.
+        assert!(relist.observe(&Event::InitDone::<ConfigMap>).is_none());
+    }
 }
