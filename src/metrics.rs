@@ -319,6 +319,7 @@ impl Metrics {
         name: &str,
         conditions: impl IntoIterator<Item = (&'a str, bool)>,
         rollout_stuck: Option<bool>,
+        escrow_problem: bool,
     ) {
         let mut bits = 0u8;
         for (type_, on) in conditions {
@@ -337,6 +338,7 @@ impl Metrics {
         self.resources.update(namespace, name, |g| {
             g.conditions = bits;
             g.rollout = rollout;
+            g.escrow_problem = escrow_problem;
         });
     }
 
@@ -430,6 +432,8 @@ struct Gauges {
     conditions: u8,
     /// 0: no consumer rollout followed; 1: followed; 2: stuck.
     rollout: u8,
+    /// status.escrow.problem is set (e.g. the entries need a KEK that is gone).
+    escrow_problem: bool,
 }
 
 impl PerResource {
@@ -509,6 +513,16 @@ impl prometheus_client::collector::Collector for PerResource {
             ConstGauge::new(i64::from(gauges.failed_attempts))
                 .encode(family.encode_family(labels)?)?;
         }
+        let mut family = encoder.encode_descriptor(
+            "escrow_problem",
+            "1 while status.escrow.problem of a SecretRotation is set (its escrow cannot be used as it should, e.g. its entries need a KEK that is gone), 0 otherwise",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (labels, gauges) in &rows {
+            ConstGauge::new(i64::from(gauges.escrow_problem))
+                .encode(family.encode_family(labels)?)?;
+        }
         if rows.iter().any(|(_, g)| g.conditions != 0) {
             let mut family = encoder.encode_descriptor(
                 "resource_condition",
@@ -581,6 +595,7 @@ mod tests {
                 ("SomeoneElses", true),
             ],
             Some(true),
+            false,
         );
         let text = m.encode();
         let age: f64 = text
@@ -622,6 +637,7 @@ mod tests {
             "key",
             [("Ready", true), ("Stale", false)],
             Some(false),
+            true,
         );
         m.kek(true);
         let text = m.encode();
@@ -629,6 +645,7 @@ mod tests {
             r#"rotor_resource_condition{namespace="shop",name="key",condition="Ready"} 1"#,
             r#"rotor_resource_condition{namespace="shop",name="key",condition="Stale"} 0"#,
             r#"rotor_consumer_rollout_stuck{namespace="shop",name="key"} 0"#,
+            r#"rotor_escrow_problem{namespace="shop",name="key"} 1"#,
             r#"rotor_kek_available 1"#,
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
@@ -645,6 +662,7 @@ mod tests {
         );
         assert!(!text.contains("rotor_resource_condition"), "{text}");
         assert!(!text.contains("rotor_consumer_rollout_stuck"), "{text}");
+        assert!(!text.contains("rotor_escrow_problem"), "{text}");
     }
 
     #[test]

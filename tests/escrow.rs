@@ -433,7 +433,7 @@ async fn a_lost_rotor_kek_is_replaced_and_the_next_rotations_revoke_the_old_cred
         .await
         .unwrap();
 
-    let _op = Operator::start_with(&ns, FAST);
+    let op = Operator::start_with(&ns, FAST);
     let s = wait_status(&client, &ns, NAME, 90, "the escrow problem", |s| {
         s.escrow.as_ref().is_some_and(|l| l.problem.is_some())
     })
@@ -442,6 +442,11 @@ async fn a_lost_rotor_kek_is_replaced_and_the_next_rotations_revoke_the_old_cred
     .unwrap();
     let problem = s.escrow.unwrap().problem.unwrap();
     assert!(problem.contains("key_version_unavailable"), "{problem}");
+    // rotor_kek_available stays 1 (rotor made a new rotor-kek): the per-resource
+    // gauge is what RotorEscrowProblem sees.
+    let gauge = format!(r#"rotor_escrow_problem{{namespace="{ns}",name="{NAME}"}}"#);
+    wait_metric(&op, &gauge, 1.0).await;
+    assert_eq!(metric(&op, "rotor_kek_available").await, Some(1.0));
     let kek = secrets.get("rotor-kek").await.unwrap();
     assert_ne!(kek.metadata.uid, old_kek.metadata.uid, "a new rotor-kek");
     let keys: Vec<&String> = kek.data.as_ref().unwrap().keys().collect();
@@ -476,4 +481,13 @@ async fn a_lost_rotor_kek_is_replaced_and_the_next_rotations_revoke_the_old_cred
     })
     .await;
     assert_eq!(s.status.unwrap().rotation_count, 4);
+    // The status that cleared the problem is the one exported (right after its write).
+    for attempt in 0.. {
+        let now = metric(&op, &gauge).await;
+        if now == Some(0.0) {
+            break;
+        }
+        assert!(attempt < 300, "{gauge} stayed at {now:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }

@@ -197,6 +197,7 @@ fn alert_rules_pass_promtool_and_are_the_readmes() {
         "RotorKeyStoreUnavailable",
         "RotorConsumerRolloutStuck",
         "RotorCredentialStale",
+        "RotorEscrowProblem",
     ] {
         assert!(alerts.contains(&want), "no alert {want}");
     }

@@ -185,7 +185,8 @@ pub fn set_phase(
     status.observed_generation = generation;
 }
 
-/// `rotor_resource_condition` and `rotor_consumer_rollout_stuck` of one resource, from
+/// `rotor_resource_condition`, `rotor_consumer_rollout_stuck` and `rotor_escrow_problem`
+/// of one resource, from
 /// the status rotor wrote (or found unchanged).
 pub fn export_conditions(
     metrics: &crate::metrics::Metrics,
@@ -204,6 +205,7 @@ pub fn export_conditions(
             .consumers
             .as_ref()
             .map(|c| c.phase == crate::api::ConsumerPhase::Stuck),
+        status.escrow.as_ref().is_some_and(|e| e.problem.is_some()),
     );
 }
 
