@@ -124,6 +124,13 @@ async fn redis_sample_rotates_across_two_users_with_an_acl_file() {
     rotate(&client, &ns, "app-cache-login", "r2", 2).await;
     let (u2, p2, _) = login_in_secret(&client, &ns).await;
     assert_eq!(u2, "app_b");
+    // `rotor plan` says what the next rotation does, in the provider's words.
+    let plan = rotor_cli(&["plan", "-n", &ns]);
+    eprintln!("rotor plan:\n{plan}");
+    assert!(
+        plan.contains("app-cache-login") && plan.contains("redis") && plan.contains("rotate at"),
+        "{plan}"
+    );
     assert!(redis.can_login(&u2, &p2).await, "the new user logs in");
     assert!(
         redis.can_login(&u1, &p1).await,
@@ -548,11 +555,11 @@ async fn stalling_and_flooding_servers_hold_no_worker() {
     let p = provider_with(
         &redis,
         serde_json::json!({"port": flood_port}),
-        Duration::from_secs(60),
+        Duration::from_secs(15),
     )
     .unwrap();
     let e = p.list_own("x").await.unwrap_err().to_string();
-    assert!(e.contains("more than 16 MiB"), "{e}");
+    assert!(e.contains("more than 4 MiB"), "{e}");
 }
 
 /// The endpoint guard: without --allow-private-endpoints a loopback Redis is refused

@@ -35,9 +35,11 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 const PASSWORD_LENGTH: usize = 32;
-/// The most a server may send in one session (the largest reply rotor reads is
-/// `CLIENT LIST`: about 300 bytes a connection, so some 50,000 connections).
-pub const MAX_SESSION_BYTES: u64 = 16 << 20;
+/// The most a server may send in one session. The largest reply rotor reads is
+/// `CLIENT LIST` (about 300 bytes a connection: some 13,000 connections). A reply of
+/// many tiny elements takes several times its wire size once parsed, so the cap is
+/// also what bounds the memory a hostile server can make rotor use (some 70 MB).
+pub const MAX_SESSION_BYTES: u64 = 4 << 20;
 /// The most rules rotor sends (from the spec or a template user).
 const MAX_RULES: usize = 256;
 /// The longest a rules string or one rule may be.
