@@ -394,7 +394,9 @@ impl RedisProvider {
             (Some(code), Some(detail)) => format!("{code} {detail}"),
             _ => e.to_string(),
         };
-        let text: String = text.chars().take(300).collect();
+        // Shown in status and Events: a bounded line, no control characters from a
+        // hostile server.
+        let text: String = text.chars().filter(|c| !c.is_control()).take(300).collect();
         match e.code() {
             Some("NOPERM") => ProviderError::Rejected {
                 status: 403,
@@ -779,12 +781,11 @@ impl Provider for RedisProvider {
                 .arg(password)
                 .query_async::<Value>(&mut conn)
                 .await
-                .map_err(|e| {
-                    ProviderError::TestFailed(format!(
-                        "AUTH as {:?}: {}",
-                        credential.id,
-                        e.code().unwrap_or("error")
-                    ))
+                .map_err(|e| match e.code() {
+                    Some(code) => {
+                        ProviderError::TestFailed(format!("AUTH as {:?}: {code}", credential.id))
+                    }
+                    None => self.classify(e, "the connection test's AUTH"),
                 })?;
             // Logged in is what the test proves; rules without PING (`-@all +get`)
             // answer NOPERM, which is the user's rules working, not a failure.
