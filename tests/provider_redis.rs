@@ -653,3 +653,47 @@ crash_tests! {
     crash_after_secret: "after_secret",
     crash_after_flip: "after_flip",
 }
+
+/// An admin that may not `CONFIG GET`: rotor sends `ACL SAVE` anyway. With an ACL file
+/// the change is saved (a restart keeps it); without one, Redis's "not configured to
+/// use an ACL file" is no failure.
+#[tokio::test]
+async fn an_admin_without_config_get_still_saves_the_acl_file() {
+    for acl_file in [true, false] {
+        let redis = Redis::start(acl_file, false);
+        let rules: Vec<&str> = support::redis::ADMIN_RULES
+            .iter()
+            .copied()
+            .filter(|r| *r != "+config|get")
+            .collect();
+        let pw = format!(">{}", redis.admin_password);
+        let mut setuser = vec!["ACL", "SETUSER", "narrow", "on", pw.as_str()];
+        setuser.extend(rules);
+        redis.cli(&setuser);
+        if acl_file {
+            redis.cli(&["ACL", "SAVE"]);
+        }
+        let p = provider(&redis, serde_json::json!({"adminUsername": "narrow"})).unwrap();
+        let (user, password, _) = issue(&*p, 0)
+            .await
+            .unwrap_or_else(|e| panic!("acl_file {acl_file}: {e}"));
+        let slowlog = redis.cli(&["SLOWLOG", "GET", "10000"]);
+        assert!(
+            slowlog.lines().any(|l| l.trim() == "SAVE"),
+            "acl_file {acl_file}: ACL SAVE was sent"
+        );
+        if acl_file {
+            redis.restart();
+            assert!(
+                redis.can_login(&user, &password).await,
+                "saved without CONFIG GET"
+            );
+            assert_eq!(p.revoke(&user).await.unwrap(), Revocation::Revoked);
+            redis.restart();
+            assert!(
+                !redis.can_login(&user, &password).await,
+                "the revoke was saved too"
+            );
+        }
+    }
+}
