@@ -459,6 +459,13 @@ async fn hostile_rules_strings_are_refused() {
             "{e}"
         );
     }
+    let e = provider(
+        &redis,
+        serde_json::json!({"username": null, "usernames": ["default", "other"]}),
+    )
+    .err()
+    .expect("default refused");
+    assert!(e.contains("\"default\" cannot be rotated"), "{e}");
     let long = "~a ".repeat(1500);
     assert!(provider(&redis, serde_json::json!({"rules": long})).is_err());
     assert_eq!(

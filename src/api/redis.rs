@@ -36,7 +36,7 @@ pub struct RedisSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 126))]
     pub username: Option<String>,
-    /// Or the two users by name (slot 0, slot 1).
+    /// Or the two users by name (slot 0, slot 1); not `default`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 2, max = 2))]
     pub usernames: Option<Vec<String>>,

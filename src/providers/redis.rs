@@ -229,6 +229,13 @@ impl RedisProvider {
             check_name(u, "username")?;
         }
         check_name(&spec.admin_username, "adminUsername")?;
+        // `default` is every unauthenticated connection's user (and `requirepass`'s):
+        // resetting it would lock out every client that does not name a user.
+        if users.iter().any(|u| u == "default") {
+            return Err(ProviderError::InvalidConfig(
+                "redis: the user \"default\" cannot be rotated (it is the user of every connection that does not log in as another); rotate two named users".into(),
+            ));
+        }
         if users.contains(&spec.admin_username) {
             return Err(ProviderError::InvalidConfig(
                 "redis.adminUsername must not be one of the two rotated users".into(),
