@@ -6,11 +6,13 @@
 
 mod consumers;
 mod interval;
+mod redis;
 mod spec;
 mod status;
 
 pub use consumers::*;
 pub use interval::{IntervalError, RotationInterval};
+pub use redis::{RedisSpec, RedisTls};
 pub use spec::*;
 pub use status::*;
 

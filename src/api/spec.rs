@@ -110,6 +110,9 @@ pub enum ProviderSpec {
     /// A PostgreSQL login: two users, the inactive one gets a new password.
     /// Outputs: `username`, `password`, `uri`.
     Postgres(PostgresSpec),
+    /// A Redis ACL login: two users, the inactive one gets a new password.
+    /// Outputs: `username`, `password`, `uri`.
+    Redis(super::RedisSpec),
 }
 
 impl ProviderSpec {
@@ -122,6 +125,7 @@ impl ProviderSpec {
             Self::Convox(_) => "convox",
             Self::Http(_) => "http",
             Self::Postgres(_) => "postgres",
+            Self::Redis(_) => "redis",
         }
     }
 
@@ -144,6 +148,9 @@ impl ProviderSpec {
             .flat_map(|op| op.headers.iter().filter_map(|h| h.value_from.as_ref()))
             .collect(),
             Self::Postgres(s) => std::iter::once(&s.credentials_ref)
+                .chain(s.ca_ref.as_ref())
+                .collect(),
+            Self::Redis(s) => std::iter::once(&s.credentials_ref)
                 .chain(s.ca_ref.as_ref())
                 .collect(),
         }

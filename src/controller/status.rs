@@ -255,6 +255,7 @@ pub fn provider_identity(spec: &crate::api::ProviderSpec) -> String {
         P::Convox(s) => format!("convox:{}", s.rack_url),
         P::Http(s) => format!("http:{}", origin(&s.issue.url)),
         P::Postgres(s) => format!("postgres:{}:{}/{}", s.host, s.port, s.database),
+        P::Redis(s) => format!("redis:{}:{}", s.host, s.port),
     }
 }
 

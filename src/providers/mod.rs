@@ -9,6 +9,7 @@ pub mod endpoint;
 mod http;
 mod postgres;
 mod random;
+mod redis;
 mod supabase;
 
 pub use client::{HttpClient, HttpSettings, Observer};
@@ -60,7 +61,9 @@ pub fn outputs_of(spec: &ProviderSpec) -> (&'static [&'static str], &'static str
             (&["apiKey"], "apiKey")
         }
         ProviderSpec::Convex(_) => (&["accessKey"], "accessKey"),
-        ProviderSpec::Postgres(_) => (&["username", "password", "uri"], "password"),
+        ProviderSpec::Postgres(_) | ProviderSpec::Redis(_) => {
+            (&["username", "password", "uri"], "password")
+        }
     }
 }
 
@@ -84,6 +87,7 @@ pub fn build(
         ProviderSpec::Convox(s) => Box::new(convox::ConvoxProvider::new(s, ctx)?),
         ProviderSpec::Http(s) => Box::new(http::HttpProvider::new(s, ctx)?),
         ProviderSpec::Postgres(s) => Box::new(postgres::PostgresProvider::new(s, ctx)?),
+        ProviderSpec::Redis(s) => Box::new(redis::RedisProvider::new(s, ctx)?),
     };
     let mut known = inner.known_values();
     // Every Secret value the resource resolved (admin credentials, header values).
@@ -287,6 +291,7 @@ mod tests {
             serde_json::json!({"convox": {"rackUrl": url, "credentialsRef": admin}}),
             serde_json::json!({"http": {"issue": {"url": format!("{url}/keys")}, "keyPath": "$.key"}}),
             serde_json::json!({"postgres": {"host": "127.0.0.1", "database": "d", "credentialsRef": admin, "username": "u"}}),
+            serde_json::json!({"redis": {"host": "127.0.0.1", "credentialsRef": admin, "username": "u", "rules": "~app:* +@read"}}),
         ] {
             let spec: ProviderSpec = serde_json::from_value(spec).unwrap();
             let provider = build(&spec, &ctx).unwrap();

@@ -357,7 +357,7 @@ fn verifying_config(
 }
 
 /// sslmode=require: encrypted, the certificate not checked (libpq's meaning).
-fn unverified_config() -> rustls::ClientConfig {
+pub(super) fn unverified_config() -> rustls::ClientConfig {
     rustls::ClientConfig::builder()
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate))

@@ -11,6 +11,7 @@
 pub mod fakes;
 pub mod kube_util;
 pub mod postgres;
+pub mod redis;
 pub mod scenario;
 
 use std::io::Write;

@@ -157,7 +157,7 @@ fn openssl(dir: &Path, args: &[&str]) {
 
 /// A CA, a server certificate for 127.0.0.1 signed by it (ECDSA P-256 with SHA-256,
 /// which both sides can bind a SCRAM login to), and an unrelated second CA.
-fn make_certificates(dir: &Path) {
+pub fn make_certificates(dir: &Path) {
     std::fs::create_dir_all(dir).unwrap();
     for ca in ["ca", "other-ca"] {
         openssl(
