@@ -110,6 +110,9 @@ pub enum ProviderSpec {
     /// A PostgreSQL login: two users, the inactive one gets a new password.
     /// Outputs: `username`, `password`, `uri`.
     Postgres(PostgresSpec),
+    /// The access keys of an AWS IAM user (IAM allows two: the two slots).
+    /// Outputs: `accessKeyId`, `secretAccessKey`.
+    AwsIam(super::AwsIamSpec),
 }
 
 impl ProviderSpec {
@@ -122,6 +125,7 @@ impl ProviderSpec {
             Self::Convox(_) => "convox",
             Self::Http(_) => "http",
             Self::Postgres(_) => "postgres",
+            Self::AwsIam(_) => "awsIam",
         }
     }
 
@@ -145,6 +149,10 @@ impl ProviderSpec {
             .collect(),
             Self::Postgres(s) => std::iter::once(&s.credentials_ref)
                 .chain(s.ca_ref.as_ref())
+                .collect(),
+            Self::AwsIam(s) => [&s.access_key_id_ref, &s.secret_access_key_ref]
+                .into_iter()
+                .chain(s.session_token_ref.as_ref())
                 .collect(),
         }
     }

@@ -253,6 +253,13 @@ pub fn provider_identity(spec: &crate::api::ProviderSpec) -> String {
         P::Convox(s) => format!("convox:{}", s.rack_url),
         P::Http(s) => format!("http:{}", origin(&s.issue.url)),
         P::Postgres(s) => format!("postgres:{}:{}/{}", s.host, s.port, s.database),
+        P::AwsIam(s) => format!(
+            "awsIam:{}/{}",
+            s.endpoint_url
+                .as_deref()
+                .unwrap_or("https://iam.amazonaws.com"),
+            s.user_name
+        ),
     }
 }
 

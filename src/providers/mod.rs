@@ -2,6 +2,7 @@
 //! [`crate::rotation::Provider`]. Providers never touch the Kubernetes API; they get
 //! their configuration validated and their Secrets resolved.
 
+mod aws_iam;
 pub mod client;
 mod convex;
 mod convox;
@@ -61,6 +62,7 @@ pub fn outputs_of(spec: &ProviderSpec) -> (&'static [&'static str], &'static str
         }
         ProviderSpec::Convex(_) => (&["accessKey"], "accessKey"),
         ProviderSpec::Postgres(_) => (&["username", "password", "uri"], "password"),
+        ProviderSpec::AwsIam(_) => (&["accessKeyId", "secretAccessKey"], "secretAccessKey"),
     }
 }
 
@@ -84,6 +86,7 @@ pub fn build(
         ProviderSpec::Convox(s) => Box::new(convox::ConvoxProvider::new(s, ctx)?),
         ProviderSpec::Http(s) => Box::new(http::HttpProvider::new(s, ctx)?),
         ProviderSpec::Postgres(s) => Box::new(postgres::PostgresProvider::new(s, ctx)?),
+        ProviderSpec::AwsIam(s) => Box::new(aws_iam::AwsIamProvider::new(s, ctx)?),
     };
     let mut known = inner.known_values();
     // Every Secret value the resource resolved (admin credentials, header values).
@@ -287,6 +290,7 @@ mod tests {
             serde_json::json!({"convox": {"rackUrl": url, "credentialsRef": admin}}),
             serde_json::json!({"http": {"issue": {"url": format!("{url}/keys")}, "keyPath": "$.key"}}),
             serde_json::json!({"postgres": {"host": "127.0.0.1", "database": "d", "credentialsRef": admin, "username": "u"}}),
+            serde_json::json!({"awsIam": {"userName": "app", "endpointUrl": url, "accessKeyIdRef": admin, "secretAccessKeyRef": admin}}),
         ] {
             let spec: ProviderSpec = serde_json::from_value(spec).unwrap();
             let provider = build(&spec, &ctx).unwrap();
