@@ -674,6 +674,13 @@ fn parse_date(text: &str) -> Option<DateTime<Utc>> {
         })
 }
 
+/// Whether a use at `at` is after `since`. `since` comes from status, in whole
+/// seconds: a use within the second the key stopped being active (its own test, in a
+/// quick succession of rotations) counts as before it.
+fn used_after(at: DateTime<Utc>, since: DateTime<Utc>) -> bool {
+    at.trunc_subsecs(0) > since
+}
+
 /// The user name an ARN of an IAM user ends in (`arn:aws:iam::1:user/path/name`).
 fn arn_user(arn: &str) -> Option<&str> {
     let resource = arn.splitn(6, ':').nth(5)?;
@@ -978,10 +985,7 @@ impl Provider for AwsIamProvider {
         Ok(match date {
             None => Usage::Unused,
             Some(text) => match parse_date(&text) {
-                // `since` comes from status, in whole seconds: a use within the second
-                // the key stopped being active (its own test, in a quick succession
-                // of rotations) counts as before it.
-                Some(at) if at.trunc_subsecs(0) > since => Usage::InUse {
+                Some(at) if used_after(at, since) => Usage::InUse {
                     count: None,
                     last_used: Some(at),
                 },
@@ -1075,6 +1079,15 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(!err.contains("wJalrXUtnFEMI"), "{err}");
+    }
+
+    #[test]
+    fn a_use_counts_from_the_next_whole_second() {
+        let since = parse_date("2026-01-02T03:04:05Z").unwrap();
+        let at = |t: &str| parse_date(t).unwrap();
+        assert!(!used_after(at("2026-01-02T03:04:05.900Z"), since));
+        assert!(used_after(at("2026-01-02T03:04:06.000Z"), since));
+        assert!(!used_after(at("2026-01-01T00:00:00Z"), since));
     }
 
     #[test]
