@@ -378,3 +378,77 @@ crash_tests! {
     killed_after_the_secret_write => "after_secret",
     killed_after_the_flip => "after_flip",
 }
+
+/// The orphan sweep lists only keys tagged with a name of this resource: a key tagged
+/// with another resource's name is left alone; once tagged as this resource's (and in
+/// no slot) it is deactivated, and the next rotation, finding two keys, deletes it.
+#[tokio::test]
+async fn the_sweep_takes_only_exactly_own_keys() {
+    let moto = moto();
+    let user = "app-sweep";
+    moto.create_user(user);
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "aws-sweep").await;
+    let flags = [FAST, &["--sweep-interval", "1s"]].concat();
+    let op = Operator::start_with(&ns, &flags);
+    let m = manifest(moto, user, "{minValidity: 0s}", true);
+    apply_yaml(&client, &ns, &m).await.unwrap();
+    let s1 = rotated(&client, &ns, NAME, 1).await;
+    let (id1, _) = key(&client, &ns).await;
+    let own = moto
+        .tags(user)
+        .into_iter()
+        .find(|(k, _)| *k == id1)
+        .map(|(_, v)| v)
+        .unwrap();
+    let prefix = own
+        .trim_end_matches(|c: char| c.is_ascii_digit())
+        .to_string();
+    assert_eq!(s1.slots[0].id, id1);
+    let (orphan, _) = moto.create_key(user);
+    let tag = |value: &str| {
+        moto.admin(&[
+            ("Action", "TagUser"),
+            ("UserName", user),
+            ("Tags.member.1.Key", &orphan),
+            ("Tags.member.1.Value", value),
+        ]);
+    };
+    // Another resource's name, and this prefix with more than digits after it.
+    for foreign in ["rotor-deadbeef-7", &format!("{prefix}7-old")] {
+        tag(foreign);
+        let seen = metric(&op, r#"rotor_orphan_sweeps_total{provider="awsIam"}"#)
+            .await
+            .unwrap_or(0.0);
+        wait_metric(
+            &op,
+            r#"rotor_orphan_sweeps_total{provider="awsIam"}"#,
+            seen + 2.0,
+        )
+        .await;
+        assert!(
+            moto.keys(user)
+                .iter()
+                .any(|(id, s)| *id == orphan && s == "Active"),
+            "a key tagged {foreign:?} is not this resource's: {:?}",
+            moto.keys(user)
+        );
+    }
+    tag(&format!("{prefix}99"));
+    wait_keys(moto, user, "the own orphan deactivated", |keys| {
+        keys.iter().any(|(id, s)| *id == orphan && s == "Inactive")
+            && keys.iter().any(|(id, s)| *id == id1 && s == "Active")
+    })
+    .await;
+    rotate(&client, &ns, NAME, "r2", 2).await;
+    let (id2, _) = key(&client, &ns).await;
+    let mut keys: Vec<String> = moto.keys(user).into_iter().map(|(id, _)| id).collect();
+    keys.sort();
+    let mut want = vec![id1.clone(), id2.clone()];
+    want.sort();
+    assert_eq!(
+        keys, want,
+        "the inactive own orphan made room for the new key"
+    );
+    moto.assert_never_a_third_key(user);
+}
