@@ -366,7 +366,7 @@ async fn kustomize_default_renders_and_applies() {
     let count = String::from_utf8_lossy(&samples.stdout)
         .matches("kind: SecretRotation")
         .count();
-    assert_eq!(count, 7, "one sample per provider");
+    assert_eq!(count, 8, "one sample per provider");
 }
 
 #[test]

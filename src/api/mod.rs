@@ -4,12 +4,14 @@
 //! `crds/secretrotation.yaml` is generated from it. Doc comments become the
 //! `kubectl explain` text.
 
+mod aws_iam;
 mod consumers;
 mod interval;
 mod redis;
 mod spec;
 mod status;
 
+pub use aws_iam::*;
 pub use consumers::*;
 pub use interval::{IntervalError, RotationInterval};
 pub use redis::{RedisSpec, RedisTls};

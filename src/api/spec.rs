@@ -113,6 +113,9 @@ pub enum ProviderSpec {
     /// A Redis ACL login: two users, the inactive one gets a new password.
     /// Outputs: `username`, `password`, `uri`.
     Redis(super::RedisSpec),
+    /// The access keys of an AWS IAM user (IAM allows two: the two slots).
+    /// Outputs: `accessKeyId`, `secretAccessKey`.
+    AwsIam(super::AwsIamSpec),
 }
 
 impl ProviderSpec {
@@ -126,6 +129,7 @@ impl ProviderSpec {
             Self::Http(_) => "http",
             Self::Postgres(_) => "postgres",
             Self::Redis(_) => "redis",
+            Self::AwsIam(_) => "awsIam",
         }
     }
 
@@ -152,6 +156,10 @@ impl ProviderSpec {
                 .collect(),
             Self::Redis(s) => std::iter::once(&s.credentials_ref)
                 .chain(s.ca_ref.as_ref())
+                .collect(),
+            Self::AwsIam(s) => [&s.access_key_id_ref, &s.secret_access_key_ref]
+                .into_iter()
+                .chain(s.session_token_ref.as_ref())
                 .collect(),
         }
     }

@@ -256,6 +256,13 @@ pub fn provider_identity(spec: &crate::api::ProviderSpec) -> String {
         P::Http(s) => format!("http:{}", origin(&s.issue.url)),
         P::Postgres(s) => format!("postgres:{}:{}/{}", s.host, s.port, s.database),
         P::Redis(s) => format!("redis:{}:{}", s.host, s.port),
+        P::AwsIam(s) => format!(
+            "awsIam:{}/{}",
+            s.endpoint_url
+                .as_deref()
+                .unwrap_or("https://iam.amazonaws.com"),
+            s.user_name
+        ),
     }
 }
 

@@ -2,6 +2,7 @@
 //! [`crate::rotation::Provider`]. Providers never touch the Kubernetes API; they get
 //! their configuration validated and their Secrets resolved.
 
+mod aws_iam;
 pub mod client;
 mod convex;
 mod convox;
@@ -64,6 +65,7 @@ pub fn outputs_of(spec: &ProviderSpec) -> (&'static [&'static str], &'static str
         ProviderSpec::Postgres(_) | ProviderSpec::Redis(_) => {
             (&["username", "password", "uri"], "password")
         }
+        ProviderSpec::AwsIam(_) => (&["accessKeyId", "secretAccessKey"], "secretAccessKey"),
     }
 }
 
@@ -88,6 +90,7 @@ pub fn build(
         ProviderSpec::Http(s) => Box::new(http::HttpProvider::new(s, ctx)?),
         ProviderSpec::Postgres(s) => Box::new(postgres::PostgresProvider::new(s, ctx)?),
         ProviderSpec::Redis(s) => Box::new(redis::RedisProvider::new(s, ctx)?),
+        ProviderSpec::AwsIam(s) => Box::new(aws_iam::AwsIamProvider::new(s, ctx)?),
     };
     let mut known = inner.known_values();
     // Every Secret value the resource resolved (admin credentials, header values).
@@ -292,6 +295,7 @@ mod tests {
             serde_json::json!({"http": {"issue": {"url": format!("{url}/keys")}, "keyPath": "$.key"}}),
             serde_json::json!({"postgres": {"host": "127.0.0.1", "database": "d", "credentialsRef": admin, "username": "u"}}),
             serde_json::json!({"redis": {"host": "127.0.0.1", "credentialsRef": admin, "username": "u", "rules": "~app:* +@read"}}),
+            serde_json::json!({"awsIam": {"userName": "app", "endpointUrl": url, "accessKeyIdRef": admin, "secretAccessKeyRef": admin}}),
         ] {
             let spec: ProviderSpec = serde_json::from_value(spec).unwrap();
             let provider = build(&spec, &ctx).unwrap();
