@@ -6,11 +6,13 @@
 
 mod consumers;
 mod interval;
+mod mysql;
 mod spec;
 mod status;
 
 pub use consumers::*;
 pub use interval::{IntervalError, RotationInterval};
+pub use mysql::MysqlSpec;
 pub use spec::*;
 pub use status::*;
 

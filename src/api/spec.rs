@@ -1,7 +1,8 @@
 //! `SecretRotation.spec`: what to rotate, how often, and where to write it.
 
 use super::{
-    ConsumersSpec, NotifySpec, RevocationSpec, RotationInterval, SecretRotationStatus, TimeSpan,
+    ConsumersSpec, MysqlSpec, NotifySpec, RevocationSpec, RotationInterval, SecretRotationStatus,
+    TimeSpan,
 };
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -110,6 +111,9 @@ pub enum ProviderSpec {
     /// A PostgreSQL login: two users, the inactive one gets a new password.
     /// Outputs: `username`, `password`, `uri`.
     Postgres(PostgresSpec),
+    /// A MySQL 8 or MariaDB 10.11+ login: two users, the inactive one gets a new
+    /// password. Outputs: `username`, `password`, `uri`, `host`, `port`, `database`.
+    Mysql(MysqlSpec),
 }
 
 impl ProviderSpec {
@@ -122,6 +126,7 @@ impl ProviderSpec {
             Self::Convox(_) => "convox",
             Self::Http(_) => "http",
             Self::Postgres(_) => "postgres",
+            Self::Mysql(_) => "mysql",
         }
     }
 
@@ -144,6 +149,9 @@ impl ProviderSpec {
             .flat_map(|op| op.headers.iter().filter_map(|h| h.value_from.as_ref()))
             .collect(),
             Self::Postgres(s) => std::iter::once(&s.credentials_ref)
+                .chain(s.ca_ref.as_ref())
+                .collect(),
+            Self::Mysql(s) => std::iter::once(&s.credentials_ref)
                 .chain(s.ca_ref.as_ref())
                 .collect(),
         }

@@ -20,7 +20,7 @@ pub const MESSAGE_WIDTH: usize = 60;
 pub struct StatusRow {
     pub namespace: String,
     pub name: String,
-    /// random, supabase, convex, convox, http or postgres.
+    /// random, supabase, convex, convox, http, postgres or mysql.
     pub provider: Option<String>,
     /// Pending, Rotating, Success or Failed; Unknown when status does not parse.
     pub phase: String,

@@ -253,6 +253,7 @@ pub fn provider_identity(spec: &crate::api::ProviderSpec) -> String {
         P::Convox(s) => format!("convox:{}", s.rack_url),
         P::Http(s) => format!("http:{}", origin(&s.issue.url)),
         P::Postgres(s) => format!("postgres:{}:{}/{}", s.host, s.port, s.database),
+        P::Mysql(s) => format!("mysql:{}:{}/{}", s.host, s.port, s.database),
     }
 }
 

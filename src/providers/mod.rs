@@ -7,6 +7,7 @@ mod convex;
 mod convox;
 pub mod endpoint;
 mod http;
+mod mysql;
 mod postgres;
 mod random;
 mod supabase;
@@ -61,6 +62,7 @@ pub fn outputs_of(spec: &ProviderSpec) -> (&'static [&'static str], &'static str
         }
         ProviderSpec::Convex(_) => (&["accessKey"], "accessKey"),
         ProviderSpec::Postgres(_) => (&["username", "password", "uri"], "password"),
+        ProviderSpec::Mysql(_) => (mysql::OUTPUTS, "password"),
     }
 }
 
@@ -84,6 +86,7 @@ pub fn build(
         ProviderSpec::Convox(s) => Box::new(convox::ConvoxProvider::new(s, ctx)?),
         ProviderSpec::Http(s) => Box::new(http::HttpProvider::new(s, ctx)?),
         ProviderSpec::Postgres(s) => Box::new(postgres::PostgresProvider::new(s, ctx)?),
+        ProviderSpec::Mysql(s) => Box::new(mysql::MysqlProvider::new(s, ctx)?),
     };
     let mut known = inner.known_values();
     // Every Secret value the resource resolved (admin credentials, header values).
@@ -287,6 +290,7 @@ mod tests {
             serde_json::json!({"convox": {"rackUrl": url, "credentialsRef": admin}}),
             serde_json::json!({"http": {"issue": {"url": format!("{url}/keys")}, "keyPath": "$.key"}}),
             serde_json::json!({"postgres": {"host": "127.0.0.1", "database": "d", "credentialsRef": admin, "username": "u"}}),
+            serde_json::json!({"mysql": {"host": "127.0.0.1", "database": "d", "sslMode": "disable", "credentialsRef": admin, "username": "u"}}),
         ] {
             let spec: ProviderSpec = serde_json::from_value(spec).unwrap();
             let provider = build(&spec, &ctx).unwrap();
