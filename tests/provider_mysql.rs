@@ -204,6 +204,12 @@ async fn mysql_sample_rotates_across_two_users_on_a_real_server() {
         !db.can_login(&u1, &p1, "app").await,
         "the password from two rotations ago is refused"
     );
+    // `rotor plan` names the provider and the user the next rotation revokes.
+    let plan = rotor_cli(&["plan", name, "-n", &ns]);
+    assert!(
+        plan.contains("mysql") && plan.contains("issue into slot 1, revoking app_b"),
+        "{plan}"
+    );
     // MariaDB got each password as its hash only: the general log, which records every
     // statement as received, never saw a plaintext.
     let log = db.general_log();

@@ -637,11 +637,7 @@ impl Provider for MysqlProvider {
     }
 
     async fn revoke(&self, id: &str) -> Result<Revocation, ProviderError> {
-        if !self.is_own(id) {
-            return Err(ProviderError::InvalidConfig(format!(
-                "mysql: {id:?} is not one of this resource's two users"
-            )));
-        }
+        check_name(id, "username", MAX_NAME_CHARS)?;
         self.bounded("revoking the user", async {
             let mut admin = self.admin().await?;
             if !self.exists(&mut admin, id).await? {
@@ -787,5 +783,108 @@ mod tests {
         ] {
             assert_eq!(rewrite_grant(refused, from, to), None, "{refused}");
         }
+    }
+
+    fn ctx_parts() -> (super::super::HttpClient, super::super::Secrets) {
+        let http = super::super::HttpClient::new(super::super::HttpSettings {
+            allow_private_endpoints: true,
+            max_retries: 0,
+            ..super::super::HttpSettings::default()
+        });
+        let mut secrets = super::super::Secrets::default();
+        secrets.0.insert(
+            ("a".into(), "k".into()),
+            SecretString::from("admin-password"),
+        );
+        (http, secrets)
+    }
+
+    fn spec(extra: serde_json::Value) -> crate::api::ProviderSpec {
+        let mut mysql = serde_json::json!({
+            "host": "127.0.0.1", "port": 1, "database": "app", "sslMode": "disable",
+            "credentialsRef": {"name": "a", "key": "k"}, "username": "u",
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            mysql[k] = v.clone();
+        }
+        serde_json::from_value(serde_json::json!({ "mysql": mysql })).unwrap()
+    }
+
+    #[test]
+    fn names_are_checked_before_anything_is_sent() {
+        let (http, secrets) = ctx_parts();
+        let ctx = BuildContext {
+            secrets: &secrets,
+            http: &http,
+            uid: "uid",
+        };
+        let refused = |extra: serde_json::Value| {
+            super::super::build(&spec(extra), &ctx)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        assert!(refused(serde_json::json!({"username": "a".repeat(31)})).contains("1 to 32"));
+        assert!(refused(serde_json::json!({"username": "a\u{0}b"})).contains("NUL"));
+        assert!(
+            refused(serde_json::json!({"username": null, "usernames": ["x", "x"]}))
+                .contains("two different users")
+        );
+        assert!(refused(serde_json::json!({"adminUsername": "u_a"})).contains("admin user"));
+        assert!(refused(serde_json::json!({"memberOf": ""})).contains("memberOf"));
+        assert!(
+            refused(
+                serde_json::json!({"sslMode": "verify-full", "caRef": {"name": "a", "key": "k"}})
+            )
+            .contains("caRef")
+        );
+        assert!(super::super::build(&spec(serde_json::json!({})), &ctx).is_ok());
+    }
+
+    #[tokio::test]
+    async fn the_built_provider_answers_usage_itself() {
+        // Nothing listens on port 1: only the provider's own answer (it connects to
+        // count connections) is an error; the trait's default would say Unknown.
+        let (http, secrets) = ctx_parts();
+        let ctx = BuildContext {
+            secrets: &secrets,
+            http: &http,
+            uid: "uid",
+        };
+        let err = super::super::build(&spec(serde_json::json!({})), &ctx)
+            .unwrap()
+            .in_use("u_a", chrono::Utc::now())
+            .await
+            .expect_err("the mysql provider itself was asked");
+        assert!(
+            matches!(&err, ProviderError::Unavailable(m) if m.contains("127.0.0.1:1")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_uri_is_percent_encoded() {
+        let (http, secrets) = ctx_parts();
+        let ctx = BuildContext {
+            secrets: &secrets,
+            http: &http,
+            uid: "uid",
+        };
+        let p = MysqlProvider::new(
+            &MysqlSpec {
+                database: "my db".into(),
+                ..serde_json::from_value(serde_json::json!({
+                    "host": "::1", "database": "x", "credentialsRef": {"name": "a", "key": "k"},
+                    "username": "u",
+                }))
+                .unwrap()
+            },
+            &ctx,
+        )
+        .unwrap();
+        assert_eq!(
+            p.uri("o'b", "pw"),
+            "mysql://o%27b:pw@[::1]:3306/my%20db?ssl-mode=VERIFY_IDENTITY"
+        );
     }
 }
