@@ -264,10 +264,10 @@ impl MysqlProvider {
             }
         };
         let opts = mysql_async::OptsBuilder::default()
-            // The name the certificate must carry; the connection goes to the checked
-            // address only.
+            // The name the certificate must carry; the connection goes only to the
+            // addresses the guard checked (the driver does not resolve again).
             .ip_or_hostname(self.host.clone())
-            .resolved_ips(Some(vec![addrs[0].ip()]))
+            .resolved_ips(Some(addrs.iter().map(|a| a.ip()).collect::<Vec<_>>()))
             .tcp_port(self.port)
             .prefer_socket(false)
             .user(Some(user))
@@ -608,7 +608,12 @@ impl Provider for MysqlProvider {
             Ok(())
         })
         .await
-        .map_err(|e| e.map_message(|m| super::scrub(m, &[password.expose_secret()])))?;
+        .map_err(|e| {
+            // Neither the password nor its hash in a message (a server echoing the
+            // statement in a syntax error).
+            let hash = native_password_hash(password.expose_secret());
+            e.map_message(|m| super::scrub(m, &[password.expose_secret(), &hash]))
+        })?;
         Ok(credential)
     }
 
