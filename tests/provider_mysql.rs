@@ -6,6 +6,7 @@
 
 mod support;
 
+use mysql_async::prelude::Queryable;
 use support::mariadb::{MariaDb, hex_literal, mariadb};
 use support::scenario::*;
 use support::*;
@@ -135,7 +136,6 @@ async fn mysql_sample_rotates_across_two_users_on_a_real_server() {
     );
     // memberOf: the role is the user's default, so its privileges apply at once.
     {
-        use mysql_async::prelude::Queryable;
         let mut as_a = db.session(&u1, &p1, "app").await;
         as_a.query_drop("SELECT n FROM app.grants_probe")
             .await
@@ -164,6 +164,11 @@ async fn mysql_sample_rotates_across_two_users_on_a_real_server() {
         "the unused user's old password is revoked"
     );
 
+    // A connection app_a opens with the password from rotation 1: it keeps working
+    // through rotation 2, and is counted and killed when rotation 3 revokes app_a.
+    let mut old = db.session(&u1, &p1, "app").await;
+    old.query_drop("SELECT 1").await.unwrap();
+
     rotate(&client, &ns, name, "r2", 2).await;
     let (u2, p2) = login(&client, &ns, name).await;
     assert_eq!(u2, "app_b");
@@ -173,11 +178,9 @@ async fn mysql_sample_rotates_across_two_users_on_a_real_server() {
         "the previous user still logs in"
     );
 
-    // A connection app_a opened with the password from rotation 1, still open when
-    // rotation 3 revokes it: counted by the usage check, then killed.
-    use mysql_async::prelude::Queryable;
-    let mut old = db.session(&u1, &p1, "app").await;
-    old.query_drop("SELECT 1").await.unwrap();
+    old.query_drop("SELECT 1")
+        .await
+        .expect("the old user's connection works until it is revoked");
     request(&client, &ns, name, "rotor.dev/rotate", "r3").await;
     rotated(&client, &ns, name, 3).await;
     wait_for_event(
@@ -261,7 +264,6 @@ async fn copy_grants_replays_only_the_other_users_plain_grants() {
         "{grants}"
     );
     {
-        use mysql_async::prelude::Queryable;
         let mut s = db.session(&user, &password, "cg_db").await;
         s.query_drop("INSERT INTO cg_db.t VALUES (1)")
             .await

@@ -747,6 +747,19 @@ mod tests {
     }
 
     #[test]
+    fn mariadb_gets_the_hash_and_mysql_the_password() {
+        assert_eq!(
+            MysqlProvider::identified_by(Dialect::MariaDb, "password").unwrap(),
+            "IDENTIFIED BY PASSWORD '*2470C0C06DEE42FD1618BB99005ADCA2EC9D1E19'"
+        );
+        assert_eq!(
+            MysqlProvider::identified_by(Dialect::Mysql, "abc123").unwrap(),
+            "IDENTIFIED BY 'abc123'"
+        );
+        assert!(MysqlProvider::identified_by(Dialect::Mysql, "a'b").is_err());
+    }
+
+    #[test]
     fn the_dialect_comes_from_the_version() {
         assert_eq!(
             Dialect::of_version("10.11.6-MariaDB-0+deb12u1"),
