@@ -7,6 +7,7 @@
 mod aws_iam;
 mod consumers;
 mod interval;
+mod mysql;
 mod redis;
 mod spec;
 mod status;
@@ -14,6 +15,7 @@ mod status;
 pub use aws_iam::*;
 pub use consumers::*;
 pub use interval::{IntervalError, RotationInterval};
+pub use mysql::MysqlSpec;
 pub use redis::{RedisSpec, RedisTls};
 pub use spec::*;
 pub use status::*;

@@ -1,7 +1,8 @@
 //! `SecretRotation.spec`: what to rotate, how often, and where to write it.
 
 use super::{
-    ConsumersSpec, NotifySpec, RevocationSpec, RotationInterval, SecretRotationStatus, TimeSpan,
+    ConsumersSpec, MysqlSpec, NotifySpec, RevocationSpec, RotationInterval, SecretRotationStatus,
+    TimeSpan,
 };
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -116,6 +117,9 @@ pub enum ProviderSpec {
     /// The access keys of an AWS IAM user (IAM allows two: the two slots).
     /// Outputs: `accessKeyId`, `secretAccessKey`.
     AwsIam(super::AwsIamSpec),
+    /// A MySQL 8 or MariaDB 10.11+ login: two users, the inactive one gets a new
+    /// password. Outputs: `username`, `password`, `uri`, `host`, `port`, `database`.
+    Mysql(MysqlSpec),
 }
 
 impl ProviderSpec {
@@ -130,6 +134,7 @@ impl ProviderSpec {
             Self::Postgres(_) => "postgres",
             Self::Redis(_) => "redis",
             Self::AwsIam(_) => "awsIam",
+            Self::Mysql(_) => "mysql",
         }
     }
 
@@ -160,6 +165,9 @@ impl ProviderSpec {
             Self::AwsIam(s) => [&s.access_key_id_ref, &s.secret_access_key_ref]
                 .into_iter()
                 .chain(s.session_token_ref.as_ref())
+                .collect(),
+            Self::Mysql(s) => std::iter::once(&s.credentials_ref)
+                .chain(s.ca_ref.as_ref())
                 .collect(),
         }
     }

@@ -20,7 +20,7 @@ pub const MESSAGE_WIDTH: usize = 60;
 pub struct StatusRow {
     pub namespace: String,
     pub name: String,
-    /// random, supabase, convex, convox, http, postgres, redis or awsIam.
+    /// random, supabase, convex, convox, http, postgres, mysql, redis or awsIam.
     pub provider: Option<String>,
     /// Pending, Rotating, Success or Failed; Unknown when status does not parse.
     pub phase: String,

@@ -263,6 +263,7 @@ pub fn provider_identity(spec: &crate::api::ProviderSpec) -> String {
                 .unwrap_or("https://iam.amazonaws.com"),
             s.user_name
         ),
+        P::Mysql(s) => format!("mysql:{}:{}/{}", s.host, s.port, s.database),
     }
 }
 

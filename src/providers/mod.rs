@@ -8,6 +8,7 @@ mod convex;
 mod convox;
 pub mod endpoint;
 mod http;
+mod mysql;
 mod postgres;
 mod random;
 mod redis;
@@ -66,6 +67,7 @@ pub fn outputs_of(spec: &ProviderSpec) -> (&'static [&'static str], &'static str
             (&["username", "password", "uri"], "password")
         }
         ProviderSpec::AwsIam(_) => (&["accessKeyId", "secretAccessKey"], "secretAccessKey"),
+        ProviderSpec::Mysql(_) => (mysql::OUTPUTS, "password"),
     }
 }
 
@@ -91,6 +93,7 @@ pub fn build(
         ProviderSpec::Postgres(s) => Box::new(postgres::PostgresProvider::new(s, ctx)?),
         ProviderSpec::Redis(s) => Box::new(redis::RedisProvider::new(s, ctx)?),
         ProviderSpec::AwsIam(s) => Box::new(aws_iam::AwsIamProvider::new(s, ctx)?),
+        ProviderSpec::Mysql(s) => Box::new(mysql::MysqlProvider::new(s, ctx)?),
     };
     let mut known = inner.known_values();
     // Every Secret value the resource resolved (admin credentials, header values).
@@ -296,6 +299,7 @@ mod tests {
             serde_json::json!({"postgres": {"host": "127.0.0.1", "database": "d", "credentialsRef": admin, "username": "u"}}),
             serde_json::json!({"redis": {"host": "127.0.0.1", "credentialsRef": admin, "username": "u", "rules": "~app:* +@read"}}),
             serde_json::json!({"awsIam": {"userName": "app", "endpointUrl": url, "accessKeyIdRef": admin, "secretAccessKeyRef": admin}}),
+            serde_json::json!({"mysql": {"host": "127.0.0.1", "database": "d", "sslMode": "disable", "credentialsRef": admin, "username": "u"}}),
         ] {
             let spec: ProviderSpec = serde_json::from_value(spec).unwrap();
             let provider = build(&spec, &ctx).unwrap();

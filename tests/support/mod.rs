@@ -10,6 +10,7 @@
 
 pub mod fakes;
 pub mod kube_util;
+pub mod mariadb;
 pub mod moto;
 pub mod postgres;
 pub mod redis;
