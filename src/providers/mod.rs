@@ -220,10 +220,19 @@ impl Provider for Bounded {
         Ok(credential)
     }
     async fn test(&self, credential: &Credential) -> Result<(), ProviderError> {
+        // The secret and every output that holds it (a `uri`); not the others (a
+        // username, host, port or database), which would make "MySQL at [redacted]"
+        // of every message.
+        let secret = credential
+            .outputs
+            .get(credential.secret_output)
+            .map(|s| s.expose_secret())
+            .unwrap_or_default();
         let values: Vec<&str> = credential
             .outputs
             .values()
             .map(|s| s.expose_secret())
+            .filter(|v| secret.is_empty() || v.contains(secret))
             .collect();
         self.bounded(
             "testing the new credential",
@@ -346,8 +355,14 @@ mod tests {
         }
         async fn test(&self, c: &Credential) -> Result<(), ProviderError> {
             let v = c.outputs["v"].expose_secret();
+            let others: Vec<String> = c
+                .outputs
+                .iter()
+                .map(|(k, v)| format!("{k}={}", v.expose_secret()))
+                .collect();
             Err(ProviderError::TestFailed(format!(
-                "GET /check?k={v} refused; admin tok-admin-1"
+                "GET /check?k={v} refused; admin tok-admin-1; {}",
+                others.join(" ")
             )))
         }
         async fn revoke(&self, _: &str) -> Result<Revocation, ProviderError> {
@@ -528,6 +543,29 @@ mod tests {
         let err = p.test(&c).await.unwrap_err().to_string();
         assert!(
             !err.contains("new-value-42") && !err.contains("tok-admin-1"),
+            "{err}"
+        );
+        // Outputs that hold the secret go too; the others (where, as whom) stay.
+        let c = Credential {
+            id: "app_a".into(),
+            outputs: BTreeMap::from([
+                ("v", SecretString::from("pw-secret-77")),
+                (
+                    "uri",
+                    SecretString::from("mysql://app_a:pw-secret-77@db.example:3306/app"),
+                ),
+                ("username", SecretString::from("app_a")),
+                ("host", SecretString::from("db.example")),
+            ]),
+            secret_output: "v",
+        };
+        let err = p.test(&c).await.unwrap_err().to_string();
+        assert!(
+            !err.contains("pw-secret-77") && !err.contains("mysql://"),
+            "{err}"
+        );
+        assert!(
+            err.contains("host=db.example") && err.contains("username=app_a"),
             "{err}"
         );
     }

@@ -293,8 +293,19 @@ impl MysqlProvider {
         what: &str,
         work: impl std::future::Future<Output = Result<T, ProviderError>>,
     ) -> Result<T, ProviderError> {
+        use futures::FutureExt as _;
+        // The driver panics on some malformed answers of a server that is not what it
+        // claims (an empty or garbage RSA key or nonce in caching_sha2_password without
+        // TLS): that is the server's fault, said as such, not a reconcile panic.
+        let work = std::panic::AssertUnwindSafe(work).catch_unwind();
         match tokio::time::timeout(self.session_timeout, work).await {
-            Ok(result) => result,
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(ProviderError::BadResponse(format!(
+                "MySQL at {}:{}: the driver could not read the server's answer during {what} \
+                 (it is not a MySQL or MariaDB server as the driver knows them, or something \
+                 on the path altered it)",
+                self.host, self.port
+            ))),
             Err(_) => Err(ProviderError::Unavailable(format!(
                 "MySQL at {}:{} did not finish {what} within {}",
                 self.host,
@@ -810,6 +821,73 @@ mod tests {
         ] {
             assert_eq!(rewrite_grant(refused, from, to), None, "{refused}");
         }
+    }
+
+    /// A "server" that asks for caching_sha2_password's full authentication over plain
+    /// TCP and then sends a public key that is not one (mysql_async panics on it).
+    async fn garbage_key_server() -> u16 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            for _ in 0..4 {
+                let Ok((mut s, _)) = listener.accept().await else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    let packet = |seq: u8, payload: &[u8]| {
+                        let n = payload.len() as u32;
+                        let mut p = n.to_le_bytes()[..3].to_vec();
+                        p.push(seq);
+                        p.extend_from_slice(payload);
+                        p
+                    };
+                    // CLIENT_LONG_PASSWORD | CONNECT_WITH_DB | PROTOCOL_41 |
+                    // TRANSACTIONS | SECURE_CONNECTION | PLUGIN_AUTH; no SSL.
+                    let caps: u32 = 0x1 | 0x8 | 0x200 | 0x2000 | 0x8000 | 0x80000;
+                    let mut hello = vec![0x0a];
+                    hello.extend_from_slice(b"8.0.36\0");
+                    hello.extend_from_slice(&7u32.to_le_bytes());
+                    hello.extend_from_slice(b"abcdefgh\0");
+                    hello.extend_from_slice(&(caps as u16).to_le_bytes());
+                    hello.push(33);
+                    hello.extend_from_slice(&2u16.to_le_bytes());
+                    hello.extend_from_slice(&((caps >> 16) as u16).to_le_bytes());
+                    hello.push(21);
+                    hello.extend_from_slice(&[0; 10]);
+                    hello.extend_from_slice(b"ijklmnopqrst\0");
+                    hello.extend_from_slice(b"caching_sha2_password\0");
+                    let mut buf = vec![0u8; 4096];
+                    let _ = s.write_all(&packet(0, &hello)).await;
+                    let _ = s.read(&mut buf).await; // the handshake response
+                    let _ = s.write_all(&packet(2, &[0x01, 0x04])).await; // full auth
+                    let _ = s.read(&mut buf).await; // "send me your key"
+                    let _ = s.write_all(&packet(4, b"\x01not a public key")).await;
+                    let _ = s.read(&mut buf).await;
+                });
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn a_driver_panic_on_a_hostile_answer_is_a_provider_error() {
+        let port = garbage_key_server().await;
+        let (http, secrets) = ctx_parts();
+        let ctx = BuildContext {
+            secrets: &secrets,
+            http: &http,
+            uid: "uid",
+        };
+        let provider =
+            super::super::build(&spec(serde_json::json!({ "port": port })), &ctx).unwrap();
+        let err = provider.list_own("").await.unwrap_err();
+        assert!(matches!(err, ProviderError::BadResponse(_)), "{err:?}");
+        assert!(
+            err.to_string()
+                .contains("the driver could not read the server's answer"),
+            "{err}"
+        );
     }
 
     fn ctx_parts() -> (super::super::HttpClient, super::super::Secrets) {
