@@ -266,6 +266,53 @@ impl Provider for Bounded {
     }
 }
 
+/// The two users of a login provider (`kind`: postgres, mysql, redis): slot 0 and
+/// slot 1 are `<username>_a` and `<username>_b`, or the two users `usernames` names.
+fn two_users(
+    kind: &str,
+    username: &Option<String>,
+    usernames: &Option<Vec<String>>,
+) -> Result<[String; 2], ProviderError> {
+    match (username, usernames) {
+        (Some(base), None) => Ok([format!("{base}_a"), format!("{base}_b")]),
+        (None, Some(list)) if list.len() == 2 && list[0] != list[1] => {
+            Ok([list[0].clone(), list[1].clone()])
+        }
+        _ => Err(ProviderError::InvalidConfig(format!(
+            "{kind}: set either username (users <username>_a and <username>_b) or usernames (two different users)"
+        ))),
+    }
+}
+
+/// A new login for `user` (outputs `username`, `password`, `uri` and `extra`), kept
+/// in the stash before the caller sends anything to the server: whatever the server
+/// takes is in the escrow first, so a crash in between loses nothing.
+async fn stashed_login(
+    request: &IssueRequest<'_>,
+    user: &str,
+    password: &SecretString,
+    uri: String,
+    extra: Vec<(&'static str, String)>,
+) -> Result<Credential, ProviderError> {
+    let mut outputs = BTreeMap::from([
+        ("username", SecretString::from(user.to_string())),
+        ("uri", SecretString::from(uri)),
+        ("password", password.clone()),
+    ]);
+    outputs.extend(extra.into_iter().map(|(k, v)| (k, SecretString::from(v))));
+    let credential = Credential {
+        id: user.to_string(),
+        outputs,
+        secret_output: "password",
+    };
+    request
+        .stash
+        .keep(&credential)
+        .await
+        .map_err(ProviderError::Stash)?;
+    Ok(credential)
+}
+
 /// A random alphanumeric string from the OS CSPRNG (Convox keys, PostgreSQL passwords).
 pub fn random_alphanumeric(len: usize) -> SecretString {
     use rand::Rng;

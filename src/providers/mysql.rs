@@ -25,7 +25,6 @@ use chrono::{DateTime, Utc};
 use mysql_async::prelude::Queryable;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use secrecy::{ExposeSecret, SecretString};
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// The outputs of every credential, in the order `outputs()` reports them.
@@ -176,17 +175,7 @@ fn column<T: mysql_async::prelude::FromValue>(
 
 impl MysqlProvider {
     pub fn new(spec: &MysqlSpec, ctx: &BuildContext<'_>) -> Result<Self, ProviderError> {
-        let users = match (&spec.username, &spec.usernames) {
-            (Some(base), None) => [format!("{base}_a"), format!("{base}_b")],
-            (None, Some(list)) if list.len() == 2 && list[0] != list[1] => {
-                [list[0].clone(), list[1].clone()]
-            }
-            _ => {
-                return Err(ProviderError::InvalidConfig(
-                    "mysql: set either username (users <username>_a and <username>_b) or usernames (two different users)".into(),
-                ));
-            }
-        };
+        let users = super::two_users("mysql", &spec.username, &spec.usernames)?;
         for u in &users {
             check_name(u, "username", MAX_NAME_CHARS)?;
         }
@@ -576,26 +565,18 @@ impl Provider for MysqlProvider {
         let user = &self.users[slot];
         let other = &self.users[1 - slot];
         let password = random_alphanumeric(PASSWORD_LENGTH);
-        let credential = Credential {
-            id: user.clone(),
-            outputs: BTreeMap::from([
-                ("username", SecretString::from(user.clone())),
-                (
-                    "uri",
-                    SecretString::from(self.uri(user, password.expose_secret())),
-                ),
-                ("password", password.clone()),
-                ("host", SecretString::from(self.host.clone())),
-                ("port", SecretString::from(self.port.to_string())),
-                ("database", SecretString::from(self.database.clone())),
-            ]),
-            secret_output: "password",
-        };
-        request
-            .stash
-            .keep(&credential)
-            .await
-            .map_err(ProviderError::Stash)?;
+        let credential = super::stashed_login(
+            request,
+            user,
+            &password,
+            self.uri(user, password.expose_secret()),
+            vec![
+                ("host", self.host.clone()),
+                ("port", self.port.to_string()),
+                ("database", self.database.clone()),
+            ],
+        )
+        .await?;
         self.bounded("setting the password", async {
             let mut admin = self.admin().await?;
             let dialect = self.dialect(&mut admin).await?;

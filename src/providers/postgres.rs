@@ -26,7 +26,6 @@ use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use postgres_protocol::escape::{escape_identifier, escape_literal};
 use rustls::pki_types::pem::PemObject;
 use secrecy::{ExposeSecret, SecretString};
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_postgres::config::ChannelBinding;
@@ -75,17 +74,7 @@ fn check_identifier(name: &str, field: &str) -> Result<(), ProviderError> {
 
 impl PostgresProvider {
     pub fn new(spec: &PostgresSpec, ctx: &BuildContext<'_>) -> Result<Self, ProviderError> {
-        let users = match (&spec.username, &spec.usernames) {
-            (Some(base), None) => [format!("{base}_a"), format!("{base}_b")],
-            (None, Some(list)) if list.len() == 2 && list[0] != list[1] => {
-                [list[0].clone(), list[1].clone()]
-            }
-            _ => {
-                return Err(ProviderError::InvalidConfig(
-                    "postgres: set either username (users <username>_a and <username>_b) or usernames (two different users)".into(),
-                ));
-            }
-        };
+        let users = super::two_users("postgres", &spec.username, &spec.usernames)?;
         for u in &users {
             check_identifier(u, "username")?;
         }
@@ -423,23 +412,14 @@ impl Provider for PostgresProvider {
     async fn issue(&self, request: &IssueRequest<'_>) -> Result<Credential, ProviderError> {
         let user = &self.users[usize::from(request.slot.min(1))];
         let password = random_alphanumeric(PASSWORD_LENGTH);
-        let credential = Credential {
-            id: user.clone(),
-            outputs: BTreeMap::from([
-                ("username", SecretString::from(user.clone())),
-                (
-                    "uri",
-                    SecretString::from(self.uri(user, password.expose_secret())),
-                ),
-                ("password", password.clone()),
-            ]),
-            secret_output: "password",
-        };
-        request
-            .stash
-            .keep(&credential)
-            .await
-            .map_err(ProviderError::Stash)?;
+        let credential = super::stashed_login(
+            request,
+            user,
+            &password,
+            self.uri(user, password.expose_secret()),
+            vec![],
+        )
+        .await?;
         self.bounded("setting the password", async {
             let verifier =
                 postgres_protocol::password::scram_sha_256(password.expose_secret().as_bytes());

@@ -27,7 +27,6 @@ use redis::aio::MultiplexedConnection;
 use rustls::pki_types::pem::PemObject;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -214,17 +213,7 @@ fn password_hash(password: &str) -> String {
 
 impl RedisProvider {
     pub fn new(spec: &RedisSpec, ctx: &BuildContext<'_>) -> Result<Self, ProviderError> {
-        let users = match (&spec.username, &spec.usernames) {
-            (Some(base), None) => [format!("{base}_a"), format!("{base}_b")],
-            (None, Some(list)) if list.len() == 2 && list[0] != list[1] => {
-                [list[0].clone(), list[1].clone()]
-            }
-            _ => {
-                return Err(ProviderError::InvalidConfig(
-                    "redis: set either username (users <username>_a and <username>_b) or usernames (two different users)".into(),
-                ));
-            }
-        };
+        let users = super::two_users("redis", &spec.username, &spec.usernames)?;
         for u in &users {
             check_name(u, "username")?;
         }
@@ -739,23 +728,14 @@ impl Provider for RedisProvider {
     async fn issue(&self, request: &IssueRequest<'_>) -> Result<Credential, ProviderError> {
         let user = &self.users[usize::from(request.slot.min(1))];
         let password = random_alphanumeric(PASSWORD_LENGTH);
-        let credential = Credential {
-            id: user.clone(),
-            outputs: BTreeMap::from([
-                ("username", SecretString::from(user.clone())),
-                (
-                    "uri",
-                    SecretString::from(self.uri(user, password.expose_secret())),
-                ),
-                ("password", password.clone()),
-            ]),
-            secret_output: "password",
-        };
-        request
-            .stash
-            .keep(&credential)
-            .await
-            .map_err(ProviderError::Stash)?;
+        let credential = super::stashed_login(
+            request,
+            user,
+            &password,
+            self.uri(user, password.expose_secret()),
+            vec![],
+        )
+        .await?;
         let hash = password_hash(password.expose_secret());
         self.bounded("setting the password", async {
             let mut admin = self.admin().await?;
