@@ -301,18 +301,6 @@ async fn a_loopback_endpoint_is_refused_without_the_flag() {
     assert_eq!(moto.actions(user), vec!["CreateUser".to_string()]);
 }
 
-async fn wait_log(op: &Operator, what: &str, context: &str) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(90);
-    while !op.logs().contains(what) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the operator never logged {what:?} ({context}):\n{}",
-            op.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Two rotations, a third killed at `point`, a restart: the third completes, moto
 /// holds exactly the two slot keys (a key created before the escrow kept it is deleted
 /// and created once more), every key is marked, no intent tag is left, and no

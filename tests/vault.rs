@@ -18,19 +18,6 @@ const NAME: &str = "supabase-secret-key";
 const TARGET: &str = "supabase-secret-key";
 const KEY: &str = "SUPABASE_SECRET_KEY";
 
-/// Waits (bounded) until the operator's log says `what`.
-async fn wait_log(op: &Operator, what: &str, context: &str) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(90);
-    while !op.logs().contains(what) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the operator never logged {what:?} ({context}):\n{}",
-            op.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Waits until the operator stops at its failpoint, then SIGKILLs it.
 async fn kill_at_failpoint(op: &Operator, point: &str) {
     wait_log(op, "failpoint reached", point).await;

@@ -436,6 +436,20 @@ pub async fn reconciles(op: &Operator) -> f64 {
 
 /// Waits (bounded, 60 s) until the sample `series` on the operator's /metrics is at
 /// least `min`.
+/// Waits (bounded) until the operator's log says `what` (`context` names the wait in
+/// the failure).
+pub async fn wait_log(op: &Operator, what: &str, context: &str) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !op.logs().contains(what) {
+        assert!(
+            Instant::now() < deadline,
+            "the operator never logged {what:?} ({context}):\n{}",
+            op.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 pub async fn wait_metric(op: &Operator, series: &str, min: f64) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
