@@ -322,6 +322,36 @@ async fn crash_at(point: &str) {
     wait_log(&op, "failpoint reached", point).await;
     op.kill();
     let op = Operator::start_with(&ns, FAST);
+    if point == "before_vault" {
+        // The key the dead rotation created is unmarked: only probably rotor's (a person
+        // may have made a key just then), so rotor never deletes it. The user then holds
+        // two keys, and the rotation fails naming it; a person deletes it.
+        let s = wait_status(&client, &ns, NAME, 60, "the probable leftover named", |s| {
+            s.last_rotation_message.contains("probably that key")
+        })
+        .await
+        .status
+        .unwrap();
+        let leftover: Vec<String> = moto
+            .keys(&user)
+            .into_iter()
+            .map(|(id, _)| id)
+            .filter(|id| *id != id2)
+            .collect();
+        assert_eq!(leftover.len(), 1, "{point}: {leftover:?}");
+        assert!(
+            s.last_rotation_message
+                .contains(&format!("{} (Active, unmarked", leftover[0])),
+            "{}",
+            s.last_rotation_message
+        );
+        moto.admin(&[
+            ("Action", "DeleteAccessKey"),
+            ("UserName", &user),
+            ("AccessKeyId", &leftover[0]),
+        ]);
+        // The failed rotation is retried by itself.
+    }
     rotated(&client, &ns, NAME, 3).await;
     let (id3, k3) = key(&client, &ns).await;
     assert!(
@@ -439,4 +469,65 @@ async fn the_sweep_takes_only_exactly_own_keys() {
         "the inactive own orphan made room for the new key"
     );
     moto.assert_never_a_third_key(user);
+}
+
+/// A rotation killed after its intent tag and before CreateAccessKey, and a person who
+/// makes a key on the user moments later (found by the attacker review): that key looks
+/// like the dead create's leftover — unmarked, not in the intent's list, created just
+/// after it — but rotor cannot prove it is its own, so it never deletes or deactivates
+/// it: the rotation fails naming the key and what to check, and the key keeps working.
+#[tokio::test]
+async fn a_key_made_by_a_person_after_a_dead_rotations_intent_is_never_deleted() {
+    let moto = moto();
+    let user = "app-intent-human";
+    moto.create_user(user);
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "aws-intent-human").await;
+    let op = Operator::start_env(&ns, FAST, &[("ROTOR_TEST_CRASH_AT", "after_intent@2")]);
+    let m = manifest(moto, user, "{minValidity: 0s}", true);
+    apply_yaml(&client, &ns, &m).await.unwrap();
+    rotated(&client, &ns, NAME, 1).await;
+    let (id1, _) = key(&client, &ns).await;
+    request(&client, &ns, NAME, "rotor.dev/rotate", "r2").await;
+    wait_log(&op, "failpoint reached", "after_intent").await;
+    op.kill();
+    let s = status_of(&client, &ns, NAME).await;
+    let name = s.in_flight.as_ref().unwrap().credential_name.clone();
+    // What issue() writes just before CreateAccessKey (the create then never happened).
+    let now = chrono::Utc::now().timestamp();
+    moto.admin(&[
+        ("Action", "TagUser"),
+        ("UserName", user),
+        ("Tags.member.1.Key", &name),
+        ("Tags.member.1.Value", &format!("pending t={now} {id1}")),
+    ]);
+    let (human, human_secret) = moto.create_key(user);
+    let op = Operator::start_with(&ns, FAST);
+    let s = wait_status(
+        &client,
+        &ns,
+        NAME,
+        60,
+        "the rotation fails naming the key",
+        |s| s.last_rotation_message.contains("probably that key"),
+    )
+    .await
+    .status
+    .unwrap();
+    assert!(
+        s.last_rotation_message
+            .contains(&format!("{human} (Active, unmarked")),
+        "{}",
+        s.last_rotation_message
+    );
+    let keys = moto.keys(user);
+    assert!(
+        keys.iter()
+            .any(|(id, status)| *id == human && status == "Active"),
+        "rotor touched the person's key {human}: moto holds {keys:?}; logs:\n{}",
+        op.logs()
+    );
+    assert!(user_arn_ok(&moto.identity(&human, &human_secret), user));
+    // Rotation 1's and the person's: rotor sent none while the user held two keys.
+    assert_eq!(moto.assert_never_a_third_key(user), 2);
 }

@@ -490,3 +490,53 @@ crash_tests! {
     killed_after_the_secret_write => "after_secret",
     killed_after_the_flip => "after_flip",
 }
+
+/// PROCESSLIST compares `USER` case-insensitively: the usage check and the revoke of
+/// `case_a` must not count, nor KILL, the sessions of the different account `CASE_A`
+/// (a human's, or another tenant's).
+#[tokio::test]
+async fn usage_and_revoke_leave_an_account_that_differs_only_in_case_alone() {
+    let db = mariadb();
+    db.root_sql(
+        "CREATE USER case_a@'%' IDENTIFIED BY 'own-password-1';
+         CREATE USER CASE_A@'%' IDENTIFIED BY 'human-password-1';",
+    );
+    let http = rotor::providers::HttpClient::new(rotor::providers::HttpSettings {
+        allow_private_endpoints: true,
+        max_retries: 0,
+        ..Default::default()
+    });
+    let mut secrets = rotor::providers::Secrets::default();
+    secrets.0.insert(
+        ("admin".into(), "password".into()),
+        db.admin_password.clone().into(),
+    );
+    let spec: rotor::api::ProviderSpec = serde_json::from_value(serde_json::json!({"mysql": {
+        "host": "127.0.0.1", "port": db.port, "database": "mysql", "sslMode": "disable",
+        "adminUsername": "rotor_admin", "credentialsRef": {"name": "admin", "key": "password"},
+        "username": "case",
+    }}))
+    .unwrap();
+    let ctx = rotor::providers::BuildContext {
+        secrets: &secrets,
+        http: &http,
+        uid: "uid",
+    };
+    let provider = rotor::providers::build(&spec, &ctx).unwrap();
+    let mut human = db.session("CASE_A", "human-password-1", "mysql").await;
+    assert_eq!(
+        provider.in_use("case_a", chrono::Utc::now()).await.unwrap(),
+        rotor::rotation::Usage::Unused,
+        "CASE_A's session counted as case_a's"
+    );
+    assert_eq!(
+        provider.revoke("case_a").await.unwrap(),
+        rotor::rotation::Revocation::Revoked
+    );
+    human
+        .query_drop("SELECT 1")
+        .await
+        .expect("the revoke of case_a killed CASE_A's session");
+    assert!(!db.can_login("case_a", "own-password-1", "mysql").await);
+    assert!(db.can_login("CASE_A", "human-password-1", "mysql").await);
+}

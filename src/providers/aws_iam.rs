@@ -122,6 +122,8 @@ struct KeyMetadata {
     access_key_id: String,
     #[serde(default)]
     status: String,
+    #[serde(default)]
+    create_date: Option<String>,
 }
 
 impl KeyMetadata {
@@ -247,28 +249,65 @@ impl UserState {
 
     /// The intent tags of this resource: credential name -> ids of the keys that
     /// existed before that rotation's create.
-    fn intents(&self, prefix: &str) -> Vec<(String, Vec<String>)> {
+    fn intents(&self, prefix: &str) -> Vec<(String, Intent)> {
         self.tags
             .iter()
             .filter(|(k, _)| own_name(prefix, k))
             .filter_map(|(k, v)| {
                 let rest = v.strip_prefix(PENDING)?;
-                let ids = rest.split_whitespace().map(str::to_string).collect();
-                Some((k.clone(), ids))
+                let mut at = None;
+                let mut before = Vec::new();
+                for word in rest.split_whitespace() {
+                    match word.strip_prefix("t=") {
+                        Some(t) => {
+                            at = t
+                                .parse::<i64>()
+                                .ok()
+                                .and_then(|t| DateTime::from_timestamp(t, 0))
+                        }
+                        None => before.push(word.to_string()),
+                    }
+                }
+                Some((k.clone(), Intent { at, before }))
             })
             .collect()
     }
 
     /// The key `intent` created, if the rotation that wrote it got that far: the one
-    /// key not in its list and not marked. Two or more such keys: none is provably it.
-    fn created_under(&self, before: &[String]) -> Option<&KeyMetadata> {
+    /// key not in its list, not marked, and created by IAM within moments after the
+    /// intent was written (a human's key made later is not it). Two or more such keys,
+    /// or no time in the intent: none is provably it.
+    fn created_under(&self, intent: &Intent) -> Option<&KeyMetadata> {
+        let at = intent.at?;
         let mut fresh = self.keys.iter().filter(|k| {
-            !before.contains(&k.access_key_id) && !self.tags.contains_key(&k.access_key_id)
+            !intent.before.contains(&k.access_key_id)
+                && !self.tags.contains_key(&k.access_key_id)
+                && k.create_date
+                    .as_deref()
+                    .and_then(parse_date)
+                    .is_some_and(|c| {
+                        c >= at - chrono::TimeDelta::seconds(INTENT_SKEW_SECS)
+                            && c <= at + chrono::TimeDelta::seconds(INTENT_WINDOW_SECS)
+                    })
         });
         let first = fresh.next()?;
         fresh.next().is_none().then_some(first)
     }
 }
+
+/// What an intent tag says: when rotor was about to call CreateAccessKey, and the
+/// keys the user had then.
+#[derive(Debug, Clone)]
+struct Intent {
+    at: Option<DateTime<Utc>>,
+    before: Vec<String>,
+}
+
+/// How much earlier than rotor's clock IAM's CreateDate may be (clock skew), and how
+/// long after the intent the key it announced may have been created (the call's own
+/// time with retries). A key outside is never taken for rotor's leftover.
+const INTENT_SKEW_SECS: i64 = 5;
+const INTENT_WINDOW_SECS: i64 = 120;
 
 fn signing_region_for_iam(region: &str) -> &'static str {
     if region.starts_with("cn-") {
@@ -578,7 +617,7 @@ impl AwsIamProvider {
         let intents = state.intents(&self.prefix);
         let mut owners = intents
             .iter()
-            .filter(|(_, before)| !before.iter().any(|b| b == id));
+            .filter(|(_, before)| !before.before.iter().any(|b| b == id));
         let name = match (owners.next(), owners.next()) {
             (Some((name, _)), None) => name.clone(),
             // The key is rotor's (it holds it); the rotation's name is not known.
@@ -715,22 +754,22 @@ impl Provider for AwsIamProvider {
 
         // 1. What a rotation of this very name left: a key marked with the name
         //    (created and tagged, but then not resumed: its value is kept nowhere rotor
-        //    uses), or the one key created after its intent tag that nobody marked
-        //    (killed before the escrow kept it). Either is deleted, not reused.
-        let mut leftovers: Vec<String> = state
+        //    uses) is deleted, not reused. The one unmarked key created moments after
+        //    this name's intent tag (killed before the escrow kept it) is only
+        //    *probably* rotor's — a person may have made a key just then — so it is
+        //    never deleted: if it stands in the way, the failure below names it.
+        let leftovers: Vec<String> = state
             .keys
             .iter()
             .filter(|k| state.tags.get(&k.access_key_id).is_some_and(|v| v == name))
             .map(|k| k.access_key_id.clone())
             .collect();
-        for (intent, before) in state.intents(prefix) {
-            if intent == name
-                && let Some(k) = state.created_under(&before)
-                && !leftovers.contains(&k.access_key_id)
-            {
-                leftovers.push(k.access_key_id.clone());
-            }
-        }
+        let probable: Option<String> = state
+            .intents(prefix)
+            .iter()
+            .filter(|(intent, _)| intent == name)
+            .find_map(|(_, announced)| state.created_under(announced))
+            .map(|k| k.access_key_id.clone());
         for id in &leftovers {
             tracing::info!(id = %id, name, "deleting an access key a dead rotation created");
             self.delete(id).await?;
@@ -760,12 +799,17 @@ impl Provider for AwsIamProvider {
                     let described: Vec<String> = state
                         .keys
                         .iter()
+                        .take(4)
                         .map(|k| {
                             let whose = match state.own_mark(&k.access_key_id, prefix) {
                                 Some(n) => format!("rotor's {n}"),
+                                None if probable.as_deref() == Some(k.access_key_id.as_str()) => {
+                                    "unmarked, created moments after a rotation of this resource asked for a key and died before keeping it: probably that key, whose secret nobody holds; delete it if nobody made it by hand".into()
+                                }
                                 None => "not rotor's".into(),
                             };
-                            format!("{} ({}, {whose})", k.access_key_id, k.status)
+                            let status = if k.active() { "Active" } else { "Inactive" };
+                            format!("{} ({status}, {whose})", k.access_key_id)
                         })
                         .collect();
                     return Err(ProviderError::Rejected {
@@ -788,13 +832,15 @@ impl Provider for AwsIamProvider {
             .iter()
             .map(|k| k.access_key_id.as_str())
             .collect();
-        let intent = std::iter::once(PENDING)
+        let at = format!("t={}", Utc::now().timestamp());
+        let intent = [PENDING.trim_end(), at.as_str()]
+            .into_iter()
             .chain(before.iter().copied())
             .collect::<Vec<_>>()
             .join(" ");
         self.tag(name, &intent).await?;
         let what = "creating an access key (iam:CreateAccessKey)";
-        let mut body = self
+        let created = self
             .iam(
                 what,
                 &[
@@ -802,7 +848,21 @@ impl Provider for AwsIamProvider {
                     ("UserName", self.user.as_str()),
                 ],
             )
-            .await?;
+            .await;
+        let mut body = match created {
+            Ok(body) => body,
+            // IAM answered no (LimitExceeded, throttling, …): nothing was created, and
+            // the intent must not stay to make a later key look like rotor's. Only an
+            // unknown outcome (no answer) keeps it.
+            Err(e) => {
+                if !matches!(e, ProviderError::Unavailable(_))
+                    && let Err(u) = self.untag(name).await
+                {
+                    tracing::warn!(error = %u, name, "removing the intent tag after a refused CreateAccessKey failed");
+                }
+                return Err(e);
+            }
+        };
         let parsed: Result<CreateAccessKeyResponse, _> = parse(what, &body);
         zeroize::Zeroize::zeroize(&mut body);
         let key = parsed?.create_access_key_result.access_key;
@@ -1110,15 +1170,20 @@ mod tests {
 
     #[test]
     fn an_intent_names_only_one_unmarked_new_key() {
-        let key = |id: &str| KeyMetadata {
+        let key = |id: &str, created: &str| KeyMetadata {
             access_key_id: id.into(),
             status: "Active".into(),
+            create_date: Some(created.into()),
         };
+        // The intent was written at 2026-12-04T10:00:00Z (1796378400).
         let mut state = UserState {
-            keys: vec![key("AKIAOLDOLDOLDOLD0001"), key("AKIANEWNEWNEWNEW0002")],
+            keys: vec![
+                key("AKIAOLDOLDOLDOLD0001", "2026-11-01T00:00:00Z"),
+                key("AKIANEWNEWNEWNEW0002", "2026-12-04T10:00:01Z"),
+            ],
             tags: BTreeMap::from([(
                 "rotor-5f0c3a9e-3".to_string(),
-                "pending AKIAOLDOLDOLDOLD0001".to_string(),
+                "pending t=1796378400 AKIAOLDOLDOLDOLD0001".to_string(),
             )]),
         };
         let intents = state.intents("rotor-5f0c3a9e-");
@@ -1134,9 +1199,19 @@ mod tests {
             .tags
             .insert("AKIANEWNEWNEWNEW0002".into(), "laptop".into());
         assert!(state.created_under(&intents[0].1).is_none());
-        // Two unknown keys: neither is provably the one rotor created.
         state.tags.remove("AKIANEWNEWNEWNEW0002");
-        state.keys[0].access_key_id = "AKIAHUMANHUMANHU0003".into();
+        // A key created minutes after the intent is a human's, not the dead create's.
+        state.keys[1].create_date = Some("2026-12-04T10:05:00Z".into());
+        assert!(state.created_under(&intents[0].1).is_none());
+        state.keys[1].create_date = Some("2026-12-04T10:00:01Z".into());
+        // An intent without its time proves nothing.
+        let untimed = Intent {
+            at: None,
+            before: intents[0].1.before.clone(),
+        };
+        assert!(state.created_under(&untimed).is_none());
+        // Two unknown keys: neither is provably the one rotor created.
+        state.keys[0] = key("AKIAHUMANHUMANHU0003", "2026-12-04T10:00:02Z");
         assert!(state.created_under(&intents[0].1).is_none());
         // Another resource's intent is not this one's.
         assert!(state.intents("rotor-aaaaaaaa-").is_empty());

@@ -38,6 +38,8 @@ const MAX_NAME_CHARS: usize = 32;
 const MAX_KILLS: usize = 1000;
 /// The most SHOW GRANTS lines copied.
 const MAX_GRANTS: usize = 500;
+/// The largest packet rotor accepts from the server.
+const MAX_PACKET: usize = 1 << 20;
 
 // Server error codes.
 const ER_ACCESS_DENIED: u16 = 1045;
@@ -264,6 +266,10 @@ impl MysqlProvider {
             .db_name(database)
             .ssl_opts(ssl)
             .enable_cleartext_plugin(false)
+            // No answer packet over 1 MiB (rotor's queries return a few short rows):
+            // else the driver takes the server's own max_allowed_packet, up to 1 GiB.
+            .max_allowed_packet(Some(MAX_PACKET))
+            .wait_timeout(Some(60))
             .secure_auth(true)
             .stmt_cache_size(0);
         mysql_async::Conn::new(opts)
@@ -287,7 +293,8 @@ impl MysqlProvider {
         // claims (an empty or garbage RSA key or nonce in caching_sha2_password without
         // TLS): that is the server's fault, said as such, not a reconcile panic.
         let work = std::panic::AssertUnwindSafe(work).catch_unwind();
-        match tokio::time::timeout(self.session_timeout, work).await {
+        let outcome = contained(tokio::time::timeout(self.session_timeout, work));
+        match outcome.await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(ProviderError::BadResponse(format!(
                 "MySQL at {}:{}: the driver could not read the server's answer during {what} \
@@ -406,6 +413,26 @@ impl MysqlProvider {
         conn.query_drop(sql).await.map_err(|e| sql_error(e, what))
     }
 
+    /// MySQL 8 keeps a secondary password (`RETAIN CURRENT PASSWORD`, set by whoever
+    /// made the account) through `ALTER USER … IDENTIFIED BY`: it would go on logging in
+    /// after every rotation and revoke. MariaDB has no secondary passwords.
+    async fn discard_old_password(
+        &self,
+        conn: &mut mysql_async::Conn,
+        dialect: Dialect,
+        user: &str,
+    ) -> Result<(), ProviderError> {
+        if dialect != Dialect::Mysql {
+            return Ok(());
+        }
+        Self::run(
+            conn,
+            format!("ALTER USER {} DISCARD OLD PASSWORD", self.account(user)),
+            "discarding a secondary password",
+        )
+        .await
+    }
+
     /// Grants the shared role and makes it the default.
     async fn grant_role(
         &self,
@@ -435,22 +462,47 @@ impl MysqlProvider {
         other: &str,
         user: &str,
     ) -> Result<(), ProviderError> {
-        let rows: Vec<mysql_async::Row> = match conn
-            .query(format!("SHOW GRANTS FOR {}", self.account(other)))
-            .await
+        let what = "reading the other user's grants";
+        let mut lines = Vec::new();
         {
-            Ok(rows) => rows,
-            Err(e) if server_error(&e).is_some_and(|s| s.code == ER_NONEXISTING_GRANT) => {
-                return Ok(());
+            let mut rows = match conn
+                .query_iter(format!("SHOW GRANTS FOR {}", self.account(other)))
+                .await
+            {
+                Ok(rows) => rows,
+                Err(e) if server_error(&e).is_some_and(|s| s.code == ER_NONEXISTING_GRANT) => {
+                    return Ok(());
+                }
+                Err(e) => return Err(sql_error(e, what)),
+            };
+            for _ in 0..MAX_GRANTS {
+                let Some(row) = rows.next().await.map_err(|e| sql_error(e, what))? else {
+                    break;
+                };
+                lines.push(column::<String>(&row, 0, "SHOW GRANTS")?);
             }
-            Err(e) => return Err(sql_error(e, "reading the other user's grants")),
-        };
+        }
+        // A partial revoke (MySQL 8, partial_revokes=ON) narrows a GRANT above it:
+        // copying the GRANT alone would give the copy more than the original has.
+        if lines
+            .iter()
+            .any(|l| l.trim_start().to_ascii_uppercase().starts_with("REVOKE "))
+        {
+            return Err(ProviderError::Rejected {
+                status: 400,
+                message: format!(
+                    "mysql.copyGrants: SHOW GRANTS FOR {} holds a partial revoke, which rotor \
+                     does not copy (the copy would have more privileges than the original); \
+                     use memberOf with a role instead",
+                    self.account(other)
+                ),
+            });
+        }
         let from = self.account(other);
         let to = self.account(user);
         let (mut copied, mut skipped) = (0usize, 0usize);
-        for row in rows.iter().take(MAX_GRANTS) {
-            let line: String = column(row, 0, "SHOW GRANTS")?;
-            match rewrite_grant(&line, &from, &to) {
+        for line in &lines {
+            match rewrite_grant(line, &from, &to) {
                 Some(grant) => {
                     Self::run(conn, grant, "copying a grant").await?;
                     copied += 1;
@@ -464,24 +516,36 @@ impl MysqlProvider {
     }
 
     /// Ids of the user's connections (the admin's own excluded), at most MAX_KILLS.
+    /// PROCESSLIST compares `USER` case-insensitively and ignoring trailing spaces, and
+    /// `APP_A` or `app_a ` is another account: names are compared here, byte for byte.
     async fn connections(
         &self,
         conn: &mut mysql_async::Conn,
         user: &str,
     ) -> Result<Vec<u64>, ProviderError> {
-        let rows: Vec<mysql_async::Row> = conn
-            .exec(
+        let what = "listing the user's connections";
+        let mut rows = conn
+            .exec_iter(
                 format!(
-                    "SELECT ID FROM information_schema.PROCESSLIST \
+                    "SELECT ID, USER FROM information_schema.PROCESSLIST \
                      WHERE USER = ? AND ID <> CONNECTION_ID() LIMIT {MAX_KILLS}"
                 ),
                 (user,),
             )
             .await
-            .map_err(|e| sql_error(e, "listing the user's connections"))?;
-        rows.iter()
-            .map(|r| column::<u64>(r, 0, "listing the user's connections"))
-            .collect()
+            .map_err(|e| sql_error(e, what))?;
+        let mut ids = Vec::new();
+        // The LIMIT is a request: more rows than it allows end the session's reading.
+        for _ in 0..MAX_KILLS {
+            let Some(row) = rows.next().await.map_err(|e| sql_error(e, what))? else {
+                break;
+            };
+            let name: String = column(&row, 1, what)?;
+            if name == user {
+                ids.push(column::<u64>(&row, 0, what)?);
+            }
+        }
+        Ok(ids)
     }
 
     fn uri(&self, user: &str, password: &str) -> String {
@@ -504,6 +568,35 @@ impl MysqlProvider {
             enc(&self.database),
         )
     }
+}
+
+/// Runs one session on a runtime of its own, on a blocking thread, and ends every task
+/// the driver spawned with it. A `mysql_async::Conn` dropped mid-answer (the session
+/// timed out) spawns a task that reads the rest of the answer and says goodbye, with no
+/// time limit: a server that streams rows forever or stalls would keep that task and
+/// its socket for good, one more at each retry. On the operator's multi-threaded runtime
+/// the session's own runtime goes with the session, and those tasks with it; on a
+/// current-thread runtime (some tests) the session runs as it is.
+async fn contained<F: std::future::Future>(session: F) -> F::Output {
+    let flavor = tokio::runtime::Handle::current().runtime_flavor();
+    if flavor != tokio::runtime::RuntimeFlavor::MultiThread {
+        return session.await;
+    }
+    tokio::task::block_in_place(|| {
+        match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => {
+                let out = runtime.block_on(session);
+                // Cancels what is left (the driver's goodbye tasks) at once.
+                runtime.shutdown_background();
+                out
+            }
+            // No runtime for it (out of threads or file descriptors): run it here.
+            Err(_) => tokio::runtime::Handle::current().block_on(session),
+        }
+    })
 }
 
 /// A `SHOW GRANTS` line of `from` as the same grant to `to`, when it is a plain GRANT
@@ -589,6 +682,7 @@ impl Provider for MysqlProvider {
                     "setting the password",
                 )
                 .await?;
+                self.discard_old_password(&mut admin, dialect, user).await?;
             } else {
                 Self::run(
                     &mut admin,
@@ -657,6 +751,7 @@ impl Provider for MysqlProvider {
                 "locking the user",
             )
             .await?;
+            self.discard_old_password(&mut admin, dialect, id).await?;
             for thread in self.connections(&mut admin, id).await? {
                 match admin.query_drop(format!("KILL CONNECTION {thread}")).await {
                     Ok(()) => {}
@@ -675,20 +770,9 @@ impl Provider for MysqlProvider {
     async fn in_use(&self, id: &str, _since: DateTime<Utc>) -> Result<Usage, ProviderError> {
         self.bounded("counting the user's connections", async {
             let mut admin = self.admin().await?;
-            let row: Option<mysql_async::Row> = admin
-                .exec_first(
-                    "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
-                     WHERE USER = ? AND ID <> CONNECTION_ID()",
-                    (id,),
-                )
-                .await
-                .map_err(|e| sql_error(e, "counting the user's connections"))?;
-            let n: i64 = match row {
-                Some(r) => column(&r, 0, "counting the user's connections")?,
-                None => 0,
-            };
+            let n = self.connections(&mut admin, id).await?.len();
             let _ = admin.disconnect().await;
-            Ok(match u64::try_from(n).unwrap_or(0) {
+            Ok(match u64::try_from(n).unwrap_or(u64::MAX) {
                 0 => Usage::Unused,
                 count => Usage::InUse {
                     count: Some(count),
@@ -702,21 +786,27 @@ impl Provider for MysqlProvider {
     async fn list_own(&self, _prefix: &str) -> Result<Vec<String>, ProviderError> {
         self.bounded("listing the users", async {
             let mut admin = self.admin().await?;
-            let rows: Vec<mysql_async::Row> = admin
-                .exec(
+            let what = "listing the users";
+            let mut rows = admin
+                .exec_iter(
                     "SELECT User FROM mysql.user WHERE Host = ? AND User IN (?, ?)",
                     (&self.user_host, &self.users[0], &self.users[1]),
                 )
                 .await
-                .map_err(|e| sql_error(e, "listing the users"))?;
+                .map_err(|e| sql_error(e, what))?;
             let mut names = Vec::new();
-            for row in &rows {
-                let name: String = column(row, 0, "listing the users")?;
-                // Only exactly the two names (a case-insensitive collation could match more).
+            // At most a few rows (a case-insensitive collation could match more names).
+            for _ in 0..16 {
+                let Some(row) = rows.next().await.map_err(|e| sql_error(e, what))? else {
+                    break;
+                };
+                let name: String = column(&row, 0, what)?;
+                // Only exactly the two names.
                 if self.is_own(&name) && !names.contains(&name) {
                     names.push(name);
                 }
             }
+            drop(rows);
             let _ = admin.disconnect().await;
             Ok(names)
         })
@@ -868,6 +958,25 @@ mod tests {
             err.to_string()
                 .contains("the driver could not read the server's answer"),
             "{err}"
+        );
+    }
+
+    /// What a session leaves running (the driver's goodbye task of a dropped
+    /// connection) ends with it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tasks_a_session_spawns_end_with_it() {
+        let (held, mut gone) = tokio::sync::oneshot::channel::<()>();
+        contained(async move {
+            tokio::spawn(async move {
+                let _held = held;
+                std::future::pending::<()>().await;
+            });
+        })
+        .await;
+        let closed = tokio::time::timeout(Duration::from_secs(10), &mut gone).await;
+        assert!(
+            matches!(closed, Ok(Err(_))),
+            "a task the session spawned outlived it"
         );
     }
 
