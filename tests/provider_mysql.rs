@@ -498,8 +498,11 @@ crash_tests! {
 async fn usage_and_revoke_leave_an_account_that_differs_only_in_case_alone() {
     let db = mariadb();
     db.root_sql(
-        "CREATE USER case_a@'%' IDENTIFIED BY 'own-password-1';
-         CREATE USER CASE_A@'%' IDENTIFIED BY 'human-password-1';",
+        "CREATE DATABASE IF NOT EXISTS case_db;
+         CREATE USER case_a@'%' IDENTIFIED BY 'own-password-1';
+         CREATE USER CASE_A@'%' IDENTIFIED BY 'human-password-1';
+         GRANT SELECT ON case_db.* TO case_a@'%';
+         GRANT SELECT ON case_db.* TO CASE_A@'%';",
     );
     let http = rotor::providers::HttpClient::new(rotor::providers::HttpSettings {
         allow_private_endpoints: true,
@@ -512,7 +515,7 @@ async fn usage_and_revoke_leave_an_account_that_differs_only_in_case_alone() {
         db.admin_password.clone().into(),
     );
     let spec: rotor::api::ProviderSpec = serde_json::from_value(serde_json::json!({"mysql": {
-        "host": "127.0.0.1", "port": db.port, "database": "mysql", "sslMode": "disable",
+        "host": "127.0.0.1", "port": db.port, "database": "case_db", "sslMode": "disable",
         "adminUsername": "rotor_admin", "credentialsRef": {"name": "admin", "key": "password"},
         "username": "case",
     }}))
@@ -523,7 +526,7 @@ async fn usage_and_revoke_leave_an_account_that_differs_only_in_case_alone() {
         uid: "uid",
     };
     let provider = rotor::providers::build(&spec, &ctx).unwrap();
-    let mut human = db.session("CASE_A", "human-password-1", "mysql").await;
+    let mut human = db.session("CASE_A", "human-password-1", "case_db").await;
     assert_eq!(
         provider.in_use("case_a", chrono::Utc::now()).await.unwrap(),
         rotor::rotation::Usage::Unused,
@@ -537,6 +540,6 @@ async fn usage_and_revoke_leave_an_account_that_differs_only_in_case_alone() {
         .query_drop("SELECT 1")
         .await
         .expect("the revoke of case_a killed CASE_A's session");
-    assert!(!db.can_login("case_a", "own-password-1", "mysql").await);
-    assert!(db.can_login("CASE_A", "human-password-1", "mysql").await);
+    assert!(!db.can_login("case_a", "own-password-1", "case_db").await);
+    assert!(db.can_login("CASE_A", "human-password-1", "case_db").await);
 }
