@@ -1022,6 +1022,47 @@ async fn postgres_objects_created_by_either_user_stay_usable_by_both() {
     );
 }
 
+/// SUPERUSER (like BYPASSRLS, CREATEROLE, CREATEDB) is not inherited through
+/// membership, so rotor never makes such a memberOf the login's default role: every
+/// session of the app would run with it (found by the attacker review).
+#[tokio::test]
+async fn a_privileged_member_of_is_never_the_logins_default_role() {
+    let pg = postgres::postgres();
+    pg.admin_sql("CREATE DATABASE su_app").await;
+    pg.admin_sql("CREATE ROLE su_owner SUPERUSER NOLOGIN").await;
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "pg-su").await;
+    let _op = Operator::start_with(&ns, FAST);
+    let manifest = sample("postgres.yaml")
+        .replace("name: app-db-login", "name: su-login")
+        .replace("allow-read: app-db-login", "allow-read: su-login")
+        .replace("host: postgres.example.com", "host: 127.0.0.1")
+        .replace("port: 5432", &format!("port: {}", pg.port))
+        .replace("database: app", "database: su_app")
+        .replace("username: app\n", "username: su\n")
+        .replace("memberOf: app_rw", "memberOf: su_owner")
+        .replace("REPLACE_WITH_THE_ADMIN_PASSWORD", &pg.admin_password);
+    assert!(manifest.contains("memberOf: su_owner"));
+    apply_yaml(&client, &ns, &manifest).await.unwrap();
+    rotated(&client, &ns, "su-login", 1).await;
+    let s = get_secret(&client, &ns, "su-login").await.unwrap();
+    let (u, p) = (
+        secret_value(&s, "DB_USER").unwrap(),
+        secret_value(&s, "DB_PASSWORD").unwrap(),
+    );
+    assert_eq!(pg.roles_of(&u).await, vec!["su_owner".to_string()]);
+    let session = pg.session(&u, &p, "su_app").await;
+    let rows = session
+        .query(
+            "SELECT current_setting('is_superuser'), current_user::text",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (su, who): (String, String) = (rows[0].get(0), rows[0].get(1));
+    assert_eq!((su.as_str(), who.as_str()), ("off", u.as_str()));
+}
+
 #[tokio::test]
 async fn endpoint_safety_and_namespace_rules() {
     let client = control_plane().client().await;

@@ -249,6 +249,29 @@ impl PostgresProvider {
             );
             return Ok(());
         }
+        // SUPERUSER, BYPASSRLS, CREATEROLE and CREATEDB are not inherited through
+        // membership: a member has them only after SET ROLE. As the login's default
+        // role they would apply to every session of the app (row-level security
+        // silently off, a superuser app). Nor a predefined pg_* role.
+        let privileged = admin
+            .query_opt(
+                "SELECT rolsuper OR rolbypassrls OR rolcreaterole OR rolcreatedb \
+                 OR starts_with(rolname, 'pg_') FROM pg_catalog.pg_roles WHERE rolname = $1",
+                &[&role],
+            )
+            .await
+            .map_err(|e| sql_error(e, "reading the shared role's attributes"))?
+            .is_none_or(|r| r.get::<_, bool>(0));
+        if privileged {
+            tracing::warn!(
+                user,
+                role,
+                "memberOf has SUPERUSER, BYPASSRLS, CREATEROLE or CREATEDB (or is a pg_ role): \
+                 it is not made the user's role at login, which would give every session \
+                 of the app those powers; what the user creates stays its own"
+            );
+            return Ok(());
+        }
         let sql = format!(
             "ALTER ROLE {} SET role = {}",
             escape_identifier(user),
