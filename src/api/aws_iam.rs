@@ -20,7 +20,8 @@ pub struct AwsIamSpec {
     #[serde(default = "default_region")]
     #[schemars(length(min = 1, max = 32), regex(pattern = r"^[a-z0-9-]+$"))]
     pub region: String,
-    /// The IAM endpoint. Default https://iam.amazonaws.com. Set for an IAM-compatible
+    /// The IAM endpoint. Default https://iam.amazonaws.com (in a cn- or us-gov- region,
+    /// that partition's). Set for an IAM-compatible
     /// service (or a test server); loopback and private addresses need
     /// `--allow-private-endpoints`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

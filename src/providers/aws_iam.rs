@@ -309,6 +309,18 @@ struct Intent {
 const INTENT_SKEW_SECS: i64 = 5;
 const INTENT_WINDOW_SECS: i64 = 120;
 
+/// IAM's global endpoint of the partition `region` is in (the one its requests are
+/// signed for, see [`signing_region_for_iam`]).
+fn default_iam_endpoint(region: &str) -> &'static str {
+    if region.starts_with("cn-") {
+        "https://iam.cn-north-1.amazonaws.com.cn"
+    } else if region.starts_with("us-gov-") {
+        "https://iam.us-gov.amazonaws.com"
+    } else {
+        DEFAULT_IAM
+    }
+}
+
 fn signing_region_for_iam(region: &str) -> &'static str {
     if region.starts_with("cn-") {
         "cn-north-1"
@@ -357,7 +369,7 @@ impl AwsIamProvider {
         let iam_url = spec
             .endpoint_url
             .clone()
-            .unwrap_or_else(|| DEFAULT_IAM.into());
+            .unwrap_or_else(|| default_iam_endpoint(&spec.region).into());
         let sts_url = match (&spec.sts_endpoint_url, &spec.endpoint_url) {
             (Some(sts), _) => sts.clone(),
             (None, Some(iam)) => iam.clone(),
@@ -1166,6 +1178,23 @@ mod tests {
             None
         );
         assert_eq!(arn_user("nonsense"), None);
+    }
+
+    #[test]
+    fn each_partition_has_its_own_iam_endpoint() {
+        assert_eq!(
+            default_iam_endpoint("eu-west-1"),
+            "https://iam.amazonaws.com"
+        );
+        assert_eq!(
+            default_iam_endpoint("cn-northwest-1"),
+            "https://iam.cn-north-1.amazonaws.com.cn"
+        );
+        assert_eq!(
+            default_iam_endpoint("us-gov-east-1"),
+            "https://iam.us-gov.amazonaws.com"
+        );
+        assert_eq!(signing_region_for_iam("cn-northwest-1"), "cn-north-1");
     }
 
     #[test]
