@@ -398,8 +398,8 @@ async fn version_reads_the_operators_deployment() {
 }
 
 /// `rotor audit` reads a trail only from a Secret that this very SecretRotation owns
-/// (its uid), as the controller does: a tenant who may create Secrets cannot show an
-/// admin an invented trail, not even with an owner reference of the right kind and name.
+/// (its uid), as the controller does: a Secret with an owner reference of the right
+/// kind and name but another uid (an earlier resource's, or made up) is refused.
 #[tokio::test]
 async fn audit_refuses_a_trail_in_a_secret_the_resource_does_not_own() {
     let client = control_plane().client().await;

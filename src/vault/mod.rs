@@ -939,8 +939,9 @@ pub async fn read_audit(
     resource: &str,
 ) -> Result<Vec<AuditRecord>, VaultError> {
     // The trail is read only from a Secret that carries this very resource's owner
-    // reference (its uid), as the controller reads it: whoever may create Secrets in
-    // the namespace could otherwise show an admin an invented trail.
+    // reference (its uid), as the controller reads it, not one an earlier resource of
+    // the same name left, or one made without it. (The trail is not signed: whoever
+    // may write Secrets in the namespace can still forge one that passes.)
     let resources: Api<SecretRotation> = Api::namespaced(client.clone(), namespace);
     let Some(sr) = resources.get_opt(resource).await? else {
         return Err(VaultError::NoResource {
