@@ -496,13 +496,20 @@ impl AwsIamProvider {
             .map_err(|e| e.into_provider(what))
     }
 
-    async fn list_keys(&self) -> Result<Vec<KeyMetadata>, ProviderError> {
-        let what = "listing the user's access keys (iam:ListAccessKeys)";
-        let mut keys = Vec::new();
+    /// Every item of a paginated listing of the user (`Action=action`, 100 a page,
+    /// `Marker` while `IsTruncated`), at most MAX_PAGES pages; `page` takes a parsed
+    /// answer apart into its items, whether it is truncated, and its marker.
+    async fn list_all<R: serde::de::DeserializeOwned, T>(
+        &self,
+        action: &str,
+        what: &str,
+        page: impl Fn(R) -> (Vec<T>, bool, Option<String>),
+    ) -> Result<Vec<T>, ProviderError> {
+        let mut items = Vec::new();
         let mut marker: Option<String> = None;
         for _ in 0..MAX_PAGES {
             let mut params = vec![
-                ("Action", "ListAccessKeys"),
+                ("Action", action),
                 ("UserName", self.user.as_str()),
                 ("MaxItems", "100"),
             ];
@@ -510,18 +517,25 @@ impl AwsIamProvider {
                 params.push(("Marker", m.as_str()));
             }
             let body = self.iam(what, &params).await?;
-            let page: ListAccessKeysResponse = parse(what, &body)?;
-            let page = page.list_access_keys_result;
-            keys.extend(
-                page.access_key_metadata
-                    .map(|m| m.items)
-                    .unwrap_or_default(),
-            );
-            match page.marker.filter(|_| page.is_truncated) {
+            let (more, truncated, next) = page(parse(what, &body)?);
+            items.extend(more);
+            match next.filter(|_| truncated) {
                 Some(m) => marker = Some(m),
                 None => break,
             }
         }
+        Ok(items)
+    }
+
+    async fn list_keys(&self) -> Result<Vec<KeyMetadata>, ProviderError> {
+        let what = "listing the user's access keys (iam:ListAccessKeys)";
+        let keys = self
+            .list_all("ListAccessKeys", what, |r: ListAccessKeysResponse| {
+                let p = r.list_access_keys_result;
+                let items = p.access_key_metadata.map(|m| m.items).unwrap_or_default();
+                (items, p.is_truncated, p.marker)
+            })
+            .await?;
         for key in &keys {
             if !plausible_key_id(&key.access_key_id) {
                 return Err(ProviderError::BadResponse(format!(
@@ -535,29 +549,14 @@ impl AwsIamProvider {
 
     async fn list_tags(&self) -> Result<BTreeMap<String, String>, ProviderError> {
         let what = "listing the user's tags (iam:ListUserTags)";
-        let mut tags = BTreeMap::new();
-        let mut marker: Option<String> = None;
-        for _ in 0..MAX_PAGES {
-            let mut params = vec![
-                ("Action", "ListUserTags"),
-                ("UserName", self.user.as_str()),
-                ("MaxItems", "100"),
-            ];
-            if let Some(m) = &marker {
-                params.push(("Marker", m.as_str()));
-            }
-            let body = self.iam(what, &params).await?;
-            let page: ListUserTagsResponse = parse(what, &body)?;
-            let page = page.list_user_tags_result;
-            for tag in page.tags.map(|t| t.items).unwrap_or_default() {
-                tags.insert(tag.key, tag.value);
-            }
-            match page.marker.filter(|_| page.is_truncated) {
-                Some(m) => marker = Some(m),
-                None => break,
-            }
-        }
-        Ok(tags)
+        let tags = self
+            .list_all("ListUserTags", what, |r: ListUserTagsResponse| {
+                let p = r.list_user_tags_result;
+                let items = p.tags.map(|t| t.items).unwrap_or_default();
+                (items, p.is_truncated, p.marker)
+            })
+            .await?;
+        Ok(tags.into_iter().map(|t| (t.key, t.value)).collect())
     }
 
     async fn state(&self) -> Result<UserState, ProviderError> {

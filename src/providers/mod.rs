@@ -266,6 +266,41 @@ impl Provider for Bounded {
     }
 }
 
+/// One session of a database provider (connect, login, its few statements) within
+/// `timeout`: a server that accepts and then stalls fails the attempt instead of
+/// holding a worker. `at` names the server (`PostgreSQL at host:port`).
+async fn session<T>(
+    at: &str,
+    what: &str,
+    timeout: std::time::Duration,
+    work: impl std::future::Future<Output = Result<T, ProviderError>>,
+) -> Result<T, ProviderError> {
+    match tokio::time::timeout(timeout, work).await {
+        Ok(result) => result,
+        Err(_) => Err(ProviderError::Unavailable(format!(
+            "{at} did not finish {what} within {}",
+            humantime::format_duration(timeout)
+        ))),
+    }
+}
+
+/// A driver error and its causes ("authentication error: server did not use channel
+/// binding"): drivers' own text often names only the kind. A cause already in the
+/// text is not repeated; the walk is bounded (the chain comes from a library).
+fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    for _ in 0..8 {
+        let Some(err) = source else { break };
+        let more = err.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        source = err.source();
+    }
+    text
+}
+
 /// The two users of a login provider (`kind`: postgres, mysql, redis): slot 0 and
 /// slot 1 are `<username>_a` and `<username>_b`, or the two users `usernames` names.
 fn two_users(

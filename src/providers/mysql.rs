@@ -141,23 +141,8 @@ fn sql_error(e: mysql_async::Error, what: &str) -> ProviderError {
             status: 400,
             message: format!("{what}: {} (MySQL error {})", s.message, s.code),
         },
-        None => ProviderError::Unavailable(format!("{what}: {}", with_causes(&e))),
+        None => ProviderError::Unavailable(format!("{what}: {}", super::with_causes(&e))),
     }
-}
-
-/// The error and its causes: the driver's own text often names only the kind.
-fn with_causes(e: &mysql_async::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    for _ in 0..8 {
-        let Some(err) = source else { break };
-        let more = err.to_string();
-        if !text.contains(&more) {
-            text = format!("{text}: {more}");
-        }
-        source = err.source();
-    }
-    text
 }
 
 /// One row's column `i` as `T`, or an error naming `what` (never a panic on what the
@@ -289,26 +274,22 @@ impl MysqlProvider {
         work: impl std::future::Future<Output = Result<T, ProviderError>>,
     ) -> Result<T, ProviderError> {
         use futures::FutureExt as _;
+        let at = format!("MySQL at {}:{}", self.host, self.port);
         // The driver panics on some malformed answers of a server that is not what it
         // claims (an empty or garbage RSA key or nonce in caching_sha2_password without
         // TLS): that is the server's fault, said as such, not a reconcile panic.
-        let work = std::panic::AssertUnwindSafe(work).catch_unwind();
-        let outcome = contained(tokio::time::timeout(self.session_timeout, work));
-        match outcome.await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(ProviderError::BadResponse(format!(
-                "MySQL at {}:{}: the driver could not read the server's answer during {what} \
-                 (it is not a MySQL or MariaDB server as the driver knows them, or something \
-                 on the path altered it)",
-                self.host, self.port
-            ))),
-            Err(_) => Err(ProviderError::Unavailable(format!(
-                "MySQL at {}:{} did not finish {what} within {}",
-                self.host,
-                self.port,
-                humantime::format_duration(self.session_timeout)
-            ))),
-        }
+        let work = std::panic::AssertUnwindSafe(work)
+            .catch_unwind()
+            .map(|caught| {
+                caught.unwrap_or_else(|_| {
+                    Err(ProviderError::BadResponse(format!(
+                        "{at}: the driver could not read the server's answer during {what} \
+                         (it is not a MySQL or MariaDB server as the driver knows them, or \
+                         something on the path altered it)"
+                    )))
+                })
+            });
+        contained(super::session(&at, what, self.session_timeout, work)).await
     }
 
     /// Turns a connection error into a message that says what failed and what to do,
@@ -330,7 +311,7 @@ impl MysqlProvider {
                 message: format!("MySQL at {at} (error {}): {}", s.code, s.message),
             };
         }
-        let text = with_causes(&e);
+        let text = super::with_causes(&e);
         if let mysql_async::Error::Driver(d) = &e {
             match d {
                 mysql_async::DriverError::CleartextPluginDisabled => {

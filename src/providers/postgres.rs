@@ -163,15 +163,8 @@ impl PostgresProvider {
         what: &str,
         work: impl std::future::Future<Output = Result<T, ProviderError>>,
     ) -> Result<T, ProviderError> {
-        match tokio::time::timeout(self.session_timeout, work).await {
-            Ok(result) => result,
-            Err(_) => Err(ProviderError::Unavailable(format!(
-                "PostgreSQL at {}:{} did not finish {what} within {}",
-                self.host,
-                self.port,
-                humantime::format_duration(self.session_timeout)
-            ))),
-        }
+        let at = format!("PostgreSQL at {}:{}", self.host, self.port);
+        super::session(&at, what, self.session_timeout, work).await
     }
 
     /// Turns a connection error into a message that says what failed and what to do,
@@ -198,7 +191,7 @@ impl PostgresProvider {
                 self.host
             ));
         }
-        let text = with_causes(&e);
+        let text = super::with_causes(&e);
         if matches!(self.ssl_mode, SslMode::Require)
             && (text.contains("channel binding") || text.contains("unsupported SASL mechanism"))
         {
@@ -295,22 +288,6 @@ impl PostgresProvider {
             self.ssl_mode.as_str()
         )
     }
-}
-
-/// The error and its causes ("authentication error: server did not use channel
-/// binding"): the driver's own text names only the kind.
-fn with_causes(e: &tokio_postgres::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    for _ in 0..8 {
-        let Some(err) = source else { break };
-        let more = err.to_string();
-        if !text.ends_with(&more) {
-            text = format!("{text}: {more}");
-        }
-        source = err.source();
-    }
-    text
 }
 
 /// The certificate problem behind a failed TLS handshake, if that is what failed.

@@ -373,14 +373,7 @@ impl RedisProvider {
         what: &str,
         work: impl std::future::Future<Output = Result<T, ProviderError>>,
     ) -> Result<T, ProviderError> {
-        match tokio::time::timeout(self.session_timeout, work).await {
-            Ok(result) => result,
-            Err(_) => Err(ProviderError::Unavailable(format!(
-                "{} did not finish {what} within {}",
-                self.at(),
-                humantime::format_duration(self.session_timeout)
-            ))),
-        }
+        super::session(&self.at(), what, self.session_timeout, work).await
     }
 
     /// A redis-rs error as a provider error that says what failed. Server errors carry
