@@ -408,7 +408,9 @@ pub async fn run(
         let main_watch = watcher(api(scope), watcher::Config::default().any_semantic())
             .default_backoff()
             .inspect(move |event| match event {
-                Ok(event @ (watcher::Event::Init | watcher::Event::InitApply(_))) => {
+                // Not the first list: nothing was exported yet that it could make stale,
+                // and a cold start need not hold every name a second time.
+                Ok(event @ (watcher::Event::Init | watcher::Event::InitApply(_))) if !first => {
                     relist.observe(event);
                 }
                 Ok(event @ watcher::Event::InitDone) => {
@@ -493,6 +495,7 @@ pub async fn run(
     tracing::info!("rotor controller stopped");
     Ok(())
 }
+
 /// The resources one (re-)list of a watch found, gathered from its Init, InitApply and
 /// InitDone events. A resource deleted while the watch was down gets no Delete event:
 /// only its absence from the next list tells.
