@@ -67,6 +67,13 @@ impl Revisions {
         };
     }
 
+    /// Notes `resource_version` for `key` unless something is noted for it already.
+    pub fn note_if_absent(&self, key: &str, resource_version: Option<&str>) {
+        if let Some(rv) = revision(resource_version) {
+            self.book().entry(key.to_string()).or_insert(rv);
+        }
+    }
+
     /// The revision noted for `key`.
     pub fn get(&self, key: &str) -> Option<u64> {
         self.book().get(key).copied()

@@ -133,6 +133,18 @@ impl Context {
         matches!((cached, written), (Some(c), Some(w)) if c >= w)
     }
 
+    /// `meta`'s object as the watch's first list after this process started (as the
+    /// leader) found it: that list is a consistent read made after every write of an
+    /// earlier leader, so the cache is current for it — no read of its own on its first
+    /// reconcile. Before that list ends nothing is reconciled (the store is not ready),
+    /// so nothing of this process's own can be newer; something noted already wins.
+    pub fn listed(&self, meta: &ObjectMeta) {
+        if let Some(uid) = &meta.uid {
+            self.written
+                .note_if_absent(uid, meta.resource_version.as_deref());
+        }
+    }
+
     /// rotor no longer knows what its last write to `meta`'s object did.
     pub fn unknown(&self, meta: &ObjectMeta) {
         if let Some(uid) = &meta.uid {
@@ -405,9 +417,12 @@ pub async fn run(
         let watch_ctx = ctx.clone();
         // Guarded keeps an object compact (see guard.rs): no managedFields, the
         // metadata the bookkeeping needs, the rest as JSON.
-        let main_watch = watcher(api(scope), watcher::Config::default().any_semantic())
+        // The lists are consistent reads (not the API server's cache, which may lag):
+        // the first one tells what is current (see `Context::listed`).
+        let main_watch = watcher(api(scope), watcher::Config::default())
             .default_backoff()
             .inspect(move |event| match event {
+                Ok(watcher::Event::InitApply(sr)) if first => watch_ctx.listed(&sr.metadata),
                 // Not the first list: nothing was exported yet that it could make stale,
                 // and a cold start need not hold every name a second time.
                 Ok(event @ (watcher::Event::Init | watcher::Event::InitApply(_))) if !first => {
