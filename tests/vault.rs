@@ -806,44 +806,58 @@ async fn a_second_writer_between_the_vaults_read_and_write_loses_nothing() {
         1
     );
 
-    hold.arm();
+    // Rotation 2 writes its entry blind (one key, no read): nothing to race with.
     request(&client, &ns, NAME, "rotor.dev/rotate", "two").await;
+    let s2 = rotated(&client, &ns, NAME, 2).await;
+    let id2 = s2.slots[1].id.clone();
+
+    hold.arm();
+    request(&client, &ns, NAME, "rotor.dev/rotate", "three").await;
     hold.wait_paused("vault_write", 1).await;
-    // rotor has stored rotation 2's entry (one key, without a read) and holds the
-    // vault as that write returned it, about to write it again (the audit records
-    // and marks before the flip): the second writer goes first, re-wrapping both.
+    // Rotation 3 revoked entry 1's key and has read the vault to store its entry with
+    // that mark, about to write it back: the second writer goes first, re-wrapping
+    // both entries.
     let said = rotor_cli(&["keys", "rotate", "-n", &ns]);
     assert!(said.starts_with("KEK v2 added"), "{said}");
     assert!(said.contains("2 data keys re-wrapped, 0 failed"), "{said}");
     hold.release();
 
-    let s2 = rotated(&client, &ns, NAME, 2).await;
+    let s3 = rotated(&client, &ns, NAME, 3).await;
     // The second writer's write survived rotor's ...
+    let entry1 = vault_entry(&secrets, &id1).await.unwrap();
     assert_eq!(
-        vault_entry(&secrets, &id1).await.unwrap()["sealed"]["kekVersion"],
-        2,
+        entry1["sealed"]["kekVersion"], 2,
         "entry 1 stays re-wrapped under v2"
+    );
+    assert!(
+        entry1["revokedAt"].is_string(),
+        "and carries rotation 3's revoked mark: {entry1}"
+    );
+    assert_eq!(
+        vault_entry(&secrets, &id2).await.unwrap()["sealed"]["kekVersion"],
+        2,
+        "entry 2 stays re-wrapped under v2"
     );
     let audit = audit_text(&ns, NAME);
     assert!(audit.contains("key-rotation"), "{audit}");
-    // ... and rotor's own writes (the last retried on the conflict) are there too.
-    let id2 = s2.slots[1].id.clone();
+    // ... and rotor's own write (retried on the conflict) is there too.
+    let id3 = s3.slots[0].id.clone();
     assert!(
-        vault_entry(&secrets, &id2).await.is_some(),
-        "rotation 2's credential is kept"
+        vault_entry(&secrets, &id3).await.is_some(),
+        "rotation 3's credential is kept"
     );
-    // Both entries open — also for rotation 2's own status, although the rotation
-    // loaded the KEKs before `keys rotate` added v2 (it reads them again then).
+    // Every live entry opens — also for rotation 3's own status, although the
+    // rotation loaded the KEKs before `keys rotate` added v2 (it reads them again).
     assert_eq!(
-        s2.escrow.as_ref().map(|v| (v.entries, v.problem.clone())),
-        Some((2, None)),
-        "rotation 2's status: both entries open"
+        s3.escrow.as_ref().map(|v| (v.entries, v.problem.clone())),
+        Some((3, None)),
+        "rotation 3's status: every live entry opens"
     );
     let fresh = reconciled_after_change(&client, &ns, 5).await;
     assert_eq!(
         fresh.escrow.map(|v| (v.entries, v.problem)),
-        Some((2, None)),
-        "both entries open"
+        Some((3, None)),
+        "every live entry opens"
     );
 }
 

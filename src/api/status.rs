@@ -105,6 +105,37 @@ pub struct SecretRotationStatus {
     /// Ready, Progressing and Degraded, in metav1.Condition shape.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+
+    /// The last rotation's audit records (issue, test, activate) that are not in the
+    /// escrow's trail yet: written with the flip, in the same status write, and moved
+    /// into the escrow by its next write. `rotor audit` shows both. At most 16
+    /// records, the newest.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub audit_tail: Vec<AuditRecord>,
+}
+
+/// How many audit records `status.auditTail` holds at most.
+pub const AUDIT_TAIL_LIMIT: usize = 16;
+
+/// One audit record: never a value.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditRecord {
+    pub time: DateTime<Utc>,
+    /// schedule, annotation, cli, operator (resume, sweep, initial), keys-rotate.
+    pub actor: String,
+    /// issue, test, activate, revoke, failure, key-rotation, restore.
+    pub action: String,
+    /// The credential's id at the provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_fingerprint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_fingerprint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 /// The phase of the rotation lifecycle.

@@ -48,18 +48,86 @@ pub(super) fn truncate(text: &mut String, limit: usize) {
     }
 }
 
-pub(super) fn append_audit(data: &mut BTreeMap<String, String>, record: AuditRecord) {
-    let mut trail: Vec<AuditRecord> = data
-        .get(AUDIT_KEY)
-        .and_then(|t| serde_json::from_str(t).ok())
+/// Prefix of the keys that hold a batch of audit records written without reading the
+/// vault (with a blind entry write): folded into [`AUDIT_KEY`] by the next write that
+/// reads it, and read with it.
+const BATCH_PREFIX: &str = "audit.";
+
+/// The key of a batch of `records` (serialized as `json`): unique per batch, so a
+/// blind write never replaces a batch not folded yet (a repeated batch is the same key
+/// with the same records).
+pub(super) fn batch_key(records: &[AuditRecord], json: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let nanos = records
+        .first()
+        .and_then(|r| r.time.timestamp_nanos_opt())
         .unwrap_or_default();
-    trail.push(record);
+    let digest = Sha256::digest(json.as_bytes());
+    format!("{BATCH_PREFIX}{nanos}.{}", hex::encode(&digest[..4]))
+}
+
+fn is_batch_key(key: &str) -> bool {
+    key.starts_with(BATCH_PREFIX)
+}
+
+/// The whole trail a vault Secret's data holds: the trail key and every batch, oldest
+/// first, each record once (a record written twice — by a retried or resumed write —
+/// is one record), at most [`AUDIT_LIMIT`] (the newest). Unreadable parts are skipped.
+pub(super) fn audit_trail(data: &BTreeMap<String, String>) -> Vec<AuditRecord> {
+    let parse = |raw: &String| serde_json::from_str::<Vec<AuditRecord>>(raw).unwrap_or_default();
+    let mut trail: Vec<AuditRecord> = data.get(AUDIT_KEY).map(parse).unwrap_or_default();
+    for (_, raw) in data.iter().filter(|(k, _)| is_batch_key(k)) {
+        for record in parse(raw) {
+            push_once(&mut trail, record);
+        }
+    }
+    // Stable: records of one time keep the order they were written in.
+    trail.sort_by_key(|r| r.time);
     if trail.len() > AUDIT_LIMIT {
         trail.drain(..trail.len() - AUDIT_LIMIT);
     }
+    trail
+}
+
+/// `records` added to a trail, each unless it is there already.
+pub(super) fn merge_records(
+    mut trail: Vec<AuditRecord>,
+    records: impl IntoIterator<Item = AuditRecord>,
+) -> Vec<AuditRecord> {
+    for record in records {
+        push_once(&mut trail, record);
+    }
+    trail.sort_by_key(|r| r.time);
+    if trail.len() > AUDIT_LIMIT {
+        trail.drain(..trail.len() - AUDIT_LIMIT);
+    }
+    trail
+}
+
+fn push_once(trail: &mut Vec<AuditRecord>, record: AuditRecord) {
+    // Recent records are at the end: a repeat is found there first.
+    if !trail.iter().rev().any(|r| *r == record) {
+        trail.push(record);
+    }
+}
+
+/// Folds the batches into the trail key (and drops them), then appends `records` not
+/// in the trail yet.
+pub(super) fn fold_audit(data: &mut BTreeMap<String, String>, records: &[AuditRecord]) {
+    let had_batches = data.keys().any(|k| is_batch_key(k));
+    if !had_batches && records.is_empty() {
+        return;
+    }
+    let trail = merge_records(audit_trail(data), records.iter().cloned());
+    data.retain(|k, _| !is_batch_key(k));
     if let Ok(json) = serde_json::to_string(&trail) {
         data.insert(AUDIT_KEY.into(), json);
     }
+}
+
+/// Appends `record` to the trail (folding the batches in).
+pub(super) fn append_audit(data: &mut BTreeMap<String, String>, record: AuditRecord) {
+    fold_audit(data, &[record]);
 }
 
 pub(super) fn entry_bytes(data: &BTreeMap<String, String>) -> usize {
@@ -255,5 +323,92 @@ mod tests {
         put(&mut data, &entry("new", "app_a", "g", false, 0, 10));
         assert_eq!(housekeep(&mut data, &Live::default(), Utc::now()), 1);
         assert_eq!(names(&data), vec!["new".to_string()]);
+    }
+
+    fn record(secs: i64, action: &str) -> AuditRecord {
+        AuditRecord {
+            time: chrono::DateTime::from_timestamp(1_700_000_000 + secs, 5).unwrap(),
+            actor: "schedule".into(),
+            action: action.into(),
+            credential: Some("rotor-c1".into()),
+            old_fingerprint: None,
+            new_fingerprint: Some("fp".into()),
+            detail: None,
+        }
+    }
+
+    fn batch(data: &mut BTreeMap<String, String>, records: &[AuditRecord]) {
+        let json = serde_json::to_string(records).unwrap();
+        data.insert(batch_key(records, &json), json);
+    }
+
+    fn actions(trail: &[AuditRecord]) -> Vec<String> {
+        trail.iter().map(|r| r.action.clone()).collect()
+    }
+
+    #[test]
+    fn batches_fold_into_the_trail_in_time_order_each_record_once() {
+        let mut data = BTreeMap::new();
+        append_audit(&mut data, record(0, "issue"));
+        // A blind write's batch, and the same records again (a resumed rotation's
+        // status tail written by a later blind write): one record each.
+        batch(&mut data, &[record(1, "test"), record(2, "activate")]);
+        batch(
+            &mut data,
+            &[
+                record(1, "test"),
+                record(2, "activate"),
+                record(3, "revoke"),
+            ],
+        );
+        assert_eq!(data.len(), 3, "two batch keys: {:?}", data.keys());
+        let read = audit_trail(&data);
+        assert_eq!(actions(&read), ["issue", "test", "activate", "revoke"]);
+        // A write folds them: the batch keys go, the trail key holds all.
+        fold_audit(&mut data, &[record(2, "activate"), record(4, "issue")]);
+        assert_eq!(data.keys().collect::<Vec<_>>(), [AUDIT_KEY]);
+        assert_eq!(
+            actions(&audit_trail(&data)),
+            ["issue", "test", "activate", "revoke", "issue"]
+        );
+        // Folding again changes nothing.
+        let before = data.clone();
+        fold_audit(&mut data, &[]);
+        assert_eq!(data, before);
+    }
+
+    #[test]
+    fn the_folded_trail_keeps_its_bound() {
+        let mut data = BTreeMap::new();
+        let many: Vec<AuditRecord> = (0..AUDIT_LIMIT as i64 + 5)
+            .map(|i| record(i, "issue"))
+            .collect();
+        batch(&mut data, &many[..100]);
+        batch(&mut data, &many[100..]);
+        let trail = audit_trail(&data);
+        assert_eq!(trail.len(), AUDIT_LIMIT);
+        assert_eq!(trail[0], many[5], "the oldest go first");
+        fold_audit(&mut data, &[]);
+        assert_eq!(audit_trail(&data), trail);
+    }
+
+    #[test]
+    fn a_batch_key_is_a_valid_secret_key_and_differs_per_batch() {
+        let a = [record(1, "test")];
+        let b = [record(1, "test"), record(2, "activate")];
+        let (ja, jb) = (
+            serde_json::to_string(&a).unwrap(),
+            serde_json::to_string(&b).unwrap(),
+        );
+        let (ka, kb) = (batch_key(&a, &ja), batch_key(&b, &jb));
+        assert_ne!(ka, kb);
+        for k in [&ka, &kb] {
+            assert!(
+                k.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c)),
+                "{k}"
+            );
+            assert!(!is_entry_key(k) && k != AUDIT_KEY);
+        }
     }
 }

@@ -197,24 +197,8 @@ impl Entry {
     }
 }
 
-/// One audit record: never a value.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct AuditRecord {
-    pub time: DateTime<Utc>,
-    /// schedule, annotation, cli, operator (resume, sweep, initial), keys-rotate.
-    pub actor: String,
-    /// issue, test, activate, revoke, failure, key-rotation, restore.
-    pub action: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub credential: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub old_fingerprint: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub new_fingerprint: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
-}
+/// One audit record (the API's type: `status.auditTail` holds the newest).
+pub use crate::api::AuditRecord;
 
 #[cfg(test)]
 mod tests {

@@ -310,6 +310,8 @@ pub async fn rotate_keys(
             live: Live::default(),
             seen: Default::default(),
             held: Default::default(),
+            marks: Default::default(),
+            full_write: false,
             writes: None,
             fresh: false,
         };

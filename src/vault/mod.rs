@@ -41,7 +41,7 @@ use crate::api::{FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE, OWNER_LABEL,
 use crate::rotation::Credential;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use bounds::{DETAIL_LIMIT, Live, append_audit, entry_bytes, housekeep, truncate};
+use bounds::{DETAIL_LIMIT, Live, append_audit, entry_bytes, fold_audit, housekeep, truncate};
 use chrono::{DateTime, Utc};
 use envelope::{Keyring, OpenError};
 use format::{AUDIT_KEY, Layout, entry_key, raw_entries, raw_entries_mut};
@@ -144,6 +144,10 @@ pub struct Vault {
     seen: std::sync::Mutex<Option<Secret>>,
     /// Audit records held for the next write (`None`: each is written at once).
     held: std::sync::Mutex<Option<Vec<AuditRecord>>>,
+    /// Revoked marks (and their retention) for the next write.
+    marks: std::sync::Mutex<(Vec<SlotRef>, chrono::Duration)>,
+    /// Never write blind: every write reads the vault (and folds the audit batches).
+    full_write: bool,
     /// Where this vault's writes are noted (so their watch events wake nothing).
     writes: Option<std::sync::Arc<crate::kube_client::OwnWrites>>,
     /// The resource has never stored anything: the first write creates the vault
@@ -169,6 +173,8 @@ impl Vault {
             live: Live::default(),
             seen: Default::default(),
             held: Default::default(),
+            marks: Default::default(),
+            full_write: false,
             writes: None,
             fresh: false,
         }
@@ -425,17 +431,40 @@ impl Vault {
 
     /// Adds one entry without reading the vault first: a merge patch of that one key
     /// with the Secret's uid as precondition (the Secret rotor created or found to be
-    /// its own, never one made again under the name since). `false`: not possible
-    /// here (uid unknown, the vault already read, records held, the Secret gone or
-    /// replaced) — the caller reads and writes as usual.
+    /// its own, never one made again under the name since). Held audit records go with
+    /// it as one batch key (folded into the trail by the next write that reads the
+    /// vault). `false`: not possible here (uid unknown, the vault already read, marks
+    /// to apply, a full write asked for, the Secret gone or replaced) — the caller
+    /// reads and writes as usual, the held records still held.
     async fn put_blind(&self, key: &str, value: &str) -> Result<bool, VaultError> {
-        let held = self.held().as_ref().is_some_and(|h| !h.is_empty());
+        if self.full_write || !self.pending_marks().is_empty() {
+            return Ok(false);
+        }
+        let held = self.take_held();
+        let result = self.put_blind_with(key, value, &held).await;
+        if !matches!(result, Ok(true)) {
+            self.hold_again(held);
+        }
+        result
+    }
+
+    async fn put_blind_with(
+        &self,
+        key: &str,
+        value: &str,
+        held: &[AuditRecord],
+    ) -> Result<bool, VaultError> {
+        let mut data = BTreeMap::from([(key.to_string(), value.to_string())]);
+        if !held.is_empty() {
+            let json =
+                serde_json::to_string(held).map_err(|_| VaultError::Malformed(AUDIT_KEY.into()))?;
+            data.insert(bounds::batch_key(held, &json), json);
+        }
         let uid = self
             .writes
             .as_ref()
             .and_then(|w| w.uid_of(&self.layout.namespace, &self.name()));
-        if !held && self.fresh && self.seen_secret().is_none() && uid.is_none() {
-            let data = BTreeMap::from([(key.to_string(), value.to_string())]);
+        if self.fresh && self.seen_secret().is_none() && uid.is_none() {
             return match self.save(None, data).await {
                 Ok(written) => {
                     self.wrote(written);
@@ -445,12 +474,16 @@ impl Vault {
                 Err(e) => Err(e.into()),
             };
         }
-        let (false, None, Some(uid)) = (held, self.seen_secret(), uid) else {
+        let (None, Some(uid)) = (self.seen_secret(), uid) else {
             return Ok(false);
         };
+        let encoded: serde_json::Map<String, serde_json::Value> = data
+            .into_iter()
+            .map(|(k, v)| (k, B64.encode(v.as_bytes()).into()))
+            .collect();
         let patch = serde_json::json!({
             "metadata": {"uid": uid},
-            "data": {key: B64.encode(value.as_bytes())},
+            "data": encoded,
         });
         match self.merge(&patch).await {
             Ok(written) if self.is_ours(&written) => {
@@ -501,8 +534,49 @@ impl Vault {
         held.get_or_insert_with(Vec::new);
     }
 
+    /// [`Self::hold_audit`], starting with `records` (a rotation's records status
+    /// still carries, `status.auditTail`): they go with this vault's next write, once
+    /// (a record the trail has already is not added again).
+    pub fn hold_audit_with(&self, records: Vec<AuditRecord>) {
+        let mut held = self.held();
+        let h = held.get_or_insert_with(Vec::new);
+        let later = std::mem::take(h);
+        *h = records;
+        h.extend(later);
+    }
+
+    /// Takes the held records no write has carried yet (for `status.auditTail`).
+    pub fn take_unwritten(&self) -> Vec<AuditRecord> {
+        self.take_held()
+    }
+
     fn take_held(&self) -> Vec<AuditRecord> {
         self.held().as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// Marks `revoked` with this vault's next write instead of a write of its own
+    /// (see [`Self::mark_revoked`]); that write then reads the vault.
+    pub fn mark_with_next_write(&self, revoked: &[SlotRef], retention: chrono::Duration) {
+        let mut marks = self.marks();
+        marks.0.extend(revoked.iter().cloned());
+        marks.1 = retention;
+    }
+
+    fn marks(&self) -> std::sync::MutexGuard<'_, (Vec<SlotRef>, chrono::Duration)> {
+        self.marks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn pending_marks(&self) -> Vec<SlotRef> {
+        self.marks().0.clone()
+    }
+
+    /// Every write reads the vault and folds the audit batches into the trail (the
+    /// batches blind writes leave are bounded by such writes).
+    pub fn with_full_write(mut self) -> Self {
+        self.full_write = true;
+        self
     }
 
     /// Writes the audit records held so far (one write; none when nothing is held).
@@ -658,11 +732,14 @@ impl Vault {
                     .any(|r| Some(&r.uid) == self.owner.as_ref().map(|o| &o.uid))
             });
             let mut data = Self::decode(existing.as_ref());
+            // Batches blind writes left are folded into the trail by any write, but
+            // are no reason for one.
+            fold_audit(&mut data, &[]);
             let before = data.clone();
             let out = change(&mut data);
-            for record in held {
-                append_audit(&mut data, record.clone());
-            }
+            let (marks, retention) = self.marks().clone();
+            mark_entries(&mut data, &marks, retention, Utc::now());
+            fold_audit(&mut data, held);
             let removed = housekeep(&mut data, &self.live, Utc::now());
             if existing.is_some() && has_owner && data == before {
                 return Ok((out, removed));
@@ -671,6 +748,7 @@ impl Vault {
             match self.save(existing, data).await {
                 Ok(written) => {
                     self.wrote(written);
+                    self.marks().0.clear();
                     return Ok((out, removed));
                 }
                 Err(e) if is_conflict(&e) => {
@@ -754,28 +832,16 @@ impl Vault {
             return Ok(());
         }
         let now = Utc::now();
-        self.modify(|data| {
-            for (_, raw) in raw_entries_mut(data) {
-                let Some(mut entry) = Entry::decode(raw) else {
-                    continue;
-                };
-                let this = revoked
-                    .iter()
-                    .any(|r| r.id == entry.id && r.fingerprint == entry.fingerprint);
-                if this && entry.revoked_at.is_none() {
-                    entry.revoked_at = Some(now);
-                    entry.expires_at = Some(
-                        now.checked_add_signed(retention)
-                            .unwrap_or(DateTime::<Utc>::MAX_UTC),
-                    );
-                    if let Some(encoded) = entry.encode() {
-                        *raw = encoded;
-                    }
-                }
-            }
-        })
-        .await
-        .map(|_| ())
+        // Marked already (with the entry's write): no write, and the held records wait.
+        let data = self.data().await?;
+        let mut marked = data.clone();
+        mark_entries(&mut marked, revoked, retention, now);
+        if marked == data {
+            return Ok(());
+        }
+        self.modify(|data| mark_entries(data, revoked, retention, now))
+            .await
+            .map(|_| ())
     }
 
     /// Deletes expired entries (and keeps the bounds); returns how many entries went.
@@ -922,6 +988,37 @@ impl Vault {
     }
 }
 
+/// Marks the entries of `revoked` (each by id and fingerprint) revoked at `now`,
+/// expiring after `retention`; entries marked before keep their marks.
+fn mark_entries(
+    data: &mut BTreeMap<String, String>,
+    revoked: &[SlotRef],
+    retention: chrono::Duration,
+    now: DateTime<Utc>,
+) {
+    if revoked.is_empty() {
+        return;
+    }
+    for (_, raw) in raw_entries_mut(data) {
+        let Some(mut entry) = Entry::decode(raw) else {
+            continue;
+        };
+        let this = revoked
+            .iter()
+            .any(|r| r.id == entry.id && r.fingerprint == entry.fingerprint);
+        if this && entry.revoked_at.is_none() {
+            entry.revoked_at = Some(now);
+            entry.expires_at = Some(
+                now.checked_add_signed(retention)
+                    .unwrap_or(DateTime::<Utc>::MAX_UTC),
+            );
+            if let Some(encoded) = entry.encode() {
+                *raw = encoded;
+            }
+        }
+    }
+}
+
 /// Every entry of a vault Secret's data, decoded; an error names the first that is
 /// not an entry.
 fn decode_entries(data: &BTreeMap<String, String>) -> Result<Vec<Entry>, VaultError> {
@@ -960,17 +1057,16 @@ pub async fn read_audit(
             None => None,
         },
     };
+    // The last rotation's records not moved into the escrow yet are in status.
+    let tail = sr.status.map(|s| s.audit_tail).unwrap_or_default();
     let Some(secret) = secret else {
-        return Ok(Vec::new());
+        return Ok(bounds::merge_records(Vec::new(), tail));
     };
-    let raw = secret
-        .data
-        .unwrap_or_default()
-        .remove(AUDIT_KEY)
-        .map(|b| b.0)
-        .unwrap_or_default();
-    if raw.is_empty() {
-        return Ok(Vec::new());
+    let data = Vault::decode(Some(&secret));
+    if let Some(raw) = data.get(AUDIT_KEY)
+        && serde_json::from_str::<Vec<AuditRecord>>(raw).is_err()
+    {
+        return Err(VaultError::Malformed(AUDIT_KEY.into()));
     }
-    serde_json::from_slice(&raw).map_err(|_| VaultError::Malformed(AUDIT_KEY.into()))
+    Ok(bounds::merge_records(bounds::audit_trail(&data), tail))
 }

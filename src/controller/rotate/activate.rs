@@ -2,7 +2,7 @@
 //! make it active (the flip, in status) and clean up after it.
 
 use super::{Delivered, RotateError, Rotation, can_revoke};
-use crate::api::{PendingRevocation, SecretRotationStatus, Strategy};
+use crate::api::{AUDIT_TAIL_LIMIT, PendingRevocation, SecretRotationStatus, Strategy};
 use crate::controller::Error;
 use crate::controller::audit::Audit;
 use crate::controller::credentials;
@@ -78,9 +78,13 @@ impl Run {
         mut status: SecretRotationStatus,
         delivered: Delivered,
     ) -> Result<Action, Error> {
-        let Delivered { vault, credential } = delivered;
+        let Delivered {
+            vault,
+            credential,
+            revoked: (mut revoked, unrevoked),
+        } = delivered;
         let audit = Audit::new(&vault, r.actor, r.old_fingerprint());
-        let mut revoked = self.dropped_from_target_slot(r).await;
+        self.warn_unrevoked(r, unrevoked.as_ref()).await;
         let pending = match r.trigger {
             Trigger::Emergency => {
                 self.revoke_older(r, &credential, &audit, &mut revoked)
@@ -116,9 +120,11 @@ impl Run {
             ),
             _ => describe_active(&pair, r.spec.strategy),
         };
-        // The activation is in the audit trail before status says it: a crash in
-        // between resumes the rotation, which records it again — a trail may repeat a
-        // step, never miss one. One write, with the records held since the issue.
+        // The activation is in the audit trail when status says it: the records held
+        // since the vault's entry write (issue, test, activate) go into this very
+        // status write (`auditTail`), and into the vault with its next write. A crash
+        // before it resumes the rotation, which records them again — a trail may
+        // repeat a step, never miss one.
         let detail = Some(format!("slot {}", r.plan.target));
         let new = Some(fingerprint.clone());
         audit
@@ -130,16 +136,37 @@ impl Run {
                 detail,
             )
             .await;
-        // The entries of what this rotation revoked are marked in the same write.
+        // What this rotation revoked was marked with the entry's write; a resumed
+        // rotation (no entry write) or a single-phase replacement marks it here.
         if let Err(e) = vault.mark_revoked(&revoked, self.retention()).await {
             warn!(error = %e, "marking revoked escrow entries failed");
         }
-        if let Err(e) = vault.flush_audit().await {
-            warn!(error = %e, "writing the audit trail failed");
+        let mut tail = vault.take_unwritten();
+        if tail.len() > AUDIT_TAIL_LIMIT {
+            // More than status carries (writes of the vault failed, resumes): written.
+            vault.hold_audit_with(std::mem::take(&mut tail));
+            if let Err(e) = vault.flush_audit().await {
+                warn!(error = %e, "writing the audit trail failed");
+            }
+            tail = vault.take_unwritten();
+            let over = tail.len().saturating_sub(AUDIT_TAIL_LIMIT);
+            tail.drain(..over);
         }
-        let (status, stale_at) = self
+        status.audit_tail = tail.clone();
+        let (status, stale_at) = match self
             .commit_rotated(status, message.clone(), &vault, r.spec)
-            .await?;
+            .await
+        {
+            Ok(done) => done,
+            Err(e) => {
+                // Not in status: into the vault, so no record is lost.
+                vault.hold_audit_with(tail);
+                if let Err(e) = vault.flush_audit().await {
+                    warn!(error = %e, "writing the audit trail failed");
+                }
+                return Err(e);
+            }
+        };
         self.export_rotation(true);
         failpoint::reached("after_flip", r.sequence).await;
         info!(namespace = %self.sr.namespace().unwrap_or_default(), name = %r.resource, trigger = r.trigger.as_str(), slot = r.plan.target, %fingerprint, rotation = r.sequence, "rotated");
@@ -167,10 +194,12 @@ impl Run {
 
     /// The credentials this rotation takes out of the target slot (each by its own
     /// identity: a PostgreSQL user name is the id of every credential of its slot, the
-    /// new one included). A provider that cannot revoke leaves them valid at the vendor:
-    /// allowed for ordinary rotations, said once (at the first rotation that drops a
-    /// credential), besides the audit trail's record every time.
-    async fn dropped_from_target_slot(&self, r: &Rotation<'_>) -> Vec<SlotRef> {
+    /// new one included), and — for a provider that cannot revoke — the one it leaves
+    /// valid at the vendor instead.
+    pub(super) fn dropped_from_target_slot(
+        &self,
+        r: &Rotation<'_>,
+    ) -> (Vec<SlotRef>, Option<SlotRef>) {
         let takes_out = r.plan.revoke_before_issue.is_some() || r.plan.replaces.is_some();
         let mut dropped: Vec<SlotRef> = r.before.slots[usize::from(r.plan.target)]
             .iter()
@@ -180,19 +209,28 @@ impl Run {
                 fingerprint: s.fingerprint.clone(),
             })
             .collect();
-        if !can_revoke(&self.sr.spec.provider)
-            && let Some(kept) = dropped.pop()
-            && self.old.rotation_count == 2
-        {
-            self.publish(
-                EventType::Warning,
-                "RevokeUnsupported",
-                "Rotate",
-                format!("the {} provider has no revoke request: credential {}, dropped from its slot, stays valid at the vendor; every later rotation leaves one more (configure spec.provider.http.revoke)", r.spec.provider.kind(), kept.id),
-            )
-            .await;
-        }
-        dropped
+        let kept = if can_revoke(&self.sr.spec.provider) {
+            None
+        } else {
+            dropped.pop()
+        };
+        (dropped, kept)
+    }
+
+    /// A provider that cannot revoke leaves what a rotation drops from its slot valid
+    /// at the vendor: allowed for ordinary rotations, said once (at the first rotation
+    /// that drops a credential), besides the audit trail's record every time.
+    async fn warn_unrevoked(&self, r: &Rotation<'_>, kept: Option<&SlotRef>) {
+        let Some(kept) = kept.filter(|_| self.old.rotation_count == 2) else {
+            return;
+        };
+        self.publish(
+            EventType::Warning,
+            "RevokeUnsupported",
+            "Rotate",
+            format!("the {} provider has no revoke request: credential {}, dropped from its slot, stays valid at the vendor; every later rotation leaves one more (configure spec.provider.http.revoke)", r.spec.provider.kind(), kept.id),
+        )
+        .await;
     }
 
     /// Writes a completed rotation (or emergency) to status: phase Rotated with

@@ -35,7 +35,7 @@ use crate::notify::NotifyEvent;
 use crate::rotation::{
     self, Credential, NameParts, RotationError, RotationPlan, SlotPair, Trigger,
 };
-use crate::vault::{Vault, VaultError};
+use crate::vault::{SlotRef, Vault, VaultError};
 use chrono::{DateTime, Utc};
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
@@ -113,6 +113,9 @@ impl RotateError {
 struct Delivered {
     vault: Vault,
     credential: Credential,
+    /// The credentials this rotation took out of the target slot, and the one a
+    /// provider that cannot revoke left valid instead.
+    revoked: (Vec<SlotRef>, Option<SlotRef>),
 }
 
 impl Run {
@@ -145,11 +148,17 @@ impl Run {
         target: &Target,
     ) -> Result<Delivered, RotateError> {
         let vault = self.open_vault(r).await?;
-        // The rotation's audit records go with its vault writes (the credential's
-        // entry, then one write before the flip) instead of one write each.
-        vault.hold_audit();
-        match self.deliver(r, target, &vault).await {
-            Ok(credential) => Ok(Delivered { vault, credential }),
+        // The rotation's audit records go with its vault write (the credential's
+        // entry) or, after it, with the flip in status (`auditTail`), instead of one
+        // write each. The last rotation's records status still carries go first.
+        vault.hold_audit_with(self.old.audit_tail.clone());
+        let revoked = self.dropped_from_target_slot(r);
+        match self.deliver(r, target, &vault, &revoked.0).await {
+            Ok(credential) => Ok(Delivered {
+                vault,
+                credential,
+                revoked,
+            }),
             Err(e) => {
                 if let Err(flush) = vault.flush_audit().await {
                     warn!(error = %flush, "writing the audit trail failed");
@@ -164,6 +173,7 @@ impl Run {
         r: &Rotation<'_>,
         target: &Target,
         vault: &Vault,
+        revoked: &[SlotRef],
     ) -> Result<Credential, RotateError> {
         let kept = self.resume(r, vault).await?;
         // A resumed credential's rotation retired _PREVIOUS before its revoke already
@@ -171,7 +181,7 @@ impl Run {
         if kept.is_none() {
             self.retire_previous(r, target).await?;
         }
-        let credential = self.provider_calls(r, vault, kept).await?;
+        let credential = self.provider_calls(r, vault, kept, revoked).await?;
         self.promote_admin(r, &credential).await?;
         self.write_secret(r, target, &credential).await?;
         failpoint::reached("after_secret", r.sequence).await;
