@@ -119,7 +119,7 @@ pub struct SecretRotationStatus {
 pub const AUDIT_TAIL_LIMIT: usize = 16;
 
 /// One audit record: never a value.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditRecord {
     pub time: DateTime<Utc>,

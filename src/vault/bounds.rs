@@ -73,43 +73,59 @@ fn is_batch_key(key: &str) -> bool {
 /// The whole trail a vault Secret's data holds: the trail key and every batch, oldest
 /// first, each record once (a record written twice — by a retried or resumed write —
 /// is one record), at most [`AUDIT_LIMIT`] (the newest). Unreadable parts are skipped.
+/// Linear in what the Secret holds, whoever wrote it (a Secret is at most ~1 MiB).
 pub(super) fn audit_trail(data: &BTreeMap<String, String>) -> Vec<AuditRecord> {
     let parse = |raw: &String| serde_json::from_str::<Vec<AuditRecord>>(raw).unwrap_or_default();
-    let mut trail: Vec<AuditRecord> = data.get(AUDIT_KEY).map(parse).unwrap_or_default();
-    for (_, raw) in data.iter().filter(|(k, _)| is_batch_key(k)) {
-        for record in parse(raw) {
-            push_once(&mut trail, record);
-        }
-    }
-    // Stable: records of one time keep the order they were written in.
-    trail.sort_by_key(|r| r.time);
-    if trail.len() > AUDIT_LIMIT {
-        trail.drain(..trail.len() - AUDIT_LIMIT);
-    }
-    trail
+    let parts = data
+        .iter()
+        .filter(|(k, _)| k.as_str() == AUDIT_KEY || is_batch_key(k))
+        .flat_map(|(_, raw)| parse(raw));
+    merge_records(Vec::new(), parts)
 }
 
-/// `records` added to a trail, each unless it is there already.
+/// `records` added to a trail, each record once, oldest first (stable: records of one
+/// time keep their order), at most [`AUDIT_LIMIT`] (the newest).
 pub(super) fn merge_records(
-    mut trail: Vec<AuditRecord>,
+    trail: Vec<AuditRecord>,
     records: impl IntoIterator<Item = AuditRecord>,
 ) -> Vec<AuditRecord> {
-    for record in records {
-        push_once(&mut trail, record);
+    let mut seen = std::collections::HashSet::new();
+    let mut all: Vec<AuditRecord> = trail
+        .into_iter()
+        .chain(records)
+        .filter(|r| seen.insert(r.clone()))
+        .collect();
+    all.sort_by_key(|r| r.time);
+    if all.len() > AUDIT_LIMIT {
+        all.drain(..all.len() - AUDIT_LIMIT);
     }
-    trail.sort_by_key(|r| r.time);
-    if trail.len() > AUDIT_LIMIT {
-        trail.drain(..trail.len() - AUDIT_LIMIT);
-    }
-    trail
+    all
 }
 
-fn push_once(trail: &mut Vec<AuditRecord>, record: AuditRecord) {
-    // Recent records are at the end: a repeat is found there first.
-    if !trail.iter().rev().any(|r| *r == record) {
-        trail.push(record);
+/// A record as rotor keeps it: every text bounded (a record that comes back from
+/// status, which rotor does not alone control, cannot grow the escrow).
+pub(super) fn bounded(mut record: AuditRecord) -> AuditRecord {
+    for text in [&mut record.actor, &mut record.action] {
+        truncate(text, FIELD_LIMIT);
     }
+    for text in [
+        &mut record.credential,
+        &mut record.old_fingerprint,
+        &mut record.new_fingerprint,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        truncate(text, FIELD_LIMIT);
+    }
+    if let Some(detail) = record.detail.as_mut() {
+        truncate(detail, DETAIL_LIMIT);
+    }
+    record
 }
+
+/// Longest actor, action, credential id or fingerprint kept.
+const FIELD_LIMIT: usize = 256;
 
 /// Folds the batches into the trail key (and drops them), then appends `records` not
 /// in the trail yet.
@@ -410,5 +426,39 @@ mod tests {
             );
             assert!(!is_entry_key(k) && k != AUDIT_KEY);
         }
+    }
+
+    #[test]
+    fn a_hostile_trail_is_read_each_record_once_and_kept_bounded() {
+        // Batches full of records of one time (which a sort cannot separate), each
+        // written twice (deduplicated by hashing, linear in what the Secret holds):
+        // each record once, the newest 200.
+        let mut data = BTreeMap::new();
+        let records: Vec<AuditRecord> = (0..6_000)
+            .map(|i| AuditRecord {
+                credential: Some(format!("c{i}")),
+                ..record(0, "issue")
+            })
+            .collect();
+        batch(&mut data, &records);
+        batch(&mut data, &records[1..]);
+        let trail = audit_trail(&data);
+        assert_eq!(trail.len(), AUDIT_LIMIT);
+        let distinct: std::collections::HashSet<_> = trail.iter().collect();
+        assert_eq!(distinct.len(), AUDIT_LIMIT, "each record once");
+    }
+
+    #[test]
+    fn a_record_from_status_is_bounded() {
+        let huge = "x".repeat(100_000);
+        let r = bounded(AuditRecord {
+            actor: huge.clone(),
+            credential: Some(huge.clone()),
+            detail: Some(huge),
+            ..record(0, "issue")
+        });
+        assert!(r.actor.len() <= FIELD_LIMIT + 3);
+        assert!(r.credential.unwrap().len() <= FIELD_LIMIT + 3);
+        assert!(r.detail.unwrap().len() <= DETAIL_LIMIT + 3);
     }
 }

@@ -545,6 +545,15 @@ impl Vault {
         h.extend(later);
     }
 
+    /// [`Self::hold_audit_with`] the records `status.auditTail` carries — which rotor
+    /// does not alone control: at most [`crate::api::AUDIT_TAIL_LIMIT`] of them (the
+    /// newest), every text bounded, so they cannot grow the escrow.
+    pub fn hold_status_tail(&self, records: &[AuditRecord]) {
+        let over = records.len().saturating_sub(crate::api::AUDIT_TAIL_LIMIT);
+        let records = records[over..].iter().cloned().map(bounds::bounded);
+        self.hold_audit_with(records.collect());
+    }
+
     /// Takes the held records no write has carried yet (for `status.auditTail`).
     pub fn take_unwritten(&self) -> Vec<AuditRecord> {
         self.take_held()

@@ -151,7 +151,7 @@ impl Run {
         // The rotation's audit records go with its vault write (the credential's
         // entry) or, after it, with the flip in status (`auditTail`), instead of one
         // write each. The last rotation's records status still carries go first.
-        vault.hold_audit_with(self.old.audit_tail.clone());
+        vault.hold_status_tail(&self.old.audit_tail);
         let revoked = self.dropped_from_target_slot(r);
         match self.deliver(r, target, &vault, &revoked.0).await {
             Ok(credential) => Ok(Delivered {
