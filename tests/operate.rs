@@ -433,6 +433,21 @@ async fn kube_requests(op: &Operator) -> std::collections::BTreeMap<String, f64>
         .collect()
 }
 
+/// What rotation number `n` of the resource `token` cost, asked by annotation and
+/// measured until it is at rest: (reads, writes, what).
+async fn rotation_cost(
+    client: &kube::Client,
+    ns: &str,
+    op: &Operator,
+    n: u64,
+) -> (f64, f64, String) {
+    let requests = kube_requests(op).await;
+    rotate(client, ns, "token", &format!("r{n}"), n).await;
+    // At rest (a rotation's last request, its Event, may follow its status).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    spent(&requests, &kube_requests(op).await)
+}
+
 /// Requests between two scrapes, as (reads, writes, what).
 fn spent(
     before: &std::collections::BTreeMap<String, f64>,
@@ -464,10 +479,8 @@ async fn a_rotation_costs_five_writes_one_read_and_no_second_reconcile() {
     rotated(&client, &ns, "token", 1).await;
     // At rest (a rotation's last request, its Event, may follow its status).
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (requests, reconciled) = (kube_requests(&op).await, reconciles(&op).await);
-    rotate(&client, &ns, "token", "r2", 2).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let (reads, writes, what) = spent(&requests, &kube_requests(&op).await);
+    let reconciled = reconciles(&op).await;
+    let (reads, writes, what) = rotation_cost(&client, &ns, &op, 2).await;
     // intent, vault entry (with the last rotation's audit records), target Secret,
     // status (the flip, with this rotation's audit records), Event.
     assert_eq!(writes, 5.0, "{what}");
@@ -490,10 +503,7 @@ async fn a_rotation_costs_five_writes_one_read_and_no_second_reconcile() {
     // Secret once more before the revoke (that credential leaves `_PREVIOUS` first);
     // the revoked mark goes with the entry's write (which then reads the escrow), not
     // a write of its own.
-    let requests = kube_requests(&op).await;
-    rotate(&client, &ns, "token", "r3", 3).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let (reads, writes, what) = spent(&requests, &kube_requests(&op).await);
+    let (reads, writes, what) = rotation_cost(&client, &ns, &op, 3).await;
     assert_eq!(writes, 6.0, "{what}");
     assert!(
         what.contains("verb=\"patch\",resource=\"secrets\"} 3"),
