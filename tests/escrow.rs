@@ -491,3 +491,84 @@ async fn a_lost_rotor_kek_is_replaced_and_the_next_rotations_revoke_the_old_cred
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
+
+/// An API server whose CRD predates `status.auditTail` drops it from rotor's status
+/// write (a warning, not an error): the rotation's audit records then go to the
+/// escrow with a write of their own, so `rotor audit` misses none of them.
+#[tokio::test]
+async fn an_older_crd_without_audit_tail_loses_no_audit_record() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "old-crd").await;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd_name = "secretrotations.rotor.dev";
+    let original = crds.get(crd_name).await.unwrap();
+    let mut older = serde_json::to_value(&original).unwrap();
+    let props = &mut older["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+        ["properties"];
+    assert!(props["auditTail"].is_object(), "the CRD has auditTail now");
+    props.as_object_mut().unwrap().remove("auditTail");
+    let older: CustomResourceDefinition = serde_json::from_value(older).unwrap();
+    crds.replace(crd_name, &PostParams::default(), &older)
+        .await
+        .unwrap();
+    // Until the API server serves the older schema: a probe's tail is pruned.
+    let rotations: Api<SecretRotation> = Api::namespaced(client.clone(), &ns);
+    let probe = "apiVersion: rotor.dev/v1alpha1\nkind: SecretRotation\nmetadata: {name: probe}\nspec:\n  provider: {random: {}}\n  schedule: {autoRotation: false}\n  secretsMapping: {value: V}\n  target: {name: probe}\n";
+    apply_yaml(&client, &ns, probe).await.unwrap();
+    let tail = serde_json::json!({"apiVersion": "rotor.dev/v1alpha1", "kind": "SecretRotation",
+        "status": {"auditTail": [{"time": "2026-01-01T00:00:00Z", "actor": "t", "action": "t"}]}});
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let written = rotations
+            .patch_status(
+                "probe",
+                &PatchParams::apply("test").force(),
+                &Patch::Apply(&tail),
+            )
+            .await
+            .unwrap();
+        if written.status.is_none_or(|s| s.audit_tail.is_empty()) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the older CRD is never served"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    rotations
+        .delete("probe", &Default::default())
+        .await
+        .unwrap();
+
+    let _op = Operator::start(&ns);
+    let manifest = "apiVersion: rotor.dev/v1alpha1\nkind: SecretRotation\nmetadata: {name: token}\nspec:\n  provider: {random: {length: 24}}\n  secretsMapping: {value: TOKEN}\n  target: {name: token-secret}\n  revocation: {minValidity: 0s}\n";
+    apply_yaml(&client, &ns, manifest).await.unwrap();
+    rotated(&client, &ns, "token", 1).await;
+    let s = rotate(&client, &ns, "token", "two", 2).await;
+    assert!(s.audit_tail.is_empty(), "the older CRD keeps no tail");
+    // Every step of both rotations is in the escrow itself.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let data = data_of(&secrets, "rotor-escrow-token").await.unwrap();
+    let activations: usize = data
+        .iter()
+        .filter(|(k, _)| k.as_str() == "audit" || k.starts_with("audit."))
+        .map(|(_, v)| {
+            serde_json::from_slice::<Vec<serde_json::Value>>(&v.0)
+                .unwrap()
+                .iter()
+                .filter(|r| r["action"] == "activate")
+                .count()
+        })
+        .sum();
+    // Restored before any assertion can fail on it: later tests see today's CRD.
+    let mut current = crds.get(crd_name).await.unwrap();
+    current.spec = original.spec.clone();
+    crds.replace(crd_name, &PostParams::default(), &current)
+        .await
+        .unwrap();
+    assert_eq!(activations, 2, "both activations are in the escrow");
+    let audit = rotor_cli(&["audit", "token", "-n", &ns]);
+    assert_eq!(audit.matches("activate").count(), 2, "{audit}");
+}

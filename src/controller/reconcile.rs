@@ -64,6 +64,7 @@ async fn reconcile_fresh(cached: Arc<SecretRotation>, ctx: Arc<Context>) -> Resu
             .duration_trunc(TimeDelta::seconds(1))
             .unwrap_or_else(|_| Utc::now()),
         resource_version: std::sync::Mutex::new(sr.resource_version()),
+        tail_dropped: Default::default(),
         sr: Arc::new(sr),
         ctx,
     };
@@ -138,6 +139,8 @@ pub(super) struct Run {
     /// The resourceVersion the first status write must find (compare-and-swap);
     /// `None` once that write has committed the reconcile's decision.
     resource_version: std::sync::Mutex<Option<String>>,
+    /// A status write lost `auditTail` (the CRD in the cluster is older than rotor).
+    pub(super) tail_dropped: std::sync::atomic::AtomicBool,
 }
 
 impl Run {
@@ -180,7 +183,17 @@ impl Run {
             .clone();
         match status::write(&self.rotations, &self.sr, expected.as_deref(), status).await {
             Ok(written) => {
-                self.ctx.wrote(&self.sr.metadata, written.as_deref());
+                self.ctx.wrote(
+                    &self.sr.metadata,
+                    written.metadata.resource_version.as_deref(),
+                );
+                // An API server whose CRD predates `auditTail` drops it (a warning,
+                // not an error): the records must then go to the escrow.
+                let kept = written.status.map(|s| s.audit_tail.len()).unwrap_or(0);
+                if kept < status.audit_tail.len() {
+                    self.tail_dropped
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                }
                 self.export_conditions(status);
                 // The decision is committed: this reconcile owns what follows, and a
                 // user's edit meanwhile must not fail its later writes.

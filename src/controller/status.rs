@@ -284,7 +284,7 @@ pub async fn write(
     sr: &SecretRotation,
     resource_version: Option<&str>,
     status: &SecretRotationStatus,
-) -> Result<Option<String>, kube::Error> {
+) -> Result<SecretRotation, kube::Error> {
     let mut patch = json!({
         "apiVersion": SecretRotation::api_version(&()),
         "kind": SecretRotation::kind(&()),
@@ -293,14 +293,12 @@ pub async fn write(
     if let Some(rv) = resource_version {
         patch["metadata"] = json!({ "resourceVersion": rv });
     }
-    let written = api
-        .patch_status(
-            &sr.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await?;
-    Ok(written.metadata.resource_version)
+    api.patch_status(
+        &sr.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -90,9 +90,13 @@ pub(super) fn merge_records(
     records: impl IntoIterator<Item = AuditRecord>,
 ) -> Vec<AuditRecord> {
     let mut seen = std::collections::HashSet::new();
+    // A record from the future is not rotor's (its clock, give or take the skew a
+    // cluster tolerates): kept, it would outlive every real one in the bound.
+    let latest = Utc::now() + chrono::Duration::minutes(FUTURE_SKEW_MINUTES);
     let mut all: Vec<AuditRecord> = trail
         .into_iter()
         .chain(records)
+        .filter(|r| r.time <= latest)
         .filter(|r| seen.insert(r.clone()))
         .collect();
     all.sort_by_key(|r| r.time);
@@ -122,6 +126,18 @@ pub(super) fn bounded(mut record: AuditRecord) -> AuditRecord {
         truncate(detail, DETAIL_LIMIT);
     }
     record
+}
+
+/// How far ahead of this clock a record's time may be.
+const FUTURE_SKEW_MINUTES: i64 = 5;
+
+/// Batch keys an escrow may carry before a write that has nothing else to write folds
+/// them (blind entry writes add one each).
+pub(super) const MAX_BATCHES: usize = 8;
+
+/// How many batch keys `data` holds.
+pub(super) fn batches(data: &BTreeMap<String, String>) -> usize {
+    data.keys().filter(|k| is_batch_key(k)).count()
 }
 
 /// Longest actor, action, credential id or fingerprint kept.
@@ -460,5 +476,20 @@ mod tests {
         assert!(r.actor.len() <= FIELD_LIMIT + 3);
         assert!(r.credential.unwrap().len() <= FIELD_LIMIT + 3);
         assert!(r.detail.unwrap().len() <= DETAIL_LIMIT + 3);
+    }
+
+    #[test]
+    fn records_from_the_future_are_not_kept() {
+        // 200 records dated in year 9900 would otherwise push every real one out.
+        let mut data = BTreeMap::new();
+        let forged: Vec<AuditRecord> = (0..AUDIT_LIMIT as i64)
+            .map(|i| AuditRecord {
+                time: chrono::DateTime::from_timestamp(250_000_000_000 + i, 0).unwrap(),
+                ..record(0, "activate")
+            })
+            .collect();
+        batch(&mut data, &forged);
+        fold_audit(&mut data, &[record(1, "issue")]);
+        assert_eq!(actions(&audit_trail(&data)), ["issue"]);
     }
 }

@@ -41,7 +41,7 @@ use crate::api::{FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE, OWNER_LABEL,
 use crate::rotation::Credential;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use bounds::{DETAIL_LIMIT, Live, append_audit, entry_bytes, fold_audit, housekeep, truncate};
+use bounds::{Live, append_audit, entry_bytes, fold_audit, housekeep};
 use chrono::{DateTime, Utc};
 use envelope::{Keyring, OpenError};
 use format::{AUDIT_KEY, Layout, entry_key, raw_entries, raw_entries_mut};
@@ -742,7 +742,8 @@ impl Vault {
             });
             let mut data = Self::decode(existing.as_ref());
             // Batches blind writes left are folded into the trail by any write, but
-            // are no reason for one.
+            // are no reason for one — until there are more than a few.
+            let many_batches = bounds::batches(&data) > bounds::MAX_BATCHES;
             fold_audit(&mut data, &[]);
             let before = data.clone();
             let out = change(&mut data);
@@ -750,7 +751,7 @@ impl Vault {
             mark_entries(&mut data, &marks, retention, Utc::now());
             fold_audit(&mut data, held);
             let removed = housekeep(&mut data, &self.live, Utc::now());
-            if existing.is_some() && has_owner && data == before {
+            if existing.is_some() && has_owner && data == before && !many_batches {
                 return Ok((out, removed));
             }
             pause::point("vault_write").await;
@@ -968,7 +969,7 @@ impl Vault {
     }
 
     /// Appends to the audit trail (and logs the record).
-    pub async fn audit(&self, mut record: AuditRecord) -> Result<(), VaultError> {
+    pub async fn audit(&self, record: AuditRecord) -> Result<(), VaultError> {
         tracing::info!(
             target: "rotor::audit",
             namespace = %self.layout.namespace,
@@ -981,9 +982,8 @@ impl Vault {
             detail = record.detail.as_deref().unwrap_or(""),
             "audit"
         );
-        if let Some(detail) = record.detail.as_mut() {
-            truncate(detail, DETAIL_LIMIT);
-        }
+        // Bounded as it is made: the copy status may carry is the same record.
+        let record = bounds::bounded(record);
         {
             let mut held = self.held();
             if let Some(held) = held.as_mut() {

@@ -165,7 +165,9 @@ impl Run {
         {
             Ok(done) => done,
             Err(e) => {
-                // Not in status: into the vault, so no record is lost.
+                // Not in status: into the vault, so no record is lost — but the flip
+                // did not happen (the retry resumes the rotation and records it).
+                tail.retain(|r| r.action != "activate");
                 vault.hold_audit_with(tail);
                 if let Err(e) = vault.flush_audit().await {
                     warn!(error = %e, "writing the audit trail failed");
@@ -173,6 +175,13 @@ impl Run {
                 return Err(e);
             }
         };
+        if self.tail_dropped.load(std::sync::atomic::Ordering::Relaxed) {
+            warn!(namespace = %self.sr.namespace().unwrap_or_default(), name = %r.resource, "status.auditTail was dropped by the API server: the SecretRotation CRD in the cluster is older than this rotor (apply crds/); the audit records go to the escrow with a write of their own");
+            vault.hold_audit_with(tail);
+            if let Err(e) = vault.flush_audit().await {
+                warn!(error = %e, "writing the audit trail failed");
+            }
+        }
         self.export_rotation(true);
         failpoint::reached("after_flip", r.sequence).await;
         info!(namespace = %self.sr.namespace().unwrap_or_default(), name = %r.resource, trigger = r.trigger.as_str(), slot = r.plan.target, %fingerprint, rotation = r.sequence, "rotated");
