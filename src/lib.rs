@@ -32,24 +32,3 @@ pub mod vault;
 #[cfg(all(target_os = "linux", feature = "jemalloc"))]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
-/// jemalloc's options, read before `main`: freed pages go back to the system within a
-/// second instead of ten (`dirty_decay_ms`), purged by jemalloc's own background
-/// thread also while rotor is idle, from two arenas instead of eight. At 20,000
-/// resources (two runs side by side): peak RSS 64.6 MiB against 66.5 after the cold
-/// start, 59 against 63.5 MiB just after it, rotor's CPU per rotation the same within
-/// noise (2.23 against 2.18 ms). `_RJEM_MALLOC_CONF` in the environment still
-/// overrides any of them.
-#[cfg(all(target_os = "linux", feature = "jemalloc"))]
-#[unsafe(export_name = "_rjem_malloc_conf")]
-static MALLOC_CONF: MallocConf =
-    MallocConf(c"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0,narenas:2".as_ptr());
-
-/// A C string jemalloc reads as its `malloc_conf`.
-#[cfg(all(target_os = "linux", feature = "jemalloc"))]
-#[repr(transparent)]
-struct MallocConf(*const std::ffi::c_char);
-
-// SAFETY: it points at a string literal, never written.
-#[cfg(all(target_os = "linux", feature = "jemalloc"))]
-unsafe impl Sync for MallocConf {}
