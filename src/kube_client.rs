@@ -50,20 +50,45 @@ pub fn build(
     })
 }
 
+/// What rotor's books key an object by: 128 bits of SipHash of its uid, or of its
+/// `namespace/name`, keyed at random per process — 16 bytes in the map's own slot
+/// instead of a string of its own (at 20,000 resources the strings were megabytes).
+///
+/// Two objects share a key only when all 128 bits collide: about 1e-30 for 20,000
+/// objects, and no tenant can aim at another's key, since the hash key is secret and
+/// new with every process. So the books stay as exact as the strings were, in
+/// practice; were it ever to happen, the worst is one object trusting the other's
+/// revision (a cache read skipped, or a watch event taken for rotor's own).
+#[derive(Default)]
+pub struct Keys(std::hash::RandomState);
+
+impl Keys {
+    pub fn of(&self, key: &str) -> u128 {
+        use std::hash::BuildHasher;
+        let high = self.0.hash_one((0u8, key));
+        let low = self.0.hash_one((1u8, key));
+        (u128::from(high) << 64) | u128::from(low)
+    }
+}
+
 /// resourceVersions by key, held as the etcd revisions (integers) they are in every
 /// API server rotor supports: one that is not an integer is not kept, so it never
 /// counts as known.
 #[derive(Default)]
-pub struct Revisions(std::sync::Mutex<std::collections::HashMap<String, u64>>);
+pub struct Revisions {
+    book: std::sync::Mutex<std::collections::HashMap<u128, u64>>,
+    keys: Keys,
+}
 
 impl Revisions {
     /// Notes `resource_version` for `key` (forgets the key when there is none, or it is
     /// not an integer).
     pub fn note(&self, key: &str, resource_version: Option<&str>) {
+        let key = self.keys.of(key);
         let mut book = self.book();
         match revision(resource_version) {
-            Some(rv) => book.insert(key.to_string(), rv),
-            None => book.remove(key),
+            Some(rv) => book.insert(key, rv),
+            None => book.remove(&key),
         };
     }
 
@@ -76,15 +101,27 @@ impl Revisions {
 
     /// The revision noted for `key`.
     pub fn get(&self, key: &str) -> Option<u64> {
-        self.book().get(key).copied()
+        let key = self.keys.of(key);
+        self.book().get(&key).copied()
     }
 
     pub fn forget(&self, key: &str) {
-        self.book().remove(key);
+        let key = self.keys.of(key);
+        self.book().remove(&key);
     }
 
-    fn book(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, u64>> {
-        self.0
+    /// How many keys are noted.
+    pub fn len(&self) -> usize {
+        self.book().len()
+    }
+
+    /// Whether no key is noted.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn book(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u128, u64>> {
+        self.book
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -95,40 +132,76 @@ pub fn revision(resource_version: Option<&str>) -> Option<u64> {
     resource_version.and_then(|rv| rv.parse().ok())
 }
 
+/// A uid as the API server makes them (a UUID in lower-case hex), held in 16 bytes;
+/// any other text as it is.
+#[derive(Clone, Debug, PartialEq)]
+enum Uid {
+    Uuid(u128),
+    Other(Box<str>),
+}
+
+impl Uid {
+    fn new(uid: &str) -> Self {
+        let hex: String = uid.chars().filter(|c| *c != '-').collect();
+        match u128::from_str_radix(&hex, 16) {
+            Ok(n) if hex.len() == 32 && Self::Uuid(n).text() == uid => Self::Uuid(n),
+            _ => Self::Other(uid.into()),
+        }
+    }
+
+    fn text(&self) -> String {
+        match self {
+            Self::Uuid(n) => {
+                let hex = format!("{n:032x}");
+                format!(
+                    "{}-{}-{}-{}-{}",
+                    &hex[..8],
+                    &hex[8..12],
+                    &hex[12..16],
+                    &hex[16..20],
+                    &hex[20..]
+                )
+            }
+            Self::Other(text) => text.to_string(),
+        }
+    }
+}
+
 /// The resourceVersions rotor's own writes gave the Secrets it owns (by
 /// `namespace/name`), so that the watch event each write causes does not wake the
 /// resource that just wrote it: its reconcile already knows what it wrote. An event
 /// with any other resourceVersion — a person's edit, a deletion — wakes it.
 ///
 /// Also the uid of each vault Secret rotor created or found to be its own, so that a
-/// later write can name it as a precondition instead of reading it first.
+/// later write can name it as a precondition instead of reading it first (a wrong one
+/// could only fail that write's precondition, never write another object).
 #[derive(Default)]
 pub struct OwnWrites {
     written: Revisions,
-    uids: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    uids: std::sync::Mutex<std::collections::HashMap<u128, Uid>>,
 }
 
 impl OwnWrites {
+    fn uids(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u128, Uid>> {
+        self.uids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Notes the uid of a Secret known to be rotor's.
     pub fn note_uid(&self, namespace: &str, name: &str, uid: Option<&str>) {
-        let mut uids = self
-            .uids
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let key = format!("{namespace}/{name}");
+        let key = self.written.keys.of(&format!("{namespace}/{name}"));
+        let mut uids = self.uids();
         match uid {
-            Some(uid) => uids.insert(key, uid.to_string()),
+            Some(uid) => uids.insert(key, Uid::new(uid)),
             None => uids.remove(&key),
         };
     }
 
     /// The uid of a Secret known to be rotor's.
     pub fn uid_of(&self, namespace: &str, name: &str) -> Option<String> {
-        self.uids
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&format!("{namespace}/{name}"))
-            .cloned()
+        let key = self.written.keys.of(&format!("{namespace}/{name}"));
+        self.uids().get(&key).map(Uid::text)
     }
 
     /// Notes a write of rotor's.
@@ -152,6 +225,11 @@ impl OwnWrites {
     pub fn forget(&self, namespace: &str, name: &str) {
         self.written.forget(&format!("{namespace}/{name}"));
         self.note_uid(namespace, name, None);
+    }
+
+    /// How many Secrets rotor knows a write or a uid of.
+    pub fn len(&self) -> (usize, usize) {
+        (self.written.len(), self.uids().len())
     }
 }
 
@@ -340,5 +418,43 @@ mod tests {
         assert!(!w.is_echo("shop", "db", None));
         w.forget("shop", "db");
         assert!(!w.is_echo("shop", "db", Some("12")));
+        assert_eq!(w.len(), (0, 0));
+    }
+
+    #[test]
+    fn uids_come_back_as_they_were_given() {
+        let w = OwnWrites::default();
+        for uid in [
+            "0f8fad5b-d9cb-469f-a165-70867728950e",
+            "0F8FAD5B-D9CB-469F-A165-70867728950E",
+            "0f8fad5bd9cb469fa16570867728950e",
+            "not-a-uuid",
+            "",
+        ] {
+            w.note_uid("shop", "v", Some(uid));
+            assert_eq!(w.uid_of("shop", "v").as_deref(), Some(uid));
+        }
+        assert_eq!(
+            Uid::new("0f8fad5b-d9cb-469f-a165-70867728950e"),
+            Uid::Uuid(0x0f8fad5b_d9cb_469f_a165_70867728950e)
+        );
+        assert!(w.uid_of("shop", "other").is_none());
+        w.forget("shop", "v");
+        assert!(w.uid_of("shop", "v").is_none());
+    }
+
+    #[test]
+    fn revisions_are_kept_per_key() {
+        let r = Revisions::default();
+        r.note("a", Some("5"));
+        r.note("b", Some("7"));
+        assert_eq!(
+            (r.get("a"), r.get("b"), r.get("c")),
+            (Some(5), Some(7), None)
+        );
+        r.note("a", Some("x"));
+        assert_eq!(r.get("a"), None, "not an integer: forgotten");
+        r.forget("b");
+        assert!(r.is_empty());
     }
 }

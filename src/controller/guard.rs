@@ -18,8 +18,9 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 /// A watched SecretRotation, as the watch cache keeps it: the few metadata fields the
-/// controller's bookkeeping reads (name, namespace, uid, resourceVersion, generation,
-/// deletionTimestamp), a hash of what wakes a reconcile, and the object itself as the
+/// controller's bookkeeping reads (name, namespace, resourceVersion, generation,
+/// deletionTimestamp; not the uid, which kube-runtime would copy into its store's key,
+/// see [`Guarded::uid`]), a hash of what wakes a reconcile, and the object itself as the
 /// JSON the API server sent (without managedFields), LZ4-compressed against a
 /// dictionary of a typical object, and parsed again by the reconcile that needs it.
 /// Held typed, a SecretRotation cost about 8 KiB of heap (every string, map and
@@ -29,8 +30,8 @@ use std::sync::Arc;
 #[derive(Clone, Debug)]
 pub struct Guarded {
     pub metadata: ObjectMeta,
-    /// generation, deletionTimestamp, annotations, labels and finalizers, hashed: a
-    /// change of any wakes a reconcile (rotor's own status writes change none).
+    /// uid, generation, deletionTimestamp, annotations, labels and finalizers, hashed:
+    /// a change of any wakes a reconcile (rotor's own status writes change none).
     pub trigger: u64,
     body: Body,
 }
@@ -52,6 +53,8 @@ pub struct Unreadable {
     /// The object parsed when it arrived; only the cache's copy failed to parse again
     /// (a fault of rotor's, never of the spec): read it from the API server instead.
     pub cache: bool,
+    /// Its uid (the object's metadata parsed).
+    pub uid: Option<String>,
 }
 
 impl Guarded {
@@ -75,10 +78,21 @@ impl Guarded {
                         error,
                         status: None,
                         cache: true,
+                        uid: None,
                     })
                 })
             }
             Body::Unreadable(u) => Err(u.clone()),
+        }
+    }
+
+    /// The object's uid. Not among the cached metadata: kube-runtime's store copies
+    /// the metadata's uid into its key, and the few who need it (a deletion, an Event
+    /// about an object rotor cannot read) can afford to parse the object.
+    pub fn uid(&self) -> Option<String> {
+        match &self.body {
+            Body::Readable(_) => self.object().ok().and_then(|o| o.metadata.uid.clone()),
+            Body::Unreadable(u) => u.uid.clone(),
         }
     }
 }
@@ -91,6 +105,8 @@ const DICTIONARY: &[u8] = include_bytes!("cache-dictionary.json");
 fn trigger(m: &ObjectMeta) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
+    // Another object of the same name (deleted and created again) always differs.
+    m.uid.hash(&mut h);
     m.generation.hash(&mut h);
     m.deletion_timestamp.as_ref().map(|t| t.0).hash(&mut h);
     m.annotations.hash(&mut h);
@@ -126,13 +142,13 @@ impl<'de> Deserialize<'de> for Guarded {
                     .get("status")
                     .and_then(|s| SecretRotationStatus::deserialize(s).ok()),
                 cache: false,
+                uid: full.uid.clone(),
             })),
         };
         let trigger = trigger(&full);
         let metadata = ObjectMeta {
             name: full.name,
             namespace: full.namespace,
-            uid: full.uid,
             resource_version: full.resource_version,
             generation: full.generation,
             deletion_timestamp: full.deletion_timestamp,
@@ -245,7 +261,9 @@ pub async fn stop_invalid(
         action: "Validate".into(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder().publish(&event, &obj.object_ref(&())).await {
+    let mut regarding = obj.object_ref(&());
+    regarding.uid = obj.uid();
+    if let Err(e) = ctx.recorder().publish(&event, &regarding).await {
         tracing::warn!(error = %e, "publishing an Event failed");
     }
     Ok(Action::await_change())
@@ -308,6 +326,7 @@ mod tests {
     fn an_unreadable_object_keeps_its_metadata_status_and_the_reason() {
         let g: Guarded = serde_json::from_value(object("4294967296")).unwrap();
         assert_eq!(g.metadata.name.as_deref(), Some("x"));
+        assert_eq!(g.uid().as_deref(), Some("u"));
         let e = g.object().unwrap_err();
         assert!(
             e.error
@@ -412,6 +431,8 @@ mod tests {
         );
         // The cached metadata is the bookkeeping subset; the object keeps the rest.
         assert_eq!(g.metadata.annotations, None);
+        assert_eq!(g.metadata.uid, None);
+        assert_eq!(g.uid().as_deref(), Some("u"));
         let sr = g.object().unwrap();
         assert_eq!(
             sr.metadata.annotations.as_ref().unwrap()["rotor.dev/rotate"],

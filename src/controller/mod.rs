@@ -11,6 +11,7 @@ pub mod fairness;
 #[cfg(test)]
 mod fixtures;
 pub mod guard;
+pub mod looks;
 mod notice;
 pub mod plan;
 mod reconcile;
@@ -21,6 +22,7 @@ mod stale;
 pub mod status;
 mod store;
 mod sweep;
+pub mod triggers;
 pub mod validate;
 
 use crate::api::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};
@@ -103,6 +105,8 @@ pub struct Context {
     /// Per resource (by uid): the resourceVersion of rotor's last write to it, so a
     /// reconcile knows whether the watch cache has caught up with that write.
     pub written: crate::kube_client::Revisions,
+    /// Far next looks, kept off kube-runtime's scheduler (see looks.rs).
+    pub looks: Arc<looks::Looks>,
 }
 
 impl Context {
@@ -153,14 +157,16 @@ impl Context {
     }
 
     /// Drops what rotor keeps in memory about a deleted SecretRotation.
-    fn forget(&self, meta: &ObjectMeta) {
-        self.metrics.forget(
-            meta.namespace.as_deref().unwrap_or_default(),
-            meta.name.as_deref().unwrap_or_default(),
+    fn forget(&self, sr: &Guarded) {
+        let (namespace, name) = (
+            sr.metadata.namespace.as_deref().unwrap_or_default(),
+            sr.metadata.name.as_deref().unwrap_or_default(),
         );
-        if let Some(uid) = &meta.uid {
-            self.sweep_book().remove(uid);
-            self.written.forget(uid);
+        self.metrics.forget(namespace, name);
+        self.looks.forget(namespace, name);
+        if let Some(uid) = sr.uid() {
+            self.sweep_book().remove(&uid);
+            self.written.forget(&uid);
         }
     }
 
@@ -223,6 +229,10 @@ const FAIRNESS_RETRY: Duration = Duration::from_secs(2);
 /// process.
 async fn reconcile(obj: Arc<Guarded>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = obj.metadata.namespace.clone().unwrap_or_default();
+    // This reconcile consumes the resource's far look; the one it asks for (or its
+    // error's retry) is the next.
+    ctx.looks
+        .taken(&ns, obj.metadata.name.as_deref().unwrap_or_default());
     let Some(_permit) = ctx.fairness.try_acquire(&ns) else {
         ctx.metrics.reconciled("deferred");
         return Ok(Action::requeue(FAIRNESS_RETRY));
@@ -379,6 +389,7 @@ pub async fn run(
         written: Default::default(),
         keys: Default::default(),
         own_writes: Default::default(),
+        looks: Default::default(),
         events: Arc::new(tokio::sync::Semaphore::new(EVENTS_IN_FLIGHT)),
         notifier: crate::notify::Notifier::new(
             crate::providers::HttpClient::new(settings.http.clone()),
@@ -388,6 +399,7 @@ pub async fn run(
     let keys = ctx.keys.clone();
     let (keys_client, keys_namespace) = (client.clone(), settings.operator_namespace.clone());
     tokio::spawn(async move { keys.watch(keys_client, keys_namespace).await });
+    let timer = tokio::spawn(ctx.looks.clone().run());
     let scope_names: Vec<&str> = scopes
         .iter()
         .map(|s| s.as_deref().unwrap_or("<all>"))
@@ -415,6 +427,8 @@ pub async fn run(
         let mut relist = Relist::default();
         let watch_scope = scope.clone();
         let watch_ctx = ctx.clone();
+        let triggers = Arc::new(triggers::Triggers::default());
+        let seen = triggers.clone();
         // Guarded keeps an object compact (see guard.rs): no managedFields, the
         // metadata the bookkeeping needs, the rest as JSON.
         // The lists are consistent reads (not the API server's cache, which may lag):
@@ -430,6 +444,10 @@ pub async fn run(
                 }
                 Ok(event @ watcher::Event::InitDone) => {
                     if let Some(listed) = relist.observe(event) {
+                        watch_ctx
+                            .looks
+                            .retain_listed(watch_scope.as_deref(), &listed);
+                        seen.retain_listed(&listed);
                         let dropped = watch_ctx
                             .metrics
                             .retain_listed(watch_scope.as_deref(), &listed);
@@ -451,9 +469,10 @@ pub async fn run(
                 // Gone from the cache, so never reconciled again: drop what rotor
                 // keeps per resource (its gauges, its sweep time).
                 Ok(watcher::Event::Delete(sr)) => {
-                    watch_ctx.forget(&sr.metadata);
+                    watch_ctx.forget(sr);
                     let ns = sr.metadata.namespace.as_deref().unwrap_or_default();
                     if let Some(name) = &sr.metadata.name {
+                        seen.forget(ns, name);
                         let vault = crate::vault::vault_secret_name(name);
                         watch_ctx.own_writes.forget(ns, &vault);
                     }
@@ -467,11 +486,10 @@ pub async fn run(
         // bumped by a deletion too), annotations (rotor.dev/rotate, …) and finalizers.
         // rotor's own status writes change none of these and wake nothing: the
         // reconcile that wrote them asked for its next look itself. That saves a whole
-        // reconcile (and its reads) per status write.
-        let triggers = |g: &Guarded| Some(g.trigger);
+        // reconcile (and its reads) per status write (see triggers.rs).
         let changes = reflector(writer, main_watch)
             .applied_objects()
-            .predicate_filter(triggers, Default::default());
+            .try_filter(move |g| std::future::ready(triggers.wakes(g)));
         // The target Secrets wake their resource when someone else changes or deletes
         // them, never for rotor's own write (metadata only: no values held). A vault
         // Secret (owned, not controlled) wakes nothing: rotor alone writes it, and
@@ -497,6 +515,7 @@ pub async fn run(
             });
         Controller::for_stream(changes, reader)
             .owns_stream(owned)
+            .reconcile_on(ctx.looks.subscribe(scope.clone()))
             .with_config(controller::Config::default().concurrency(settings.concurrency))
             .shutdown_on_signal()
             .run(reconcile, error_policy, ctx.clone())
@@ -507,6 +526,7 @@ pub async fn run(
             })
     });
     futures::future::join_all(controllers).await;
+    timer.abort();
     tracing::info!("rotor controller stopped");
     Ok(())
 }

@@ -156,7 +156,13 @@ impl Run {
             .filter(|d| !d.is_zero())
             .and_then(|d| self.now.checked_add_signed(d));
         let at = times.into_iter().chain([resync]).flatten().min();
-        requeue_at(at, self.now)
+        // A far look waits in rotor's own timer (see looks.rs), a near one in
+        // kube-runtime's scheduler.
+        self.ctx.looks.look(
+            self.sr.metadata.namespace.as_deref().unwrap_or_default(),
+            self.sr.metadata.name.as_deref().unwrap_or_default(),
+            at.map(|at| wait_until(at, self.now)),
+        )
     }
 
     pub(super) fn generation(&self) -> Option<i64> {
@@ -641,12 +647,8 @@ pub(super) fn describe_active(pair: &crate::rotation::SlotPair, strategy: Strate
     }
 }
 
-pub(super) fn requeue_at(at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Action {
-    match at {
-        Some(at) => {
-            let wait = (at - now).to_std().unwrap_or_default();
-            Action::requeue(wait.clamp(Duration::from_secs(1), Duration::from_secs(365 * 86_400)))
-        }
-        None => Action::await_change(),
-    }
+/// How long from `now` until `at`: at least a second, at most a year.
+fn wait_until(at: DateTime<Utc>, now: DateTime<Utc>) -> Duration {
+    let wait = (at - now).to_std().unwrap_or_default();
+    wait.clamp(Duration::from_secs(1), Duration::from_secs(365 * 86_400))
 }
