@@ -95,7 +95,8 @@ impl Revisions {
     /// Notes `resource_version` for `key` unless something is noted for it already.
     pub fn note_if_absent(&self, key: &str, resource_version: Option<&str>) {
         if let Some(rv) = revision(resource_version) {
-            self.book().entry(key.to_string()).or_insert(rv);
+            let key = self.keys.of(key);
+            self.book().entry(key).or_insert(rv);
         }
     }
 

@@ -137,15 +137,16 @@ impl Context {
         matches!((cached, written), (Some(c), Some(w)) if c >= w)
     }
 
-    /// `meta`'s object as the watch's first list after this process started (as the
-    /// leader) found it: that list is a consistent read made after every write of an
-    /// earlier leader, so the cache is current for it — no read of its own on its first
+    /// `sr` as the watch's first list after this process started (as the leader)
+    /// found it: that list is a consistent read made after every write of an earlier
+    /// leader, so the cache is current for it — no read of its own on its first
     /// reconcile. Before that list ends nothing is reconciled (the store is not ready),
     /// so nothing of this process's own can be newer; something noted already wins.
-    pub fn listed(&self, meta: &ObjectMeta) {
-        if let Some(uid) = &meta.uid {
+    /// (The cache keeps no uid: it is parsed from the object, once, here.)
+    fn listed(&self, sr: &Guarded) {
+        if let Some(uid) = sr.uid() {
             self.written
-                .note_if_absent(uid, meta.resource_version.as_deref());
+                .note_if_absent(&uid, sr.metadata.resource_version.as_deref());
         }
     }
 
@@ -436,7 +437,7 @@ pub async fn run(
         let main_watch = watcher(api(scope), watcher::Config::default())
             .default_backoff()
             .inspect(move |event| match event {
-                Ok(watcher::Event::InitApply(sr)) if first => watch_ctx.listed(&sr.metadata),
+                Ok(watcher::Event::InitApply(sr)) if first => watch_ctx.listed(sr),
                 // Not the first list: nothing was exported yet that it could make stale,
                 // and a cold start need not hold every name a second time.
                 Ok(event @ (watcher::Event::Init | watcher::Event::InitApply(_))) if !first => {
