@@ -126,9 +126,9 @@ impl Context {
     }
 
     /// Whether an object from the watch cache is at least as new as rotor's last
-    /// write to it (or its last fresh read). Unknown — nothing written or read by this
-    /// process yet, or a write whose outcome is unknown — is never current: after a
-    /// start or a failover the cache may lag the last flip another process made.
+    /// write to it (or its last fresh read, or the watch's first list — see
+    /// `Context::listed`). Unknown — a write whose outcome is unknown, or an object the
+    /// first list did not hold — is never current.
     /// resourceVersions are etcd revisions (integers) in every API server rotor
     /// supports; one that is not an integer is never trusted.
     pub fn is_current(&self, meta: &ObjectMeta) -> bool {
