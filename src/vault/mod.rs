@@ -437,10 +437,10 @@ impl Vault {
     /// to apply, a full write asked for, the Secret gone or replaced) — the caller
     /// reads and writes as usual, the held records still held.
     async fn put_blind(&self, key: &str, value: &str) -> Result<bool, VaultError> {
-        if self.full_write || !self.pending_marks().is_empty() {
+        if self.full_write || !self.marks().0.is_empty() {
             return Ok(false);
         }
-        let held = self.take_held();
+        let held = self.take_unwritten();
         let result = self.put_blind_with(key, value, &held).await;
         if !matches!(result, Ok(true)) {
             self.hold_again(held);
@@ -556,10 +556,6 @@ impl Vault {
 
     /// Takes the held records no write has carried yet (for `status.auditTail`).
     pub fn take_unwritten(&self) -> Vec<AuditRecord> {
-        self.take_held()
-    }
-
-    fn take_held(&self) -> Vec<AuditRecord> {
         self.held().as_mut().map(std::mem::take).unwrap_or_default()
     }
 
@@ -575,10 +571,6 @@ impl Vault {
         self.marks
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn pending_marks(&self) -> Vec<SlotRef> {
-        self.marks().0.clone()
     }
 
     /// Every write reads the vault and folds the audit batches into the trail (the
@@ -720,7 +712,7 @@ impl Vault {
         mut change: impl FnMut(&mut BTreeMap<String, String>) -> T,
     ) -> Result<(T, usize), VaultError> {
         // Held audit records go with this write; back to held if it fails.
-        let held = self.take_held();
+        let held = self.take_unwritten();
         let result = self.write_with(&mut change, &held).await;
         if result.is_err() {
             self.hold_again(held);

@@ -1,7 +1,7 @@
 //! Steps 4–8: hand the new credential to consumers (admin Secret, target Secret), then
 //! make it active (the flip, in status) and clean up after it.
 
-use super::{Delivered, RotateError, Rotation, can_revoke};
+use super::{Delivered, RotateError, Rotation, can_revoke, write_trail};
 use crate::api::{AUDIT_TAIL_LIMIT, PendingRevocation, SecretRotationStatus, Strategy};
 use crate::controller::Error;
 use crate::controller::audit::Audit;
@@ -106,9 +106,7 @@ impl Run {
             if let Err(e) = vault.mark_revoked(&revoked, self.retention()).await {
                 warn!(error = %e, "marking revoked escrow entries failed");
             }
-            if let Err(e) = vault.flush_audit().await {
-                warn!(error = %e, "writing the audit trail failed");
-            }
+            write_trail(&vault, Vec::new()).await;
             self.export_rotation(true);
             return self.emergency_incomplete(status, &vault, r.spec).await;
         }
@@ -144,10 +142,7 @@ impl Run {
         let mut tail = vault.take_unwritten();
         if tail.len() > AUDIT_TAIL_LIMIT {
             // More than status carries (writes of the vault failed, resumes): written.
-            vault.hold_audit_with(std::mem::take(&mut tail));
-            if let Err(e) = vault.flush_audit().await {
-                warn!(error = %e, "writing the audit trail failed");
-            }
+            write_trail(&vault, std::mem::take(&mut tail)).await;
             tail = vault.take_unwritten();
             let over = tail.len().saturating_sub(AUDIT_TAIL_LIMIT);
             tail.drain(..over);
@@ -168,19 +163,13 @@ impl Run {
                 // Not in status: into the vault, so no record is lost — but the flip
                 // did not happen (the retry resumes the rotation and records it).
                 tail.retain(|r| r.action != "activate");
-                vault.hold_audit_with(tail);
-                if let Err(e) = vault.flush_audit().await {
-                    warn!(error = %e, "writing the audit trail failed");
-                }
+                write_trail(&vault, tail).await;
                 return Err(e);
             }
         };
         if self.tail_dropped.load(std::sync::atomic::Ordering::Relaxed) {
             warn!(namespace = %self.sr.namespace().unwrap_or_default(), name = %r.resource, "status.auditTail was dropped by the API server: the SecretRotation CRD in the cluster is older than this rotor (apply crds/); the audit records go to the escrow with a write of their own");
-            vault.hold_audit_with(tail);
-            if let Err(e) = vault.flush_audit().await {
-                warn!(error = %e, "writing the audit trail failed");
-            }
+            write_trail(&vault, tail).await;
         }
         self.export_rotation(true);
         failpoint::reached("after_flip", r.sequence).await;
@@ -190,9 +179,7 @@ impl Run {
             .await;
         self.housekeeping(r, &vault, &revoked, &pair).await;
         // What housekeeping recorded (revokes, a sweep) and did not write with its own.
-        if let Err(e) = vault.flush_audit().await {
-            warn!(error = %e, "writing the audit trail failed");
-        }
+        write_trail(&vault, Vec::new()).await;
         // No reconcile follows this status write by itself (rotor's own writes wake
         // nothing): ask for the next look — the next rotation, staleness, the sweep.
         // Consumers: the restart (after its delay), the rollout, an early revocation.

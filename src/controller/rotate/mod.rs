@@ -42,6 +42,15 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use tracing::{info, warn};
 
+/// Writes `records`, then every audit record `vault` holds, to the escrow; a failure
+/// is logged (the records stay held).
+async fn write_trail(vault: &Vault, records: Vec<crate::vault::AuditRecord>) {
+    vault.hold_audit_with(records);
+    if let Err(e) = vault.flush_audit().await {
+        warn!(error = %e, "writing the audit trail failed");
+    }
+}
+
 /// What one rotation is, decided before any step runs.
 pub(super) struct Rotation<'a> {
     pub spec: &'a ValidSpec,
@@ -160,9 +169,7 @@ impl Run {
                 revoked,
             }),
             Err(e) => {
-                if let Err(flush) = vault.flush_audit().await {
-                    warn!(error = %flush, "writing the audit trail failed");
-                }
+                write_trail(&vault, Vec::new()).await;
                 Err(e)
             }
         }
