@@ -13,10 +13,25 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// What the admin server reports.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Health {
     pub metrics: Arc<Metrics>,
     pub ready: Arc<AtomicBool>,
+    /// The scrapes that may run at once ([`SCRAPES`]).
+    scrapes: Arc<tokio::sync::Semaphore>,
+    /// [`SEND_TIMEOUT`] (shorter in tests).
+    send_timeout: std::time::Duration,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self {
+            metrics: Arc::default(),
+            ready: Arc::default(),
+            scrapes: Arc::new(tokio::sync::Semaphore::new(SCRAPES)),
+            send_timeout: SEND_TIMEOUT,
+        }
+    }
 }
 
 impl Health {
@@ -28,29 +43,61 @@ impl Health {
 /// How much of the /metrics text is made before it is sent.
 const CHUNK: usize = 64 * 1024;
 
-/// How long a scrape that does not read its answer may hold the encoder (and the
-/// metric families' read locks) before the answer is cut short.
+/// How long a scrape that does not read its answer may keep its thread (and its
+/// snapshot of the per-resource gauges) before the answer is cut off. No metric's lock
+/// is held meanwhile (see [`Metrics::encode_to`]).
 const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Scrapes made at once; another gets 503 until one ends. Two: an HA pair of
+/// Prometheus servers scraping in the same second.
+const SCRAPES: usize = 2;
 
 /// /metrics, sent in pieces of about [`CHUNK`] bytes as the text is made: at 20,000
 /// resources the text is about 15 MB, and made whole (a `String` doubling as it grew)
 /// every scrape took some 30 MB for a moment — a third of rotor's peak RSS.
-async fn metrics(State(h): State<Health>) -> impl IntoResponse {
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(4);
+///
+/// An answer that cannot be made whole (the scraper stopped reading for
+/// [`SEND_TIMEOUT`]) ends in an error, so the connection is aborted rather than
+/// closed cleanly: a scraper never takes a truncated exposition for a whole one.
+async fn metrics(State(h): State<Health>) -> axum::response::Response {
+    let Ok(permit) = h.scrapes.clone().try_acquire_owned() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [("retry-after", "1")],
+            "too many scrapes at once\n",
+        )
+            .into_response();
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<String>(4);
     let runtime = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || {
+    let timeout = h.send_timeout;
+    let made = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         let mut out = Chunks {
             text: String::with_capacity(CHUNK + 1024),
             tx,
             runtime,
+            timeout,
         };
-        // An error: the scraper went away (or stopped reading): nothing to tell it.
-        if h.metrics.encode_to(&mut out).is_ok() {
-            let _ = out.send();
-        }
+        h.metrics.encode_to(&mut out).and_then(|()| out.send())
     });
-    let body = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|chunk| (chunk, rx))
+    let body = futures::stream::unfold(Some((rx, made)), move |state| async move {
+        let (mut rx, made) = state?;
+        if let Some(chunk) = rx.recv().await {
+            return Some((Ok(chunk), Some((rx, made))));
+        }
+        // Every chunk is out: whole only if the encoder says so.
+        match made.await {
+            Ok(Ok(())) => None,
+            _ => {
+                tracing::warn!(
+                    timeout_seconds = timeout.as_secs_f64(),
+                    "a /metrics scrape was cut off: the scraper stopped reading"
+                );
+                let cut = std::io::Error::other("the /metrics answer was cut off");
+                Some((Err(cut), None))
+            }
+        }
     });
     (
         [(
@@ -59,20 +106,22 @@ async fn metrics(State(h): State<Health>) -> impl IntoResponse {
         )],
         axum::body::Body::from_stream(body),
     )
+        .into_response()
 }
 
 /// The /metrics text, handed to the response a chunk at a time.
 struct Chunks {
     text: String,
-    tx: tokio::sync::mpsc::Sender<Result<String, std::io::Error>>,
+    tx: tokio::sync::mpsc::Sender<String>,
     runtime: tokio::runtime::Handle,
+    timeout: std::time::Duration,
 }
 
 impl Chunks {
     fn send(&mut self) -> std::fmt::Result {
         let chunk = std::mem::replace(&mut self.text, String::with_capacity(CHUNK + 1024));
         self.runtime
-            .block_on(self.tx.send_timeout(Ok(chunk), SEND_TIMEOUT))
+            .block_on(self.tx.send_timeout(chunk, self.timeout))
             .map_err(|_| std::fmt::Error)
     }
 }
@@ -110,22 +159,31 @@ pub async fn serve(addr: SocketAddr, health: Health) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::KubeRequestLabels;
+    use futures::StreamExt;
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn metrics_are_sent_in_chunks_that_make_the_whole_text() {
+    /// `h` with 5,000 resources' gauges: a text of many chunks.
+    fn busy() -> Health {
         let h = Health::default();
         for i in 0..5_000 {
             let name = format!("r{i}");
             // (No issue time: an age would differ between two scrapes.)
             h.metrics.schedule("shop", &name, Some(1.8e9), Some(1.7e9));
         }
+        h
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn metrics_are_sent_in_chunks_that_make_the_whole_text() {
+        let h = busy();
         let whole = h.metrics.encode();
         assert!(whole.len() > 4 * CHUNK, "{}", whole.len());
-        let response = metrics(State(h.clone())).await.into_response();
+        assert!(whole.ends_with("# EOF\n"));
+        let response = metrics(State(h.clone())).await;
+        assert_eq!(response.status(), StatusCode::OK);
         let mut body = response.into_body().into_data_stream();
         let mut sent = String::new();
         let mut chunks = 0;
-        use futures::StreamExt;
         while let Some(chunk) = body.next().await {
             let chunk = chunk.unwrap();
             assert!(chunk.len() < CHUNK + 1024, "{}", chunk.len());
@@ -134,5 +192,99 @@ mod tests {
         }
         assert!(chunks > 4, "{chunks}");
         assert!(sent == whole, "the chunks differ from the whole text");
+    }
+
+    /// A scraper that stops reading holds no metric's lock: a reconcile counting a
+    /// request of a kind never seen (a write lock on its family) goes on at once,
+    /// even when that family alone is many chunks long.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_scraper_that_stops_reading_stalls_no_metric_update() {
+        let h = busy();
+        for i in 0..20_000 {
+            h.metrics
+                .kube_requests
+                .get_or_create(&KubeRequestLabels {
+                    verb: "get",
+                    resource: format!("kind{i}"),
+                })
+                .inc();
+        }
+        let response = metrics(State(h.clone())).await;
+        let mut body = response.into_body().into_data_stream();
+        // One chunk read, then the scraper stalls with the encoder blocked on a full
+        // channel (four chunks queued).
+        assert!(body.next().await.unwrap().is_ok());
+        let metrics = h.metrics.clone();
+        let update = tokio::task::spawn_blocking(move || {
+            for i in 0..100 {
+                metrics
+                    .kube_requests
+                    .get_or_create(&KubeRequestLabels {
+                        verb: "patch",
+                        resource: format!("new{i}"),
+                    })
+                    .inc();
+                metrics.schedule("shop", &format!("new{i}"), Some(1.0), None);
+            }
+        });
+        tokio::time::timeout(std::time::Duration::from_secs(5), update)
+            .await
+            .expect("a metric update waited on a stalled scrape")
+            .unwrap();
+        drop(body);
+    }
+
+    /// An answer cut off (the scraper stopped reading longer than the send timeout)
+    /// ends in an error, never in a clean end of a truncated text.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cut_off_answer_ends_in_an_error() {
+        let mut h = busy();
+        h.send_timeout = std::time::Duration::from_millis(50);
+        let whole = h.metrics.encode();
+        let response = metrics(State(h)).await;
+        let mut body = response.into_body().into_data_stream();
+        assert!(body.next().await.unwrap().is_ok());
+        // Stalled for ten send timeouts: the encoder gives up.
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let mut sent = 0;
+        let mut failed = false;
+        for _ in 0..1_000 {
+            match body.next().await {
+                Some(Ok(chunk)) => sent += chunk.len(),
+                Some(Err(_)) => {
+                    failed = true;
+                    break;
+                }
+                None => break,
+            }
+        }
+        assert!(failed, "the cut-off answer ended cleanly");
+        assert!(sent + CHUNK < whole.len(), "{sent} of {}", whole.len());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_third_scrape_at_once_is_turned_away() {
+        let h = busy();
+        let first = metrics(State(h.clone())).await;
+        let second = metrics(State(h.clone())).await;
+        let third = metrics(State(h.clone())).await;
+        assert_eq!(first.status(), StatusCode::OK);
+        assert_eq!(second.status(), StatusCode::OK);
+        assert_eq!(third.status(), StatusCode::SERVICE_UNAVAILABLE);
+        // Once one ends, a scrape is served again.
+        let mut body = first.into_body().into_data_stream();
+        while let Some(chunk) = body.next().await {
+            chunk.unwrap();
+        }
+        drop(body);
+        let mut served = false;
+        for _ in 0..100 {
+            if metrics(State(h.clone())).await.status() == StatusCode::OK {
+                served = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(served);
     }
 }

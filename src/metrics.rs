@@ -79,6 +79,11 @@ pub fn count(family: &Family<ProviderLabels, Counter>, provider: &str) {
 /// Every metric rotor exports.
 pub struct Metrics {
     pub registry: Registry,
+    /// The per-resource gauges' own registry, encoded after [`Self::registry`]: its
+    /// text is the big one (megabytes at 20,000 resources) and is streamed, while the
+    /// rest is made in memory first, so no metric family's lock is held while a slow
+    /// scraper reads.
+    per_resource: Registry,
     pub rotations: Family<RotationLabels, Counter>,
     pub rotation_duration: Family<ProviderLabels, Histogram>,
     pub failures: Family<ProviderLabels, Counter>,
@@ -234,9 +239,11 @@ impl Default for Metrics {
         let kek_available = std::sync::Arc::new(KekAvailable::default());
         registry.register_collector(Box::new(kek_available.clone()));
         let resources = std::sync::Arc::new(PerResource::default());
-        registry.register_collector(Box::new(resources.clone()));
+        let mut per_resource = Registry::with_prefix("rotor");
+        per_resource.register_collector(Box::new(resources.clone()));
         Self {
             registry,
+            per_resource,
             provider_requests,
             kek_available,
             resources,
@@ -342,16 +349,24 @@ impl Metrics {
         });
     }
 
-    /// The text exposition format, written to `out` as it is made.
+    /// The text exposition format, written to `out` as it is made — with no metric's
+    /// lock held while `out` writes, so a writer that waits on a slow scraper never
+    /// stalls a reconcile updating a metric: the registry's families (a few KB) are
+    /// made in memory first; the per-resource gauges write a snapshot taken up front.
     pub fn encode_to(&self, out: &mut impl std::fmt::Write) -> std::fmt::Result {
-        prometheus_client::encoding::text::encode(out, &self.registry)
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
+        let mut families = String::new();
+        encode_registry(&mut families, &self.registry)?;
+        out.write_str(&families)?;
+        drop(families);
+        encode_registry(out, &self.per_resource)?;
+        encode_eof(out)
     }
 
     /// The text exposition format.
     pub fn encode(&self) -> String {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
-            .expect("writing to a String");
+        self.encode_to(&mut out).expect("writing to a String");
         out
     }
 

@@ -101,10 +101,15 @@ impl Guarded {
 /// their keys, condition texts and timestamps are references into it.
 const DICTIONARY: &[u8] = include_bytes!("cache-dictionary.json");
 
+/// The trigger hash's key: random per process, so no tenant can make two versions of
+/// its metadata that hash alike (and have a change of its own go unnoticed).
+static TRIGGER_KEYS: std::sync::LazyLock<std::hash::RandomState> =
+    std::sync::LazyLock::new(std::hash::RandomState::new);
+
 /// The trigger hash of an object's metadata.
 fn trigger(m: &ObjectMeta) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
+    use std::hash::{BuildHasher, Hash, Hasher};
+    let mut h = TRIGGER_KEYS.build_hasher();
     // Another object of the same name (deleted and created again) always differs.
     m.uid.hash(&mut h);
     m.generation.hash(&mut h);
