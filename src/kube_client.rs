@@ -180,9 +180,126 @@ impl Uid {
 pub struct OwnWrites {
     written: Revisions,
     uids: std::sync::Mutex<std::collections::HashMap<u128, Uid>>,
+    /// Writes under way, by key: a watch event of such a Secret may be the write's own
+    /// echo, come before its reply (a watch can overtake it). Judged when the reply
+    /// (or the failure) comes, not at once: taken for a stranger's change, it woke the
+    /// resource for a second reconcile that read its resource and target again.
+    /// An entry lives only while its write is under way: at most one per running
+    /// reconcile.
+    pending: std::sync::Mutex<std::collections::HashMap<u128, Pending>>,
+}
+
+/// A write of rotor's under way, and the last watch event of its Secret that came
+/// meanwhile.
+#[derive(Default)]
+struct Pending {
+    writes: u32,
+    event: Option<Deferred>,
+}
+
+/// A watch event held back while rotor's write to its object was under way.
+struct Deferred {
+    revision: Option<u64>,
+    /// Hands the event back to the watch's consumer (it wakes its owner).
+    wake: Box<dyn FnOnce() + Send>,
+}
+
+/// A write to a Secret rotor owns, under way: [`Writing::done`] with its reply's
+/// resourceVersion; dropped without (the write failed), an event held back meanwhile
+/// wakes its owner.
+#[must_use]
+pub struct Writing<'a> {
+    writes: &'a OwnWrites,
+    namespace: &'a str,
+    name: &'a str,
+    finished: bool,
+}
+
+impl Writing<'_> {
+    /// The write succeeded and gave the object `resource_version`.
+    pub fn done(mut self, resource_version: Option<&str>) {
+        self.writes
+            .note(self.namespace, self.name, resource_version);
+        self.finished = true;
+        self.writes
+            .finish(self.namespace, self.name, revision(resource_version));
+    }
+}
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.writes.finish(self.namespace, self.name, None);
+        }
+    }
 }
 
 impl OwnWrites {
+    fn pending(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u128, Pending>> {
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// rotor starts a write to `namespace/name`.
+    pub fn writing<'a>(&'a self, namespace: &'a str, name: &'a str) -> Writing<'a> {
+        let key = self.written.keys.of(&format!("{namespace}/{name}"));
+        self.pending().entry(key).or_default().writes += 1;
+        Writing {
+            writes: self,
+            namespace,
+            name,
+            finished: false,
+        }
+    }
+
+    /// A write ended (`written`: the revision it gave; `None`: it failed): an event
+    /// held back meanwhile wakes its owner unless it was that write's (or an earlier
+    /// one's) echo.
+    fn finish(&self, namespace: &str, name: &str, written: Option<u64>) {
+        let key = self.written.keys.of(&format!("{namespace}/{name}"));
+        let event = {
+            let mut pending = self.pending();
+            let Some(p) = pending.get_mut(&key) else {
+                return;
+            };
+            p.writes = p.writes.saturating_sub(1);
+            if p.writes > 0 {
+                return;
+            }
+            pending.remove(&key).and_then(|p| p.event)
+        };
+        if let Some(event) = event {
+            let echo = matches!((written, event.revision), (Some(w), Some(s)) if s <= w);
+            if !echo {
+                (event.wake)();
+            }
+        }
+    }
+
+    /// Whether a watch event of `namespace/name` at `resource_version` wakes its owner
+    /// now: not rotor's own write's echo. While rotor writes that object, the event is
+    /// held back instead (`false`): `later` makes what is called when the write ends,
+    /// if the event turns out to be someone else's change.
+    pub fn wakes(
+        &self,
+        namespace: &str,
+        name: &str,
+        resource_version: Option<&str>,
+        later: impl FnOnce() -> Box<dyn FnOnce() + Send>,
+    ) -> bool {
+        let key = self.written.keys.of(&format!("{namespace}/{name}"));
+        if let Some(p) = self.pending().get_mut(&key) {
+            // The latest event stands for all: one wake is enough.
+            p.event = Some(Deferred {
+                revision: revision(resource_version),
+                wake: later(),
+            });
+            return false;
+        }
+        !self.is_echo(namespace, name, resource_version)
+    }
+
     fn uids(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u128, Uid>> {
         self.uids
             .lock()
@@ -420,6 +537,51 @@ mod tests {
         w.forget("shop", "db");
         assert!(!w.is_echo("shop", "db", Some("12")));
         assert_eq!(w.len(), (0, 0));
+    }
+
+    /// A watch event that overtakes the reply of rotor's write is judged when the
+    /// reply comes: its echo wakes nothing, anyone else's change wakes the owner once.
+    #[test]
+    fn an_event_during_a_write_is_judged_by_the_write_s_reply() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let w = OwnWrites::default();
+        let woke = Arc::new(AtomicUsize::new(0));
+        let wake = || {
+            let woke = woke.clone();
+            move || -> Box<dyn FnOnce() + Send> {
+                Box::new(move || {
+                    woke.fetch_add(1, Ordering::SeqCst);
+                })
+            }
+        };
+        // The echo overtakes the reply: held, then dropped as rotor's own.
+        let writing = w.writing("shop", "db");
+        assert!(!w.wakes("shop", "db", Some("20"), wake()));
+        assert!(
+            w.wakes("shop", "other", Some("20"), wake()),
+            "another Secret"
+        );
+        writing.done(Some("20"));
+        assert_eq!(woke.load(Ordering::SeqCst), 0);
+        assert!(
+            !w.wakes("shop", "db", Some("20"), wake()),
+            "noted as rotor's"
+        );
+        // A change after rotor's write, seen while the next write is under way.
+        let writing = w.writing("shop", "db");
+        assert!(!w.wakes("shop", "db", Some("25"), wake()));
+        writing.done(Some("24"));
+        assert_eq!(woke.load(Ordering::SeqCst), 1);
+        // A failed write: whatever came meanwhile wakes the owner.
+        let writing = w.writing("shop", "db");
+        assert!(!w.wakes("shop", "db", Some("21"), wake()));
+        drop(writing);
+        assert_eq!(woke.load(Ordering::SeqCst), 2);
+        // Nothing held once no write is under way; a write with no event wakes nothing.
+        w.writing("shop", "db").done(Some("30"));
+        assert_eq!(woke.load(Ordering::SeqCst), 2);
+        assert!(w.wakes("shop", "db", Some("31"), wake()));
+        assert!(w.pending().is_empty());
     }
 
     #[test]

@@ -461,6 +461,83 @@ fn spent(
     (reads, writes, what)
 }
 
+/// The watch event of rotor's own target Secret write can come before the write's
+/// reply (rotor paused between the two here): it is judged once the reply is in, so it
+/// wakes no second reconcile and costs no read. A stranger's change that comes in that
+/// gap is not swallowed: it wakes the resource, which puts the credential back.
+#[tokio::test]
+async fn the_echo_of_a_target_write_wakes_nothing_even_before_its_reply() {
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "echo").await;
+    let manifest = "apiVersion: rotor.dev/v1alpha1\nkind: SecretRotation\nmetadata: {name: token}\nspec:\n  provider: {random: {length: 24}}\n  secretsMapping: {value: TOKEN}\n  target: {name: token-secret, keepPrevious: false}\n  revocation: {minValidity: 0s}\n";
+    let started = |n: u64, hold: &support::scenario::Hold| {
+        Operator::start_env(
+            &ns,
+            &[],
+            &[
+                ("ROTOR_TEST_PAUSE_AT", &format!("target_reply@{n}")),
+                ("ROTOR_TEST_HOLD", hold.path()),
+            ],
+        )
+    };
+    let hold = support::scenario::Hold::new(&ns);
+    hold.arm();
+    let op = started(2, &hold);
+    apply_yaml(&client, &ns, manifest).await.unwrap();
+    rotated(&client, &ns, "token", 1).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (requests, reconciled) = (kube_requests(&op).await, reconciles(&op).await);
+    support::scenario::request(&client, &ns, "token", "rotor.dev/rotate", "r2").await;
+    wait_log(&op, "failpoint paused", "target_reply@2").await;
+    // The target Secret's watch event is in long before this.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    hold.release();
+    rotated(&client, &ns, "token", 2).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (reads, writes, what) = spent(&requests, &kube_requests(&op).await);
+    assert_eq!((reads, writes), (1.0, 5.0), "{what}");
+    assert_eq!(
+        reconciles(&op).await - reconciled,
+        1.0,
+        "the echo of rotor's own write woke a second reconcile"
+    );
+    op.stop().await;
+
+    // Rotation 3 pauses at the same point; someone overwrites the credential in the
+    // gap. Its event waits for the reply, then wakes the resource: the active
+    // credential is back (the resync interval, an hour, plays no part).
+    hold.arm();
+    let op = started(3, &hold);
+    support::scenario::request(&client, &ns, "token", "rotor.dev/rotate", "r3").await;
+    wait_log(&op, "failpoint paused", "target_reply@3").await;
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &ns);
+    let tampered = serde_json::json!({"data": {"TOKEN": "dGFtcGVyZWQ="}});
+    secrets
+        .patch(
+            "token-secret",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&tampered),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    hold.release();
+    rotated(&client, &ns, "token", 3).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let secret = secrets.get("token-secret").await.unwrap();
+        let token = secret.data.unwrap_or_default().get("TOKEN").cloned();
+        if token.is_some_and(|t| t.0 != b"tampered") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the overwritten credential was never put back: a stranger's change during rotor's write was swallowed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_rotation_costs_five_writes_one_read_and_no_second_reconcile() {
     let client = control_plane().client().await;

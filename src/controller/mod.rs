@@ -495,7 +495,11 @@ pub async fn run(
         // them, never for rotor's own write (metadata only: no values held). A vault
         // Secret (owned, not controlled) wakes nothing: rotor alone writes it, and
         // reads it whenever it needs it.
+        // An event that comes while rotor writes that Secret waits for the write's
+        // reply (see OwnWrites::wakes) and, when it was not rotor's echo, comes back
+        // through `late`.
         let echoes = ctx.own_writes.clone();
+        let (late, late_events) = futures::channel::mpsc::unbounded();
         let owned = watcher(secrets, own_secrets)
             .default_backoff()
             .touched_objects()
@@ -506,14 +510,21 @@ pub async fn run(
                     .iter()
                     .flatten()
                     .any(|r| r.controller == Some(true));
-                let echo = !controlled
-                    || echoes.is_echo(
+                let wakes = controlled
+                    && echoes.wakes(
                         s.metadata.namespace.as_deref().unwrap_or_default(),
                         s.metadata.name.as_deref().unwrap_or_default(),
                         s.metadata.resource_version.as_deref(),
+                        || {
+                            let (late, event) = (late.clone(), s.clone());
+                            Box::new(move || {
+                                let _ = late.unbounded_send(event);
+                            })
+                        },
                     );
-                std::future::ready(!echo)
+                std::future::ready(wakes)
             });
+        let owned = futures::stream::select(owned, late_events.map(Ok));
         Controller::for_stream(changes, reader)
             .owns_stream(owned)
             .reconcile_on(ctx.looks.subscribe(scope.clone()))

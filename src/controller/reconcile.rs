@@ -614,17 +614,21 @@ impl Run {
     /// write as rotor's own; the values are scrubbed from both copies.
     async fn apply_desired(&self, mut desired: Secret) -> Result<(), kube::Error> {
         let params = PatchParams::apply(crate::api::FIELD_MANAGER).force();
+        let namespace = self.sr.namespace().unwrap_or_default();
+        // Its watch event may come before the reply: judged by the reply.
+        let writing = self
+            .ctx
+            .own_writes
+            .writing(&namespace, &self.sr.spec.target.name);
         let result = self
             .secrets
             .patch(&self.sr.spec.target.name, &params, &Patch::Apply(&desired))
             .await;
         secret::scrub(&mut desired);
+        // (Tests: the watch event of this write comes before rotor reads the reply.)
+        super::failpoint::reached("target_reply", self.old.rotation_count.saturating_add(1)).await;
         result.map(|mut written| {
-            self.ctx.own_writes.note(
-                &self.sr.namespace().unwrap_or_default(),
-                &self.sr.spec.target.name,
-                written.metadata.resource_version.as_deref(),
-            );
+            writing.done(written.metadata.resource_version.as_deref());
             secret::scrub(&mut written)
         })
     }
