@@ -19,8 +19,8 @@ pub struct Health {
     pub ready: Arc<AtomicBool>,
     /// The scrapes that may run at once ([`SCRAPES`]).
     scrapes: Arc<tokio::sync::Semaphore>,
-    /// [`SEND_TIMEOUT`] (shorter in tests).
-    send_timeout: std::time::Duration,
+    /// [`SCRAPE_DEADLINE`] (shorter in tests).
+    scrape_deadline: std::time::Duration,
 }
 
 impl Default for Health {
@@ -29,7 +29,7 @@ impl Default for Health {
             metrics: Arc::default(),
             ready: Arc::default(),
             scrapes: Arc::new(tokio::sync::Semaphore::new(SCRAPES)),
-            send_timeout: SEND_TIMEOUT,
+            scrape_deadline: SCRAPE_DEADLINE,
         }
     }
 }
@@ -43,24 +43,31 @@ impl Health {
 /// How much of the /metrics text is made before it is sent.
 const CHUNK: usize = 64 * 1024;
 
-/// How long a scrape that does not read its answer may keep its thread (and its
-/// snapshot of the per-resource gauges) before the answer is cut off. No metric's lock
-/// is held meanwhile (see [`Metrics::encode_to`]).
-const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long one scrape may take in all — a scraper that reads slowly or not at all
+/// included — before its answer is cut off, its thread and its snapshot of the
+/// per-resource gauges freed. A whole scrape at 20,000 resources takes well under a
+/// second; Prometheus itself gives up after 10 s by default. No metric's lock is held
+/// meanwhile (see [`Metrics::encode_to`]).
+const SCRAPE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Scrapes made at once; another gets 503 until one ends. Two: an HA pair of
-/// Prometheus servers scraping in the same second.
+/// Scrapes made at once (two: an HA pair of Prometheus servers scraping in the same
+/// second). Another waits, first come first served, while the deadline of one could
+/// pass, then gets 503: at most this many threads and snapshots, however many
+/// connections a client opens. (Keep who may connect to the metrics port at all to the
+/// scrapers: the chart's `networkPolicy.metricsFrom`.)
 const SCRAPES: usize = 2;
 
 /// /metrics, sent in pieces of about [`CHUNK`] bytes as the text is made: at 20,000
 /// resources the text is about 15 MB, and made whole (a `String` doubling as it grew)
 /// every scrape took some 30 MB for a moment — a third of rotor's peak RSS.
 ///
-/// An answer that cannot be made whole (the scraper stopped reading for
-/// [`SEND_TIMEOUT`]) ends in an error, so the connection is aborted rather than
-/// closed cleanly: a scraper never takes a truncated exposition for a whole one.
+/// An answer that cannot be made whole within [`SCRAPE_DEADLINE`] ends in an error, so
+/// the connection is aborted rather than closed cleanly: a scraper never takes a
+/// truncated exposition for a whole one.
 async fn metrics(State(h): State<Health>) -> axum::response::Response {
-    let Ok(permit) = h.scrapes.clone().try_acquire_owned() else {
+    let deadline = h.scrape_deadline;
+    let permit = tokio::time::timeout(deadline, h.scrapes.clone().acquire_owned()).await;
+    let Ok(Ok(permit)) = permit else {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             [("retry-after", "1")],
@@ -70,14 +77,13 @@ async fn metrics(State(h): State<Health>) -> axum::response::Response {
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<String>(4);
     let runtime = tokio::runtime::Handle::current();
-    let timeout = h.send_timeout;
     let made = tokio::task::spawn_blocking(move || {
         let _permit = permit;
         let mut out = Chunks {
             text: String::with_capacity(CHUNK + 1024),
             tx,
             runtime,
-            timeout,
+            until: tokio::time::Instant::now() + deadline,
         };
         h.metrics.encode_to(&mut out).and_then(|()| out.send())
     });
@@ -87,17 +93,17 @@ async fn metrics(State(h): State<Health>) -> axum::response::Response {
             return Some((Ok(chunk), Some((rx, made))));
         }
         // Every chunk is out: whole only if the encoder says so.
-        match made.await {
-            Ok(Ok(())) => None,
-            _ => {
-                tracing::warn!(
-                    timeout_seconds = timeout.as_secs_f64(),
-                    "a /metrics scrape was cut off: the scraper stopped reading"
-                );
-                let cut = std::io::Error::other("the /metrics answer was cut off");
-                Some((Err(cut), None))
-            }
-        }
+        let why = match made.await {
+            Ok(Ok(())) => return None,
+            Ok(Err(_)) => "the scraper did not read it within the deadline",
+            Err(_) => "the encoder failed",
+        };
+        tracing::warn!(
+            deadline_seconds = deadline.as_secs_f64(),
+            "a /metrics scrape was cut off: {why}"
+        );
+        let cut = std::io::Error::other("the /metrics answer was cut off");
+        Some((Err(cut), None))
     });
     (
         [(
@@ -114,14 +120,18 @@ struct Chunks {
     text: String,
     tx: tokio::sync::mpsc::Sender<String>,
     runtime: tokio::runtime::Handle,
-    timeout: std::time::Duration,
+    /// The scrape's deadline: a chunk not taken by then ends it.
+    until: tokio::time::Instant,
 }
 
 impl Chunks {
     fn send(&mut self) -> std::fmt::Result {
         let chunk = std::mem::replace(&mut self.text, String::with_capacity(CHUNK + 1024));
+        let left = self
+            .until
+            .saturating_duration_since(tokio::time::Instant::now());
         self.runtime
-            .block_on(self.tx.send_timeout(chunk, self.timeout))
+            .block_on(self.tx.send_timeout(chunk, left))
             .map_err(|_| std::fmt::Error)
     }
 }
@@ -239,7 +249,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_cut_off_answer_ends_in_an_error() {
         let mut h = busy();
-        h.send_timeout = std::time::Duration::from_millis(50);
+        h.scrape_deadline = std::time::Duration::from_millis(50);
         let whole = h.metrics.encode();
         let response = metrics(State(h)).await;
         let mut body = response.into_body().into_data_stream();
@@ -262,29 +272,66 @@ mod tests {
         assert!(sent + CHUNK < whole.len(), "{sent} of {}", whole.len());
     }
 
+    /// Two scrapes at once; a third waits its turn (first come, first served) and is
+    /// served when one ends — or gets 503 once its deadline passes first.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_third_scrape_at_once_is_turned_away() {
+    async fn a_third_scrape_at_once_waits_its_turn() {
         let h = busy();
         let first = metrics(State(h.clone())).await;
         let second = metrics(State(h.clone())).await;
-        let third = metrics(State(h.clone())).await;
         assert_eq!(first.status(), StatusCode::OK);
         assert_eq!(second.status(), StatusCode::OK);
-        assert_eq!(third.status(), StatusCode::SERVICE_UNAVAILABLE);
-        // Once one ends, a scrape is served again.
+        let third = tokio::spawn(metrics(State(h.clone())));
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(!third.is_finished(), "a third scrape ran beside two");
+        // The first one read to its end: the third is served.
         let mut body = first.into_body().into_data_stream();
         while let Some(chunk) = body.next().await {
             chunk.unwrap();
         }
-        drop(body);
-        let mut served = false;
-        for _ in 0..100 {
-            if metrics(State(h.clone())).await.status() == StatusCode::OK {
-                served = true;
-                break;
+        let third = tokio::time::timeout(std::time::Duration::from_secs(5), third)
+            .await
+            .expect("the third scrape was not served when the first ended")
+            .unwrap();
+        assert_eq!(third.status(), StatusCode::OK);
+        drop(second);
+
+        // Every permit held past a scrape's deadline: 503.
+        let mut h = busy();
+        h.scrape_deadline = std::time::Duration::from_millis(100);
+        let _held = h.scrapes.clone().acquire_many_owned(SCRAPES as u32).await;
+        let turned = metrics(State(h.clone())).await;
+        assert_eq!(turned.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    /// A scraper that reads, but too slowly to finish within the deadline, is cut off
+    /// at the deadline (not after a timeout per chunk): it frees its place.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_reader_is_cut_off_at_the_scrape_deadline() {
+        let mut h = busy();
+        h.scrape_deadline = std::time::Duration::from_millis(400);
+        let response = metrics(State(h.clone())).await;
+        let mut body = response.into_body().into_data_stream();
+        let mut failed = false;
+        // A chunk every 150 ms: each well within any per-chunk wait, the whole far
+        // beyond the deadline.
+        for _ in 0..1_000 {
+            match body.next().await {
+                Some(Ok(_)) => tokio::time::sleep(std::time::Duration::from_millis(150)).await,
+                Some(Err(_)) => {
+                    failed = true;
+                    break;
+                }
+                None => break,
             }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
-        assert!(served);
+        assert!(failed, "a slow reader kept its scrape past the deadline");
+        // Its place is free again.
+        let permits = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            h.scrapes.clone().acquire_many_owned(SCRAPES as u32),
+        )
+        .await;
+        assert!(permits.is_ok(), "the cut-off scrape still holds its place");
     }
 }

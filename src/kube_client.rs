@@ -280,7 +280,8 @@ impl OwnWrites {
     /// Whether a watch event of `namespace/name` at `resource_version` wakes its owner
     /// now: not rotor's own write's echo. While rotor writes that object, the event is
     /// held back instead (`false`): `later` makes what is called when the write ends,
-    /// if the event turns out to be someone else's change.
+    /// if the event turns out to be someone else's change. (`later` runs outside the
+    /// lock every write takes: what it copies is the caller's business.)
     pub fn wakes(
         &self,
         namespace: &str,
@@ -289,15 +290,35 @@ impl OwnWrites {
         later: impl FnOnce() -> Box<dyn FnOnce() + Send>,
     ) -> bool {
         let key = self.written.keys.of(&format!("{namespace}/{name}"));
-        if let Some(p) = self.pending().get_mut(&key) {
-            // The latest event stands for all: one wake is enough.
-            p.event = Some(Deferred {
-                revision: revision(resource_version),
-                wake: later(),
-            });
-            return false;
+        let revision = revision(resource_version);
+        // The newest event stands for all (one wake is enough); an older one that a
+        // re-list brings again never replaces it.
+        let replaces = |held: &Option<Deferred>| {
+            held.as_ref().is_none_or(|h| match (h.revision, revision) {
+                (Some(held), Some(new)) => new >= held,
+                _ => true,
+            })
+        };
+        match self.pending().get(&key) {
+            None => return !self.is_echo(namespace, name, resource_version),
+            Some(p) if !replaces(&p.event) => return false,
+            Some(_) => {}
         }
-        !self.is_echo(namespace, name, resource_version)
+        let wake = later();
+        let mut pending = self.pending();
+        match pending.get_mut(&key) {
+            Some(p) => {
+                if replaces(&p.event) {
+                    p.event = Some(Deferred { revision, wake });
+                }
+                false
+            }
+            // The write ended meanwhile: judged as any event.
+            None => {
+                drop(pending);
+                !self.is_echo(namespace, name, resource_version)
+            }
+        }
     }
 
     fn uids(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u128, Uid>> {
@@ -572,14 +593,21 @@ mod tests {
         assert!(!w.wakes("shop", "db", Some("25"), wake()));
         writing.done(Some("24"));
         assert_eq!(woke.load(Ordering::SeqCst), 1);
+        // A stranger's change held, then an older event again (a re-list served from
+        // a lagging cache): the change still wakes the owner.
+        let writing = w.writing("shop", "db");
+        assert!(!w.wakes("shop", "db", Some("28"), wake()));
+        assert!(!w.wakes("shop", "db", Some("26"), wake()));
+        writing.done(Some("27"));
+        assert_eq!(woke.load(Ordering::SeqCst), 2);
         // A failed write: whatever came meanwhile wakes the owner.
         let writing = w.writing("shop", "db");
         assert!(!w.wakes("shop", "db", Some("21"), wake()));
         drop(writing);
-        assert_eq!(woke.load(Ordering::SeqCst), 2);
+        assert_eq!(woke.load(Ordering::SeqCst), 3);
         // Nothing held once no write is under way; a write with no event wakes nothing.
         w.writing("shop", "db").done(Some("30"));
-        assert_eq!(woke.load(Ordering::SeqCst), 2);
+        assert_eq!(woke.load(Ordering::SeqCst), 3);
         assert!(w.wakes("shop", "db", Some("31"), wake()));
         assert!(w.pending().is_empty());
     }

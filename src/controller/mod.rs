@@ -516,7 +516,20 @@ pub async fn run(
                         s.metadata.name.as_deref().unwrap_or_default(),
                         s.metadata.resource_version.as_deref(),
                         || {
-                            let (late, event) = (late.clone(), s.clone());
+                            // What routes the event to its owner: no managedFields or
+                            // annotations (a tenant's bytes) held meanwhile.
+                            let event = kube::core::PartialObjectMeta::<Secret> {
+                                types: s.types.clone(),
+                                metadata: kube::api::ObjectMeta {
+                                    namespace: s.metadata.namespace.clone(),
+                                    name: s.metadata.name.clone(),
+                                    owner_references: s.metadata.owner_references.clone(),
+                                    resource_version: s.metadata.resource_version.clone(),
+                                    ..Default::default()
+                                },
+                                _phantom: std::marker::PhantomData,
+                            };
+                            let late = late.clone();
                             Box::new(move || {
                                 let _ = late.unbounded_send(event);
                             })
