@@ -358,6 +358,55 @@ fn memory(pid: u32) -> (f64, f64) {
     (field("VmHWM:"), field("VmRSS:"))
 }
 
+/// Samples a process's RSS every second until dropped, printing a line every
+/// `PRINT_EVERY` (and whenever the peak rose by 1 MiB): where in a phase the peak
+/// comes from. `label` names the phase now running.
+struct RssSeries {
+    label: Arc<Mutex<&'static str>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RssSeries {
+    const PRINT_EVERY: Duration = Duration::from_secs(10);
+
+    fn start(pid: u32, progress: Progress) -> Self {
+        let label = Arc::new(Mutex::new("cold start"));
+        let phase = label.clone();
+        let task = tokio::spawn(async move {
+            let started = Instant::now();
+            let (mut printed_at, mut printed_peak) = (Instant::now(), 0.0);
+            loop {
+                let (peak, rss) = memory(pid);
+                if peak == 0.0 {
+                    return;
+                }
+                if printed_at.elapsed() >= Self::PRINT_EVERY || peak >= printed_peak + 1.0 {
+                    println!(
+                        "    rss: {:>6.0} s {:<12} RSS {rss:5.1} MiB, peak {peak:5.1} MiB, {} rotated twice, {} once",
+                        started.elapsed().as_secs_f64(),
+                        *phase.lock().unwrap(),
+                        progress.rotated(2),
+                        progress.rotated(1),
+                    );
+                    (printed_at, printed_peak) = (Instant::now(), peak);
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+        Self { label, task }
+    }
+
+    fn phase(&self, label: &'static str) {
+        *self.label.lock().unwrap() = label;
+    }
+}
+
+impl Drop for RssSeries {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 fn control_plane_cpu() -> f64 {
     let plane = control_plane();
     cpu_seconds(plane.apiserver_pid) + cpu_seconds(plane.etcd_pid)
@@ -1086,6 +1135,7 @@ async fn operator_at_scale(results: &mut Map<String, Value>) {
         &["--concurrency", &conc],
         &[("ROTOR_LOG", "info"), identity[0], identity[1]],
     );
+    let series = RssSeries::start(op.pid, progress.clone());
     let cold = progress
         .wait_rotated("cold start", n, 1, started, deadline(n), &op)
         .await;
@@ -1109,6 +1159,7 @@ async fn operator_at_scale(results: &mut Map<String, Value>) {
         "\n3. idle: {n} resources, nothing due, {} s",
         idle.as_secs()
     );
+    series.phase("idle");
     let idle_started = Instant::now();
     while idle_started.elapsed() < idle {
         let left = idle.saturating_sub(idle_started.elapsed());
@@ -1152,6 +1203,7 @@ async fn operator_at_scale(results: &mut Map<String, Value>) {
     // 4. Steady state: every resource asked to rotate at once.
     println!("\n4. steady state: all {n} annotated rotor.dev/rotate at once");
     let api: Api<SecretRotation> = Api::namespaced(client.clone(), &cold_ns);
+    series.phase("steady");
     let token = format!("bench-{}", Utc::now().timestamp());
     let started = Instant::now();
     let (requested, _) = bench
@@ -1203,7 +1255,9 @@ async fn operator_at_scale(results: &mut Map<String, Value>) {
 
     // 5. Memory, over all of the above.
     println!("\n5. memory: rotor with {n} resources, {foreign} foreign Secrets watched");
+    series.phase("end");
     tokio::time::sleep(Duration::from_secs(3)).await;
+    drop(series);
     let (peak, rss_end) = memory(op.pid);
     row(
         "peak RSS after the cold start",

@@ -435,9 +435,15 @@ impl Metrics {
 /// written out at scrape time: five gauge families of their own kept five copies of
 /// every resource's labels (about 0.5 KB a resource in heaptrack at 5,000). Keyed by
 /// `namespace/name` in one allocation (a '/' is in neither), the labels made at
-/// scrape time.
+/// scrape time. A B-tree, not a hash map: about 80 bytes an entry against 93 (a hash
+/// table at 20,000 entries has 32,768 slots), no doubling of a whole table as it grows,
+/// and a scrape copies out [`SCRAPE_BATCH`] rows at a time, going on after the last key
+/// it copied, instead of every row (with its key) at once.
 #[derive(Debug, Default)]
-pub struct PerResource(std::sync::Mutex<std::collections::HashMap<Box<str>, Gauges>>);
+pub struct PerResource(std::sync::Mutex<std::collections::BTreeMap<Box<str>, Gauges>>);
+
+/// How many resources' gauges a scrape copies out of the lock at once.
+const SCRAPE_BATCH: usize = 256;
 
 fn key(namespace: &str, name: &str) -> String {
     format!("{namespace}/{name}")
@@ -453,7 +459,7 @@ fn labels(key: &str) -> [(&'static str, &str); 2] {
     [("namespace", namespace), ("name", name)]
 }
 
-// A map entry (key and gauges) of 56 bytes: 20,000 resources' gauges in about 2 MB.
+// A map entry (key and gauges) of 56 bytes: 20,000 resources' gauges in about 1.6 MB.
 const _: () = assert!(std::mem::size_of::<Gauges>() <= 40);
 
 /// A gauge's value, NaN when there is none (8 bytes, where an `Option<f64>` takes 16).
@@ -495,7 +501,7 @@ struct Gauges {
 }
 
 impl PerResource {
-    fn book(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<Box<str>, Gauges>> {
+    fn book(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<Box<str>, Gauges>> {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -509,6 +515,47 @@ impl PerResource {
             None => f(book.entry(key.into_boxed_str()).or_default()),
         }
     }
+
+    /// Whether any resource's gauges satisfy `p`.
+    fn any(&self, p: impl Fn(&Gauges) -> bool) -> bool {
+        self.book().values().any(p)
+    }
+
+    /// Calls `f` with every resource's gauges in key order, copied out
+    /// [`SCRAPE_BATCH`] at a time: the lock is not held while the text is written, and
+    /// a scrape never holds a copy of every row. A resource added or dropped meanwhile
+    /// is written or not, as a scrape a moment earlier or later would.
+    fn each(&self, mut f: impl FnMut(&str, &Gauges) -> std::fmt::Result) -> std::fmt::Result {
+        use std::ops::Bound;
+        let mut rows: Vec<(Box<str>, Gauges)> = Vec::with_capacity(SCRAPE_BATCH);
+        loop {
+            let after = rows.pop();
+            if let Some((key, gauges)) = &after {
+                f(key, gauges)?;
+            }
+            rows.clear();
+            {
+                let book = self.book();
+                let from = match &after {
+                    Some((key, _)) => Bound::Excluded(&**key),
+                    None => Bound::Unbounded,
+                };
+                rows.extend(
+                    book.range::<str, _>((from, Bound::Unbounded))
+                        .take(SCRAPE_BATCH)
+                        .map(|(k, g)| (k.clone(), *g)),
+                );
+            }
+            // All but the last now; the last after the next batch is copied (its key
+            // is where that batch starts).
+            let Some((_, init)) = rows.split_last() else {
+                return Ok(());
+            };
+            for (key, gauges) in init {
+                f(key, gauges)?;
+            }
+        }
+    }
 }
 
 impl prometheus_client::collector::Collector for PerResource {
@@ -520,9 +567,6 @@ impl prometheus_client::collector::Collector for PerResource {
         use prometheus_client::metrics::MetricType;
         use prometheus_client::metrics::gauge::ConstGauge;
         let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
-        // A snapshot, so that the lock is not held while the text is written.
-        let rows: Vec<(Box<str>, Gauges)> =
-            self.book().iter().map(|(k, v)| (k.clone(), *v)).collect();
         type Pick = fn(&Gauges, f64) -> Option<f64>;
         let families: [(&str, &str, Pick); 4] = [
             (
@@ -548,17 +592,16 @@ impl prometheus_client::collector::Collector for PerResource {
         ];
         // A family appears with its first sample, as the registry's own do.
         for (name, help, pick) in families {
-            if !rows.iter().any(|(_, g)| pick(g, now).is_some()) {
+            if !self.any(|g| pick(g, now).is_some()) {
                 continue;
             }
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
-            for (key, gauges) in &rows {
-                if let Some(v) = pick(gauges, now) {
-                    ConstGauge::new(v).encode(family.encode_family(&labels(key))?)?;
-                }
-            }
+            self.each(|key, gauges| match pick(gauges, now) {
+                Some(v) => ConstGauge::new(v).encode(family.encode_family(&labels(key))?),
+                None => Ok(()),
+            })?;
         }
-        if rows.is_empty() {
+        if self.book().is_empty() {
             return Ok(());
         }
         let mut family = encoder.encode_descriptor(
@@ -567,28 +610,28 @@ impl prometheus_client::collector::Collector for PerResource {
             None,
             MetricType::Gauge,
         )?;
-        for (key, gauges) in &rows {
+        self.each(|key, gauges| {
             ConstGauge::new(i64::from(gauges.failed_attempts))
-                .encode(family.encode_family(&labels(key))?)?;
-        }
+                .encode(family.encode_family(&labels(key))?)
+        })?;
         let mut family = encoder.encode_descriptor(
             "escrow_problem",
             "1 while status.escrow.problem of a SecretRotation is set (its escrow cannot be used as it should, e.g. its entries need a KEK that is gone), 0 otherwise",
             None,
             MetricType::Gauge,
         )?;
-        for (key, gauges) in &rows {
+        self.each(|key, gauges| {
             ConstGauge::new(i64::from(gauges.escrow_problem))
-                .encode(family.encode_family(&labels(key))?)?;
-        }
-        if rows.iter().any(|(_, g)| g.conditions != 0) {
+                .encode(family.encode_family(&labels(key))?)
+        })?;
+        if self.any(|g| g.conditions != 0) {
             let mut family = encoder.encode_descriptor(
                 "resource_condition",
                 "Each condition in the status of each SecretRotation: 1 when True, 0 when False or Unknown (no series for a condition the status does not carry)",
                 None,
                 MetricType::Gauge,
             )?;
-            for (key, gauges) in &rows {
+            self.each(|key, gauges| {
                 let (namespace, name) = split(key);
                 for (i, condition) in CONDITIONS.iter().enumerate() {
                     if gauges.conditions & (1 << i) == 0 {
@@ -602,21 +645,21 @@ impl prometheus_client::collector::Collector for PerResource {
                     ];
                     ConstGauge::new(i64::from(on)).encode(family.encode_family(&with)?)?;
                 }
-            }
+                Ok(())
+            })?;
         }
-        if rows.iter().any(|(_, g)| g.rollout != 0) {
+        if self.any(|g| g.rollout != 0) {
             let mut family = encoder.encode_descriptor(
                 "consumer_rollout_stuck",
                 "1 while the consumers of a SecretRotation have not rolled out within revocation.maxWait, 0 while they roll out or have; only SecretRotations with consumers",
                 None,
                 MetricType::Gauge,
             )?;
-            for (key, gauges) in &rows {
-                if gauges.rollout != 0 {
-                    ConstGauge::new(i64::from(gauges.rollout == 2))
-                        .encode(family.encode_family(&labels(key))?)?;
-                }
-            }
+            self.each(|key, gauges| match gauges.rollout {
+                0 => Ok(()),
+                rollout => ConstGauge::new(i64::from(rollout == 2))
+                    .encode(family.encode_family(&labels(key))?),
+            })?;
         }
         Ok(())
     }
