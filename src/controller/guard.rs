@@ -65,7 +65,7 @@ impl Guarded {
                 // It parsed when it arrived, and rotor compressed it: the same bytes
                 // come back and parse again. Kept total all the same.
                 let parsed =
-                    lz4_flex::block::decompress_size_prepended_with_dict(packed, DICTIONARY)
+                    lz4_flex::block::decompress_size_prepended_with_dict(unpad(packed), DICTIONARY)
                         .map_err(|e| format!("the cached object does not decompress: {e}"))
                         .and_then(|json| {
                             serde_path_to_error::deserialize::<_, SecretRotation>(
@@ -95,6 +95,34 @@ impl Guarded {
             Body::Unreadable(u) => u.uid.clone(),
         }
     }
+}
+
+/// A compressed body as the cache keeps it: its length (4 bytes), the bytes, zeros up
+/// to an allocation (with the `Arc`'s 16-byte header) of a multiple of 128 bytes. A
+/// status write adds a few dozen compressed bytes to an object; held exactly, every
+/// body then moved up one of jemalloc's size classes and left a hole among the
+/// long-lived objects of its old class — 7 MiB of holes at 20,000 resources after a
+/// round of rotations, returned to no one. Rounded, most bodies keep their class.
+fn pad(packed: &[u8]) -> Arc<[u8]> {
+    let total = (16 + 4 + packed.len()).next_multiple_of(128) - 16;
+    let mut v = Vec::with_capacity(total);
+    v.extend_from_slice(
+        &u32::try_from(packed.len())
+            .unwrap_or(u32::MAX)
+            .to_le_bytes(),
+    );
+    v.extend_from_slice(packed);
+    v.resize(total, 0);
+    v.into()
+}
+
+/// The compressed bytes of a body [`pad`] made (empty for anything else, which then
+/// fails to decompress rather than panic).
+fn unpad(padded: &[u8]) -> &[u8] {
+    let len = padded
+        .get(..4)
+        .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
+    padded.get(4..4 + len).unwrap_or_default()
 }
 
 /// What a cached object is compressed against: the JSON of typical objects, so that
@@ -134,13 +162,10 @@ impl<'de> Deserialize<'de> for Guarded {
             .and_then(|m| ObjectMeta::deserialize(m).ok())
             .unwrap_or_default();
         let body = match serde_path_to_error::deserialize::<_, SecretRotation>(&value) {
-            Ok(_) => Body::Readable(
-                lz4_flex::block::compress_prepend_size_with_dict(
-                    &serde_json::to_vec(&value).unwrap_or_default(),
-                    DICTIONARY,
-                )
-                .into(),
-            ),
+            Ok(_) => Body::Readable(pad(&lz4_flex::block::compress_prepend_size_with_dict(
+                &serde_json::to_vec(&value).unwrap_or_default(),
+                DICTIONARY,
+            ))),
             Err(e) => Body::Unreadable(Arc::new(Unreadable {
                 error: format!("{}: {}", e.path(), e.inner()),
                 status: value
@@ -316,6 +341,21 @@ fn invalid_status_patch(
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_padded_body_gives_back_its_bytes_and_keeps_its_size_class() {
+        for n in [0, 1, 107, 108, 109, 411, 489, 5_000] {
+            let packed: Vec<u8> = (0..n).map(|i| (i % 251) as u8 + 1).collect();
+            let padded = pad(&packed);
+            assert_eq!(unpad(&padded), packed.as_slice(), "{n}");
+            assert_eq!((16 + padded.len()) % 128, 0, "{n}");
+        }
+        // A few dozen bytes more (a status write) stay in the same allocation size.
+        assert_eq!(pad(&[7; 420]).len(), pad(&[7; 489]).len());
+        // Anything else is no body, never a panic.
+        assert!(unpad(&[]).is_empty());
+        assert!(unpad(&[255, 255, 255, 255, 1]).is_empty());
+    }
+
     fn object(interval: &str) -> serde_json::Value {
         serde_json::from_str(&format!(
             r#"{{"apiVersion":"rotor.dev/v1alpha1","kind":"SecretRotation",
@@ -425,8 +465,8 @@ mod tests {
         let Body::Readable(packed) = &g.body else {
             panic!("readable")
         };
-        let json =
-            lz4_flex::block::decompress_size_prepended_with_dict(packed, DICTIONARY).unwrap();
+        let json = lz4_flex::block::decompress_size_prepended_with_dict(unpad(packed), DICTIONARY)
+            .unwrap();
         assert!(!String::from_utf8_lossy(&json).contains("managedFields"));
         assert!(
             packed.len() < json.len() / 2,
