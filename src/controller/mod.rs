@@ -105,8 +105,7 @@ pub struct Context {
     /// Per resource (by uid): the resourceVersion of rotor's last write to it, so a
     /// reconcile knows whether the watch cache has caught up with that write.
     pub written: crate::kube_client::Revisions,
-    /// Far next looks and the reconciles watch events ask for, kept off
-    /// kube-runtime's scheduler (see looks.rs).
+    /// Far next looks, kept off kube-runtime's scheduler (see looks.rs).
     pub looks: Arc<looks::Looks>,
 }
 
@@ -237,8 +236,7 @@ async fn reconcile(obj: Arc<Guarded>, ctx: Arc<Context>) -> Result<Action, Error
         .taken(&ns, obj.metadata.name.as_deref().unwrap_or_default());
     let Some(_permit) = ctx.fairness.try_acquire(&ns) else {
         ctx.metrics.reconciled("deferred");
-        let name = obj.metadata.name.as_deref().unwrap_or_default();
-        return Ok(ctx.looks.defer(&ns, name, FAIRNESS_RETRY));
+        return Ok(Action::requeue(FAIRNESS_RETRY));
     };
     let name = obj.metadata.name.clone().unwrap_or_default();
     let work = async {
@@ -490,20 +488,9 @@ pub async fn run(
         // rotor's own status writes change none of these and wake nothing: the
         // reconcile that wrote them asked for its next look itself. That saves a whole
         // reconcile (and its reads) per status write (see triggers.rs).
-        // A reconcile to do waits in rotor's queue (looks.rs), not kube-runtime's: this
-        // stream only keeps the cache current.
-        let wakes = ctx.looks.clone();
         let changes = reflector(writer, main_watch)
             .applied_objects()
-            .try_filter(move |g| {
-                if triggers.wakes(g) {
-                    wakes.wake(
-                        g.metadata.namespace.as_deref().unwrap_or_default(),
-                        g.metadata.name.as_deref().unwrap_or_default(),
-                    );
-                }
-                std::future::ready(false)
-            });
+            .try_filter(move |g| std::future::ready(triggers.wakes(g)));
         // The target Secrets wake their resource when someone else changes or deletes
         // them, never for rotor's own write (metadata only: no values held). A vault
         // Secret (owned, not controlled) wakes nothing: rotor alone writes it, and
@@ -553,10 +540,7 @@ pub async fn run(
         let owned = futures::stream::select(owned, late_events.map(Ok));
         Controller::for_stream(changes, reader)
             .owns_stream(owned)
-            .reconcile_on(
-                ctx.looks
-                    .subscribe(scope.clone(), 2 * usize::from(settings.concurrency)),
-            )
+            .reconcile_on(ctx.looks.subscribe(scope.clone()))
             .with_config(controller::Config::default().concurrency(settings.concurrency))
             .shutdown_on_signal()
             .run(reconcile, error_policy, ctx.clone())
