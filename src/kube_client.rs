@@ -128,6 +128,12 @@ impl Revisions {
     }
 }
 
+/// Whether an object seen at revision `seen` is no newer than rotor's write that gave
+/// it `written` (both known): that write's echo, or an earlier one's.
+fn no_newer(seen: Option<u64>, written: Option<u64>) -> bool {
+    matches!((seen, written), (Some(s), Some(w)) if s <= w)
+}
+
 /// A resourceVersion as the etcd revision it is; `None` when it is not an integer.
 pub fn revision(resource_version: Option<&str>) -> Option<u64> {
     resource_version.and_then(|rv| rv.parse().ok())
@@ -269,11 +275,10 @@ impl OwnWrites {
             }
             pending.remove(&key).and_then(|p| p.event)
         };
-        if let Some(event) = event {
-            let echo = matches!((written, event.revision), (Some(w), Some(s)) if s <= w);
-            if !echo {
-                (event.wake)();
-            }
+        if let Some(event) = event
+            && !no_newer(event.revision, written)
+        {
+            (event.wake)();
         }
     }
 
@@ -357,7 +362,7 @@ impl OwnWrites {
     /// that sets every field rotor owns).
     pub fn is_echo(&self, namespace: &str, name: &str, resource_version: Option<&str>) -> bool {
         let written = self.written.get(&format!("{namespace}/{name}"));
-        matches!((written, revision(resource_version)), (Some(w), Some(s)) if s <= w)
+        no_newer(revision(resource_version), written)
     }
 
     /// Forgets an object (its owner is gone).
