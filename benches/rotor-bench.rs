@@ -270,6 +270,12 @@ struct ApiServerCounts {
     /// Requests the API server answered 429 Too Many Requests (counted, or dropped by
     /// its in-flight limit).
     too_many: f64,
+    /// `apiserver_request_duration_seconds_sum`, keyed like `requests`: where the
+    /// API server's time goes, by kind of request (the profile beside the counts).
+    seconds: Counts,
+    /// `apiserver_watch_events_total` and `apiserver_watch_events_sizes_sum` by kind:
+    /// ("events", kind) and ("bytes", kind).
+    watch: Counts,
 }
 
 async fn apiserver_metrics(client: &Client) -> String {
@@ -279,6 +285,8 @@ async fn apiserver_metrics(client: &Client) -> String {
 
 fn apiserver_counts(text: &str) -> ApiServerCounts {
     let mut requests = Counts::new();
+    let mut seconds = Counts::new();
+    let mut watch = Counts::new();
     let mut too_many = 0.0;
     for line in text.lines() {
         let (name, labels, value) = match parse_sample(line) {
@@ -289,11 +297,24 @@ fn apiserver_counts(text: &str) -> ApiServerCounts {
             too_many += value;
             continue;
         }
-        if name != "apiserver_request_total" {
-            continue;
-        }
         let label = |k: &str| labels.get(k).map(String::as_str).unwrap_or("");
-        if label("code") == "429" {
+        let into = match name {
+            "apiserver_request_total" => &mut requests,
+            "apiserver_request_duration_seconds_sum" => &mut seconds,
+            "apiserver_watch_events_total" | "apiserver_watch_events_sizes_sum" => {
+                let what = if name.ends_with("total") {
+                    "events"
+                } else {
+                    "bytes"
+                };
+                *watch
+                    .entry((what.to_string(), label("kind").to_string()))
+                    .or_default() += value;
+                continue;
+            }
+            _ => continue,
+        };
+        if name == "apiserver_request_total" && label("code") == "429" {
             too_many += value;
         }
         if label("resource").is_empty() {
@@ -315,9 +336,72 @@ fn apiserver_counts(text: &str) -> ApiServerCounts {
             "" => label("resource").to_string(),
             sub => format!("{}/{sub}", label("resource")),
         };
-        *requests.entry((verb, resource)).or_default() += value;
+        *into.entry((verb, resource)).or_default() += value;
     }
-    ApiServerCounts { requests, too_many }
+    ApiServerCounts {
+        requests,
+        too_many,
+        seconds,
+        watch,
+    }
+}
+
+/// Where the API server's time went between two of its /metrics texts, per `unit`:
+/// for each kind of request on rotor's resources, how many, their mean latency and
+/// their latency per unit; and the watch events it sent, by kind, with their bytes.
+/// Latency is wall time (queueing and etcd included), not CPU: it ranks the kinds
+/// of one phase, and compares a phase with the floor run at the same concurrency.
+fn apiserver_profile(before: &ApiServerCounts, after: &ApiServerCounts, per: f64) -> Value {
+    let requests = delta(&after.requests, &before.requests);
+    let seconds = delta(&after.seconds, &before.seconds);
+    let watch = delta(&after.watch, &before.watch);
+    println!(
+        "    API server, per kind (everyone's requests, the bench's too): per unit, mean ms, ms per unit"
+    );
+    let mut kinds = Map::new();
+    for ((verb, resource), count) in &requests {
+        let wanted = ["secrets", "secretrotations", "events"]
+            .iter()
+            .any(|r| resource.split('/').next() == Some(r));
+        if !wanted || verb == "watch" || *count <= 0.0 {
+            continue;
+        }
+        let secs = seconds
+            .get(&(verb.clone(), resource.clone()))
+            .copied()
+            .unwrap_or(0.0);
+        println!(
+            "      {verb:<8} {resource:<26} {:>7.2} {:>8.2} {:>8.2}",
+            count / per,
+            1e3 * secs / count,
+            1e3 * secs / per
+        );
+        kinds.insert(
+            format!("{verb} {resource}"),
+            json!({"per_unit": round(count / per, 3), "mean_ms": round(1e3 * secs / count, 3),
+                   "ms_per_unit": round(1e3 * secs / per, 3)}),
+        );
+    }
+    let mut events = Map::new();
+    for ((what, kind), n) in &watch {
+        if what != "events" || *n <= 0.0 {
+            continue;
+        }
+        let bytes = watch
+            .get(&("bytes".to_string(), kind.clone()))
+            .copied()
+            .unwrap_or(0.0);
+        println!(
+            "      watch events {kind:<24} {:>7.2} per unit, {:>6.0} bytes each",
+            n / per,
+            bytes / n
+        );
+        events.insert(
+            kind.clone(),
+            json!({"per_unit": round(n / per, 3), "bytes_each": round(bytes / n, 0)}),
+        );
+    }
+    json!({"requests": kinds, "watch_events": events})
 }
 
 // ---------------------------------------------------------------------------------
@@ -663,8 +747,10 @@ fn report(title: &str, before: &Mark, after: &Mark, per: f64, unit: &str) -> Val
         );
     }
     let per_json = |x: Option<f64>| x.map(|x| round(x / per, 3));
+    let profile = apiserver_profile(&before.apiserver, &after.apiserver, per);
     json!({
         "unit": unit,
+        "apiserver_profile": profile,
         "window_seconds": round(seconds, 2),
         "requests": {
             "rotor": rotor.map(|_| Value::Object(rotor_json)),
@@ -1068,6 +1154,7 @@ async fn operator_at_scale(results: &mut Map<String, Value>) {
             (true, true) => "f5w",
         };
         let plane_before = control_plane_cpu();
+        let server_before = apiserver_counts(&apiserver_metrics(&client).await);
         let (took, failed) = bench
             .run_all(
                 &format!("{writes}-write floor"),
@@ -1079,6 +1166,7 @@ async fn operator_at_scale(results: &mut Map<String, Value>) {
             .await;
         let rate = (n - failed) as f64 / took.as_secs_f64();
         let plane_ms = 1e3 * (control_plane_cpu() - plane_before) / n as f64;
+        let server_after = apiserver_counts(&apiserver_metrics(&client).await);
         match (five, watched) {
             (true, false) => floor5 = rate,
             (true, true) => floor5_watched = rate,
@@ -1105,7 +1193,8 @@ async fn operator_at_scale(results: &mut Map<String, Value>) {
         floor.insert(
             format!("writes_{writes}{}", if watched { "_watched" } else { "" }),
             json!({"seconds": round(took.as_secs_f64(), 2), "rotations_per_s": round(rate, 1),
-                   "failed": failed, "apiserver_and_etcd_cpu_ms_per_rotation": round(plane_ms, 2)}),
+                   "failed": failed, "apiserver_and_etcd_cpu_ms_per_rotation": round(plane_ms, 2),
+                   "apiserver_profile": apiserver_profile(&server_before, &server_after, n as f64)}),
         );
     }
     results.insert("floor".into(), Value::Object(floor));
