@@ -356,11 +356,6 @@ impl OwnWrites {
         }
     }
 
-    /// The resourceVersion of rotor's last write to `namespace/name` (this process's).
-    pub fn last_write(&self, namespace: &str, name: &str) -> Option<u64> {
-        self.written.get(&format!("{namespace}/{name}"))
-    }
-
     /// Whether an object as a watch shows it is no newer than rotor's last write to
     /// it: that write, or one before it (which rotor's write came after — the vault
     /// is written with its resourceVersion as precondition, the target by an apply

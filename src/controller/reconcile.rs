@@ -19,7 +19,7 @@ use secrecy::SecretString;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::{debug, warn};
+use tracing::warn;
 
 /// How often a conflict with a foreign Secret is looked at again.
 const CONFLICT_RECHECK: Duration = Duration::from_secs(60);
@@ -77,8 +77,7 @@ async fn reconcile_fresh(cached: Arc<SecretRotation>, ctx: Arc<Context>) -> Resu
     // The target Secret as restore_first read it (nothing was written since).
     let target = match run.restore_first().await {
         super::restore::First::Restored(action) => return Ok(action),
-        super::restore::First::GoOn(Some(read)) => read.map(|b| *b),
-        super::restore::First::GoOn(None) => run.read_target().await?,
+        super::restore::First::GoOn(read) => read.map(|s| s.map(|b| *b)),
     };
     let assessment = assess(
         &run.sr,
@@ -86,7 +85,7 @@ async fn reconcile_fresh(cached: Arc<SecretRotation>, ctx: Arc<Context>) -> Resu
         &run.secrets,
         &run.ctx.http,
         run.now,
-        Some(target),
+        target,
     )
     .await?;
     let act = match assessment {
@@ -609,27 +608,6 @@ impl Run {
             fingerprint,
         ))
         .await
-    }
-
-    /// Reads the target Secret. When this process wrote it, the read asks for a
-    /// version no older than that write: the API server answers from its watch cache,
-    /// which is at least as new as anything rotor's watches showed, instead of a
-    /// quorum read from etcd (one per rotation). Should the cache not answer (it lags
-    /// by seconds: 504), the read goes to etcd.
-    pub(super) async fn read_target(&self) -> Result<Option<Secret>, kube::Error> {
-        let name = &self.sr.spec.target.name;
-        let namespace = self.sr.namespace().unwrap_or_default();
-        if let Some(written) = self.ctx.own_writes.last_write(&namespace, name) {
-            let params = kube::api::GetParams::at(&written.to_string());
-            match self.secrets.get_with(name, &params).await {
-                Ok(found) => return Ok(Some(found)),
-                Err(kube::Error::Api(e)) if e.code == 404 => return Ok(None),
-                Err(e) => {
-                    debug!(name = %self.sr.name_any(), error = %e, "the watch cache did not answer; reading from etcd");
-                }
-            }
-        }
-        self.secrets.get_opt(name).await
     }
 
     /// Applies `desired` (from [`secret::desired`]) as the target Secret, noting the

@@ -121,7 +121,7 @@ impl Run {
         let Some(spec) = offline_spec(&self.sr) else {
             return First::GoOn(None);
         };
-        let existing = match self.read_target().await {
+        let existing = match self.secrets.get_opt(&self.sr.spec.target.name).await {
             Ok(existing) => existing,
             Err(e) => {
                 warn!(name = %self.sr.name_any(), error = %e, "reading the target Secret failed");
