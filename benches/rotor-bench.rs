@@ -962,6 +962,59 @@ fn deadline(n: usize) -> Duration {
     Duration::from_secs(300 + n as u64 / 5)
 }
 
+/// Who watches a floor run while it writes (the order of the 5-write rates).
+#[derive(Clone, Copy)]
+enum Watched {
+    Nobody,
+    /// The bench's progress watch (every phase with rotor runs under it).
+    Bench,
+    /// That, and [`controller_like_watches`].
+    Controller,
+}
+
+/// One floor run: 5 writes or 3, who watches, the tag of its Secrets' names (each run
+/// its own), its row's text and its key in the results.
+#[derive(Clone, Copy)]
+struct FloorRun {
+    five: bool,
+    watched: Watched,
+    tag: &'static str,
+    what: &'static str,
+    key: &'static str,
+}
+
+/// In this order: the watches, once open, stay open.
+const FLOOR_RUNS: [FloorRun; 4] = [
+    FloorRun {
+        five: true,
+        watched: Watched::Nobody,
+        tag: "f5",
+        what: "5 writes: status, escrow, target, status, Event",
+        key: "writes_5",
+    },
+    FloorRun {
+        five: false,
+        watched: Watched::Nobody,
+        tag: "f3",
+        what: "3 writes: target, status, Event",
+        key: "writes_3",
+    },
+    FloorRun {
+        five: true,
+        watched: Watched::Bench,
+        tag: "f5w",
+        what: "5 writes under the bench's progress watch",
+        key: "writes_5_watched",
+    },
+    FloorRun {
+        five: true,
+        watched: Watched::Controller,
+        tag: "f5c",
+        what: "5 writes, that watch and a controller's two",
+        key: "writes_5_controller_watched",
+    },
+];
+
 /// The two watches a controller of the floor's resources holds, as rotor does: every
 /// SecretRotation of `ns` (whole objects) and the metadata of its labelled Secrets but
 /// the escrows. Their events are read and dropped; abort the tasks to end them.
@@ -1191,34 +1244,39 @@ async fn operator_at_scale(results: &mut Map<String, Value>) {
     // its watch stays open. Every phase with rotor runs under that watch (it is how
     // the bench sees rotations), and the API server pays for each event it sends: the
     // watched floor is the same bare client paying the same observer.
-    // Watched 2: also under the two watches any controller of these resources holds,
+    // The last also under the two watches any controller of these resources holds,
     // as rotor does — every SecretRotation (whole objects) and the metadata of the
     // target Secrets — so that what is left between it and rotor is rotor's own.
-    let floors: &[(bool, u8)] = if env_usize("ROTOR_BENCH_FLOOR", 1) == 0 {
+    let floors: &[FloorRun] = if env_usize("ROTOR_BENCH_FLOOR", 1) == 0 {
         &[]
     } else {
         create_rotations(&bench, &floor_ns, "f", n).await;
-        &[(true, 0), (false, 0), (true, 1), (true, 2)]
+        &FLOOR_RUNS
     };
     let mut floor = Map::new();
-    let (mut floor5, mut floor5_watched, mut floor5_controller) = (0.0, 0.0, 0.0);
+    // The 5-write floors' rates, by who watched.
+    let mut floor5 = [0.0; 3];
     let mut controller_watches = Vec::new();
-    for &(five, watched) in floors {
-        if watched == 1 {
-            Progress::watch(&client, &floor_ns)
-                .wait_known(n, deadline(n))
-                .await;
-        }
-        if watched == 2 {
-            controller_watches = controller_like_watches(&client, &floor_ns);
+    for &FloorRun {
+        five,
+        watched,
+        tag,
+        what,
+        key,
+    } in floors
+    {
+        match watched {
+            Watched::Bench => {
+                Progress::watch(&client, &floor_ns)
+                    .wait_known(n, deadline(n))
+                    .await;
+            }
+            Watched::Controller => {
+                controller_watches = controller_like_watches(&client, &floor_ns);
+            }
+            Watched::Nobody => {}
         }
         let writes = if five { 5 } else { 3 };
-        let tag = match (five, watched) {
-            (true, 0) => "f5",
-            (false, _) => "f3",
-            (true, 1) => "f5w",
-            (true, _) => "f5c",
-        };
         let plane_before = control_plane_cpu();
         let server_before = apiserver_counts(&apiserver_metrics(&client).await);
         let (took, failed) = bench
@@ -1233,18 +1291,9 @@ async fn operator_at_scale(results: &mut Map<String, Value>) {
         let rate = (n - failed) as f64 / took.as_secs_f64();
         let plane_ms = 1e3 * (control_plane_cpu() - plane_before) / n as f64;
         let server_after = apiserver_counts(&apiserver_metrics(&client).await);
-        match (five, watched) {
-            (true, 0) => floor5 = rate,
-            (true, 1) => floor5_watched = rate,
-            (true, _) => floor5_controller = rate,
-            _ => {}
+        if five {
+            floor5[watched as usize] = rate;
         }
-        let what = match (five, watched) {
-            (true, 0) => "5 writes: status, escrow, target, status, Event",
-            (false, _) => "3 writes: target, status, Event",
-            (true, 1) => "5 writes under the bench's progress watch",
-            (true, _) => "5 writes, that watch and a controller's two",
-        };
         row(
             what,
             format!(
@@ -1259,14 +1308,7 @@ async fn operator_at_scale(results: &mut Map<String, Value>) {
             ),
         );
         floor.insert(
-            format!(
-                "writes_{writes}{}",
-                match watched {
-                    0 => "",
-                    1 => "_watched",
-                    _ => "_controller_watched",
-                }
-            ),
+            key.to_string(),
             json!({"seconds": round(took.as_secs_f64(), 2), "rotations_per_s": round(rate, 1),
                    "failed": failed, "apiserver_and_etcd_cpu_ms_per_rotation": round(plane_ms, 2),
                    "apiserver_profile": apiserver_profile(&server_before, &server_after, n as f64)}),
@@ -1284,7 +1326,7 @@ async fn operator_at_scale(results: &mut Map<String, Value>) {
                 0.0
             }
         };
-        (of(floor5), of(floor5_watched), of(floor5_controller))
+        (of(floor5[0]), of(floor5[1]), of(floor5[2]))
     };
 
     // 2. Cold start.
