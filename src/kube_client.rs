@@ -50,24 +50,23 @@ pub fn build(
     })
 }
 
-/// What rotor's books key an object by: 128 bits of SipHash of its uid, or of its
-/// `namespace/name`, keyed at random per process — 16 bytes in the map's own slot
-/// instead of a string of its own (at 20,000 resources the strings were megabytes).
+/// What rotor's books key an object by: 64 bits of SipHash of its uid, or of its
+/// `namespace/name`, keyed at random per process — 8 bytes in the map's own slot
+/// instead of a string of its own (at 20,000 resources the strings were megabytes; a
+/// 128-bit key, aligned to 16 bytes, made every slot of these maps twice as big).
 ///
-/// Two objects share a key only when all 128 bits collide: about 1e-30 for 20,000
-/// objects, and no tenant can aim at another's key, since the hash key is secret and
-/// new with every process. So the books stay as exact as the strings were, in
-/// practice; were it ever to happen, the worst is one object trusting the other's
-/// revision (a cache read skipped, or a watch event taken for rotor's own).
+/// Two objects share a key only when all 64 bits collide: about 1e-10 for the 60,000
+/// keys of 20,000 resources in a process's life, and no tenant can aim at another's
+/// key, since the hash key is secret and new with every process. Were it ever to
+/// happen, the worst is one object trusting the other's revision (a cache read
+/// skipped, or a watch event taken for rotor's own: restored by the next sweep).
 #[derive(Default)]
 pub struct Keys(std::hash::RandomState);
 
 impl Keys {
-    pub fn of(&self, key: &str) -> u128 {
+    pub fn of(&self, key: &str) -> u64 {
         use std::hash::BuildHasher;
-        let high = self.0.hash_one((0u8, key));
-        let low = self.0.hash_one((1u8, key));
-        (u128::from(high) << 64) | u128::from(low)
+        self.0.hash_one(key)
     }
 }
 
@@ -76,7 +75,7 @@ impl Keys {
 /// counts as known.
 #[derive(Default)]
 pub struct Revisions {
-    book: std::sync::Mutex<std::collections::HashMap<u128, u64>>,
+    book: std::sync::Mutex<std::collections::HashMap<u64, u64>>,
     keys: Keys,
 }
 
@@ -121,7 +120,7 @@ impl Revisions {
         self.len() == 0
     }
 
-    fn book(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u128, u64>> {
+    fn book(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, u64>> {
         self.book
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -139,11 +138,12 @@ pub fn revision(resource_version: Option<&str>) -> Option<u64> {
     resource_version.and_then(|rv| rv.parse().ok())
 }
 
-/// A uid as the API server makes them (a UUID in lower-case hex), held in 16 bytes;
+/// A uid as the API server makes them (a UUID in lower-case hex), held in 16 bytes
+/// (two words, not a `u128`: its 16-byte alignment would double the map's slot);
 /// any other text as it is.
 #[derive(Clone, Debug, PartialEq)]
 enum Uid {
-    Uuid(u128),
+    Uuid([u64; 2]),
     Other(Box<str>),
 }
 
@@ -151,15 +151,21 @@ impl Uid {
     fn new(uid: &str) -> Self {
         let hex: String = uid.chars().filter(|c| *c != '-').collect();
         match u128::from_str_radix(&hex, 16) {
-            Ok(n) if hex.len() == 32 && Self::Uuid(n).text() == uid => Self::Uuid(n),
+            Ok(n) if hex.len() == 32 && Self::uuid(n).text() == uid => Self::uuid(n),
             _ => Self::Other(uid.into()),
         }
     }
 
+    fn uuid(n: u128) -> Self {
+        // Split in halves: the truncations are the point.
+        #[allow(clippy::cast_possible_truncation)]
+        Self::Uuid([(n >> 64) as u64, n as u64])
+    }
+
     fn text(&self) -> String {
         match self {
-            Self::Uuid(n) => {
-                let hex = format!("{n:032x}");
+            Self::Uuid([high, low]) => {
+                let hex = format!("{high:016x}{low:016x}");
                 format!(
                     "{}-{}-{}-{}-{}",
                     &hex[..8],
@@ -185,14 +191,14 @@ impl Uid {
 #[derive(Default)]
 pub struct OwnWrites {
     written: Revisions,
-    uids: std::sync::Mutex<std::collections::HashMap<u128, Uid>>,
+    uids: std::sync::Mutex<std::collections::HashMap<u64, Uid>>,
     /// Writes under way, by key: a watch event of such a Secret may be the write's own
     /// echo, come before its reply (a watch can overtake it). Judged when the reply
     /// (or the failure) comes, not at once: taken for a stranger's change, it woke the
     /// resource for a second reconcile that read its resource and target again.
     /// An entry lives only while its write is under way: at most one per running
     /// reconcile.
-    pending: std::sync::Mutex<std::collections::HashMap<u128, Pending>>,
+    pending: std::sync::Mutex<std::collections::HashMap<u64, Pending>>,
 }
 
 /// A write of rotor's under way, and the last watch event of its Secret that came
@@ -241,7 +247,7 @@ impl Drop for Writing<'_> {
 }
 
 impl OwnWrites {
-    fn pending(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u128, Pending>> {
+    fn pending(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, Pending>> {
         self.pending
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -326,7 +332,7 @@ impl OwnWrites {
         }
     }
 
-    fn uids(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u128, Uid>> {
+    fn uids(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, Uid>> {
         self.uids
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -632,11 +638,19 @@ mod tests {
         }
         assert_eq!(
             Uid::new("0f8fad5b-d9cb-469f-a165-70867728950e"),
-            Uid::Uuid(0x0f8fad5b_d9cb_469f_a165_70867728950e)
+            Uid::Uuid([0x0f8f_ad5b_d9cb_469f, 0xa165_7086_7728_950e])
         );
         assert!(w.uid_of("shop", "other").is_none());
         w.forget("shop", "v");
         assert!(w.uid_of("shop", "v").is_none());
+    }
+
+    #[test]
+    fn the_books_slots_stay_small() {
+        // At 20,000 resources these maps hold 60,000 entries: a u128 anywhere in a
+        // slot (16-byte alignment) doubled them.
+        assert_eq!(std::mem::size_of::<(u64, u64)>(), 16);
+        assert_eq!(std::mem::size_of::<(u64, Uid)>(), 32);
     }
 
     #[test]
