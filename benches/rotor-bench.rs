@@ -458,16 +458,18 @@ fn cpu_seconds(pid: u32) -> f64 {
 
 /// VmHWM (peak) and VmRSS of a process, in MiB.
 fn memory(pid: u32) -> (f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| -> f64 {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-            .unwrap_or(0.0)
-            / 1024.0
-    };
-    (field("VmHWM:"), field("VmRSS:"))
+    (status_mib(pid, "VmHWM:"), status_mib(pid, "VmRSS:"))
+}
+
+/// One field of a process's /proc status, in MiB (0 when it cannot be read).
+fn status_mib(pid: u32, name: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
 }
 
 /// Samples a process's RSS every second until dropped, printing a line every
@@ -494,9 +496,11 @@ impl RssSeries {
                 }
                 if printed_at.elapsed() >= Self::PRINT_EVERY || peak >= printed_peak + 1.0 {
                     println!(
-                        "    rss: {:>6.0} s {:<12} RSS {rss:5.1} MiB, peak {peak:5.1} MiB, {} rotated twice, {} once",
+                        "    rss: {:>6.0} s {:<12} RSS {rss:5.1} MiB (anon {:4.1}, file {:4.1}), peak {peak:5.1} MiB, {} rotated twice, {} once",
                         started.elapsed().as_secs_f64(),
                         *phase.lock().unwrap(),
+                        status_mib(pid, "RssAnon:"),
+                        status_mib(pid, "RssFile:"),
                         progress.rotated(2),
                         progress.rotated(1),
                     );
