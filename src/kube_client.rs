@@ -58,8 +58,12 @@ pub fn build(
 /// Two objects share a key only when all 64 bits collide: about 1e-10 for the 60,000
 /// keys of 20,000 resources in a process's life, and no tenant can aim at another's
 /// key, since the hash key is secret and new with every process. Were it ever to
-/// happen, the worst is one object trusting the other's revision (a cache read
-/// skipped, or a watch event taken for rotor's own: restored by the next sweep).
+/// happen, the worst is one Secret's watch event taken for rotor's echo of another's
+/// write (a stranger's change then waits for that resource's next reconcile —
+/// `restore_first` — at most `--resync-interval` away), or a precondition that the
+/// API server refuses (rotor then reads). Books whose mistake could cost more — which
+/// revision of a SecretRotation the cache must reach — key by the uid's own 128 bits
+/// (`UidRevisions`).
 #[derive(Default)]
 pub struct Keys(std::hash::RandomState);
 
@@ -127,6 +131,93 @@ impl Revisions {
     }
 }
 
+/// resourceVersions by object uid, keyed by the uid's own 128 bits: exact, nothing to
+/// collide (two objects never share a uid). A uid that is not a UUID in the API
+/// server's own form is never noted, so it never counts as known (a fresh read
+/// instead). Every resourceVersion is held as the etcd revision it is (see
+/// `Revisions`).
+#[derive(Default)]
+pub struct UidRevisions {
+    book: std::sync::Mutex<std::collections::HashMap<[u64; 2], u64>>,
+}
+
+impl UidRevisions {
+    /// Notes `resource_version` for `uid` (forgets the uid when there is none, or it
+    /// is not an integer).
+    pub fn note(&self, uid: &str, resource_version: Option<&str>) {
+        let Some(key) = uuid_words(uid) else { return };
+        let mut book = self.book();
+        match revision(resource_version) {
+            Some(rv) => book.insert(key, rv),
+            None => book.remove(&key),
+        };
+    }
+
+    /// Notes `resource_version` for `uid` unless something is noted for it already.
+    pub fn note_if_absent(&self, uid: &str, resource_version: Option<&str>) {
+        if let (Some(key), Some(rv)) = (uuid_words(uid), revision(resource_version)) {
+            self.book().entry(key).or_insert(rv);
+        }
+    }
+
+    /// The revision noted for `uid`.
+    pub fn get(&self, uid: &str) -> Option<u64> {
+        let key = uuid_words(uid)?;
+        self.book().get(&key).copied()
+    }
+
+    pub fn forget(&self, uid: &str) {
+        if let Some(key) = uuid_words(uid) {
+            self.book().remove(&key);
+        }
+    }
+
+    /// How many uids are noted.
+    pub fn len(&self) -> usize {
+        self.book().len()
+    }
+
+    /// Whether no uid is noted.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn book(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<[u64; 2], u64>> {
+        self.book
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A uid in the API server's own form — a UUID in lower-case hex, hyphenated 8-4-4-4-12
+/// — as its 128 bits in two words; `None` for any other text (upper case, braces,
+/// no hyphens, another length). The form is one-to-one with the bits, so two
+/// different uid texts never give the same words.
+fn uuid_words(uid: &str) -> Option<[u64; 2]> {
+    let bytes = uid.as_bytes();
+    if bytes.len() != 36 {
+        return None;
+    }
+    let mut n: u128 = 0;
+    for (i, &c) in bytes.iter().enumerate() {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            if c != b'-' {
+                return None;
+            }
+            continue;
+        }
+        let digit = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            _ => return None,
+        };
+        n = n << 4 | u128::from(digit);
+    }
+    // Split in halves: the truncations are the point.
+    #[allow(clippy::cast_possible_truncation)]
+    Some([(n >> 64) as u64, n as u64])
+}
+
 /// Whether an object seen at revision `seen` is no newer than rotor's write that gave
 /// it `written` (both known): that write's echo, or an earlier one's.
 fn no_newer(seen: Option<u64>, written: Option<u64>) -> bool {
@@ -149,17 +240,10 @@ enum Uid {
 
 impl Uid {
     fn new(uid: &str) -> Self {
-        let hex: String = uid.chars().filter(|c| *c != '-').collect();
-        match u128::from_str_radix(&hex, 16) {
-            Ok(n) if hex.len() == 32 && Self::uuid(n).text() == uid => Self::uuid(n),
-            _ => Self::Other(uid.into()),
+        match uuid_words(uid) {
+            Some(words) => Self::Uuid(words),
+            None => Self::Other(uid.into()),
         }
-    }
-
-    fn uuid(n: u128) -> Self {
-        // Split in halves: the truncations are the point.
-        #[allow(clippy::cast_possible_truncation)]
-        Self::Uuid([(n >> 64) as u64, n as u64])
     }
 
     fn text(&self) -> String {
@@ -651,6 +735,38 @@ mod tests {
         // slot (16-byte alignment) doubled them.
         assert_eq!(std::mem::size_of::<(u64, u64)>(), 16);
         assert_eq!(std::mem::size_of::<(u64, Uid)>(), 32);
+        assert_eq!(std::mem::size_of::<([u64; 2], u64)>(), 24);
+    }
+
+    #[test]
+    fn uid_revisions_are_exact_and_skip_what_is_no_uuid() {
+        let r = UidRevisions::default();
+        let a = "0f8fad5b-d9cb-469f-a165-70867728950e";
+        let b = "0f8fad5b-d9cb-469f-a165-70867728950f";
+        r.note(a, Some("5"));
+        r.note(b, Some("7"));
+        assert_eq!((r.get(a), r.get(b)), (Some(5), Some(7)));
+        // Not the API server's form: never noted, so never known (a fresh read).
+        for other in [
+            "0F8FAD5B-D9CB-469F-A165-70867728950E",
+            "0f8fad5bd9cb469fa16570867728950e",
+            "{0f8fad5b-d9cb-469f-a165-70867728950e}",
+            "0f8fad5b-d9cb-469f-a165-70867728950g",
+            "0f8fad5b+d9cb-469f-a165-70867728950e",
+            "0f8fad5b-d9cb-469f-a165-70867728950",
+            "",
+        ] {
+            r.note(other, Some("9"));
+            r.note_if_absent(other, Some("9"));
+            assert_eq!(r.get(other), None, "{other:?}");
+        }
+        assert_eq!(r.len(), 2);
+        r.note_if_absent(a, Some("6"));
+        assert_eq!(r.get(a), Some(5), "something noted already wins");
+        r.note(a, Some("x"));
+        assert_eq!(r.get(a), None, "not an integer: forgotten");
+        r.forget(b);
+        assert!(r.is_empty());
     }
 
     #[test]

@@ -567,6 +567,19 @@ async fn a_rotation_costs_five_writes_one_read_and_no_second_reconcile() {
         woke <= 2.0,
         "rotor's own writes (status, Secret, vault) woke reconciles: {woke}"
     );
+    // The rotation's own reconcile trusts the watch cache, which holds the
+    // annotation's change (newer than rotor's last write): it does not read the
+    // resource. Only a second reconcile, woken by a race above, may find the cache
+    // behind rotor's status write and read it.
+    let resource_reads: f64 = what
+        .lines()
+        .filter(|l| l.contains("verb=\"get\"") && l.contains("secretrotations"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    assert!(
+        resource_reads < woke,
+        "{resource_reads} reads of the resource in {woke} reconciles:\n{what}"
+    );
 
     // A rotation that revokes the target slot's old credential writes the target
     // Secret once more before the revoke (that credential leaves `_PREVIOUS` first);

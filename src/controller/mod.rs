@@ -102,9 +102,10 @@ pub struct Context {
     pub own_writes: Arc<crate::kube_client::OwnWrites>,
     /// The vault's keyring, kept current by a watch on the KEK Secret.
     pub keys: Arc<crate::vault::KeyCache>,
-    /// Per resource (by uid): the resourceVersion of rotor's last write to it, so a
-    /// reconcile knows whether the watch cache has caught up with that write.
-    pub written: crate::kube_client::Revisions,
+    /// Per resource (by its uid's own 128 bits: exact): the resourceVersion of rotor's
+    /// last write to it, so a reconcile knows whether the watch cache has caught up
+    /// with that write.
+    pub written: crate::kube_client::UidRevisions,
     /// Far next looks, kept off kube-runtime's scheduler (see looks.rs).
     pub looks: Arc<looks::Looks>,
 }
@@ -128,7 +129,8 @@ impl Context {
     /// Whether an object from the watch cache is at least as new as rotor's last
     /// write to it (or its last fresh read, or the watch's first list — see
     /// `Context::listed`). Unknown — a write whose outcome is unknown, or an object the
-    /// first list did not hold — is never current.
+    /// first list did not hold, a uid not in the API server's UUID form — is never
+    /// current.
     /// resourceVersions are etcd revisions (integers) in every API server rotor
     /// supports; one that is not an integer is never trusted.
     pub fn is_current(&self, meta: &ObjectMeta) -> bool {
