@@ -23,7 +23,8 @@
 //! (N, default 2000), ROTOR_BENCH_CONCURRENCY (16: rotor's --concurrency and the
 //! bench's requests in flight), ROTOR_BENCH_IDLE_SECONDS (60),
 //! ROTOR_BENCH_FOREIGN_SECRETS (10000), ROTOR_BENCH_BURST (2000), ROTOR_BENCH_FLOOR (1;
-//! 0 skips the floor). Heap profile: ROTOR_TEST_WRAP="heaptrack -o /tmp/rotor-{n}" runs
+//! 0 skips the floor), ROTOR_BENCH_HOLD_SECONDS (0: how long rotor is kept running,
+//! its pid and admin address printed, after the memory phase). Heap profile: ROTOR_TEST_WRAP="heaptrack -o /tmp/rotor-{n}" runs
 //! each operator under heaptrack (tests/support), with `cargo bench --bench rotor-bench
 //! --no-default-features` (heaptrack sees only the system allocator, not jemalloc).
 //!
@@ -1442,7 +1443,10 @@ async fn operator_at_scale(results: &mut Map<String, Value>) {
     let steady = progress
         .wait_rotated("steady state", n, 2, started, deadline(n), &op)
         .await;
+    // At rest, before the mark's /metrics scrape (whose text is megabytes at scale).
+    let (_, rss_before_scrape) = memory(op.pid);
     let after_steady = bench.mark(Some(&op)).await;
+    let (_, rss_after_scrape) = memory(op.pid);
     let mut phase = phase_summary(
         "steady state (first annotation to last rotation)",
         n,
@@ -1480,6 +1484,19 @@ async fn operator_at_scale(results: &mut Map<String, Value>) {
     row("RSS after idle", format!("{rss_idle:.1} MiB"));
     row("peak RSS after the steady state", format!("{peak:.1} MiB"));
     row("RSS now", format!("{rss_end:.1} MiB"));
+    row(
+        "RSS before / after the last /metrics scrape",
+        format!("{rss_before_scrape:.1} / {rss_after_scrape:.1} MiB"),
+    );
+    // To look into rotor at its peak (gdb, curl its /metrics): it waits this long.
+    let hold = env_usize("ROTOR_BENCH_HOLD_SECONDS", 0);
+    if hold > 0 {
+        println!(
+            "    holding rotor (pid {}, {}) for {hold} s",
+            op.pid, op.admin_url
+        );
+        tokio::time::sleep(Duration::from_secs(hold as u64)).await;
+    }
     let vault = vault_cost(&client, &cold_ns).await;
     results.insert(
         "memory".into(),
@@ -1489,6 +1506,8 @@ async fn operator_at_scale(results: &mut Map<String, Value>) {
             "rss_mib_after_idle": round(rss_idle, 1),
             "peak_rss_mib": round(peak, 1),
             "rss_mib_end": round(rss_end, 1),
+            "rss_mib_before_last_scrape": round(rss_before_scrape, 1),
+            "rss_mib_after_last_scrape": round(rss_after_scrape, 1),
         }),
     );
     results.insert("vault".into(), vault);
