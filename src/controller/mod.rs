@@ -436,8 +436,17 @@ pub async fn run(
         // metadata the bookkeeping needs, the rest as JSON.
         // The lists are consistent reads (not the API server's cache, which may lag):
         // the first one tells what is current (see `Context::listed`).
+        let sizes = reader.clone();
         let main_watch = watcher(api(scope), watcher::Config::default())
             .default_backoff()
+            // A new version keeps the allocation size of the one it replaces, when it
+            // fits there (see Guarded::keep_size).
+            .map_ok(move |event| {
+                event.modify(|g| {
+                    let old = sizes.get(&reflector::ObjectRef::from_obj(g));
+                    g.keep_size(old.as_deref());
+                })
+            })
             .inspect(move |event| match event {
                 Ok(watcher::Event::InitApply(sr)) if first => watch_ctx.listed(sr),
                 // Not the first list: nothing was exported yet that it could make stale,
