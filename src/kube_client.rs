@@ -74,20 +74,52 @@ impl Keys {
     }
 }
 
-/// resourceVersions by key, held as the etcd revisions (integers) they are in every
-/// API server rotor supports: one that is not an integer is not kept, so it never
-/// counts as known.
-#[derive(Default)]
-pub struct Revisions {
-    book: std::sync::Mutex<std::collections::HashMap<u64, u64>>,
-    keys: Keys,
+/// How a book keys an object's text: [`Keys`] (a 64-bit keyed hash of anything), or
+/// [`UidKeys`] (a uid's own 128 bits; no key for any other text).
+pub trait BookKeys: Default {
+    type Key: Eq + std::hash::Hash + Copy;
+    fn key(&self, text: &str) -> Option<Self::Key>;
 }
 
-impl Revisions {
+impl BookKeys for Keys {
+    type Key = u64;
+    fn key(&self, text: &str) -> Option<u64> {
+        Some(self.of(text))
+    }
+}
+
+/// A uid in the API server's own form, keyed by its 128 bits: exact, nothing to
+/// collide (two objects never share a uid). Any other text has no key: never noted,
+/// so never known (a fresh read instead).
+#[derive(Default)]
+pub struct UidKeys;
+
+impl BookKeys for UidKeys {
+    type Key = [u64; 2];
+    fn key(&self, uid: &str) -> Option<[u64; 2]> {
+        uuid_words(uid)
+    }
+}
+
+/// resourceVersions by key, held as the etcd revisions (integers) they are in every
+/// API server rotor supports: one that is not an integer is not kept, so it never
+/// counts as known; nor is a text its `K` has no key for.
+#[derive(Default)]
+pub struct Revisions<K: BookKeys = Keys> {
+    book: std::sync::Mutex<std::collections::HashMap<K::Key, u64>>,
+    keys: K,
+}
+
+/// resourceVersions by object uid, keyed exactly (see [`UidKeys`]).
+pub type UidRevisions = Revisions<UidKeys>;
+
+impl<K: BookKeys> Revisions<K> {
     /// Notes `resource_version` for `key` (forgets the key when there is none, or it is
     /// not an integer).
     pub fn note(&self, key: &str, resource_version: Option<&str>) {
-        let key = self.keys.of(key);
+        let Some(key) = self.keys.key(key) else {
+            return;
+        };
         let mut book = self.book();
         match revision(resource_version) {
             Some(rv) => book.insert(key, rv),
@@ -97,21 +129,21 @@ impl Revisions {
 
     /// Notes `resource_version` for `key` unless something is noted for it already.
     pub fn note_if_absent(&self, key: &str, resource_version: Option<&str>) {
-        if let Some(rv) = revision(resource_version) {
-            let key = self.keys.of(key);
+        if let (Some(key), Some(rv)) = (self.keys.key(key), revision(resource_version)) {
             self.book().entry(key).or_insert(rv);
         }
     }
 
     /// The revision noted for `key`.
     pub fn get(&self, key: &str) -> Option<u64> {
-        let key = self.keys.of(key);
+        let key = self.keys.key(key)?;
         self.book().get(&key).copied()
     }
 
     pub fn forget(&self, key: &str) {
-        let key = self.keys.of(key);
-        self.book().remove(&key);
+        if let Some(key) = self.keys.key(key) {
+            self.book().remove(&key);
+        }
     }
 
     /// How many keys are noted.
@@ -124,65 +156,7 @@ impl Revisions {
         self.len() == 0
     }
 
-    fn book(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, u64>> {
-        self.book
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-/// resourceVersions by object uid, keyed by the uid's own 128 bits: exact, nothing to
-/// collide (two objects never share a uid). A uid that is not a UUID in the API
-/// server's own form is never noted, so it never counts as known (a fresh read
-/// instead). Every resourceVersion is held as the etcd revision it is (see
-/// `Revisions`).
-#[derive(Default)]
-pub struct UidRevisions {
-    book: std::sync::Mutex<std::collections::HashMap<[u64; 2], u64>>,
-}
-
-impl UidRevisions {
-    /// Notes `resource_version` for `uid` (forgets the uid when there is none, or it
-    /// is not an integer).
-    pub fn note(&self, uid: &str, resource_version: Option<&str>) {
-        let Some(key) = uuid_words(uid) else { return };
-        let mut book = self.book();
-        match revision(resource_version) {
-            Some(rv) => book.insert(key, rv),
-            None => book.remove(&key),
-        };
-    }
-
-    /// Notes `resource_version` for `uid` unless something is noted for it already.
-    pub fn note_if_absent(&self, uid: &str, resource_version: Option<&str>) {
-        if let (Some(key), Some(rv)) = (uuid_words(uid), revision(resource_version)) {
-            self.book().entry(key).or_insert(rv);
-        }
-    }
-
-    /// The revision noted for `uid`.
-    pub fn get(&self, uid: &str) -> Option<u64> {
-        let key = uuid_words(uid)?;
-        self.book().get(&key).copied()
-    }
-
-    pub fn forget(&self, uid: &str) {
-        if let Some(key) = uuid_words(uid) {
-            self.book().remove(&key);
-        }
-    }
-
-    /// How many uids are noted.
-    pub fn len(&self) -> usize {
-        self.book().len()
-    }
-
-    /// Whether no uid is noted.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn book(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<[u64; 2], u64>> {
+    fn book(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<K::Key, u64>> {
         self.book
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -771,7 +745,7 @@ mod tests {
 
     #[test]
     fn revisions_are_kept_per_key() {
-        let r = Revisions::default();
+        let r = Revisions::<Keys>::default();
         r.note("a", Some("5"));
         r.note("b", Some("7"));
         assert_eq!(

@@ -90,11 +90,7 @@ impl Guarded {
         if packed.len() < handed && handed - packed.len() <= KEEP_SLACK {
             *packed = padded(unpad(packed), handed);
         }
-        *keep = if *at_rest {
-            u32::try_from(packed.len()).unwrap_or(0)
-        } else {
-            u32::try_from(handed).unwrap_or(0)
-        };
+        *keep = lasting(*at_rest, packed.len(), handed);
     }
 
     /// The object, typed; or why it cannot be read.
@@ -152,6 +148,12 @@ impl Guarded {
 fn pad(packed: &[u8], room: usize) -> Arc<[u8]> {
     let total = (16 + 4 + packed.len() + room).next_multiple_of(128) - 16;
     padded(packed, total)
+}
+
+/// The size a body hands on (see [`Guarded::keep_size`]): its own, `size`, at rest;
+/// else the one it was `handed`.
+fn lasting(at_rest: bool, size: usize, handed: usize) -> u32 {
+    u32::try_from(if at_rest { size } else { handed }).unwrap_or(0)
 }
 
 /// The most a body handed a bigger size may leave unused (two steps of [`pad`]'s
@@ -245,11 +247,7 @@ impl<'de> Deserialize<'de> for Guarded {
                     room,
                 );
                 Body::Readable {
-                    keep: if at_rest {
-                        u32::try_from(packed.len()).unwrap_or(0)
-                    } else {
-                        0
-                    },
+                    keep: lasting(at_rest, packed.len(), 0),
                     packed,
                     at_rest,
                 }

@@ -441,11 +441,13 @@ pub async fn run(
             .default_backoff()
             // A new version keeps the allocation size of the one it replaces, when it
             // fits there (see Guarded::keep_size).
-            .map_ok(move |event| {
-                event.modify(|g| {
+            // (Not a deletion's: that body is about to go.)
+            .map_ok(move |mut event| {
+                if let watcher::Event::Apply(g) | watcher::Event::InitApply(g) = &mut event {
                     let old = sizes.get(&reflector::ObjectRef::from_obj(g));
                     g.keep_size(old.as_deref());
-                })
+                }
+                event
             })
             .inspect(move |event| match event {
                 Ok(watcher::Event::InitApply(sr)) if first => watch_ctx.listed(sr),
