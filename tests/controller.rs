@@ -71,6 +71,16 @@ async fn sample_first_rotation_fills_secret_status_and_events() {
         "{}",
         status.last_rotation_message
     );
+    // The message once in Ready, not again in the conditions that are False.
+    assert_eq!(
+        condition(&status, "Ready").message,
+        status.last_rotation_message
+    );
+    assert_eq!(
+        condition(&status, "Progressing").message,
+        "no rotation in progress"
+    );
+    assert_eq!(condition(&status, "Degraded").message, "no failure");
 
     // The Secret: owned by the SecretRotation, labelled, template labels applied.
     let owner = &secret.metadata.owner_references.as_ref().unwrap()[0];

@@ -130,12 +130,15 @@ pub fn set_phase(
     let progressing = reason == Reason::Rotating;
     let degraded =
         stopped || reason == Reason::RotationFailed || reason == Reason::EmergencyIncomplete;
+    // Ready always says what happened; Progressing and Degraded only while True (else
+    // a few words instead of the same message three times in every write).
     let wanted = [
-        (ConditionType::Ready, ready, ready_reason),
+        (ConditionType::Ready, ready, ready_reason, None),
         (
             ConditionType::Progressing,
             progressing,
             if progressing { "Rotating" } else { "Idle" },
+            Some("no rotation in progress"),
         ),
         (
             ConditionType::Degraded,
@@ -145,6 +148,7 @@ pub fn set_phase(
             } else {
                 "AsExpected"
             },
+            Some("no failure"),
         ),
     ];
     let previous = std::mem::take(&mut status.conditions);
@@ -164,8 +168,12 @@ pub fn set_phase(
         .collect();
     status.conditions = wanted
         .into_iter()
-        .map(|(type_, on, why)| {
+        .map(|(type_, on, why, when_false)| {
             let status = ConditionStatus::from_bool(on);
+            let message = match when_false {
+                Some(words) if !on => words.to_string(),
+                _ => message.clone(),
+            };
             let since = previous
                 .iter()
                 .find(|c| c.type_ == type_.as_str() && c.status == status)
@@ -174,7 +182,7 @@ pub fn set_phase(
                 type_: type_.as_str().into(),
                 status,
                 reason: why.into(),
-                message: message.clone(),
+                message,
                 last_transition_time: since,
                 observed_generation: generation,
             }
@@ -511,10 +519,18 @@ mod tests {
             assert_eq!(cond(&s, ConditionType::Progressing).1, idle, "{case}");
             assert_eq!(cond(&s, ConditionType::Degraded), degraded, "{case}");
             assert_eq!(s.conditions.len(), 3, "{case}");
+            // Ready carries the message; the others only while True.
             for c in &s.conditions {
+                let expected = match (c.type_.as_str(), c.status) {
+                    ("Ready", _) | (_, ConditionStatus::True) => "the message",
+                    ("Progressing", _) => "no rotation in progress",
+                    _ => "no failure",
+                };
                 assert_eq!(
                     (c.message.as_str(), c.observed_generation),
-                    ("the message", Some(7))
+                    (expected, Some(7)),
+                    "{case}: {}",
+                    c.type_
                 );
             }
             assert_eq!(s.last_rotation_message, "the message");
