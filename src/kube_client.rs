@@ -105,7 +105,7 @@ impl BookKeys for UidKeys {
 /// API server rotor supports: one that is not an integer is not kept, so it never
 /// counts as known; nor is a text its `K` has no key for.
 #[derive(Default)]
-pub struct Revisions<K: BookKeys = Keys> {
+pub struct Revisions<K: BookKeys> {
     book: std::sync::Mutex<std::collections::HashMap<K::Key, u64>>,
     keys: K,
 }
@@ -248,7 +248,7 @@ impl Uid {
 /// could only fail that write's precondition, never write another object).
 #[derive(Default)]
 pub struct OwnWrites {
-    written: Revisions,
+    written: Revisions<Keys>,
     uids: std::sync::Mutex<std::collections::HashMap<u64, Uid>>,
     /// Writes under way, by key: a watch event of such a Secret may be the write's own
     /// echo, come before its reply (a watch can overtake it). Judged when the reply

@@ -159,6 +159,21 @@ impl Context {
         }
     }
 
+    /// Drops all rotor keeps in memory about a deleted SecretRotation: its own books
+    /// and what wakes it (`seen`).
+    fn gone(&self, sr: &Guarded, seen: &triggers::Triggers) {
+        self.forget(sr);
+        let ns = sr.metadata.namespace.as_deref().unwrap_or_default();
+        if let Some(name) = &sr.metadata.name {
+            seen.forget(ns, name);
+            let vault = crate::vault::vault_secret_name(name);
+            self.own_writes.forget(ns, &vault);
+        }
+        if let Ok(sr) = sr.object() {
+            self.own_writes.forget(ns, &sr.spec.target.name);
+        }
+    }
+
     /// Drops what rotor keeps in memory about a deleted SecretRotation.
     fn forget(&self, sr: &Guarded) {
         let (namespace, name) = (
@@ -437,6 +452,7 @@ pub async fn run(
         // The lists are consistent reads (not the API server's cache, which may lag):
         // the first one tells what is current (see `Context::listed`).
         let sizes = reader.clone();
+        let cached = reader.clone();
         let main_watch = watcher(api(scope), watcher::Config::default())
             .default_backoff()
             // A new version keeps the allocation size of the one it replaces, when it
@@ -458,6 +474,19 @@ pub async fn run(
                 }
                 Ok(event @ watcher::Event::InitDone) => {
                     if let Some(listed) = relist.observe(event) {
+                        // Deleted while the watch was down: no Delete event came, and
+                        // until this InitDone the cache still holds them.
+                        let mut gone = 0;
+                        for sr in Relist::unlisted(&listed, cached.state()) {
+                            watch_ctx.gone(&sr, &seen);
+                            gone += 1;
+                        }
+                        if gone > 0 {
+                            tracing::info!(
+                                gone,
+                                "forgot the SecretRotations deleted while the watch was down"
+                            );
+                        }
                         watch_ctx
                             .looks
                             .retain_listed(watch_scope.as_deref(), &listed);
@@ -482,18 +511,7 @@ pub async fn run(
                 }
                 // Gone from the cache, so never reconciled again: drop what rotor
                 // keeps per resource (its gauges, its sweep time).
-                Ok(watcher::Event::Delete(sr)) => {
-                    watch_ctx.forget(sr);
-                    let ns = sr.metadata.namespace.as_deref().unwrap_or_default();
-                    if let Some(name) = &sr.metadata.name {
-                        seen.forget(ns, name);
-                        let vault = crate::vault::vault_secret_name(name);
-                        watch_ctx.own_writes.forget(ns, &vault);
-                    }
-                    if let Ok(sr) = sr.object() {
-                        watch_ctx.own_writes.forget(ns, &sr.spec.target.name);
-                    }
-                }
+                Ok(watcher::Event::Delete(sr)) => watch_ctx.gone(sr, &seen),
                 _ => {}
             });
         // Reconciles follow what a person (or Argo CD) changes: the spec (generation,
@@ -601,6 +619,19 @@ impl Relist {
             _ => None,
         }
     }
+
+    /// Of the objects the cache held before a relist, those it did not list.
+    fn unlisted<K: kube::Resource>(
+        listed: &std::collections::HashSet<crate::metrics::ResourceLabels>,
+        cached: Vec<Arc<K>>,
+    ) -> impl Iterator<Item = Arc<K>> {
+        cached.into_iter().filter(|o| {
+            !listed.contains(&crate::metrics::ResourceLabels {
+                namespace: o.meta().namespace.clone().unwrap_or_default(),
+                name: o.meta().name.clone().unwrap_or_default(),
+            })
+        })
+    }
 }
 
 #[cfg(test)]
@@ -635,5 +666,20 @@ mod relist_tests {
         assert_eq!(names, ["a/kept", "b/other"]);
         // Handed over once.
         assert!(relist.observe(&Event::InitDone::<ConfigMap>).is_none());
+        // What the cache held and the list did not: deleted while the watch was down.
+        let cached = ["a/kept", "a/gone", "b/other", "c/kept"]
+            .map(|n| {
+                let (ns, name) = n.split_once('/').unwrap();
+                std::sync::Arc::new(object(ns, name))
+            })
+            .to_vec();
+        let gone: Vec<_> = Relist::unlisted(&listed, cached)
+            .map(|o| o.metadata.name.clone().unwrap())
+            .collect();
+        assert_eq!(
+            gone,
+            ["gone", "kept"],
+            "a/gone, and c/kept: only a/kept was listed"
+        );
     }
 }
