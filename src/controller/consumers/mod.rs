@@ -75,6 +75,10 @@ struct Book {
     waiting: HashMap<String, HashMap<String, std::time::Instant>>,
     /// Tokens being written, by workload, with when the write started.
     writing: HashMap<String, (std::time::Instant, BTreeSet<String>)>,
+    /// Tokens the last write that went through carried, by workload, with when it
+    /// ended: a rotation whose look at the workload came before that write must not
+    /// write its token again alone (a second rollout, and the others' tokens gone).
+    written: HashMap<String, (std::time::Instant, BTreeSet<String>)>,
 }
 
 /// A write that has not reported back within this is taken as abandoned.
@@ -98,6 +102,8 @@ impl Restarts {
         });
         book.writing
             .retain(|_, (since, _)| since.elapsed() < WRITE_ABANDONED);
+        book.written
+            .retain(|_, (since, _)| since.elapsed() < WRITE_ABANDONED);
         book.waiting
             .entry(workload.to_string())
             .or_default()
@@ -118,14 +124,16 @@ impl Restarts {
 
     /// The value to write for `workload`: `mine` and every other token waiting for it
     /// (at most [`MAX_TOKENS`]), now being written. `None` when another reconcile is
-    /// writing `mine` already (it is then seen on the workload, or comes back to
-    /// waiting if that write fails).
+    /// writing `mine` already, or has just written it (it is then seen on the
+    /// workload, or comes back to waiting if that write fails).
     pub fn take(&self, workload: &str, mine: &str) -> Option<String> {
         let mut book = self.book();
-        if let Some((since, tokens)) = book.writing.get(workload)
-            && since.elapsed() < WRITE_ABANDONED
-            && tokens.contains(mine)
-        {
+        let carried = |entry: Option<&(std::time::Instant, BTreeSet<String>)>| {
+            entry.is_some_and(|(since, tokens)| {
+                since.elapsed() < WRITE_ABANDONED && tokens.contains(mine)
+            })
+        };
+        if carried(book.writing.get(workload)) || carried(book.written.get(workload)) {
             return None;
         }
         let waiting = book.waiting.entry(workload.to_string()).or_default();
@@ -157,8 +165,12 @@ impl Restarts {
             .writing
             .get(workload)
             .is_some_and(|(_, t)| t.iter().cloned().collect::<Vec<_>>().join(",") == value);
-        if ours {
-            book.writing.remove(workload);
+        if ours
+            && let Some((_, tokens)) = book.writing.remove(workload)
+            && ok
+        {
+            book.written
+                .insert(workload.to_string(), (std::time::Instant::now(), tokens));
         }
         if !ok {
             let waiting = book.waiting.entry(workload.to_string()).or_default();
@@ -834,6 +846,10 @@ mod tests {
         let again = book.take("shop/Deployment/web", "5-bbbb").unwrap();
         assert_eq!(again, "3-aaaa,5-bbbb");
         book.written("shop/Deployment/web", &again, true);
+        // Just written: a rotation that looked at the workload before that write
+        // landed does not write its token again alone (a second rollout that would
+        // drop the other's token).
+        assert_eq!(book.take("shop/Deployment/web", "3-aaaa"), None);
         // Written: a later rotation writes alone.
         assert_eq!(
             book.take("shop/Deployment/web", "7-cccc").unwrap(),
