@@ -73,12 +73,24 @@ pub struct Restarts(Mutex<Book>);
 struct Book {
     /// Tokens waiting, with when they were registered.
     waiting: HashMap<String, HashMap<String, std::time::Instant>>,
-    /// Tokens being written, by workload, with when the write started.
-    writing: HashMap<String, (std::time::Instant, BTreeSet<String>)>,
-    /// Tokens the last write that went through carried, by workload, with when it
-    /// ended: a rotation whose look at the workload came before that write must not
+    /// Tokens being written, by workload, with when their write started (several
+    /// writes of one workload may be under way: a single-phase rotation's at once).
+    writing: HashMap<String, HashMap<String, std::time::Instant>>,
+    /// Tokens writes that went through carried, by workload, with when they ended: a
+    /// rotation whose look at the workload came before such a write landed must not
     /// write its token again alone (a second rollout, and the others' tokens gone).
-    written: HashMap<String, (std::time::Instant, BTreeSet<String>)>,
+    written: HashMap<String, HashMap<String, std::time::Instant>>,
+}
+
+/// Drops the tokens older than `max`, and the workloads left with none.
+fn prune(
+    book: &mut HashMap<String, HashMap<String, std::time::Instant>>,
+    max: std::time::Duration,
+) {
+    book.retain(|_, tokens| {
+        tokens.retain(|_, at| at.elapsed() < max);
+        !tokens.is_empty()
+    });
 }
 
 /// A write that has not reported back within this is taken as abandoned.
@@ -96,14 +108,9 @@ impl Restarts {
 
     pub fn register(&self, workload: &str, token: &str) {
         let mut book = self.book();
-        book.waiting.retain(|_, tokens| {
-            tokens.retain(|_, at| at.elapsed() < WAITING_EXPIRES);
-            !tokens.is_empty()
-        });
-        book.writing
-            .retain(|_, (since, _)| since.elapsed() < WRITE_ABANDONED);
-        book.written
-            .retain(|_, (since, _)| since.elapsed() < WRITE_ABANDONED);
+        prune(&mut book.waiting, WAITING_EXPIRES);
+        prune(&mut book.writing, WRITE_ABANDONED);
+        prune(&mut book.written, WRITE_ABANDONED);
         book.waiting
             .entry(workload.to_string())
             .or_default()
@@ -128,10 +135,10 @@ impl Restarts {
     /// workload, or comes back to waiting if that write fails).
     pub fn take(&self, workload: &str, mine: &str) -> Option<String> {
         let mut book = self.book();
-        let carried = |entry: Option<&(std::time::Instant, BTreeSet<String>)>| {
-            entry.is_some_and(|(since, tokens)| {
-                since.elapsed() < WRITE_ABANDONED && tokens.contains(mine)
-            })
+        let carried = |entry: Option<&HashMap<String, std::time::Instant>>| {
+            entry
+                .and_then(|tokens| tokens.get(mine))
+                .is_some_and(|since| since.elapsed() < WRITE_ABANDONED)
         };
         if carried(book.writing.get(workload)) || carried(book.written.get(workload)) {
             return None;
@@ -153,30 +160,36 @@ impl Restarts {
             book.waiting.remove(workload);
         }
         let value = tokens.iter().cloned().collect::<Vec<_>>().join(",");
+        let now = std::time::Instant::now();
         book.writing
-            .insert(workload.to_string(), (std::time::Instant::now(), tokens));
+            .entry(workload.to_string())
+            .or_default()
+            .extend(tokens.into_iter().map(|t| (t, now)));
         Some(value)
     }
 
-    /// The write of `value` for `workload` ended; a failed one's tokens wait again.
+    /// The write of `value` for `workload` ended: its tokens are written, or (it
+    /// failed) wait again.
     pub fn written(&self, workload: &str, value: &str, ok: bool) {
         let mut book = self.book();
-        let ours = book
-            .writing
-            .get(workload)
-            .is_some_and(|(_, t)| t.iter().cloned().collect::<Vec<_>>().join(",") == value);
-        if ours
-            && let Some((_, tokens)) = book.writing.remove(workload)
-            && ok
-        {
-            book.written
-                .insert(workload.to_string(), (std::time::Instant::now(), tokens));
+        if let Some(writing) = book.writing.get_mut(workload) {
+            for t in value.split(',') {
+                writing.remove(t);
+            }
+            if writing.is_empty() {
+                book.writing.remove(workload);
+            }
         }
-        if !ok {
-            let waiting = book.waiting.entry(workload.to_string()).or_default();
-            let now = std::time::Instant::now();
-            waiting.extend(value.split(',').map(|t| (t.to_string(), now)));
-        }
+        let now = std::time::Instant::now();
+        let to = if ok {
+            prune(&mut book.written, WRITE_ABANDONED);
+            &mut book.written
+        } else {
+            &mut book.waiting
+        };
+        to.entry(workload.to_string())
+            .or_default()
+            .extend(value.split(',').map(|t| (t.to_string(), now)));
     }
 }
 
@@ -489,9 +502,10 @@ impl Run {
                 Ok(Found::Workload(_)) => {
                     let key = self.book_key(&r);
                     let Some(value) = self.ctx.restarts.take(&key, &c.token) else {
-                        // Another rotation is writing this one's token right now.
+                        // Another rotation is writing this one's token right now, or
+                        // has just written it: the next look sees it on the workload.
                         all = false;
-                        w.message = "restart being written with another rotation's".into();
+                        w.message = "restarted with another rotation's write; checking".into();
                         continue;
                     };
                     let written = workloads.restart(&r, &value).await;
@@ -850,6 +864,19 @@ mod tests {
         // landed does not write its token again alone (a second rollout that would
         // drop the other's token).
         assert_eq!(book.take("shop/Deployment/web", "3-aaaa"), None);
+        // A third rotation writing meanwhile (a single-phase one: no delay) hides
+        // neither the first write under way nor, once it ends, what it carried.
+        book.register("shop/Deployment/db", "1-aaaa");
+        book.register("shop/Deployment/db", "1-bbbb");
+        let first = book.take("shop/Deployment/db", "1-aaaa").unwrap();
+        assert_eq!(first, "1-aaaa,1-bbbb");
+        let third = book.take("shop/Deployment/db", "2-cccc").unwrap();
+        assert_eq!(third, "2-cccc");
+        book.written("shop/Deployment/db", &third, true);
+        assert_eq!(book.take("shop/Deployment/db", "1-bbbb"), None);
+        book.written("shop/Deployment/db", &first, true);
+        assert_eq!(book.take("shop/Deployment/db", "1-bbbb"), None);
+        assert_eq!(book.take("shop/Deployment/db", "2-cccc"), None);
         // Written: a later rotation writes alone.
         assert_eq!(
             book.take("shop/Deployment/web", "7-cccc").unwrap(),
