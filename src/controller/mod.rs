@@ -159,30 +159,29 @@ impl Context {
         }
     }
 
-    /// Drops all rotor keeps in memory about a deleted SecretRotation: its own books
-    /// and what wakes it (`seen`).
+    /// Drops all rotor keeps in memory about a deleted SecretRotation: its gauges,
+    /// look, sweep time and revision, what wakes it (`seen`) and its Secrets' write
+    /// records. Its body is parsed once, for the uid and the target's name.
     fn gone(&self, sr: &Guarded, seen: &triggers::Triggers) {
-        self.forget(sr);
-        let ns = sr.metadata.namespace.as_deref().unwrap_or_default();
-        if let Some(name) = &sr.metadata.name {
-            seen.forget(ns, name);
-            let vault = crate::vault::vault_secret_name(name);
-            self.own_writes.forget(ns, &vault);
-        }
-        if let Ok(sr) = sr.object() {
-            self.own_writes.forget(ns, &sr.spec.target.name);
-        }
-    }
-
-    /// Drops what rotor keeps in memory about a deleted SecretRotation.
-    fn forget(&self, sr: &Guarded) {
         let (namespace, name) = (
             sr.metadata.namespace.as_deref().unwrap_or_default(),
             sr.metadata.name.as_deref().unwrap_or_default(),
         );
         self.metrics.forget(namespace, name);
         self.looks.forget(namespace, name);
-        if let Some(uid) = sr.uid() {
+        if sr.metadata.name.is_some() {
+            seen.forget(namespace, name);
+            let vault = crate::vault::vault_secret_name(name);
+            self.own_writes.forget(namespace, &vault);
+        }
+        let uid = match sr.object() {
+            Ok(o) => {
+                self.own_writes.forget(namespace, &o.spec.target.name);
+                o.metadata.uid.clone()
+            }
+            Err(unreadable) => unreadable.uid.clone(),
+        };
+        if let Some(uid) = uid {
             self.sweep_book().remove(&uid);
             self.written.forget(&uid);
         }
