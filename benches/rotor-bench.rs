@@ -811,11 +811,11 @@ fn report(title: &str, before: &Mark, after: &Mark, per: f64, unit: &str) -> Val
 
 /// rotor's progress as its own log tells it — every rotation logs `rotated` once the
 /// status write that completes it has landed (its Event follows, off the reconcile's
-/// path: the phase's last few are published just after it ends) — checked against the
-/// API server by a LIST when the log says a phase is done. Reading a file costs the API server
-/// nothing; a watch of every SecretRotation, the bench's observer before, cost it
-/// about a sixth of its rate (the 5-write floor under that watch: 148 rotations/s
-/// against 180 bare), a load the floor does not carry.
+/// path: the phase's last few are published just after it ends) — checked against
+/// the API server by a LIST when the log says a phase is done. Reading a file costs
+/// the API server nothing; a watch of every SecretRotation, the bench's observer
+/// before, cost it about a sixth of its rate (the 5-write floor under that watch: 148
+/// rotations/s against 180 bare), a load the floor does not carry.
 #[derive(Clone)]
 struct Progress(Arc<Mutex<Followed>>);
 
@@ -1061,9 +1061,10 @@ struct FloorRun {
 }
 
 /// In this order: the watches, once open, stay open until a run that nobody watches.
-/// The bare floor is measured first and last: the first run meets an API server and
-/// etcd still settling after the set-up (from 144 to 195 rotations/s between runs of
-/// the same code), and the floor is the most the API server takes.
+/// The bare floor is measured first and last: it falls within a run as etcd fills
+/// with the floor runs' objects (the last 5–19 % below the first), so the better of
+/// the two is the floor — the most the API server takes — and the last, adjacent in
+/// time to rotor's phases, is reported beside it.
 const FLOOR_RUNS: [FloorRun; 5] = [
     FloorRun {
         five: true,
@@ -1123,31 +1124,27 @@ fn controller_like_watches(
         rotor::vault::VAULT_LABEL
     ));
     vec![
-        tokio::spawn({
-            let listed = listed.clone();
-            async move {
-                let mut events = watcher(rotations, watcher::Config::default())
-                    .default_backoff()
-                    .boxed();
-                while let Some(event) = events.next().await {
-                    if let Ok(watcher::Event::InitDone) = event {
-                        let _ = listed.send(0);
-                    }
-                }
-            }
-        }),
-        tokio::spawn({
-            let listed = listed.clone();
-            async move {
-                let mut events = watcher(secrets, targets).default_backoff().boxed();
-                while let Some(event) = events.next().await {
-                    if let Ok(watcher::Event::InitDone) = event {
-                        let _ = listed.send(1);
-                    }
-                }
-            }
-        }),
+        drain(watcher(rotations, watcher::Config::default()), 0, listed),
+        drain(watcher(secrets, targets), 1, listed),
     ]
+}
+
+/// Reads a watch's events and drops them, sending `index` on `listed` at each list's
+/// end.
+fn drain<K: Send + 'static>(
+    events: impl futures::Stream<Item = watcher::Result<watcher::Event<K>>> + Send + 'static,
+    index: usize,
+    listed: &tokio::sync::mpsc::UnboundedSender<usize>,
+) -> tokio::task::JoinHandle<()> {
+    let listed = listed.clone();
+    tokio::spawn(async move {
+        let mut events = events.default_backoff().boxed();
+        while let Some(event) = events.next().await {
+            if let Ok(watcher::Event::InitDone) = event {
+                let _ = listed.send(index);
+            }
+        }
+    })
 }
 
 /// One floor rotation: what a crash-safe rotation must write, by a bare client.
