@@ -76,21 +76,58 @@ struct Book {
     /// Tokens being written, by workload, with when their write started (several
     /// writes of one workload may be under way: a single-phase rotation's at once).
     writing: HashMap<String, HashMap<String, std::time::Instant>>,
-    /// Tokens writes that went through carried, by workload, with when they ended: a
-    /// rotation whose look at the workload came before such a write landed must not
-    /// write its token again alone (a second rollout, and the others' tokens gone).
-    written: HashMap<String, HashMap<String, std::time::Instant>>,
+    /// Tokens writes that went through carried, by workload, with when they ended and
+    /// the workload's generation the write made: a rotation whose look at the workload
+    /// came before such a write landed — or after the token was gone from it again —
+    /// must not write its token again alone (a second rollout, and the others' tokens
+    /// gone): its workload was restarted, at that generation.
+    written: HashMap<String, HashMap<String, Written>>,
+}
+
+/// A write that carried a token went through.
+#[derive(Clone, Copy)]
+struct Written {
+    at: std::time::Instant,
+    /// The workload's generation that write made.
+    generation: Option<i64>,
+}
+
+/// When a book entry was made.
+trait Stamped {
+    fn at(&self) -> std::time::Instant;
+}
+
+impl Stamped for std::time::Instant {
+    fn at(&self) -> std::time::Instant {
+        *self
+    }
+}
+
+impl Stamped for Written {
+    fn at(&self) -> std::time::Instant {
+        self.at
+    }
 }
 
 /// Drops the tokens older than `max`, and the workloads left with none.
-fn prune(
-    book: &mut HashMap<String, HashMap<String, std::time::Instant>>,
-    max: std::time::Duration,
-) {
+fn prune<V: Stamped>(book: &mut HashMap<String, HashMap<String, V>>, max: std::time::Duration) {
     book.retain(|_, tokens| {
-        tokens.retain(|_, at| at.elapsed() < max);
+        tokens.retain(|_, v| v.at().elapsed() < max);
         !tokens.is_empty()
     });
+}
+
+/// What a rotation is to do about restarting one workload.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Take {
+    /// Write this value: its own token and every other waiting for the workload.
+    Write(String),
+    /// Another reconcile is writing its token now: look again.
+    Writing,
+    /// A write that carried its token went through (after its Secret write: a token
+    /// is carried only once registered or by its own rotation), making this
+    /// generation: the workload was restarted for it.
+    Written(i64),
 }
 
 /// A write that has not reported back within this is taken as abandoned.
@@ -129,19 +166,34 @@ impl Restarts {
         }
     }
 
-    /// The value to write for `workload`: `mine` and every other token waiting for it
-    /// (at most [`MAX_TOKENS`]), now being written. `None` when another reconcile is
-    /// writing `mine` already, or has just written it (it is then seen on the
-    /// workload, or comes back to waiting if that write fails).
-    pub fn take(&self, workload: &str, mine: &str) -> Option<String> {
+    /// What to do for `mine` on `workload`: write it with every other token waiting
+    /// (at most [`MAX_TOKENS`], now being written); nothing yet, while another
+    /// reconcile writes it (it comes back to waiting if that write fails); or nothing
+    /// at all, when a write that carried it went through.
+    pub fn take(&self, workload: &str, mine: &str) -> Take {
         let mut book = self.book();
-        let carried = |entry: Option<&HashMap<String, std::time::Instant>>| {
-            entry
-                .and_then(|tokens| tokens.get(mine))
-                .is_some_and(|since| since.elapsed() < WRITE_ABANDONED)
-        };
-        if carried(book.writing.get(workload)) || carried(book.written.get(workload)) {
-            return None;
+        let fresh = |at: std::time::Instant| at.elapsed() < WRITE_ABANDONED;
+        let written = book
+            .written
+            .get(workload)
+            .and_then(|tokens| tokens.get(mine))
+            .filter(|w| fresh(w.at));
+        match written {
+            Some(Written {
+                generation: Some(generation),
+                ..
+            }) => return Take::Written(*generation),
+            // (A reply without a generation: its next look sees the token.)
+            Some(_) => return Take::Writing,
+            None => {}
+        }
+        let writing = book
+            .writing
+            .get(workload)
+            .and_then(|tokens| tokens.get(mine))
+            .is_some_and(|at| fresh(*at));
+        if writing {
+            return Take::Writing;
         }
         let waiting = book.waiting.entry(workload.to_string()).or_default();
         waiting.remove(mine);
@@ -165,12 +217,12 @@ impl Restarts {
             .entry(workload.to_string())
             .or_default()
             .extend(tokens.into_iter().map(|t| (t, now)));
-        Some(value)
+        Take::Write(value)
     }
 
-    /// The write of `value` for `workload` ended: its tokens are written, or (it
-    /// failed) wait again.
-    pub fn written(&self, workload: &str, value: &str, ok: bool) {
+    /// The write of `value` for `workload` ended: its tokens are written, making the
+    /// workload's generation `made` (`Some`), or (it failed: `None`) wait again.
+    pub fn written(&self, workload: &str, value: &str, made: Option<Option<i64>>) {
         let mut book = self.book();
         if let Some(writing) = book.writing.get_mut(workload) {
             for t in value.split(',') {
@@ -180,16 +232,23 @@ impl Restarts {
                 book.writing.remove(workload);
             }
         }
-        let now = std::time::Instant::now();
-        let to = if ok {
-            prune(&mut book.written, WRITE_ABANDONED);
-            &mut book.written
-        } else {
-            &mut book.waiting
-        };
-        to.entry(workload.to_string())
-            .or_default()
-            .extend(value.split(',').map(|t| (t.to_string(), now)));
+        let at = std::time::Instant::now();
+        let tokens = value.split(',').map(str::to_string);
+        match made {
+            Some(generation) => {
+                prune(&mut book.written, WRITE_ABANDONED);
+                let done = Written { at, generation };
+                book.written
+                    .entry(workload.to_string())
+                    .or_default()
+                    .extend(tokens.map(|t| (t, done)));
+            }
+            None => book
+                .waiting
+                .entry(workload.to_string())
+                .or_default()
+                .extend(tokens.map(|t| (t, at))),
+        }
     }
 }
 
@@ -501,16 +560,33 @@ impl Run {
                 }
                 Ok(Found::Workload(_)) => {
                     let key = self.book_key(&r);
-                    let Some(value) = self.ctx.restarts.take(&key, &c.token) else {
-                        // Another rotation is writing this one's token right now, or
-                        // has just written it: the next look sees it on the workload.
-                        all = false;
-                        w.message = "restarted with another rotation's write; checking".into();
-                        continue;
+                    let value = match self.ctx.restarts.take(&key, &c.token) {
+                        Take::Write(value) => value,
+                        Take::Writing => {
+                            // Another rotation is writing this one's token right now:
+                            // the next look sees it on the workload.
+                            all = false;
+                            w.message =
+                                "being restarted with another rotation's write; checking".into();
+                            continue;
+                        }
+                        Take::Written(generation) => {
+                            // Restarted by another rotation's write that carried this
+                            // one's token (the token may be gone from the workload
+                            // since): its rollout is followed from that generation.
+                            w.generation = Some(generation);
+                            w.rolled_out = false;
+                            w.message = "restarted with another rotation's write".into();
+                            continue;
+                        }
                     };
                     let written = workloads.restart(&r, &value).await;
-                    let ok = matches!(written, Ok(Found::Workload(_)));
-                    self.ctx.restarts.written(&key, &value, ok);
+                    let made = match &written {
+                        Ok(Found::Workload(seen)) => Some(seen.generation),
+                        _ => None,
+                    };
+                    let ok = made.is_some();
+                    self.ctx.restarts.written(&key, &value, made);
                     if ok {
                         restarted.push(label(&r));
                         crate::metrics::Metrics::result(
@@ -844,6 +920,14 @@ mod tests {
         assert!(!carries(None, "7-9f2c1a0b"));
     }
 
+    /// The value a rotation is to write (panics on anything else).
+    fn write(take: Take) -> String {
+        match take {
+            Take::Write(value) => value,
+            other => panic!("expected a write, got {other:?}"),
+        }
+    }
+
     #[test]
     fn restarts_within_the_delay_are_written_once() {
         let book = Restarts::default();
@@ -851,46 +935,50 @@ mod tests {
         book.register("shop/Deployment/web", "5-bbbb");
         book.register("shop/Deployment/api", "3-aaaa");
         // The first rotation to write takes every waiting token of the workload.
-        let value = book.take("shop/Deployment/web", "3-aaaa").unwrap();
+        let value = write(book.take("shop/Deployment/web", "3-aaaa"));
         assert_eq!(value, "3-aaaa,5-bbbb");
         // While that write is under way, the other rotation does not write its own.
-        assert_eq!(book.take("shop/Deployment/web", "5-bbbb"), None);
+        assert_eq!(book.take("shop/Deployment/web", "5-bbbb"), Take::Writing);
         // The write failed: both wait again, and the next writer takes both.
-        book.written("shop/Deployment/web", &value, false);
-        let again = book.take("shop/Deployment/web", "5-bbbb").unwrap();
+        book.written("shop/Deployment/web", &value, None);
+        let again = write(book.take("shop/Deployment/web", "5-bbbb"));
         assert_eq!(again, "3-aaaa,5-bbbb");
-        book.written("shop/Deployment/web", &again, true);
+        book.written("shop/Deployment/web", &again, Some(Some(4)));
         // Just written: a rotation that looked at the workload before that write
-        // landed does not write its token again alone (a second rollout that would
-        // drop the other's token).
-        assert_eq!(book.take("shop/Deployment/web", "3-aaaa"), None);
+        // landed — or after someone took its token off again — does not write its
+        // token again alone (a second rollout that would drop the other's token): it
+        // was restarted, at the generation that write made.
+        assert_eq!(book.take("shop/Deployment/web", "3-aaaa"), Take::Written(4));
         // A third rotation writing meanwhile (a single-phase one: no delay) hides
         // neither the first write under way nor, once it ends, what it carried.
         book.register("shop/Deployment/db", "1-aaaa");
         book.register("shop/Deployment/db", "1-bbbb");
-        let first = book.take("shop/Deployment/db", "1-aaaa").unwrap();
+        let first = write(book.take("shop/Deployment/db", "1-aaaa"));
         assert_eq!(first, "1-aaaa,1-bbbb");
-        let third = book.take("shop/Deployment/db", "2-cccc").unwrap();
+        let third = write(book.take("shop/Deployment/db", "2-cccc"));
         assert_eq!(third, "2-cccc");
-        book.written("shop/Deployment/db", &third, true);
-        assert_eq!(book.take("shop/Deployment/db", "1-bbbb"), None);
-        book.written("shop/Deployment/db", &first, true);
-        assert_eq!(book.take("shop/Deployment/db", "1-bbbb"), None);
-        assert_eq!(book.take("shop/Deployment/db", "2-cccc"), None);
+        book.written("shop/Deployment/db", &third, Some(Some(8)));
+        assert_eq!(book.take("shop/Deployment/db", "1-bbbb"), Take::Writing);
+        book.written("shop/Deployment/db", &first, Some(Some(9)));
+        assert_eq!(book.take("shop/Deployment/db", "1-bbbb"), Take::Written(9));
+        assert_eq!(book.take("shop/Deployment/db", "2-cccc"), Take::Written(8));
+        // A reply without a generation: the rotation looks again (and then sees its
+        // token on the workload) instead of following an unknown generation.
+        book.register("shop/Deployment/x", "1-aaaa");
+        let x = write(book.take("shop/Deployment/x", "2-bbbb"));
+        book.written("shop/Deployment/x", &x, Some(None));
+        assert_eq!(book.take("shop/Deployment/x", "1-aaaa"), Take::Writing);
         // Written: a later rotation writes alone.
-        assert_eq!(
-            book.take("shop/Deployment/web", "7-cccc").unwrap(),
-            "7-cccc"
-        );
+        assert_eq!(write(book.take("shop/Deployment/web", "7-cccc")), "7-cccc");
         // Bounded: never more than MAX_TOKENS in one value.
         for i in 0..40 {
             book.register("shop/Deployment/many", &format!("{i}-x"));
         }
-        let value = book.take("shop/Deployment/many", "0-x").unwrap();
+        let value = write(book.take("shop/Deployment/many", "0-x"));
         // A token that will never be written is forgotten, not carried by the next.
         book.register("shop/Rollout/gone", "1-aaaa");
         book.forget("shop/Rollout/gone", "1-aaaa");
-        assert_eq!(book.take("shop/Rollout/gone", "2-bbbb").unwrap(), "2-bbbb");
+        assert_eq!(write(book.take("shop/Rollout/gone", "2-bbbb")), "2-bbbb");
         assert_eq!(value.split(',').count(), MAX_TOKENS);
         assert!(carries(Some(&value), "0-x"));
     }
