@@ -182,7 +182,12 @@ fn classify(method: &http::Method, uri: &http::Uri) -> (String, String) {
 /// An admin client that counts its own requests into `own`: the API server's
 /// counter holds them too, and they are not rotor's.
 async fn counted_client(own: Arc<Mutex<Counts>>) -> Client {
-    let kubeconfig = kube::config::Kubeconfig::read_from(&control_plane().kubeconfig).unwrap();
+    counted_client_of(&control_plane().kubeconfig, own).await
+}
+
+/// A client of the kubeconfig at `path` that counts its own requests into `own`.
+async fn counted_client_of(path: impl AsRef<std::path::Path>, own: Arc<Mutex<Counts>>) -> Client {
+    let kubeconfig = kube::config::Kubeconfig::read_from(path).unwrap();
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
         .await
         .unwrap();
@@ -285,6 +290,126 @@ struct ApiServerCounts {
 async fn apiserver_metrics(client: &Client) -> String {
     let req = http::Request::get("/metrics").body(Vec::new()).unwrap();
     client.request_text(req).await.unwrap_or_default()
+}
+
+/// With `ROTOR_BENCH_PPROF=<dir>`: the API server's and etcd's CPU profiles
+/// (`/debug/pprof/profile`) over `seconds`, from `delay` on, written to
+/// `<dir>/<name>.pb.gz` and `<dir>/<name>.etcd.pb.gz` for `go tool pprof`, with the
+/// rotations in the window printed (the Events created: one a rotation) so that a
+/// function's samples can be read per rotation. Where the time goes, by function: what
+/// the request counts and latencies cannot say.
+fn pprof(
+    client: &Client,
+    name: &str,
+    delay: Duration,
+    seconds: u64,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let dir = std::env::var("ROTOR_BENCH_PPROF").ok()?;
+    let (client, path, name) = (
+        client.clone(),
+        format!("{dir}/{name}.pb.gz"),
+        name.to_string(),
+    );
+    Some(tokio::spawn(async move {
+        use futures::AsyncReadExt;
+        tokio::time::sleep(delay).await;
+        let req = http::Request::get(format!("/debug/pprof/profile?seconds={seconds}"))
+            .body(Vec::new())
+            .unwrap();
+        let mut body = Vec::new();
+        // Rotations in the profile's window: one Event each, floor and rotor alike.
+        let events = |text: String| {
+            apiserver_counts(&text)
+                .requests
+                .get(&("create".to_string(), "events".to_string()))
+                .copied()
+                .unwrap_or(0.0)
+        };
+        let before = events(apiserver_metrics(&client).await);
+        // etcd's profile over the same window (its --enable-pprof, plain HTTP).
+        let etcd = {
+            let url = format!(
+                "{}/debug/pprof/profile?seconds={seconds}",
+                control_plane().etcd_url
+            );
+            let path = format!("{dir}/{name}.etcd.pb.gz");
+            tokio::spawn(async move {
+                if let Ok(reply) = reqwest::get(&url).await
+                    && let Ok(body) = reply.bytes().await
+                {
+                    let _ = std::fs::write(&path, &body);
+                }
+            })
+        };
+        match client.request_stream(req).await {
+            Ok(mut stream) => match stream.read_to_end(&mut body).await {
+                Ok(_) => {
+                    let _ = etcd.await;
+                    let rotations = events(apiserver_metrics(&client).await) - before;
+                    let _ = std::fs::create_dir_all(&dir);
+                    let _ = std::fs::write(&path, &body);
+                    println!(
+                        "    profile of the API server: {path} ({rotations:.0} rotations in it)"
+                    );
+                }
+                Err(e) => println!("    profile {path}: {e}"),
+            },
+            Err(e) => println!("    profile {path}: {e}"),
+        }
+    }))
+}
+
+/// Deletes the Secrets, Events and SecretRotations of `ns`: a floor run's objects,
+/// once it is measured. Kept, they made each later run slower —
+/// the bare floor measured last was 5–19 % below the same run measured first, and a
+/// cold start after the floor cost the API server 15–17 ms a rotation against 13 on a
+/// fresh one — so the floor and rotor would each be measured on a different API server.
+async fn clear(client: &Client, ns: &str) {
+    let started = Instant::now();
+    let (dp, lp) = (kube::api::DeleteParams::default(), ListParams::default());
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    let mut failed = Vec::new();
+    if let Err(e) = secrets.delete_collection(&dp, &lp).await {
+        failed.push(format!("Secrets: {e}"));
+    }
+    if let Err(e) = events.delete_collection(&dp, &lp).await {
+        failed.push(format!("Events: {e}"));
+    }
+    let api: Api<SecretRotation> = Api::namespaced(client.clone(), ns);
+    if let Err(e) = api.delete_collection(&dp, &lp).await {
+        failed.push(format!("SecretRotations: {e}"));
+    }
+    println!(
+        "    cleared {ns} in {:.1} s{}",
+        started.elapsed().as_secs_f64(),
+        if failed.is_empty() {
+            String::new()
+        } else {
+            format!(" (failed: {})", failed.join("; "))
+        }
+    );
+}
+
+/// With `ROTOR_BENCH_PPROF=<dir>`: the named SecretRotations as the API server holds
+/// them (managedFields too), to `<dir>/<ns>-<name>-<when>.json`.
+async fn dump_objects(client: &Client, which: &[(&str, &str)], when: &str) {
+    let Ok(dir) = std::env::var("ROTOR_BENCH_PPROF") else {
+        return;
+    };
+    for (ns, name) in which {
+        let api: Api<kube::api::DynamicObject> = Api::namespaced_with(
+            client.clone(),
+            ns,
+            &kube::api::ApiResource::erase::<SecretRotation>(&()),
+        );
+        if let Ok(o) = api.get(name).await {
+            let _ = std::fs::write(
+                format!("{dir}/{ns}-{name}-{when}.json"),
+                serde_json::to_string_pretty(&o).unwrap_or_default(),
+            );
+        }
+    }
 }
 
 fn apiserver_counts(text: &str) -> ApiServerCounts {
@@ -1051,6 +1176,9 @@ enum Watched {
 #[derive(Clone, Copy)]
 struct FloorRun {
     five: bool,
+    /// Sent as rotor's ServiceAccount (token, RBAC, queued at workload-low) instead of
+    /// the bench's admin (client certificate, exempt).
+    as_rotor: bool,
     /// First the merge patch that asks for a rotation, as the steady state's bench
     /// sends (a write to the resource itself, which every watcher is sent).
     trigger: bool,
@@ -1061,13 +1189,17 @@ struct FloorRun {
 }
 
 /// In this order: the watches, once open, stay open until a run that nobody watches.
-/// The bare floor is measured first and last: it falls within a run as etcd fills
-/// with the floor runs' objects (the last 5–19 % below the first), so the better of
-/// the two is the floor — the most the API server takes — and the last, adjacent in
-/// time to rotor's phases, is reported beside it.
-const FLOOR_RUNS: [FloorRun; 5] = [
+/// Each run writes SecretRotations created just before it, and what it wrote is
+/// deleted after it (see `clear`). The bare floor is measured first and last (the last
+/// 5–7 % below the first since runs clear up after themselves; 5–19 % before), so the
+/// better of the two is the floor — the most the API server takes — and the last,
+/// adjacent in time to rotor's phases, is reported beside it. The run as rotor's
+/// ServiceAccount says what an installed controller's identity costs (token,
+/// RBAC, priority and fairness) against the bench's exempt admin.
+const FLOOR_RUNS: [FloorRun; 6] = [
     FloorRun {
         five: true,
+        as_rotor: false,
         watched: Watched::Nobody,
         trigger: false,
         tag: "f5",
@@ -1075,7 +1207,17 @@ const FLOOR_RUNS: [FloorRun; 5] = [
         key: "writes_5",
     },
     FloorRun {
+        five: true,
+        as_rotor: true,
+        watched: Watched::Nobody,
+        trigger: false,
+        tag: "f5r",
+        what: "5 writes as rotor's ServiceAccount (workload-low)",
+        key: "writes_5_as_rotor_service_account",
+    },
+    FloorRun {
         five: false,
+        as_rotor: false,
         watched: Watched::Nobody,
         trigger: false,
         tag: "f3",
@@ -1084,6 +1226,7 @@ const FLOOR_RUNS: [FloorRun; 5] = [
     },
     FloorRun {
         five: true,
+        as_rotor: false,
         watched: Watched::Controller,
         trigger: false,
         tag: "f5c",
@@ -1092,6 +1235,7 @@ const FLOOR_RUNS: [FloorRun; 5] = [
     },
     FloorRun {
         five: true,
+        as_rotor: false,
         trigger: true,
         watched: Watched::Controller,
         tag: "f6c",
@@ -1100,6 +1244,7 @@ const FLOOR_RUNS: [FloorRun; 5] = [
     },
     FloorRun {
         five: true,
+        as_rotor: false,
         watched: Watched::Nobody,
         trigger: false,
         tag: "f5b",
@@ -1362,10 +1507,10 @@ async fn operator_at_scale(results: &mut Map<String, Value>) {
     // first: the merge patch that asks for a rotation writes the resource, and every
     // watcher is sent it — work the steady state pays that the 5-write floors do not.
     // (The phases with rotor run under no watch of the bench's: see Progress.)
+    // ROTOR_BENCH_PPROF=<dir> profiles the API server and etcd in each run and phase.
     let floors: &[FloorRun] = if env_usize("ROTOR_BENCH_FLOOR", 1) == 0 {
         &[]
     } else {
-        create_rotations(&bench, &floor_ns, "f", n).await;
         &FLOOR_RUNS
     };
     let mut floor = Map::new();
@@ -1377,8 +1522,10 @@ async fn operator_at_scale(results: &mut Map<String, Value>) {
     // The trigger-and-5 floor under a controller's watches: the steady state's like.
     let mut floor6 = 0.0;
     let mut controller_watches = Vec::new();
+    let rotor_client = counted_client_of(&kubeconfig, bench.own.clone()).await;
     for &FloorRun {
         five,
+        as_rotor,
         trigger,
         watched,
         tag,
@@ -1386,6 +1533,8 @@ async fn operator_at_scale(results: &mut Map<String, Value>) {
         key,
     } in floors
     {
+        // Each run on SecretRotations just created, as the cold start's are.
+        create_rotations(&bench, &floor_ns, "f", n).await;
         match watched {
             // (Started once: the runs under them come last and share them. Their
             // first lists are in before the clock starts.)
@@ -1423,20 +1572,27 @@ async fn operator_at_scale(results: &mut Map<String, Value>) {
         };
         let plane_before = control_plane_cpu();
         let server_before = apiserver_counts(&apiserver_metrics(&client).await);
+        let profile = pprof(&client, tag, Duration::from_secs(2), 6);
         let (took, failed) = bench
             .run_all(
                 &format!("{writes}-write floor"),
                 n,
                 concurrency,
                 deadline(n),
-                |i| floor_rotation(client.clone(), floor_ns.clone(), i, (five, trigger), tag),
+                |i| {
+                    let who = if as_rotor { &rotor_client } else { &client };
+                    floor_rotation(who.clone(), floor_ns.clone(), i, (five, trigger), tag)
+                },
             )
             .await;
+        if let Some(profile) = profile {
+            let _ = profile.await;
+        }
         let rate = (n - failed) as f64 / took.as_secs_f64();
         let plane_ms = 1e3 * (control_plane_cpu() - plane_before) / n as f64;
         let server_after = apiserver_counts(&apiserver_metrics(&client).await);
         match (five, trigger) {
-            (true, false) => {
+            (true, false) if !as_rotor => {
                 let best = &mut floor5[watched as usize];
                 *best = best.max(rate);
                 if matches!(watched, Watched::Nobody) {
@@ -1465,6 +1621,10 @@ async fn operator_at_scale(results: &mut Map<String, Value>) {
                    "failed": failed, "apiserver_and_etcd_cpu_ms_per_rotation": round(plane_ms, 2),
                    "apiserver_profile": apiserver_profile(&server_before, &server_after, n as f64)}),
         );
+        // What the run wrote goes before the next run: otherwise every later run, and
+        // rotor's phases, would be measured on an API server that the floor itself
+        // has made slower (see `clear`).
+        clear(&client, &floor_ns).await;
     }
     for watch in controller_watches {
         watch.abort();
@@ -1510,13 +1670,18 @@ async fn operator_at_scale(results: &mut Map<String, Value>) {
     );
     let progress = Progress::follow(&client, &cold_ns, &op);
     let series = RssSeries::start(op.pid, progress.clone());
+    let profile = pprof(&client, "cold", Duration::from_secs(4), 6);
     let cold = progress
         .wait_logged("cold start", n, 0, started, deadline(n), &op)
         .await;
+    if let Some(profile) = profile {
+        let _ = profile.await;
+    }
     let after_cold = bench.mark(Some(&op)).await;
     let (cold, failed) = progress
         .confirm("cold start", (n, 1), cold, (started, deadline(n)), &op)
         .await;
+    dump_objects(&client, &[(&cold_ns, "r0"), (&floor_ns, "f0")], "cold").await;
     let mut phase = phase_summary(
         "cold start (operator start to last first rotation)",
         n,
@@ -1586,6 +1751,7 @@ async fn operator_at_scale(results: &mut Map<String, Value>) {
     let token = format!("bench-{}", Utc::now().timestamp());
     let base = progress.rotated();
     let started = Instant::now();
+    let profile = pprof(&client, "steady", Duration::from_secs(6), 6);
     let (requested, _) = bench
         .run_all("annotating", n, concurrency, deadline(n), |i| {
             let (api, token) = (api.clone(), token.clone());
@@ -1609,6 +1775,9 @@ async fn operator_at_scale(results: &mut Map<String, Value>) {
     let steady = progress
         .wait_logged("steady state", n, base, started, deadline(n), &op)
         .await;
+    if let Some(profile) = profile {
+        let _ = profile.await;
+    }
     // At rest, before the mark's /metrics scrape (whose text is megabytes at scale).
     let (_, rss_before_scrape) = memory(op.pid);
     let after_steady = bench.mark(Some(&op)).await;
@@ -1616,6 +1785,7 @@ async fn operator_at_scale(results: &mut Map<String, Value>) {
     let (steady, failed) = progress
         .confirm("steady state", (n, 2), steady, (started, deadline(n)), &op)
         .await;
+    dump_objects(&client, &[(&cold_ns, "r0")], "steady").await;
     let mut phase = phase_summary(
         "steady state (first annotation to last rotation)",
         n,

@@ -36,6 +36,8 @@ pub struct ControlPlane {
     pub apiserver_url: String,
     /// The etcd and kube-apiserver processes (the bench reads their CPU time).
     pub etcd_pid: u32,
+    /// etcd's client URL (plain HTTP on loopback).
+    pub etcd_url: String,
     pub apiserver_pid: u32,
     assets: PathBuf,
     controller_manager: OnceLock<()>,
@@ -215,6 +217,12 @@ fn start_control_plane() -> ControlPlane {
         &format!("http://127.0.0.1:{peer_port}"),
         "--unsafe-no-fsync",
     ])
+    // The bench's profiles of where etcd's time goes (loopback only).
+    .args(
+        std::env::var_os("ROTOR_BENCH_PPROF")
+            .is_some()
+            .then_some("--enable-pprof"),
+    )
     .stdout(log_file(&dir, "etcd"))
     .stderr(log_file(&dir, "etcd-err"))
     .stdin(Stdio::null());
@@ -282,6 +290,7 @@ fn start_control_plane() -> ControlPlane {
         kubeconfig,
         apiserver_url,
         etcd_pid,
+        etcd_url: format!("http://127.0.0.1:{etcd_port}"),
         apiserver_pid,
         assets,
         controller_manager: OnceLock::new(),
