@@ -85,11 +85,18 @@ struct Book {
 }
 
 /// A write that carried a token went through.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Written {
     at: std::time::Instant,
-    /// The workload's generation that write made.
-    generation: Option<i64>,
+    /// The workload that write restarted.
+    made: Made,
+}
+
+/// Which workload a restart wrote, and the generation it made.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Made {
+    pub uid: Option<String>,
+    pub generation: Option<i64>,
 }
 
 /// When a book entry was made.
@@ -126,7 +133,8 @@ pub enum Take {
     Writing,
     /// A write that carried its token went through (after its Secret write: a token
     /// is carried only once registered or by its own rotation), making this
-    /// generation: the workload was restarted for it.
+    /// generation, after the rotation's look at the workload: the workload was
+    /// restarted for it.
     Written(i64),
 }
 
@@ -166,27 +174,18 @@ impl Restarts {
         }
     }
 
-    /// What to do for `mine` on `workload`: write it with every other token waiting
-    /// (at most [`MAX_TOKENS`], now being written); nothing yet, while another
-    /// reconcile writes it (it comes back to waiting if that write fails); or nothing
-    /// at all, when a write that carried it went through.
-    pub fn take(&self, workload: &str, mine: &str) -> Take {
+    /// What to do for `mine` on `workload`, which the caller's look `seen` found
+    /// without `mine`: write it with every other token waiting (at most
+    /// [`MAX_TOKENS`], now being written); nothing yet, while another reconcile
+    /// writes it (it comes back to waiting if that write fails); or nothing at all,
+    /// when a write that carried it went through after that look — the same object,
+    /// a generation the look had not seen yet. A look that saw that write's
+    /// generation or a later one without `mine` finds it taken off again (a rollback,
+    /// a replace): pods from before the rotation's Secret may be running again, so it
+    /// is written again.
+    pub fn take(&self, workload: &str, mine: &str, seen: &Made) -> Take {
         let mut book = self.book();
         let fresh = |at: std::time::Instant| at.elapsed() < WRITE_ABANDONED;
-        let written = book
-            .written
-            .get(workload)
-            .and_then(|tokens| tokens.get(mine))
-            .filter(|w| fresh(w.at));
-        match written {
-            Some(Written {
-                generation: Some(generation),
-                ..
-            }) => return Take::Written(*generation),
-            // (A reply without a generation: its next look sees the token.)
-            Some(_) => return Take::Writing,
-            None => {}
-        }
         let writing = book
             .writing
             .get(workload)
@@ -194,6 +193,26 @@ impl Restarts {
             .is_some_and(|at| fresh(*at));
         if writing {
             return Take::Writing;
+        }
+        let written = book
+            .written
+            .get(workload)
+            .and_then(|tokens| tokens.get(mine))
+            .filter(|w| fresh(w.at));
+        if let Some(Written { made, .. }) = written {
+            match (made.generation, seen.generation) {
+                (Some(made_generation), Some(seen_generation))
+                    if made.uid.is_some()
+                        && made.uid == seen.uid
+                        && seen_generation < made_generation =>
+                {
+                    return Take::Written(made_generation);
+                }
+                // (A reply without a generation: the next look sees the token.)
+                (None, _) => return Take::Writing,
+                // Taken off again, or another object of that name: written again.
+                _ => {}
+            }
         }
         let waiting = book.waiting.entry(workload.to_string()).or_default();
         waiting.remove(mine);
@@ -220,9 +239,9 @@ impl Restarts {
         Take::Write(value)
     }
 
-    /// The write of `value` for `workload` ended: its tokens are written, making the
-    /// workload's generation `made` (`Some`), or (it failed: `None`) wait again.
-    pub fn written(&self, workload: &str, value: &str, made: Option<Option<i64>>) {
+    /// The write of `value` for `workload` ended: its tokens are written, to the
+    /// workload `made` (`Some`), or (it failed: `None`) wait again.
+    pub fn written(&self, workload: &str, value: &str, made: Option<Made>) {
         let mut book = self.book();
         if let Some(writing) = book.writing.get_mut(workload) {
             for t in value.split(',') {
@@ -235,13 +254,13 @@ impl Restarts {
         let at = std::time::Instant::now();
         let tokens = value.split(',').map(str::to_string);
         match made {
-            Some(generation) => {
+            Some(made) => {
                 prune(&mut book.written, WRITE_ABANDONED);
-                let done = Written { at, generation };
+                let done = Written { at, made };
                 book.written
                     .entry(workload.to_string())
                     .or_default()
-                    .extend(tokens.map(|t| (t, done)));
+                    .extend(tokens.map(|t| (t, done.clone())));
             }
             None => book
                 .waiting
@@ -558,9 +577,13 @@ impl Run {
                     // rotation's coalesced restart, or before an operator restart).
                     Ok(Found::Workload(seen))
                 }
-                Ok(Found::Workload(_)) => {
+                Ok(Found::Workload(seen)) => {
                     let key = self.book_key(&r);
-                    let value = match self.ctx.restarts.take(&key, &c.token) {
+                    let looked = Made {
+                        uid: seen.uid,
+                        generation: seen.generation,
+                    };
+                    let value = match self.ctx.restarts.take(&key, &c.token, &looked) {
                         Take::Write(value) => value,
                         Take::Writing => {
                             // Another rotation is writing this one's token right now:
@@ -572,8 +595,8 @@ impl Run {
                         }
                         Take::Written(generation) => {
                             // Restarted by another rotation's write that carried this
-                            // one's token (the token may be gone from the workload
-                            // since): its rollout is followed from that generation.
+                            // one's token and landed after this look: its rollout is
+                            // followed from that generation.
                             w.generation = Some(generation);
                             w.rolled_out = false;
                             w.message = "restarted with another rotation's write".into();
@@ -582,7 +605,10 @@ impl Run {
                     };
                     let written = workloads.restart(&r, &value).await;
                     let made = match &written {
-                        Ok(Found::Workload(seen)) => Some(seen.generation),
+                        Ok(Found::Workload(seen)) => Some(Made {
+                            uid: seen.uid.clone(),
+                            generation: seen.generation,
+                        }),
                         _ => None,
                     };
                     let ok = made.is_some();
@@ -928,57 +954,103 @@ mod tests {
         }
     }
 
+    /// A look at (or a write of) workload `uid` at `generation`.
+    fn at(uid: &str, generation: i64) -> Made {
+        Made {
+            uid: Some(uid.into()),
+            generation: Some(generation),
+        }
+    }
+
     #[test]
     fn restarts_within_the_delay_are_written_once() {
         let book = Restarts::default();
+        let look = at("u-web", 3);
         book.register("shop/Deployment/web", "3-aaaa");
         book.register("shop/Deployment/web", "5-bbbb");
         book.register("shop/Deployment/api", "3-aaaa");
         // The first rotation to write takes every waiting token of the workload.
-        let value = write(book.take("shop/Deployment/web", "3-aaaa"));
+        let value = write(book.take("shop/Deployment/web", "3-aaaa", &look));
         assert_eq!(value, "3-aaaa,5-bbbb");
         // While that write is under way, the other rotation does not write its own.
-        assert_eq!(book.take("shop/Deployment/web", "5-bbbb"), Take::Writing);
+        assert_eq!(
+            book.take("shop/Deployment/web", "5-bbbb", &look),
+            Take::Writing
+        );
         // The write failed: both wait again, and the next writer takes both.
         book.written("shop/Deployment/web", &value, None);
-        let again = write(book.take("shop/Deployment/web", "5-bbbb"));
+        let again = write(book.take("shop/Deployment/web", "5-bbbb", &look));
         assert_eq!(again, "3-aaaa,5-bbbb");
-        book.written("shop/Deployment/web", &again, Some(Some(4)));
+        book.written("shop/Deployment/web", &again, Some(at("u-web", 4)));
         // Just written: a rotation that looked at the workload before that write
-        // landed — or after someone took its token off again — does not write its
-        // token again alone (a second rollout that would drop the other's token): it
-        // was restarted, at the generation that write made.
-        assert_eq!(book.take("shop/Deployment/web", "3-aaaa"), Take::Written(4));
+        // landed does not write its token again alone (a second rollout that would
+        // drop the other's token): it was restarted, at the generation that write made.
+        assert_eq!(
+            book.take("shop/Deployment/web", "3-aaaa", &look),
+            Take::Written(4)
+        );
+        // A look that saw that write's generation, or a later one, without the token
+        // found it taken off again (a rollback may run pods from before the Secret):
+        // written again. So is another object of that name.
+        for seen in [at("u-web", 4), at("u-web", 5), at("u-new", 1)] {
+            assert_eq!(
+                write(book.take("shop/Deployment/web", "3-aaaa", &seen)),
+                "3-aaaa"
+            );
+            book.written("shop/Deployment/web", "3-aaaa", None);
+            book.forget("shop/Deployment/web", "3-aaaa");
+        }
         // A third rotation writing meanwhile (a single-phase one: no delay) hides
         // neither the first write under way nor, once it ends, what it carried.
+        let db = at("u-db", 7);
         book.register("shop/Deployment/db", "1-aaaa");
         book.register("shop/Deployment/db", "1-bbbb");
-        let first = write(book.take("shop/Deployment/db", "1-aaaa"));
+        let first = write(book.take("shop/Deployment/db", "1-aaaa", &db));
         assert_eq!(first, "1-aaaa,1-bbbb");
-        let third = write(book.take("shop/Deployment/db", "2-cccc"));
+        let third = write(book.take("shop/Deployment/db", "2-cccc", &db));
         assert_eq!(third, "2-cccc");
-        book.written("shop/Deployment/db", &third, Some(Some(8)));
-        assert_eq!(book.take("shop/Deployment/db", "1-bbbb"), Take::Writing);
-        book.written("shop/Deployment/db", &first, Some(Some(9)));
-        assert_eq!(book.take("shop/Deployment/db", "1-bbbb"), Take::Written(9));
-        assert_eq!(book.take("shop/Deployment/db", "2-cccc"), Take::Written(8));
+        book.written("shop/Deployment/db", &third, Some(at("u-db", 8)));
+        assert_eq!(
+            book.take("shop/Deployment/db", "1-bbbb", &db),
+            Take::Writing
+        );
+        book.written("shop/Deployment/db", &first, Some(at("u-db", 9)));
+        assert_eq!(
+            book.take("shop/Deployment/db", "1-bbbb", &db),
+            Take::Written(9)
+        );
+        assert_eq!(
+            book.take("shop/Deployment/db", "2-cccc", &db),
+            Take::Written(8)
+        );
         // A reply without a generation: the rotation looks again (and then sees its
         // token on the workload) instead of following an unknown generation.
+        let x = at("u-x", 1);
         book.register("shop/Deployment/x", "1-aaaa");
-        let x = write(book.take("shop/Deployment/x", "2-bbbb"));
-        book.written("shop/Deployment/x", &x, Some(None));
-        assert_eq!(book.take("shop/Deployment/x", "1-aaaa"), Take::Writing);
+        let written = write(book.take("shop/Deployment/x", "2-bbbb", &x));
+        let unknown = Made {
+            uid: Some("u-x".into()),
+            generation: None,
+        };
+        book.written("shop/Deployment/x", &written, Some(unknown));
+        assert_eq!(book.take("shop/Deployment/x", "1-aaaa", &x), Take::Writing);
         // Written: a later rotation writes alone.
-        assert_eq!(write(book.take("shop/Deployment/web", "7-cccc")), "7-cccc");
+        assert_eq!(
+            write(book.take("shop/Deployment/web", "7-cccc", &look)),
+            "7-cccc"
+        );
         // Bounded: never more than MAX_TOKENS in one value.
         for i in 0..40 {
             book.register("shop/Deployment/many", &format!("{i}-x"));
         }
-        let value = write(book.take("shop/Deployment/many", "0-x"));
+        let value = write(book.take("shop/Deployment/many", "0-x", &look));
         // A token that will never be written is forgotten, not carried by the next.
         book.register("shop/Rollout/gone", "1-aaaa");
         book.forget("shop/Rollout/gone", "1-aaaa");
-        assert_eq!(write(book.take("shop/Rollout/gone", "2-bbbb")), "2-bbbb");
+        assert_eq!(
+            write(book.take("shop/Rollout/gone", "2-bbbb", &look)),
+            "2-bbbb"
+        );
         assert_eq!(value.split(',').count(), MAX_TOKENS);
         assert!(carries(Some(&value), "0-x"));
     }

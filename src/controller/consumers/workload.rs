@@ -20,6 +20,8 @@ fn rollout_resource() -> ApiResource {
 
 /// A consumer as read now.
 pub struct Observed {
+    /// Which object (a workload deleted and created again under its name is another).
+    pub uid: Option<String>,
     pub generation: Option<i64>,
     /// The `rotor.dev/restartedAt` value its pod template carries.
     pub restarted_with: Option<String>,
@@ -309,6 +311,7 @@ fn observed(kind: WorkloadKind, obj: &DynamicObject, since_generation: Option<i6
     let generation = obj.metadata.generation;
     let (rolled_out, message) = rollout(kind, &obj.metadata, &obj.data, since_generation);
     Observed {
+        uid: obj.metadata.uid.clone(),
         generation,
         restarted_with,
         rolled_out,
