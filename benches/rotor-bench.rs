@@ -326,7 +326,9 @@ fn pprof(
                 .unwrap_or(0.0)
         };
         let before = events(apiserver_metrics(&client).await);
-        // etcd's profile over the same window (its --enable-pprof, plain HTTP).
+        let _ = std::fs::create_dir_all(&dir);
+        // etcd's profile over the same window (its --enable-pprof, plain HTTP on
+        // loopback: no proxy, bounded).
         let etcd = {
             let url = format!(
                 "{}/debug/pprof/profile?seconds={seconds}",
@@ -334,7 +336,13 @@ fn pprof(
             );
             let path = format!("{dir}/{name}.etcd.pb.gz");
             tokio::spawn(async move {
-                if let Ok(reply) = reqwest::get(&url).await
+                let http = reqwest::Client::builder()
+                    .no_proxy()
+                    .timeout(Duration::from_secs(seconds + 30))
+                    .build();
+                if let Ok(http) = http
+                    && let Ok(reply) = http.get(&url).send().await
+                    && reply.status().is_success()
                     && let Ok(body) = reply.bytes().await
                 {
                     let _ = std::fs::write(&path, &body);
@@ -346,7 +354,6 @@ fn pprof(
                 Ok(_) => {
                     let _ = etcd.await;
                     let rotations = events(apiserver_metrics(&client).await) - before;
-                    let _ = std::fs::create_dir_all(&dir);
                     let _ = std::fs::write(&path, &body);
                     println!(
                         "    profile of the API server: {path} ({rotations:.0} rotations in it)"
@@ -360,10 +367,11 @@ fn pprof(
 }
 
 /// Deletes the Secrets, Events and SecretRotations of `ns`: a floor run's objects,
-/// once it is measured. Kept, they made each later run slower —
-/// the bare floor measured last was 5–19 % below the same run measured first, and a
-/// cold start after the floor cost the API server 15–17 ms a rotation against 13 on a
-/// fresh one — so the floor and rotor would each be measured on a different API server.
+/// once it is measured. Kept, they weighed on each later run — the bare floor measured
+/// last was 5–19 % below the same run measured first (4–8 % with them deleted), and
+/// the cold start after them cost API server + etcd 13.6–16.7 ms a rotation against
+/// 12.8–13.4 with no floor before it (within this machine's noise) — so the floor and
+/// rotor would each be measured on a different API server.
 async fn clear(client: &Client, ns: &str) {
     let started = Instant::now();
     let (dp, lp) = (kube::api::DeleteParams::default(), ListParams::default());
@@ -1191,7 +1199,7 @@ struct FloorRun {
 /// In this order: the watches, once open, stay open until a run that nobody watches.
 /// Each run writes SecretRotations created just before it, and what it wrote is
 /// deleted after it (see `clear`). The bare floor is measured first and last (the last
-/// 5–7 % below the first since runs clear up after themselves; 5–19 % before), so the
+/// 4–8 % below the first since runs clear up after themselves; 5–19 % before), so the
 /// better of the two is the floor — the most the API server takes — and the last,
 /// adjacent in time to rotor's phases, is reported beside it. The run as rotor's
 /// ServiceAccount says what an installed controller's identity costs (token,
@@ -1585,12 +1593,14 @@ async fn operator_at_scale(results: &mut Map<String, Value>) {
                 },
             )
             .await;
-        if let Some(profile) = profile {
-            let _ = profile.await;
-        }
         let rate = (n - failed) as f64 / took.as_secs_f64();
         let plane_ms = 1e3 * (control_plane_cpu() - plane_before) / n as f64;
         let server_after = apiserver_counts(&apiserver_metrics(&client).await);
+        // (After the run's numbers: a profile outlasting a short run adds nothing to
+        // them; the next run starts once it is over.)
+        if let Some(profile) = profile {
+            let _ = profile.await;
+        }
         match (five, trigger) {
             (true, false) if !as_rotor => {
                 let best = &mut floor5[watched as usize];
@@ -1674,14 +1684,14 @@ async fn operator_at_scale(results: &mut Map<String, Value>) {
     let cold = progress
         .wait_logged("cold start", n, 0, started, deadline(n), &op)
         .await;
+    let after_cold = bench.mark(Some(&op)).await;
     if let Some(profile) = profile {
         let _ = profile.await;
     }
-    let after_cold = bench.mark(Some(&op)).await;
     let (cold, failed) = progress
         .confirm("cold start", (n, 1), cold, (started, deadline(n)), &op)
         .await;
-    dump_objects(&client, &[(&cold_ns, "r0"), (&floor_ns, "f0")], "cold").await;
+    dump_objects(&client, &[(&cold_ns, "r0")], "cold").await;
     let mut phase = phase_summary(
         "cold start (operator start to last first rotation)",
         n,
@@ -1775,13 +1785,13 @@ async fn operator_at_scale(results: &mut Map<String, Value>) {
     let steady = progress
         .wait_logged("steady state", n, base, started, deadline(n), &op)
         .await;
-    if let Some(profile) = profile {
-        let _ = profile.await;
-    }
     // At rest, before the mark's /metrics scrape (whose text is megabytes at scale).
     let (_, rss_before_scrape) = memory(op.pid);
     let after_steady = bench.mark(Some(&op)).await;
     let (_, rss_after_scrape) = memory(op.pid);
+    if let Some(profile) = profile {
+        let _ = profile.await;
+    }
     let (steady, failed) = progress
         .confirm("steady state", (n, 2), steady, (started, deadline(n)), &op)
         .await;
