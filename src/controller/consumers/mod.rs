@@ -129,13 +129,9 @@ fn prune<V: Stamped>(book: &mut HashMap<String, HashMap<String, V>>, max: std::t
 pub enum Take {
     /// Write this value: its own token and every other waiting for the workload.
     Write(String),
-    /// Another reconcile is writing its token now: look again.
+    /// Another reconcile is writing its token now, or wrote it after the rotation's
+    /// look at the workload: look again (the next look sees it there).
     Writing,
-    /// A write that carried its token went through (after its Secret write: a token
-    /// is carried only once registered or by its own rotation), making this
-    /// generation, after the rotation's look at the workload: the workload was
-    /// restarted for it.
-    Written(i64),
 }
 
 /// A write that has not reported back within this is taken as abandoned.
@@ -176,13 +172,13 @@ impl Restarts {
 
     /// What to do for `mine` on `workload`, which the caller's look `seen` found
     /// without `mine`: write it with every other token waiting (at most
-    /// [`MAX_TOKENS`], now being written); nothing yet, while another reconcile
-    /// writes it (it comes back to waiting if that write fails); or nothing at all,
-    /// when a write that carried it went through after that look — the same object,
-    /// a generation the look had not seen yet. A look that saw that write's
-    /// generation or a later one without `mine` finds it taken off again (a rollback,
-    /// a replace): pods from before the rotation's Secret may be running again, so it
-    /// is written again.
+    /// [`MAX_TOKENS`], now being written); or nothing yet, while another reconcile
+    /// writes it (it comes back to waiting if that write fails) or when a write that
+    /// carried it went through after that look — the same object, a generation the
+    /// look had not seen — so that the next look finds it there. A look that saw that
+    /// write's generation or a later one without `mine` finds it taken off again (a
+    /// rollback, a replace): pods from before the rotation's Secret may be running
+    /// again, so it is written again.
     pub fn take(&self, workload: &str, mine: &str, seen: &Made) -> Take {
         let mut book = self.book();
         let fresh = |at: std::time::Instant| at.elapsed() < WRITE_ABANDONED;
@@ -201,12 +197,14 @@ impl Restarts {
             .filter(|w| fresh(w.at));
         if let Some(Written { made, .. }) = written {
             match (made.generation, seen.generation) {
+                // Landed after the look. A look, not the write's reply, tells that
+                // the workload carries the token: it may be taken off again since.
                 (Some(made_generation), Some(seen_generation))
                     if made.uid.is_some()
                         && made.uid == seen.uid
                         && seen_generation < made_generation =>
                 {
-                    return Take::Written(made_generation);
+                    return Take::Writing;
                 }
                 // (A reply without a generation: the next look sees the token.)
                 (None, _) => return Take::Writing,
@@ -586,20 +584,11 @@ impl Run {
                     let value = match self.ctx.restarts.take(&key, &c.token, &looked) {
                         Take::Write(value) => value,
                         Take::Writing => {
-                            // Another rotation is writing this one's token right now:
-                            // the next look sees it on the workload.
+                            // Another rotation is writing this one's token right now,
+                            // or wrote it after this look: the next look sees it on
+                            // the workload.
                             all = false;
-                            w.message =
-                                "being restarted with another rotation's write; checking".into();
-                            continue;
-                        }
-                        Take::Written(generation) => {
-                            // Restarted by another rotation's write that carried this
-                            // one's token and landed after this look: its rollout is
-                            // followed from that generation.
-                            w.generation = Some(generation);
-                            w.rolled_out = false;
-                            w.message = "restarted with another rotation's write".into();
+                            w.message = "restarted with another rotation's write; checking".into();
                             continue;
                         }
                     };
@@ -984,10 +973,10 @@ mod tests {
         book.written("shop/Deployment/web", &again, Some(at("u-web", 4)));
         // Just written: a rotation that looked at the workload before that write
         // landed does not write its token again alone (a second rollout that would
-        // drop the other's token): it was restarted, at the generation that write made.
+        // drop the other's token): it looks again, and then sees its token there.
         assert_eq!(
             book.take("shop/Deployment/web", "3-aaaa", &look),
-            Take::Written(4)
+            Take::Writing
         );
         // A look that saw that write's generation, or a later one, without the token
         // found it taken off again (a rollback may run pods from before the Secret):
@@ -1017,11 +1006,11 @@ mod tests {
         book.written("shop/Deployment/db", &first, Some(at("u-db", 9)));
         assert_eq!(
             book.take("shop/Deployment/db", "1-bbbb", &db),
-            Take::Written(9)
+            Take::Writing
         );
         assert_eq!(
             book.take("shop/Deployment/db", "2-cccc", &db),
-            Take::Written(8)
+            Take::Writing
         );
         // A reply without a generation: the rotation looks again (and then sees its
         // token on the workload) instead of following an unknown generation.
