@@ -115,8 +115,7 @@ impl Workloads {
                 "apiVersion": api_version,
                 "kind": kind,
                 "metadata": metadata,
-                "spec": {"restartAt":
-                    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)},
+                "spec": {"restartAt": restart_at(chrono::Utc::now())},
             })
         } else {
             json!({
@@ -294,6 +293,18 @@ fn text<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
 }
 
 /// A consumer's state, from the object as read.
+/// A Rollout's `spec.restartAt` for a restart asked at `now`: the next whole second.
+/// Argo Rollouts evicts the pods created before it, and a pod's creationTimestamp is
+/// in whole seconds: rounded down, a pod created earlier in the same second — before
+/// the Secret was written — would be left running with the old credential. (Argo waits
+/// for a time still to come: at most a second here.)
+fn restart_at(now: chrono::DateTime<chrono::Utc>) -> String {
+    use chrono::DurationRound;
+    let second = chrono::TimeDelta::seconds(1);
+    let up = now.duration_trunc(second).unwrap_or(now) + second;
+    up.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
 fn observed(kind: WorkloadKind, obj: &DynamicObject, since_generation: Option<i64>) -> Observed {
     let restarted_with = if kind == WorkloadKind::Rollout {
         obj.metadata
@@ -420,6 +431,20 @@ pub fn rollout(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_rollout_restart_covers_pods_created_earlier_in_the_same_second() {
+        let at = |t: &str| t.parse::<chrono::DateTime<chrono::Utc>>().unwrap();
+        assert_eq!(
+            super::restart_at(at("2026-12-05T21:45:03.400Z")),
+            "2026-12-05T21:45:04Z"
+        );
+        // On the second: still the next one (a pod created at …:03 is before it).
+        assert_eq!(
+            super::restart_at(at("2026-12-05T21:45:03Z")),
+            "2026-12-05T21:45:04Z"
+        );
+    }
+
     use super::*;
 
     fn meta(generation: i64) -> ObjectMeta {
