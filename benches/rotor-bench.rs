@@ -399,24 +399,22 @@ async fn clear(client: &Client, ns: &str) {
     );
 }
 
-/// With `ROTOR_BENCH_PPROF=<dir>`: the named SecretRotations as the API server holds
-/// them (managedFields too), to `<dir>/<ns>-<name>-<when>.json`.
-async fn dump_objects(client: &Client, which: &[(&str, &str)], when: &str) {
+/// With `ROTOR_BENCH_PPROF=<dir>`: the SecretRotation `ns/name` as the API server
+/// holds it (managedFields too), to `<dir>/<ns>-<name>-<when>.json`.
+async fn dump_object(client: &Client, ns: &str, name: &str, when: &str) {
     let Ok(dir) = std::env::var("ROTOR_BENCH_PPROF") else {
         return;
     };
-    for (ns, name) in which {
-        let api: Api<kube::api::DynamicObject> = Api::namespaced_with(
-            client.clone(),
-            ns,
-            &kube::api::ApiResource::erase::<SecretRotation>(&()),
+    let api: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        ns,
+        &kube::api::ApiResource::erase::<SecretRotation>(&()),
+    );
+    if let Ok(o) = api.get(name).await {
+        let _ = std::fs::write(
+            format!("{dir}/{ns}-{name}-{when}.json"),
+            serde_json::to_string_pretty(&o).unwrap_or_default(),
         );
-        if let Ok(o) = api.get(name).await {
-            let _ = std::fs::write(
-                format!("{dir}/{ns}-{name}-{when}.json"),
-                serde_json::to_string_pretty(&o).unwrap_or_default(),
-            );
-        }
     }
 }
 
@@ -1185,7 +1183,7 @@ enum Watched {
 struct FloorRun {
     five: bool,
     /// Sent as rotor's ServiceAccount (token, RBAC, queued at workload-low) instead of
-    /// the bench's admin (client certificate, exempt).
+    /// the bench's admin (a static token in system:masters, exempt).
     as_rotor: bool,
     /// First the merge patch that asks for a rotation, as the steady state's bench
     /// sends (a write to the resource itself, which every watcher is sent).
@@ -1691,7 +1689,7 @@ async fn operator_at_scale(results: &mut Map<String, Value>) {
     let (cold, failed) = progress
         .confirm("cold start", (n, 1), cold, (started, deadline(n)), &op)
         .await;
-    dump_objects(&client, &[(&cold_ns, "r0")], "cold").await;
+    dump_object(&client, &cold_ns, "r0", "cold").await;
     let mut phase = phase_summary(
         "cold start (operator start to last first rotation)",
         n,
@@ -1795,7 +1793,7 @@ async fn operator_at_scale(results: &mut Map<String, Value>) {
     let (steady, failed) = progress
         .confirm("steady state", (n, 2), steady, (started, deadline(n)), &op)
         .await;
-    dump_objects(&client, &[(&cold_ns, "r0")], "steady").await;
+    dump_object(&client, &cold_ns, "r0", "steady").await;
     let mut phase = phase_summary(
         "steady state (first annotation to last rotation)",
         n,

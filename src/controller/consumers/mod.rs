@@ -77,10 +77,10 @@ struct Book {
     /// writes of one workload may be under way: a single-phase rotation's at once).
     writing: HashMap<String, HashMap<String, std::time::Instant>>,
     /// Tokens writes that went through carried, by workload, with when they ended and
-    /// the workload's generation the write made: a rotation whose look at the workload
-    /// came before such a write landed — or after the token was gone from it again —
-    /// must not write its token again alone (a second rollout, and the others' tokens
-    /// gone): its workload was restarted, at that generation.
+    /// the workload (uid, generation) the write made: a rotation whose look at the
+    /// workload came before such a write landed must not write its token again alone
+    /// (a second rollout, and the others' tokens gone): it looks again instead (see
+    /// [`Restarts::take`]).
     written: HashMap<String, HashMap<String, Written>>,
 }
 
@@ -93,7 +93,7 @@ struct Written {
 }
 
 /// Which workload a restart wrote, and the generation it made.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Made {
     pub uid: Option<String>,
     pub generation: Option<i64>,

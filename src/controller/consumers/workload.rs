@@ -292,7 +292,6 @@ fn text<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
     v.pointer(pointer).and_then(Value::as_str)
 }
 
-/// A consumer's state, from the object as read.
 /// A Rollout's `spec.restartAt` for a restart asked at `now`: the next whole second.
 /// Argo Rollouts evicts the pods created before it, and a pod's creationTimestamp is
 /// in whole seconds: rounded down, a pod created earlier in the same second — before
@@ -305,6 +304,7 @@ fn restart_at(now: chrono::DateTime<chrono::Utc>) -> String {
     up.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
+/// A consumer's state, from the object as read.
 fn observed(kind: WorkloadKind, obj: &DynamicObject, since_generation: Option<i64>) -> Observed {
     let restarted_with = if kind == WorkloadKind::Rollout {
         obj.metadata
@@ -431,21 +431,21 @@ pub fn rollout(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn a_rollout_restart_covers_pods_created_earlier_in_the_same_second() {
         let at = |t: &str| t.parse::<chrono::DateTime<chrono::Utc>>().unwrap();
         assert_eq!(
-            super::restart_at(at("2026-12-05T21:45:03.400Z")),
+            restart_at(at("2026-12-05T21:45:03.400Z")),
             "2026-12-05T21:45:04Z"
         );
         // On the second: still the next one (a pod created at …:03 is before it).
         assert_eq!(
-            super::restart_at(at("2026-12-05T21:45:03Z")),
+            restart_at(at("2026-12-05T21:45:03Z")),
             "2026-12-05T21:45:04Z"
         );
     }
-
-    use super::*;
 
     fn meta(generation: i64) -> ObjectMeta {
         ObjectMeta {
