@@ -19,6 +19,13 @@ pub const MAX_CONSUMERS: usize = 64;
 /// rotations it restarts for (never a wall-clock second).
 pub const RESTARTED_AT_ANNOTATION: &str = "rotor.dev/restartedAt";
 
+/// The most restarts rotor writes to one workload for one rotation. A workload whose
+/// pod template loses the rotation's token before it has rolled out (a `kubectl
+/// rollout undo`, a replace) may run pods from before the rotation again, so it is
+/// restarted again — at most this many writes in all; then it waits for
+/// `revocation.maxWait` like any stuck consumer.
+pub const MAX_RESTARTS: u32 = 3;
+
 /// The workloads that read the target Secret. After each rotation rotor restarts them
 /// (one pod-template annotation, `rotor.dev/restartedAt`) and follows their rollout;
 /// the previous credential is never revoked while one still runs pods started before

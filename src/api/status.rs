@@ -238,11 +238,19 @@ pub struct WorkloadStatus {
     /// means its controller has observed this generation (or a later one) and finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generation: Option<i64>,
+    /// How many restarts rotor wrote to it for this rotation: more than one when its
+    /// pod template lost the rotation's token before it rolled out (a rollback).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub restarts: u32,
     /// Whether it has rolled out.
     pub rolled_out: bool,
     /// How far it is, e.g. `2 of 3 updated replicas are available`.
     #[serde(default)]
     pub message: String,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Why a rotation starts.

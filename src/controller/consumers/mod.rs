@@ -25,8 +25,8 @@ use super::secret::Target;
 use super::status;
 use super::validate::ValidSpec;
 use crate::api::{
-    ConsumerPhase, ConsumersStatus, MAX_CONSUMERS, RevokeAfter, SecretRotationStatus, Strategy,
-    WorkloadRef, WorkloadStatus,
+    ConsumerPhase, ConsumersStatus, MAX_CONSUMERS, MAX_RESTARTS, RevokeAfter, SecretRotationStatus,
+    Strategy, WorkloadRef, WorkloadStatus,
 };
 use crate::notify::NotifyEvent;
 use crate::rotation::{ConsumerState, Revocation, Usage, Verdict};
@@ -37,10 +37,8 @@ use kube::runtime::events::EventType;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use tracing::{info, warn};
-use workload::{Found, Workloads};
+use workload::{Found, MAX_TOKENS, Workloads};
 
-/// The most rotation tokens one `rotor.dev/restartedAt` value carries.
-const MAX_TOKENS: usize = 16;
 /// How often a stuck rollout is looked at.
 const STUCK_POLL: TimeDelta = TimeDelta::seconds(30);
 
@@ -269,6 +267,19 @@ impl Restarts {
     }
 }
 
+/// A consumer that is not there to restart or follow: it runs no pods, so holds no
+/// credential.
+fn gone(w: &mut WorkloadStatus, absent: Found) {
+    w.rolled_out = true;
+    w.message = match absent {
+        Found::KindNotInstalled => {
+            "the Rollout kind (Argo Rollouts) is not installed: skipped".into()
+        }
+        _ if w.restarts == 0 => "not found: nothing to restart".into(),
+        _ => "deleted".into(),
+    };
+}
+
 fn label(w: &WorkloadRef) -> String {
     format!("{}/{}", w.kind.as_str(), w.name)
 }
@@ -398,6 +409,7 @@ impl Run {
                     kind: w.kind,
                     name: w.name,
                     generation: None,
+                    restarts: 0,
                     rolled_out: false,
                     message: "restart pending".into(),
                 })
@@ -468,13 +480,18 @@ impl Run {
             .unwrap_or(TimeDelta::seconds(5))
     }
 
-    /// Restarts (once the delay has passed), then follows the rollouts.
+    /// Restarts (once the delay has passed), then follows the rollouts; past
+    /// `revocation.maxWait` says the consumers are stuck — also when a restart could
+    /// not be written (it is retried on every look, stuck or not).
     async fn advance(
         &self,
         spec: &ValidSpec,
         c: &mut ConsumersStatus,
         at_once: bool,
     ) -> Option<DateTime<Utc>> {
+        if c.phase == ConsumerPhase::RolledOut {
+            return None;
+        }
         if c.phase == ConsumerPhase::Restarting {
             let delay = if at_once {
                 std::time::Duration::ZERO
@@ -485,17 +502,14 @@ impl Run {
             if self.now < due {
                 return Some(due);
             }
-            if !self.restart_all(c).await {
-                return Some(self.now + self.poll());
-            }
         }
-        if c.phase == ConsumerPhase::RolledOut {
-            return None;
+        let written = self.restart_and_follow(c).await;
+        if written && c.phase == ConsumerPhase::Restarting {
+            c.phase = ConsumerPhase::RollingOut;
         }
-        self.observe_all(c).await;
         // With consumers rotor does not follow, "every consumer rolled out" is never
         // known: the rotation stays RollingOut until maxWait says it is stuck.
-        if c.workloads.iter().all(|w| w.rolled_out) && c.incomplete.is_none() {
+        if written && c.workloads.iter().all(|w| w.rolled_out) && c.incomplete.is_none() {
             c.phase = ConsumerPhase::RolledOut;
             info!(name = %self.sr.name_any(), rotation = c.rotation, "consumers rolled out");
             self.publish(
@@ -561,74 +575,98 @@ impl Run {
         })
     }
 
-    /// Writes the restart of every consumer that does not carry this rotation's token
-    /// yet. Returns whether every write went through (else it is retried).
-    async fn restart_all(&self, c: &mut ConsumersStatus) -> bool {
+    /// Looks at every consumer not rolled out yet. One that does not carry this
+    /// rotation's token is restarted: the first time, or again when its pod template
+    /// lost the token before it rolled out (a `kubectl rollout undo` during the
+    /// rollout brings back pods from before the rotation's Secret) — at most
+    /// [`MAX_RESTARTS`] writes. One that carries it is followed to its rollout.
+    /// Returns whether every restart it needed was written (else it is retried).
+    async fn restart_and_follow(&self, c: &mut ConsumersStatus) -> bool {
         let workloads = self.workloads();
         let mut all = true;
         let mut restarted = Vec::new();
-        for w in &mut c.workloads {
+        for w in c.workloads.iter_mut().filter(|w| !w.rolled_out) {
             let r = workload_ref(w);
-            let found = match workloads.observe(&r, None).await {
-                Ok(Found::Workload(seen)) if carries(seen.restarted_with.as_deref(), &c.token) => {
-                    // Already restarted for this rotation (by a retry, another
-                    // rotation's coalesced restart, or before an operator restart).
-                    Ok(Found::Workload(seen))
+            let key = self.book_key(&r);
+            let seen = match workloads.observe(&r, w.generation).await {
+                Ok(Found::Workload(seen)) => seen,
+                Ok(absent) => {
+                    gone(w, absent);
+                    self.ctx.restarts.forget(&key, &c.token);
+                    continue;
                 }
-                Ok(Found::Workload(seen)) => {
-                    let key = self.book_key(&r);
-                    let looked = Made {
-                        uid: seen.uid,
-                        generation: seen.generation,
-                    };
-                    let value = match self.ctx.restarts.take(&key, &c.token, &looked) {
-                        Take::Write(value) => value,
-                        Take::Writing => {
-                            // Another rotation is writing this one's token right now,
-                            // or wrote it after this look: the next look sees it on
-                            // the workload.
-                            all = false;
-                            w.message = "restarted with another rotation's write; checking".into();
-                            continue;
-                        }
-                    };
-                    let written = workloads.restart(&r, &value).await;
-                    let made = match &written {
-                        Ok(Found::Workload(seen)) => Some(Made {
-                            uid: seen.uid.clone(),
-                            generation: seen.generation,
-                        }),
-                        _ => None,
-                    };
-                    let ok = made.is_some();
-                    self.ctx.restarts.written(&key, &value, made);
-                    if ok {
-                        restarted.push(label(&r));
-                        crate::metrics::Metrics::result(
-                            &self.ctx.metrics.consumer_restarts,
-                            "restarted",
-                        );
-                    }
-                    written
+                Err(e) => {
+                    all = false;
+                    w.message = format!("reading it failed: {e}");
+                    continue;
                 }
-                other => other,
             };
-            match found {
+            if carries(seen.restarted_with.as_deref(), &c.token) {
+                // Restarted for this rotation: by this one, by another rotation's
+                // coalesced write, or before an operator restart.
+                if w.generation.is_none() {
+                    w.generation = seen.generation;
+                }
+                w.rolled_out = seen.rolled_out;
+                w.message = seen.message;
+                continue;
+            }
+            if w.restarts >= MAX_RESTARTS {
+                w.rolled_out = false;
+                w.message = format!(
+                    "its pod template lost this rotation's {} token again after {} restarts                      (rolled back?): not restarted again, so pods from before the rotation                      may be running",
+                    crate::api::RESTARTED_AT_ANNOTATION,
+                    w.restarts
+                );
+                continue;
+            }
+            let looked = Made {
+                uid: seen.uid,
+                generation: seen.generation,
+            };
+            let tokens = match self.ctx.restarts.take(&key, &c.token, &looked) {
+                Take::Write(tokens) => tokens,
+                Take::Writing => {
+                    // Another rotation is writing this one's token right now, or wrote
+                    // it after this look: the next look sees it on the workload.
+                    all = false;
+                    w.message = "restarted with another rotation's write; checking".into();
+                    continue;
+                }
+            };
+            let written = workloads.restart(&r, &tokens).await;
+            let made = match &written {
+                Ok(Found::Workload(seen)) => Some(Made {
+                    uid: seen.uid.clone(),
+                    generation: seen.generation,
+                }),
+                _ => None,
+            };
+            self.ctx.restarts.written(&key, &tokens, made);
+            match written {
                 Ok(Found::Workload(seen)) => {
+                    let again = w.restarts > 0;
+                    w.restarts += 1;
                     w.generation = seen.generation;
                     w.rolled_out = false;
-                    w.message = "restarted".into();
+                    w.message = if again {
+                        "restarted again: its pod template had lost this rotation's token (rolled back?)".into()
+                    } else {
+                        "restarted".into()
+                    };
+                    crate::metrics::Metrics::result(
+                        &self.ctx.metrics.consumer_restarts,
+                        "restarted",
+                    );
+                    restarted.push(if again {
+                        format!("{} (again: it had lost the token)", label(&r))
+                    } else {
+                        label(&r)
+                    });
                 }
-                Ok(Found::Missing) => {
-                    // Runs no pods, so holds no credential.
-                    self.ctx.restarts.forget(&self.book_key(&r), &c.token);
-                    w.rolled_out = true;
-                    w.message = "not found: nothing to restart".into();
-                }
-                Ok(Found::KindNotInstalled) => {
-                    self.ctx.restarts.forget(&self.book_key(&r), &c.token);
-                    w.rolled_out = true;
-                    w.message = "the Rollout kind (Argo Rollouts) is not installed: skipped".into();
+                Ok(absent) => {
+                    gone(w, absent);
+                    self.ctx.restarts.forget(&key, &c.token);
                 }
                 Err(e) => {
                     all = false;
@@ -653,33 +691,7 @@ impl Run {
             )
             .await;
         }
-        if all {
-            c.phase = ConsumerPhase::RollingOut;
-        }
         all
-    }
-
-    /// Reads every consumer not rolled out yet.
-    async fn observe_all(&self, c: &mut ConsumersStatus) {
-        let workloads = self.workloads();
-        for w in c.workloads.iter_mut().filter(|w| !w.rolled_out) {
-            let r = workload_ref(w);
-            match workloads.observe(&r, w.generation).await {
-                Ok(Found::Workload(seen)) => {
-                    w.rolled_out = seen.rolled_out;
-                    w.message = seen.message;
-                }
-                Ok(Found::Missing) => {
-                    w.rolled_out = true;
-                    w.message = "deleted".into();
-                }
-                Ok(Found::KindNotInstalled) => {
-                    w.rolled_out = true;
-                    w.message = "the Rollout kind is no longer installed".into();
-                }
-                Err(e) => w.message = format!("reading it failed: {e}"),
-            }
-        }
     }
 
     /// The gates on revoking the live credential in the inactive slot: `None` when

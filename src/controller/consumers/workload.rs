@@ -87,12 +87,16 @@ impl Workloads {
         }
     }
 
-    /// Restarts one consumer for `value` (the tokens of the rotations it restarts for):
-    /// only the pod-template annotation, by server-side apply with rotor's field
-    /// manager. A Rollout gets `spec.restartAt` and the annotation on itself instead
-    /// (how Argo Rollouts restarts, without a new release).
-    /// Never creates a workload: it is read first, and a gone one is `Missing`.
-    pub async fn restart(&self, w: &WorkloadRef, value: &str) -> Result<Found, kube::Error> {
+    /// Restarts one consumer for `tokens` (the rotations it restarts for, comma-
+    /// separated): only the `rotor.dev/restartedAt` annotation of its pod template, by
+    /// server-side apply with rotor's field manager. The value keeps the tokens the
+    /// workload carries already (see [`carry`]), so that a restart for one rotation
+    /// never hides that the workload was restarted for an earlier one. A Rollout gets
+    /// `spec.restartAt` and the annotation on itself instead (how Argo Rollouts
+    /// restarts, without a new release).
+    /// Never creates a workload: it is read first, and a gone one is `Missing`; written
+    /// only if unchanged since (else a conflict, and it is retried).
+    pub async fn restart(&self, w: &WorkloadRef, tokens: &str) -> Result<Found, kube::Error> {
         let existing = match self.fetch(w).await? {
             Ok(obj) => obj,
             Err(absent) => return Ok(absent),
@@ -101,16 +105,23 @@ impl Workloads {
             Some(t) => (t.api_version.clone(), t.kind.clone()),
             None => return Ok(Found::Missing),
         };
+        let carried = restarted_with(w.kind, &existing);
+        let value = carry(carried.as_deref(), tokens);
         // Only if it is still the object read: a workload deleted and created again
-        // under the name is not patched blind (SSA would create one).
-        let metadata = json!({"name": w.name, "uid": existing.metadata.uid});
+        // under the name is not patched blind (SSA would create one), nor one another
+        // writer changed since (its tokens would be lost).
+        let metadata = json!({
+            "name": w.name,
+            "uid": existing.metadata.uid,
+            "resourceVersion": existing.metadata.resource_version,
+        });
         let patch = if w.kind == WorkloadKind::Rollout {
             // Argo Rollouts restarts pods in place through `spec.restartAt`; a pod
             // template change would start a full release (canary steps, analysis),
             // and a Rollout with `workloadRef` has no template at all. The token goes
             // on the Rollout itself.
             let mut metadata = metadata;
-            metadata["annotations"] = json!({RESTARTED_AT_ANNOTATION: value});
+            metadata["annotations"] = json!({RESTARTED_AT_ANNOTATION: &value});
             json!({
                 "apiVersion": api_version,
                 "kind": kind,
@@ -122,7 +133,7 @@ impl Workloads {
                 "apiVersion": api_version,
                 "kind": kind,
                 "metadata": metadata,
-                "spec": {"template": {"metadata": {"annotations": {RESTARTED_AT_ANNOTATION: value}}}},
+                "spec": {"template": {"metadata": {"annotations": {RESTARTED_AT_ANNOTATION: &value}}}},
             })
         };
         let params = PatchParams::apply(crate::api::FIELD_MANAGER).force();
@@ -304,9 +315,42 @@ fn restart_at(now: chrono::DateTime<chrono::Utc>) -> String {
     up.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-/// A consumer's state, from the object as read.
-fn observed(kind: WorkloadKind, obj: &DynamicObject, since_generation: Option<i64>) -> Observed {
-    let restarted_with = if kind == WorkloadKind::Rollout {
+/// The most rotation tokens one `rotor.dev/restartedAt` value carries.
+pub(super) const MAX_TOKENS: usize = 16;
+
+/// The value to write for `new` tokens on a workload whose annotation holds `carried`:
+/// the new tokens after the most recent carried ones, at most [`MAX_TOKENS`] in all.
+/// A rotation counts its workload as restarted while its token is there, so a later
+/// rotation's restart keeps it; a rollback to a template from before the rotation
+/// drops it (and the rotation restarts again). Only well-formed tokens are carried:
+/// the annotation is anyone's to write.
+pub(super) fn carry(carried: Option<&str>, new: &str) -> String {
+    let new: Vec<&str> = new.split(',').filter(|t| !t.is_empty()).collect();
+    let old: Vec<&str> = carried
+        .unwrap_or_default()
+        .split(',')
+        .filter(|t| well_formed(t) && !new.contains(t))
+        .collect();
+    let keep = MAX_TOKENS.saturating_sub(new.len());
+    let mut value: Vec<&str> = old[old.len().saturating_sub(keep)..].to_vec();
+    value.extend(new.iter().take(MAX_TOKENS));
+    value.join(",")
+}
+
+/// Whether `t` is a token as [`super::token`] makes them: `<sequence>-<hex>`.
+fn well_formed(t: &str) -> bool {
+    t.split_once('-').is_some_and(|(n, h)| {
+        (1..=20).contains(&n.len())
+            && n.bytes().all(|b| b.is_ascii_digit())
+            && h.len() <= 8
+            && h.bytes().all(|b| b.is_ascii_alphanumeric())
+    })
+}
+
+/// The `rotor.dev/restartedAt` value a workload carries: on a Rollout itself, else on
+/// its pod template.
+fn restarted_with(kind: WorkloadKind, obj: &DynamicObject) -> Option<String> {
+    if kind == WorkloadKind::Rollout {
         obj.metadata
             .annotations
             .as_ref()
@@ -318,7 +362,12 @@ fn observed(kind: WorkloadKind, obj: &DynamicObject, since_generation: Option<i6
             .and_then(|a| a.get(RESTARTED_AT_ANNOTATION))
             .and_then(Value::as_str)
             .map(str::to_string)
-    };
+    }
+}
+
+/// A consumer's state, from the object as read.
+fn observed(kind: WorkloadKind, obj: &DynamicObject, since_generation: Option<i64>) -> Observed {
+    let restarted_with = restarted_with(kind, obj);
     let generation = obj.metadata.generation;
     let (rolled_out, message) = rollout(kind, &obj.metadata, &obj.data, since_generation);
     Observed {
@@ -432,6 +481,27 @@ pub fn rollout(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_restart_keeps_the_tokens_the_workload_carries() {
+        assert_eq!(carry(None, "3-aaaa"), "3-aaaa");
+        assert_eq!(carry(Some(""), "3-aaaa,5-bbbb"), "3-aaaa,5-bbbb");
+        // A later rotation's restart keeps the earlier rotations' tokens, once each.
+        assert_eq!(carry(Some("1-x,3-aaaa"), "3-aaaa,7-c"), "1-x,3-aaaa,7-c");
+        // Bounded: the oldest carried tokens go first; new ones always stay.
+        let many: Vec<String> = (0..40).map(|i| format!("{i}-x")).collect();
+        let value = carry(Some(&many.join(",")), "99-new");
+        let kept: Vec<&str> = value.split(',').collect();
+        assert_eq!(kept.len(), MAX_TOKENS);
+        assert_eq!(kept[0], "25-x");
+        assert_eq!(kept[MAX_TOKENS - 1], "99-new");
+        // What rotor never writes is not carried: anyone can write the annotation.
+        let hostile = format!(
+            "{},2026-12-05T10:00:00Z,-x,1-,1-abcdefghi,x-1",
+            "9".repeat(300)
+        );
+        assert_eq!(carry(Some(&hostile), "3-aaaa"), "1-,3-aaaa");
+    }
 
     #[test]
     fn a_rollout_restart_covers_pods_created_earlier_in_the_same_second() {
