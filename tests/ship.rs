@@ -481,7 +481,7 @@ async fn rbac_is_least_privilege_proven_by_a_run_with_the_chart_token() {
             .and_then(|m| m.annotations)
             .is_some_and(|a| {
                 a.get("rotor.dev/restartedAt")
-                    .is_some_and(|v| v.starts_with("2-"))
+                    .is_some_and(|v| v.split(',').any(|t| t.starts_with("2-")))
             });
         if restarted {
             break;
