@@ -465,9 +465,17 @@ async fn a_rollback_during_the_rollout_is_restarted_again_and_never_passes_as_ro
     // rotor sees the token gone and restarts web again instead of calling the
     // rollback a rollout.
     carries_within(&client, &ns, &token2, 30).await;
-    let c = status_of(&client, &ns, NAME).await.consumers.unwrap();
+    let c = wait_status(&client, &ns, NAME, 30, "restarted again", |s| {
+        s.consumers
+            .as_ref()
+            .is_some_and(|c| c.workloads[0].restarts == 2)
+    })
+    .await
+    .status
+    .unwrap()
+    .consumers
+    .unwrap();
     assert_eq!(c.phase, ConsumerPhase::RollingOut);
-    assert_eq!(c.workloads[0].restarts, 2, "{:?}", c.workloads);
     assert!(!c.workloads[0].rolled_out);
     assert!(
         live(&fake, &old_id),

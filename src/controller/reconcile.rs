@@ -27,6 +27,8 @@ const CONFLICT_RECHECK: Duration = Duration::from_secs(60);
 const CREDENTIALS_RECHECK: Duration = Duration::from_secs(30);
 /// When a restored Secret is looked at again (its own watch event usually comes first).
 const RESTORED_RECHECK: Duration = Duration::from_secs(1);
+/// The longest Event note the API server takes (events.k8s.io/v1: 1 KiB).
+const EVENT_NOTE_LIMIT: usize = 1024;
 
 pub async fn reconcile(cached: Arc<SecretRotation>, ctx: Arc<Context>) -> Result<Action, Error> {
     match reconcile_fresh(cached, ctx).await {
@@ -221,11 +223,13 @@ impl Run {
         }
     }
 
+    /// Publishes an Event about the resource (its note cut to what the API takes).
     pub(super) async fn publish(&self, type_: EventType, reason: &str, action: &str, note: String) {
         let event = Event {
             type_,
             reason: reason.into(),
-            note: Some(note),
+            // The API server refuses a longer note, and the Event with it.
+            note: Some(crate::rotation::clipped(&note, EVENT_NOTE_LIMIT)),
             action: action.into(),
             secondary: None,
         };

@@ -13,7 +13,7 @@ mod slots;
 pub use engine::{Observer, RotationError, Silent, Step, execute};
 pub use naming::{
     CREDENTIAL_PREFIX, FINGERPRINT_PREFIX, LEGACY_FINGERPRINT_PREFIX, MAX_LABEL_VALUE, MAX_NAME,
-    bounded_name, credential_name, fingerprint, fingerprint_matches, has_fingerprint_key,
+    bounded_name, clipped, credential_name, fingerprint, fingerprint_matches, has_fingerprint_key,
     hmac_sha256, keyed_fingerprint, label_value, legacy_fingerprint, own_name, set_fingerprint_key,
 };
 pub use provider::{

@@ -124,6 +124,20 @@ pub fn bounded_name(prefix: &str, name: &str, limit: usize) -> String {
     }
 }
 
+/// `text` cut to at most `max` bytes (on a character's boundary, `…` in the last
+/// three): for messages whose length is not rotor's to choose (an API server's error,
+/// a webhook's denial) where the API bounds them (an Event's note: 1 KiB).
+pub fn clipped(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
 /// `value` as a label value: itself when it has at most 63 bytes, else bounded with a
 /// hash ([`bounded_name`]).
 pub fn label_value(value: &str) -> String {
@@ -133,6 +147,17 @@ pub fn label_value(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clipped_text_fits_its_bound_on_a_character_boundary() {
+        assert_eq!(clipped("short", 10), "short");
+        let long = "é".repeat(700);
+        let cut = clipped(&long, 1024);
+        assert!(cut.len() <= 1024, "{}", cut.len());
+        assert!(cut.ends_with('…'));
+        assert!(cut.len() >= 1020);
+        assert_eq!(clipped("abcdef", 4), "a…");
+    }
 
     #[test]
     fn legacy_fingerprint_is_sha256_prefix() {

@@ -37,7 +37,7 @@ use kube::runtime::events::EventType;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use tracing::{info, warn};
-use workload::{Found, MAX_TOKENS, Workloads};
+use workload::{Found, MAX_NEW_TOKENS, Workloads};
 
 /// How often a stuck rollout is looked at.
 const STUCK_POLL: TimeDelta = TimeDelta::seconds(30);
@@ -170,7 +170,7 @@ impl Restarts {
 
     /// What to do for `mine` on `workload`, which the caller's look `seen` found
     /// without `mine`: write it with every other token waiting (at most
-    /// [`MAX_TOKENS`], now being written); or nothing yet, while another reconcile
+    /// [`MAX_NEW_TOKENS`], now being written); or nothing yet, while another reconcile
     /// writes it (it comes back to waiting if that write fails) or when a write that
     /// carried it went through after that look — the same object, a generation the
     /// look had not seen — so that the next look finds it there. A look that saw that
@@ -219,7 +219,7 @@ impl Restarts {
             .collect();
         others.sort();
         let mut tokens = BTreeSet::from([mine.to_string()]);
-        for t in others.into_iter().take(MAX_TOKENS - 1) {
+        for t in others.into_iter().take(MAX_NEW_TOKENS - 1) {
             waiting.remove(&t);
             tokens.insert(t);
         }
@@ -278,6 +278,16 @@ fn gone(w: &mut WorkloadStatus, absent: Found) {
         _ if w.restarts == 0 => "not found: nothing to restart".into(),
         _ => "deleted".into(),
     };
+}
+
+/// A Kubernetes error in a few words for status and Events: the API server's message
+/// and code, not the whole response (bounded: a webhook's denial can be long).
+fn said(e: &kube::Error) -> String {
+    let text = match e {
+        kube::Error::Api(s) => format!("{} ({} {})", s.message, s.code, s.reason),
+        other => other.to_string(),
+    };
+    crate::rotation::clipped(&text, 300)
 }
 
 fn label(w: &WorkloadRef) -> String {
@@ -597,7 +607,7 @@ impl Run {
                 }
                 Err(e) => {
                     all = false;
-                    w.message = format!("reading it failed: {e}");
+                    w.message = format!("reading it failed: {}", said(&e));
                     continue;
                 }
             };
@@ -614,7 +624,9 @@ impl Run {
             if w.restarts >= MAX_RESTARTS {
                 w.rolled_out = false;
                 w.message = format!(
-                    "its pod template lost this rotation's {} token again after {} restarts                      (rolled back?): not restarted again, so pods from before the rotation                      may be running",
+                    "its pod template lost this rotation's {} token again after {} restarts \
+                     (rolled back?): not restarted again, so pods from before the rotation \
+                     may be running",
                     crate::api::RESTARTED_AT_ANNOTATION,
                     w.restarts
                 );
@@ -671,7 +683,7 @@ impl Run {
                 Err(e) => {
                     all = false;
                     crate::metrics::Metrics::result(&self.ctx.metrics.consumer_restarts, "failed");
-                    w.message = format!("restart failed: {e}");
+                    w.message = format!("restart failed: {}", said(&e));
                     warn!(name = %self.sr.name_any(), workload = %label(&r), error = %e, "restarting a consumer failed");
                 }
             }
@@ -1052,7 +1064,7 @@ mod tests {
             write(book.take("shop/Rollout/gone", "2-bbbb", &look)),
             "2-bbbb"
         );
-        assert_eq!(value.split(',').count(), MAX_TOKENS);
+        assert_eq!(value.split(',').count(), MAX_NEW_TOKENS);
         assert!(carries(Some(&value), "0-x"));
     }
 }

@@ -97,6 +97,20 @@ impl Workloads {
     /// Never creates a workload: it is read first, and a gone one is `Missing`; written
     /// only if unchanged since (else a conflict, and it is retried).
     pub async fn restart(&self, w: &WorkloadRef, tokens: &str) -> Result<Found, kube::Error> {
+        let mut attempt = 1;
+        loop {
+            match self.restart_once(w, tokens).await {
+                // Changed between the read and the write (its controller's status, a
+                // rollback): read again, a few times, before the next look.
+                Err(kube::Error::Api(s)) if s.code == 409 && attempt < CONFLICT_ATTEMPTS => {
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn restart_once(&self, w: &WorkloadRef, tokens: &str) -> Result<Found, kube::Error> {
         let existing = match self.fetch(w).await? {
             Ok(obj) => obj,
             Err(absent) => return Ok(absent),
@@ -106,6 +120,14 @@ impl Workloads {
             None => return Ok(Found::Missing),
         };
         let carried = restarted_with(w.kind, &existing);
+        if tokens
+            .split(',')
+            .all(|t| super::carries(carried.as_deref(), t))
+        {
+            // Written meanwhile (another rotation's write carried them): a write now
+            // would only reorder the value — a second rollout for nothing.
+            return Ok(Found::Workload(observed(w.kind, &existing, None)));
+        }
         let value = carry(carried.as_deref(), tokens);
         // Only if it is still the object read: a workload deleted and created again
         // under the name is not patched blind (SSA would create one), nor one another
@@ -235,6 +257,9 @@ impl Workloads {
     }
 }
 
+/// Reads and writes of one restart when the workload keeps changing in between.
+const CONFLICT_ATTEMPTS: u32 = 3;
+
 /// Workloads a list request returns at once.
 const PAGE: u32 = 100;
 /// Workloads of one kind discovery reads in one rotation, at most.
@@ -315,26 +340,38 @@ fn restart_at(now: chrono::DateTime<chrono::Utc>) -> String {
     up.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-/// The most rotation tokens one `rotor.dev/restartedAt` value carries.
-pub(super) const MAX_TOKENS: usize = 16;
+/// The most rotation tokens one `rotor.dev/restartedAt` value carries (about 1 KiB).
+pub(super) const MAX_TOKENS: usize = 32;
+/// The most tokens one restart adds (rotations coalesced into one write): the rest of
+/// [`MAX_TOKENS`] keeps earlier rotations' tokens.
+pub(super) const MAX_NEW_TOKENS: usize = 16;
 
 /// The value to write for `new` tokens on a workload whose annotation holds `carried`:
-/// the new tokens after the most recent carried ones, at most [`MAX_TOKENS`] in all.
-/// A rotation counts its workload as restarted while its token is there, so a later
-/// rotation's restart keeps it; a rollback to a template from before the rotation
-/// drops it (and the rotation restarts again). Only well-formed tokens are carried:
-/// the annotation is anyone's to write.
+/// the new tokens (at most [`MAX_NEW_TOKENS`]) after the most recent carried ones, at
+/// most [`MAX_TOKENS`] in all, each once. A rotation counts its workload as restarted
+/// while its token is there, so a later rotation's restart keeps it; a rollback to a
+/// template from before the rotation drops it (and the rotation restarts again). Only
+/// well-formed tokens are carried: the annotation is anyone's to write.
 pub(super) fn carry(carried: Option<&str>, new: &str) -> String {
-    let new: Vec<&str> = new.split(',').filter(|t| !t.is_empty()).collect();
-    let old: Vec<&str> = carried
-        .unwrap_or_default()
-        .split(',')
-        .filter(|t| well_formed(t) && !new.contains(t))
-        .collect();
-    let keep = MAX_TOKENS.saturating_sub(new.len());
-    let mut value: Vec<&str> = old[old.len().saturating_sub(keep)..].to_vec();
-    value.extend(new.iter().take(MAX_TOKENS));
-    value.join(",")
+    let mut value: Vec<&str> = Vec::new();
+    for t in new.split(',').filter(|t| !t.is_empty()) {
+        if !value.contains(&t) && value.len() < MAX_NEW_TOKENS {
+            value.push(t);
+        }
+    }
+    let mut old: Vec<&str> = Vec::new();
+    // The last occurrence of each counts (the newest place it was written in).
+    for t in carried.unwrap_or_default().split(',').rev() {
+        if old.len() + value.len() >= MAX_TOKENS {
+            break;
+        }
+        if well_formed(t) && !value.contains(&t) && !old.contains(&t) {
+            old.push(t);
+        }
+    }
+    old.reverse();
+    old.extend(value);
+    old.join(",")
 }
 
 /// Whether `t` is a token as [`super::token`] makes them: `<sequence>-<hex>`.
@@ -387,7 +424,9 @@ pub fn rollout(
     obj: &Value,
     since_generation: Option<i64>,
 ) -> (bool, String) {
-    let wanted = since_generation.or(meta.generation).unwrap_or(0);
+    // The status of a generation before the one read says nothing about the template
+    // read (a rollback, then the token back: the old status would count).
+    let wanted = since_generation.max(meta.generation).unwrap_or(0);
     if kind != WorkloadKind::Rollout && int(obj, "/status/observedGeneration") < wanted {
         return (
             false,
@@ -493,8 +532,17 @@ mod tests {
         let value = carry(Some(&many.join(",")), "99-new");
         let kept: Vec<&str> = value.split(',').collect();
         assert_eq!(kept.len(), MAX_TOKENS);
-        assert_eq!(kept[0], "25-x");
+        assert_eq!(kept[0], "9-x");
         assert_eq!(kept[MAX_TOKENS - 1], "99-new");
+        // A restart of many coalesced rotations still keeps earlier tokens.
+        let new: Vec<String> = (100..140).map(|i| format!("{i}-n")).collect();
+        let value = carry(Some(&many.join(",")), &new.join(","));
+        let kept: Vec<&str> = value.split(',').collect();
+        assert_eq!(kept.len(), MAX_TOKENS);
+        assert_eq!(kept[MAX_TOKENS - MAX_NEW_TOKENS - 1], "39-x");
+        assert_eq!(kept[MAX_TOKENS - MAX_NEW_TOKENS], "100-n");
+        // Each once: a repeated token fills no place (its last place counts).
+        assert_eq!(carry(Some("5-a,5-a,6-b,5-a"), "7-c,7-c"), "6-b,5-a,7-c");
         // What rotor never writes is not carried: anyone can write the annotation.
         let hostile = format!(
             "{},2026-12-05T10:00:00Z,-x,1-,1-abcdefghi,x-1",
@@ -651,6 +699,14 @@ mod tests {
             assert_eq!(done, want_done, "{case}: {message}");
             assert!(message.starts_with(want_message), "{case}: {message}");
         }
+        // Restarted at 4, rolled back at 5 (the old pods count as updated), the token
+        // put back at 6: the status of 5 says nothing about the template of 6.
+        let (done, message) = rollout(K::Deployment, &meta(6), &d(5, 3, 3, 3), Some(4));
+        assert!(!done, "{message}");
+        assert!(
+            message.starts_with("waiting for its controller"),
+            "{message}"
+        );
     }
 
     #[test]
