@@ -1245,7 +1245,7 @@ const FLOOR_RUNS: [FloorRun; 6] = [
         trigger: true,
         watched: Watched::Controller,
         tag: "f6c",
-        what: "the steady state's trigger (annotation) and 5 writes, those watches",
+        what: "a second rotation: the trigger (annotation) and 5 writes to existing objects, those watches",
         key: "writes_6_trigger_under_controller_watches",
     },
     FloorRun {
@@ -1300,8 +1300,10 @@ fn drain<K: Send + 'static>(
 
 /// One floor rotation: what a crash-safe rotation must write, by a bare client.
 /// `five`: status intent, vault Secret, target Secret, status result, Event; else
-/// target Secret, status result, Event. `trigger`: first the steady state's
-/// `rotor.dev/rotate` merge patch.
+/// target Secret, status result, Event. `trigger`: a second rotation, as the steady
+/// state's are — first its `rotor.dev/rotate` merge patch, then the same writes to
+/// the objects a first rotation (this function without `trigger`, before the clock)
+/// left: the vault updated by a merge patch, the target Secret applied over itself.
 /// `tag` names its Secrets (a run's vaults are created: each run its own tag).
 async fn floor_rotation(
     client: Client,
@@ -1327,16 +1329,32 @@ async fn floor_rotation(
         json!({"type": kind, "status": value, "reason": reason, "message": format!("{reason} (bench)"),
                "lastTransitionTime": now, "observedGeneration": 1})
     };
+    let slot = |index: u8, state: &str| {
+        json!({"index": index, "id": format!("rotor-bench-{tag}-{i}-{index}"),
+               "fingerprint": "sha256:0123456789abcdef", "issuedAt": now, "state": state})
+    };
     if five {
-        let intent = status(json!({
-            "rotationStatus": "Rotating", "provider": "random", "strategy": "dualPhase",
-            "activeIndex": 0, "lastRotationAttemptedAt": now,
-            "lastRotationMessage": "rotating", "observedGeneration": 1,
-            "inFlight": {"targetIndex": 1, "credentialName": format!("rotor-bench-{tag}-{i}-1"),
-                         "trigger": "initial", "startedAt": now},
-            "conditions": [condition("Ready", "False", "Rotating"),
-                           condition("Progressing", "True", "Rotating")],
-        }));
+        let intent = |active: u8, target: u8, ready: &str| {
+            json!({
+                "rotationStatus": "Rotating", "provider": "random", "strategy": "dualPhase",
+                "activeIndex": active, "lastRotationAttemptedAt": now,
+                "lastRotationMessage": "rotating", "observedGeneration": 1,
+                "inFlight": {"targetIndex": target, "credentialName": format!("rotor-bench-{tag}-{i}-{target}"),
+                             "trigger": "initial", "startedAt": now},
+                "conditions": [condition("Ready", ready, "Rotating"),
+                               condition("Progressing", "True", "Rotating")],
+            })
+        };
+        let intent = if trigger {
+            // A second rotation's intent keeps what the first left (rotor applies its
+            // whole status each time).
+            let mut second = intent(1, 0, "True");
+            second["rotationCount"] = json!(1);
+            second["slots"] = json!([slot(1, "active")]);
+            status(second)
+        } else {
+            status(intent(0, 1, "False"))
+        };
         rotations
             .patch_status(&name, &apply, &Patch::Apply(&intent))
             .await?;
@@ -1363,7 +1381,18 @@ async fn floor_rotation(
             ),
             ..Default::default()
         };
-        secrets.create(&PostParams::default(), &vault).await?;
+        if trigger {
+            let data = json!({"data": vault.data});
+            secrets
+                .patch(
+                    &format!("rotor-escrow-{tag}-{i}"),
+                    &PatchParams::default(),
+                    &Patch::Merge(&data),
+                )
+                .await?;
+        } else {
+            secrets.create(&PostParams::default(), &vault).await?;
+        }
     }
     let target = json!({
         "apiVersion": "v1", "kind": "Secret",
@@ -1374,14 +1403,18 @@ async fn floor_rotation(
     secrets
         .patch(&format!("{tag}-{i}-secret"), &apply, &Patch::Apply(&target))
         .await?;
+    let (active, count, slots) = if trigger {
+        (0, 2, vec![slot(0, "active"), slot(1, "previous")])
+    } else {
+        (1, 1, vec![slot(1, "active")])
+    };
     let result = status(json!({
         "rotationStatus": "Success", "provider": "random", "strategy": "dualPhase",
-        "activeIndex": 1, "rotationCount": 1, "failedAttempts": 0,
+        "activeIndex": active, "rotationCount": count, "failedAttempts": 0,
         "lastRotatedAt": now, "lastRotationAttemptedAt": now,
         "lastRotationMessage": "rotated", "nextRotationAt": now,
-        "slots": [{"index": 1, "id": format!("rotor-bench-{tag}-{i}-1"),
-                   "fingerprint": "sha256:0123456789abcdef", "issuedAt": now, "state": "active"}],
-        "escrow": {"entries": 1}, "targetSecret": format!("{tag}-{i}-secret"),
+        "slots": slots,
+        "escrow": {"entries": count}, "targetSecret": format!("{tag}-{i}-secret"),
         "observedGeneration": 1,
         "conditions": [condition("Ready", "True", "Rotated"),
                        condition("Progressing", "False", "Idle"),
@@ -1576,6 +1609,17 @@ async fn operator_at_scale(results: &mut Map<String, Value>) {
             (true, false) => 5,
             _ => 3,
         };
+        if trigger {
+            // The first rotation, before the clock: the timed one is the second.
+            let (_, failed) = bench
+                .run_all("first rotation", n, concurrency, deadline(n), |i| {
+                    floor_rotation(client.clone(), floor_ns.clone(), i, (five, false), tag)
+                })
+                .await;
+            if failed > 0 {
+                println!("    {failed} first rotations failed");
+            }
+        }
         let plane_before = control_plane_cpu();
         let server_before = apiserver_counts(&apiserver_metrics(&client).await);
         let profile = pprof(&client, tag, Duration::from_secs(2), 6);
