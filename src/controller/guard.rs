@@ -305,7 +305,7 @@ impl Resource for Guarded {
 pub fn unreadable_message(error: &str) -> String {
     // Bounded: a serde message quotes the offending value, which the schema bounds,
     // but an object admitted by an older CRD may hold anything.
-    let error: String = error.chars().take(512).collect();
+    let error = crate::rotation::clipped(error, 512);
     format!(
         "invalid spec: rotor cannot read this SecretRotation ({error}); fix the field (kubectl edit) and rotor picks it up"
     )
@@ -372,7 +372,10 @@ pub async fn stop_invalid(
     let event = Event {
         type_: EventType::Warning,
         reason: Reason::InvalidSpec.as_str().into(),
-        note: Some(note),
+        note: Some(crate::rotation::clipped(
+            &note,
+            super::reconcile::EVENT_NOTE_LIMIT,
+        )),
         action: "Validate".into(),
         secondary: None,
     };

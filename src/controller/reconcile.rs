@@ -28,7 +28,7 @@ const CREDENTIALS_RECHECK: Duration = Duration::from_secs(30);
 /// When a restored Secret is looked at again (its own watch event usually comes first).
 const RESTORED_RECHECK: Duration = Duration::from_secs(1);
 /// The longest Event note the API server takes (events.k8s.io/v1: 1 KiB).
-const EVENT_NOTE_LIMIT: usize = 1024;
+pub(super) const EVENT_NOTE_LIMIT: usize = 1024;
 
 pub async fn reconcile(cached: Arc<SecretRotation>, ctx: Arc<Context>) -> Result<Action, Error> {
     match reconcile_fresh(cached, ctx).await {

@@ -131,11 +131,12 @@ pub fn clipped(text: &str, max: usize) -> String {
     if text.len() <= max {
         return text.to_string();
     }
-    let mut end = max.saturating_sub('…'.len_utf8());
+    let ellipsis = if max >= '…'.len_utf8() { "…" } else { "" };
+    let mut end = max - ellipsis.len();
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}…", &text[..end])
+    format!("{}{ellipsis}", &text[..end])
 }
 
 /// `value` as a label value: itself when it has at most 63 bytes, else bounded with a
@@ -157,6 +158,8 @@ mod tests {
         assert!(cut.ends_with('…'));
         assert!(cut.len() >= 1020);
         assert_eq!(clipped("abcdef", 4), "a…");
+        assert_eq!(clipped("abcdef", 2), "ab");
+        assert_eq!(clipped("éa", 1), "");
     }
 
     #[test]

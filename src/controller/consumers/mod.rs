@@ -284,7 +284,7 @@ fn gone(w: &mut WorkloadStatus, absent: Found) {
 /// and code, not the whole response (bounded: a webhook's denial can be long).
 fn said(e: &kube::Error) -> String {
     let text = match e {
-        kube::Error::Api(s) => format!("{} ({} {})", s.message, s.code, s.reason),
+        kube::Error::Api(s) => format!("{} {}: {}", s.code, s.reason, s.message),
         other => other.to_string(),
     };
     crate::rotation::clipped(&text, 300)
@@ -364,7 +364,9 @@ impl Run {
                             found.extend(list.found);
                             incomplete.extend(list.cut);
                         }
-                        Err(e) => incomplete.push(format!("listing by selector failed: {e}")),
+                        Err(e) => {
+                            incomplete.push(format!("listing by selector failed: {}", said(&e)))
+                        }
                     }
                 }
                 Ok(_) => notes.push(
@@ -383,7 +385,7 @@ impl Run {
                     found.extend(list.found);
                     incomplete.extend(list.cut);
                 }
-                Err(e) => incomplete.push(format!("discovering consumers failed: {e}")),
+                Err(e) => incomplete.push(format!("discovering consumers failed: {}", said(&e))),
             }
         }
         let total = found.len();
@@ -648,7 +650,7 @@ impl Run {
             };
             let written = workloads.restart(&r, &tokens).await;
             let made = match &written {
-                Ok(Found::Workload(seen)) => Some(Made {
+                Ok(Found::Workload(seen) | Found::Carried(seen)) => Some(Made {
                     uid: seen.uid.clone(),
                     generation: seen.generation,
                 }),
@@ -656,6 +658,14 @@ impl Run {
             };
             self.ctx.restarts.written(&key, &tokens, made);
             match written {
+                Ok(Found::Carried(seen)) => {
+                    // Another write carried it since the look: followed, not counted.
+                    if w.generation.is_none() {
+                        w.generation = seen.generation;
+                    }
+                    w.rolled_out = seen.rolled_out;
+                    w.message = seen.message;
+                }
                 Ok(Found::Workload(seen)) => {
                     let again = w.restarts > 0;
                     w.restarts += 1;

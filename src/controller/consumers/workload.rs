@@ -33,6 +33,9 @@ pub struct Observed {
 /// What reading or restarting a consumer found.
 pub enum Found {
     Workload(Observed),
+    /// (A restart only.) It carries every token already — another write landed since
+    /// the look — so nothing was written.
+    Carried(Observed),
     /// No workload of that name.
     Missing,
     /// The kind is not served here (Argo Rollouts not installed).
@@ -126,7 +129,7 @@ impl Workloads {
         {
             // Written meanwhile (another rotation's write carried them): a write now
             // would only reorder the value — a second rollout for nothing.
-            return Ok(Found::Workload(observed(w.kind, &existing, None)));
+            return Ok(Found::Carried(observed(w.kind, &existing, None)));
         }
         let value = carry(carried.as_deref(), tokens);
         // Only if it is still the object read: a workload deleted and created again
@@ -424,9 +427,11 @@ pub fn rollout(
     obj: &Value,
     since_generation: Option<i64>,
 ) -> (bool, String) {
-    // The status of a generation before the one read says nothing about the template
-    // read (a rollback, then the token back: the old status would count).
-    let wanted = since_generation.max(meta.generation).unwrap_or(0);
+    // The generation read, as `kubectl rollout status` checks: the status of an
+    // earlier one says nothing about the template read (a rollback, then the token
+    // back: the old status would count), and one re-created under the name starts
+    // again at 1.
+    let wanted = meta.generation.or(since_generation).unwrap_or(0);
     if kind != WorkloadKind::Rollout && int(obj, "/status/observedGeneration") < wanted {
         return (
             false,
