@@ -122,15 +122,16 @@ impl Workloads {
             Some(t) => (t.api_version.clone(), t.kind.clone()),
             None => return Ok(Found::Missing),
         };
-        let carried = restarted_with(w.kind, &existing);
+        let counted = restarts_counted(w.kind, &existing);
         if tokens
             .split(',')
-            .all(|t| super::carries(carried.as_deref(), t))
+            .all(|t| super::carries(counted.as_deref(), t))
         {
             // Written meanwhile (another rotation's write carried them): a write now
             // would only reorder the value — a second rollout for nothing.
             return Ok(Found::Carried(observed(w.kind, &existing, None)));
         }
+        let carried = restarted_with(w.kind, &existing);
         let value = carry(carried.as_deref(), tokens);
         // Only if it is still the object read: a workload deleted and created again
         // under the name is not patched blind (SSA would create one), nor one another
@@ -405,9 +406,19 @@ fn restarted_with(kind: WorkloadKind, obj: &DynamicObject) -> Option<String> {
     }
 }
 
+/// The tokens that count as restarts: a Rollout's only while it still asks for the
+/// restart rotor wrote with them (`spec.restartAt`: Argo Rollouts keeps it; a tool
+/// that took it off took the restart off too).
+fn restarts_counted(kind: WorkloadKind, obj: &DynamicObject) -> Option<String> {
+    if kind == WorkloadKind::Rollout && text(&obj.data, "/spec/restartAt").is_none() {
+        return None;
+    }
+    restarted_with(kind, obj)
+}
+
 /// A consumer's state, from the object as read.
 fn observed(kind: WorkloadKind, obj: &DynamicObject, since_generation: Option<i64>) -> Observed {
-    let restarted_with = restarted_with(kind, obj);
+    let restarted_with = restarts_counted(kind, obj);
     let generation = obj.metadata.generation;
     let (rolled_out, message) = rollout(kind, &obj.metadata, &obj.data, since_generation);
     Observed {
@@ -508,11 +519,13 @@ pub fn rollout(
             let done = text(obj, "/status/restartedAt");
             let restarted = match (asked, done) {
                 (Some(a), Some(d)) => d >= a,
-                (None, _) => true,
                 _ => false,
             };
             if phase == "Healthy" && restarted {
                 (true, "rolled out (Healthy)".into())
+            } else if asked.is_none() {
+                // rotor asked for a restart: whoever took it off, no pod was restarted.
+                (false, "spec.restartAt was taken off: not restarted".into())
             } else if !restarted {
                 (false, format!("restart pending ({phase})"))
             } else {
@@ -554,6 +567,35 @@ mod tests {
             "9".repeat(300)
         );
         assert_eq!(carry(Some(&hostile), "3-aaaa"), "1-,3-aaaa");
+    }
+
+    #[test]
+    fn a_rollout_counts_its_token_only_while_it_asks_for_the_restart() {
+        let rollout = |spec: Value| -> DynamicObject {
+            serde_json::from_value(json!({
+                "apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
+                "metadata": {"name": "checkout", "annotations": {RESTARTED_AT_ANNOTATION: "3-aaaa"}},
+                "spec": spec,
+            }))
+            .unwrap()
+        };
+        let asked = rollout(json!({"restartAt": "2026-12-04T10:00:00Z"}));
+        let taken_off = rollout(json!({}));
+        assert_eq!(
+            observed(WorkloadKind::Rollout, &asked, None)
+                .restarted_with
+                .as_deref(),
+            Some("3-aaaa")
+        );
+        // Restarted again (its token no longer counts); the token itself is carried.
+        assert_eq!(
+            observed(WorkloadKind::Rollout, &taken_off, None).restarted_with,
+            None
+        );
+        assert_eq!(
+            restarted_with(WorkloadKind::Rollout, &taken_off).as_deref(),
+            Some("3-aaaa")
+        );
     }
 
     #[test]
@@ -689,6 +731,13 @@ mod tests {
                     "status": {"phase": "Progressing", "restartedAt": "2026-12-04T10:00:00Z"}}),
                 false,
                 "phase Progressing",
+            ),
+            (
+                "rollout: restartAt taken off",
+                K::Rollout,
+                json!({"spec": {}, "status": {"phase": "Healthy", "restartedAt": "2026-12-04T10:00:00Z"}}),
+                false,
+                "spec.restartAt was taken off",
             ),
             // Whatever a hostile object holds, no panic: strings where numbers go.
             (
