@@ -136,6 +136,16 @@ async fn carries_within(client: &Client, ns: &str, token: &str, secs: u64) {
     }
 }
 
+/// The id of the credential in the slot that is not active.
+fn previous_id(s: &rotor::api::SecretRotationStatus) -> String {
+    s.slots
+        .iter()
+        .find(|x| x.index != s.active_index)
+        .unwrap()
+        .id
+        .clone()
+}
+
 async fn replica_sets(client: &Client, ns: &str, app: &str) -> usize {
     Api::<ReplicaSet>::namespaced(client.clone(), ns)
         .list(&ListParams::default().labels(&format!("app={app}")))
@@ -219,14 +229,7 @@ async fn the_previous_credential_is_revoked_once_every_consumer_rolled_out() {
     let token2 = second.consumers.as_ref().unwrap().token.clone();
     assert!(token2.starts_with("2-"), "{token2}");
     let rotated_at = Instant::now();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !carries(&client, &ns, "web", &token2).await {
-        assert!(
-            Instant::now() < deadline,
-            "web was not restarted for rotation 2"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    carries_within(&client, &ns, &token2, 30).await;
     // Printed, never asserted (`cargo test -- --nocapture`): for the closing notes.
     eprintln!(
         "measured: rotation → restart written {:?}",
@@ -304,13 +307,7 @@ async fn a_stuck_rollout_keeps_the_old_credential_or_revokes_it_as_told() {
         );
         let (op, _) = first_rotation_rolled_out(&client, &ns, &fake, 1, &revocation).await;
         let second = rotate(&client, &ns, NAME, "r2", 2).await;
-        let old_id = second
-            .slots
-            .iter()
-            .find(|s| s.index != second.active_index)
-            .unwrap()
-            .id
-            .clone();
+        let old_id = previous_id(&second);
         // Nobody marks the new pods Ready: the rollout never finishes.
         let stuck = wait_for_event(
             &client,
@@ -420,16 +417,6 @@ async fn an_operator_restart_mid_rollout_neither_restarts_again_nor_revokes_twic
         "one revoke call at the vendor"
     );
     drop(op2);
-}
-
-/// The id of the credential in the slot that is not active.
-fn previous_id(s: &rotor::api::SecretRotationStatus) -> String {
-    s.slots
-        .iter()
-        .find(|x| x.index != s.active_index)
-        .unwrap()
-        .id
-        .clone()
 }
 
 #[tokio::test]
@@ -1146,13 +1133,7 @@ async fn consumers_rotor_cannot_follow_hold_the_revocation() {
             .is_some_and(|w| w.contains("65 consumers match")),
         "{c:?}"
     );
-    let old_id = second
-        .slots
-        .iter()
-        .find(|s| s.index != second.active_index)
-        .unwrap()
-        .id
-        .clone();
+    let old_id = previous_id(&second);
     // Every followed consumer rolls out, yet the one not followed may still use the
     // old credential: stuck after maxWait, and Keep keeps it.
     let s = wait_status(&client, &ns, NAME, 90, "stuck", |s| {

@@ -267,6 +267,15 @@ impl Restarts {
     }
 }
 
+/// A consumer that carries the rotation's token, as `seen`: followed to its rollout.
+fn follow(w: &mut WorkloadStatus, seen: workload::Observed) {
+    if w.generation.is_none() {
+        w.generation = seen.generation;
+    }
+    w.rolled_out = seen.rolled_out;
+    w.message = seen.message;
+}
+
 /// A consumer that is not there to restart or follow: it runs no pods, so holds no
 /// credential.
 fn gone(w: &mut WorkloadStatus, absent: Found) {
@@ -616,11 +625,7 @@ impl Run {
             if carries(seen.restarted_with.as_deref(), &c.token) {
                 // Restarted for this rotation: by this one, by another rotation's
                 // coalesced write, or before an operator restart.
-                if w.generation.is_none() {
-                    w.generation = seen.generation;
-                }
-                w.rolled_out = seen.rolled_out;
-                w.message = seen.message;
+                follow(w, seen);
                 continue;
             }
             if w.restarts >= MAX_RESTARTS {
@@ -658,14 +663,8 @@ impl Run {
             };
             self.ctx.restarts.written(&key, &tokens, made);
             match written {
-                Ok(Found::Carried(seen)) => {
-                    // Another write carried it since the look: followed, not counted.
-                    if w.generation.is_none() {
-                        w.generation = seen.generation;
-                    }
-                    w.rolled_out = seen.rolled_out;
-                    w.message = seen.message;
-                }
+                // Another write carried it since the look: followed, not counted.
+                Ok(Found::Carried(seen)) => follow(w, seen),
                 Ok(Found::Workload(seen)) => {
                     let again = w.restarts > 0;
                     w.restarts += 1;
