@@ -925,9 +925,11 @@ async fn sweep_interval_zero_sweeps_only_after_rotations_and_at_start() {
 /// A resource name of 250 characters (Kubernetes allows 253): `rotor-vault-<name>`
 /// would have 262 and the owner label may hold 63. Both are bounded with a hash of the
 /// name: the resource rotates, its audit trail reads back, and `keys rotate` finds
-/// its vault through the owner reference and re-wraps it.
+/// its vault through the owner reference and re-wraps it. Its Events are there too:
+/// named `<name>.<hex nanos>` as kube-runtime's Recorder names them (267 characters),
+/// the API server refused every one.
 #[tokio::test]
-async fn a_250_character_name_rotates_and_keys_rotate_finds_its_vault() {
+async fn a_250_character_name_rotates_has_events_and_keys_rotate_finds_its_vault() {
     let client = control_plane().client().await;
     let ns = namespace(&client, "long-name").await;
     let _op = Operator::start(&ns);
@@ -938,6 +940,12 @@ async fn a_250_character_name_rotates_and_keys_rotate_finds_its_vault() {
     apply_yaml(&client, &ns, &manifest).await.unwrap();
     let status = rotated(&client, &ns, &name, 1).await;
     assert_eq!(condition(&status, "Ready").status, "True");
+    let event = wait_for_event(&client, &ns, &name, "Rotated", "slot 0 active", 30).await;
+    let event_name = event.metadata.name.unwrap();
+    assert!(
+        event_name.len() <= 253 && event_name.starts_with("long-nnn"),
+        "{event_name}"
+    );
 
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let target = secrets.get("app-session-key").await.unwrap();

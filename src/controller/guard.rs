@@ -381,7 +381,7 @@ pub async fn stop_invalid(
     };
     let mut regarding = obj.object_ref(&());
     regarding.uid = obj.uid();
-    if let Err(e) = ctx.recorder().publish(&event, &regarding).await {
+    if let Err(e) = ctx.publish(&event, &regarding).await {
         tracing::warn!(error = %e, "publishing an Event failed");
     }
     Ok(Action::await_change())

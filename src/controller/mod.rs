@@ -6,6 +6,7 @@ mod audit;
 pub mod consumers;
 pub mod credentials;
 pub mod deletion;
+pub mod events;
 mod failpoint;
 pub mod fairness;
 #[cfg(test)]
@@ -28,11 +29,12 @@ pub mod validate;
 use crate::api::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use guard::Guarded;
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
 use kube::api::{Api, ListParams};
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::{Event, Reporter};
 use kube::runtime::{Controller, WatchStreamExt, controller, reflector, watcher};
 use std::sync::Arc;
 use std::time::Duration;
@@ -111,12 +113,15 @@ pub struct Context {
 }
 
 impl Context {
-    /// A recorder for one Event. kube's Recorder folds Events with the same reason
-    /// into a series that keeps the first note, so a second rotation within minutes
-    /// would show the first one's text; rotor publishes only on real transitions, so
-    /// every Event is created on its own.
-    pub fn recorder(&self) -> Recorder {
-        Recorder::new(self.client.clone(), self.reporter.clone())
+    /// Publishes one Event about `regarding` (see events.rs: each its own object — kube's
+    /// Recorder folds Events with the same reason into a series that keeps the first
+    /// note, and names them past the API server's limit for long resource names).
+    pub async fn publish(
+        &self,
+        event: &Event,
+        regarding: &ObjectReference,
+    ) -> Result<(), kube::Error> {
+        events::publish(self.client.clone(), &self.reporter, event, regarding).await
     }
 
     /// Notes the resourceVersion a write of rotor's gave the resource `meta` names.

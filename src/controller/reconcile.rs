@@ -239,11 +239,11 @@ impl Run {
         let Ok(permit) = self.ctx.events.clone().acquire_owned().await else {
             return;
         };
-        let (recorder, reference) = (self.ctx.recorder(), self.sr.object_ref(&()));
+        let (ctx, reference) = (self.ctx.clone(), self.sr.object_ref(&()));
         let reason = reason.to_string();
         tokio::spawn(async move {
             let _permit = permit;
-            if let Err(e) = recorder.publish(&event, &reference).await {
+            if let Err(e) = ctx.publish(&event, &reference).await {
                 warn!(error = %e, %reason, "publishing an Event failed");
             }
         });
