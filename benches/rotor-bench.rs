@@ -74,6 +74,10 @@ fn main() {
     // rejected, as a real install's are.
     // SAFETY: no other thread exists yet.
     unsafe { std::env::set_var("ROTOR_HARNESS_APF", "1") };
+    // etcd is compacted by the bench before each timed run (see `settle`), not by the
+    // API server every 5 minutes at whatever point of a run that falls.
+    // SAFETY: as above.
+    unsafe { std::env::set_var("ROTOR_HARNESS_BENCH_COMPACTION", "1") };
     let started = Instant::now();
     let mut results = Map::new();
     results.insert("pure".into(), pure());
@@ -396,6 +400,101 @@ async fn clear(client: &Client, ns: &str) {
         } else {
             format!(" (failed: {})", failed.join("; "))
         }
+    );
+}
+
+/// Brings the control plane to the same state before every timed run and phase: etcd
+/// compacted to its current revision and defragmented, the API server's Go heap
+/// collected, then 2 s of quiet. Without it each run started on what the runs before
+/// it left — the old revisions of every object they wrote, and a heap whose next
+/// collection fell into the next run — and the API server's own compaction (every 5
+/// minutes, which the bench turns off) fell at an arbitrary point of whichever run was
+/// under way. Prints what it did; a step that fails is named and the run goes on.
+async fn settle(client: &Client) {
+    use futures::AsyncReadExt;
+    let started = Instant::now();
+    let etcd = control_plane().etcd_url.clone();
+    let mut said = Vec::new();
+    let http = match reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(120))
+        .build()
+    {
+        Ok(http) => http,
+        Err(e) => {
+            println!("    settle: no HTTP client: {e}");
+            return;
+        }
+    };
+    // etcd's v3 JSON gateway (loopback, plain HTTP): its numbers are strings.
+    let call = |path: &str, body: Value| {
+        let request = http.post(format!("{etcd}/v3/{path}")).json(&body);
+        async move {
+            let reply = request.send().await.map_err(|e| e.to_string())?;
+            let status = reply.status();
+            let body: Value = reply.json().await.map_err(|e| e.to_string())?;
+            if status.is_success() {
+                Ok(body)
+            } else {
+                Err(format!("{status}: {body}"))
+            }
+        }
+    };
+    let db_mib = |status: &Value| {
+        status["dbSize"]
+            .as_str()
+            .and_then(|s| s.parse::<f64>().ok())
+            .map_or(0.0, |b| b / 1_048_576.0)
+    };
+    match call("maintenance/status", json!({})).await {
+        Ok(status) => {
+            let revision = status["header"]["revision"]
+                .as_str()
+                .unwrap_or("0")
+                .to_string();
+            let before = db_mib(&status);
+            match call(
+                "kv/compaction",
+                json!({"revision": revision, "physical": true}),
+            )
+            .await
+            {
+                // "required revision has been compacted": nothing new since the last.
+                Ok(_) => said.push(format!("etcd compacted at revision {revision}")),
+                Err(e) if e.contains("compacted") => {
+                    said.push(format!("etcd already compacted at {revision}"))
+                }
+                Err(e) => said.push(format!("etcd compaction failed ({e})")),
+            }
+            match call("maintenance/defragment", json!({})).await {
+                Ok(_) => {
+                    let after = call("maintenance/status", json!({}))
+                        .await
+                        .map_or(0.0, |s| db_mib(&s));
+                    said.push(format!("defragmented ({before:.0} → {after:.0} MiB)"));
+                }
+                Err(e) => said.push(format!("defragment failed ({e})")),
+            }
+        }
+        Err(e) => said.push(format!("etcd status failed ({e})")),
+    }
+    // net/http/pprof's heap handler runs a full collection first when asked (gc=1).
+    let req = http::Request::get("/debug/pprof/heap?gc=1")
+        .body(Vec::new())
+        .unwrap();
+    let mut sink = Vec::new();
+    match client.request_stream(req).await {
+        Ok(mut stream) => match stream.read_to_end(&mut sink).await {
+            Ok(_) => said.push("API server heap collected".into()),
+            Err(e) => said.push(format!("API server collection failed ({e})")),
+        },
+        Err(e) => said.push(format!("API server collection failed ({e})")),
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    println!(
+        "    settled in {:.1} s: {}",
+        started.elapsed().as_secs_f64(),
+        said.join(", ")
     );
 }
 
@@ -1621,6 +1720,7 @@ async fn operator_at_scale(results: &mut Map<String, Value>) {
                 println!("    {failed} first rotations failed");
             }
         }
+        settle(&client).await;
         let plane_before = control_plane_cpu();
         let server_before = apiserver_counts(&apiserver_metrics(&client).await);
         let profile = pprof(&client, tag, Duration::from_secs(2), 6);
@@ -1712,6 +1812,7 @@ async fn operator_at_scale(results: &mut Map<String, Value>) {
     println!("\n2. cold start: {n} SecretRotations exist, rotor starts");
     let cold_ns = namespace(&client, "bench-cold").await;
     create_rotations(&bench, &cold_ns, "r", n).await;
+    settle(&client).await;
     let before = bench.mark(None).await;
     let started = Instant::now();
     let conc = concurrency.to_string();
@@ -1801,6 +1902,7 @@ async fn operator_at_scale(results: &mut Map<String, Value>) {
     println!("\n4. steady state: all {n} annotated rotor.dev/rotate at once");
     let api: Api<SecretRotation> = Api::namespaced(client.clone(), &cold_ns);
     series.phase("steady");
+    settle(&client).await;
     let token = format!("bench-{}", Utc::now().timestamp());
     let base = progress.rotated();
     let started = Instant::now();
@@ -2115,7 +2217,7 @@ async fn burst_phase(
     // Every resource has rotated once, so a 10 s interval has elapsed for all by the
     // chosen minute: each is due exactly at that rotateAtUtc. The minute is far enough
     // ahead for the schedule patches (they cost about what the creates did) to land.
-    let margin = created * 2 + Duration::from_secs(20);
+    let margin = created * 2 + Duration::from_secs(30);
     let earliest = Utc::now() + chrono::Duration::from_std(margin).unwrap();
     let due = chrono::DateTime::from_timestamp((earliest.timestamp() / 60 + 1) * 60, 0).unwrap();
     let api: Api<SecretRotation> = Api::namespaced(client.clone(), &ns);
@@ -2137,6 +2239,7 @@ async fn burst_phase(
             }
         })
         .await;
+    settle(client).await;
     let until_due = (due - Utc::now()).to_std().unwrap_or_default();
     row(
         &format!(

@@ -269,6 +269,11 @@ fn start_control_plane() -> ControlPlane {
             (std::env::var("ROTOR_HARNESS_APF").as_deref() != Ok("1"))
                 .then_some("--enable-priority-and-fairness=false"),
         )
+        // The bench compacts etcd itself, between its timed runs.
+        .args(
+            (std::env::var("ROTOR_HARNESS_BENCH_COMPACTION").as_deref() == Ok("1"))
+                .then_some("--etcd-compaction-interval=0"),
+        )
         .stdout(log_file(&dir, "kube-apiserver"))
         .stderr(log_file(&dir, "kube-apiserver-err"))
         .stdin(Stdio::null());
