@@ -177,9 +177,21 @@ async fn first_rotation_rolled_out(
     replicas: i32,
     revocation: &str,
 ) -> (Operator, rotor::api::SecretRotationStatus) {
+    first_rotation_rolled_out_env(client, ns, fake, replicas, revocation, &[]).await
+}
+
+/// [`first_rotation_rolled_out`] with `env` for the operator.
+async fn first_rotation_rolled_out_env(
+    client: &Client,
+    ns: &str,
+    fake: &fakes::Fake<fakes::KeyApi>,
+    replicas: i32,
+    revocation: &str,
+    env: &[(&str, &str)],
+) -> (Operator, rotor::api::SecretRotationStatus) {
     deployment_reading(client, ns, "web", SECRET, replicas).await;
     roll_out(client, ns, "web").await;
-    let op = Operator::start_with(ns, FAST);
+    let op = Operator::start_env(ns, FAST, env);
     let spec = http_with(
         fake,
         &format!(
@@ -508,6 +520,71 @@ async fn a_rollback_during_the_rollout_is_restarted_again_and_never_passes_as_ro
     assert!(
         live(&fake, &old_id),
         "revoked while pods from before rotation 3 run"
+    );
+}
+
+/// The restart is written only over the object it read: another writer's change in
+/// between (here another SecretRotation's token, as its restart writes it) makes the
+/// API server refuse the write (resourceVersion precondition), and rotor reads again
+/// and keeps that token. Written blind, the value from before would drop it — and that
+/// rotation would see its restart undone.
+#[tokio::test]
+async fn a_restart_written_over_a_change_since_its_read_keeps_the_change() {
+    let plane = control_plane().with_controller_manager();
+    let client = plane.client().await;
+    let ns = namespace(&client, "c-race").await;
+    let fake = fakes::key_api().await;
+    let hold = Hold::new(&ns);
+    let (op, first) = first_rotation_rolled_out_env(
+        &client,
+        &ns,
+        &fake,
+        1,
+        "    after: Rollout\n    minValidity: 0s\n",
+        &[
+            ("ROTOR_TEST_PAUSE_AT", "before_restart_write@2"),
+            ("ROTOR_TEST_HOLD", hold.path()),
+        ],
+    )
+    .await;
+    let token1 = first.consumers.as_ref().unwrap().token.clone();
+
+    hold.arm();
+    let second = rotate(&client, &ns, NAME, "r2", 2).await;
+    let token2 = second.consumers.as_ref().unwrap().token.clone();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !op.logs().contains("failpoint paused") {
+        assert!(
+            Instant::now() < deadline,
+            "rotor did not pause between its read of web and its write within 60s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Another rotation's restart lands in between.
+    let other = "7-0a1b2c3d";
+    roll_back(&client, &ns, "web", &format!("{token1},{other}")).await;
+    hold.release();
+
+    carries_within(&client, &ns, &token2, 30).await;
+    assert_eq!(
+        restarted_at(&client, &ns, "web").await.unwrap(),
+        format!("{token1},{other},{token2}"),
+        "the token written in between is kept"
+    );
+    roll_out(&client, &ns, "web").await;
+    let c = wait_status(&client, &ns, NAME, 60, "rolled out", |s| {
+        s.consumers
+            .as_ref()
+            .is_some_and(|c| c.phase == ConsumerPhase::RolledOut)
+    })
+    .await
+    .status
+    .unwrap()
+    .consumers
+    .unwrap();
+    assert_eq!(
+        c.workloads[0].restarts, 1,
+        "a refused write is not a restart"
     );
 }
 

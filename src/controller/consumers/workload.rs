@@ -162,6 +162,14 @@ impl Workloads {
                 "spec": {"template": {"metadata": {"annotations": {RESTARTED_AT_ANNOTATION: &value}}}},
             })
         };
+        // (Tests: a pause between the read and the write, to change the workload
+        // there; the rotation is the first token's number.)
+        let sequence = tokens
+            .split(['-', ','])
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        crate::controller::failpoint::reached("before_restart_write", sequence).await;
         let params = PatchParams::apply(crate::api::FIELD_MANAGER).force();
         let written = self
             .dynamic(w.kind)
