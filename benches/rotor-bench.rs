@@ -448,31 +448,31 @@ async fn settle(client: &Client) {
     };
     match call("maintenance/status", json!({})).await {
         Ok(status) => {
-            let revision = status["header"]["revision"]
-                .as_str()
-                .unwrap_or("0")
-                .to_string();
             let before = db_mib(&status);
-            match call(
-                "kv/compaction",
-                json!({"revision": revision, "physical": true}),
-            )
-            .await
-            {
-                // "required revision has been compacted": nothing new since the last.
-                Ok(_) => said.push(format!("etcd compacted at revision {revision}")),
-                Err(e) if e.contains("compacted") => {
-                    said.push(format!("etcd already compacted at {revision}"))
-                }
-                Err(e) => said.push(format!("etcd compaction failed ({e})")),
+            match status["header"]["revision"].as_str() {
+                None => said.push("etcd said no revision: not compacted".into()),
+                Some(revision) => match call(
+                    "kv/compaction",
+                    json!({"revision": revision, "physical": true}),
+                )
+                .await
+                {
+                    Ok(_) => said.push(format!("etcd compacted at revision {revision}")),
+                    // "required revision has been compacted": nothing new since the last.
+                    Err(e) if e.contains("compacted") => {
+                        said.push(format!("etcd already compacted at {revision}"))
+                    }
+                    Err(e) => said.push(format!("etcd compaction failed ({e})")),
+                },
             }
             match call("maintenance/defragment", json!({})).await {
-                Ok(_) => {
-                    let after = call("maintenance/status", json!({}))
-                        .await
-                        .map_or(0.0, |s| db_mib(&s));
-                    said.push(format!("defragmented ({before:.0} → {after:.0} MiB)"));
-                }
+                Ok(_) => match call("maintenance/status", json!({})).await {
+                    Ok(after) => said.push(format!(
+                        "defragmented ({before:.0} → {:.0} MiB)",
+                        db_mib(&after)
+                    )),
+                    Err(_) => said.push("defragmented".into()),
+                },
                 Err(e) => said.push(format!("defragment failed ({e})")),
             }
         }
@@ -2186,6 +2186,9 @@ async fn burst_phase(
     let client = &bench.client;
     let ns = namespace(client, "bench-burst").await;
     let created = create_rotations(bench, &ns, "b", b).await;
+    // (Before rotor starts: compacting under a running rotor could fail a paged LIST
+    // of its in flight.)
+    settle(client).await;
     let start = bench.mark(None).await;
     let started = Instant::now();
     let conc = bench.concurrency.to_string();
@@ -2217,7 +2220,7 @@ async fn burst_phase(
     // Every resource has rotated once, so a 10 s interval has elapsed for all by the
     // chosen minute: each is due exactly at that rotateAtUtc. The minute is far enough
     // ahead for the schedule patches (they cost about what the creates did) to land.
-    let margin = created * 2 + Duration::from_secs(30);
+    let margin = created * 2 + Duration::from_secs(20);
     let earliest = Utc::now() + chrono::Duration::from_std(margin).unwrap();
     let due = chrono::DateTime::from_timestamp((earliest.timestamp() / 60 + 1) * 60, 0).unwrap();
     let api: Api<SecretRotation> = Api::namespaced(client.clone(), &ns);
@@ -2239,7 +2242,6 @@ async fn burst_phase(
             }
         })
         .await;
-    settle(client).await;
     let until_due = (due - Utc::now()).to_std().unwrap_or_default();
     row(
         &format!(

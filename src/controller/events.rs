@@ -16,13 +16,15 @@ const NAME_LIMIT: usize = 253;
 /// The longest `reportingInstance` events.k8s.io/v1 takes.
 const INSTANCE_LIMIT: usize = 128;
 
-/// `<regarding>.<hex nanos>`, the regarding name cut so that the whole fits 253
-/// characters and its last label still ends in a letter or digit (a DNS subdomain's
-/// labels must); `event` when nothing of it is left.
+/// `<regarding>.<hex nanos>`; a regarding name too long for that to fit 253
+/// characters is bounded as rotor bounds its other names
+/// ([`crate::rotation::bounded_name`]: as much as fits, `-` and 10 hex digits of its
+/// hash — two long names that share their start still name their Events apart).
 pub fn event_name(regarding: &str, nanos: i128) -> String {
-    let suffix = format!(".{:x}", nanos.max(0));
-    let prefix = cut(regarding, NAME_LIMIT - suffix.len())
-        .trim_end_matches(|c: char| !c.is_ascii_alphanumeric());
+    let suffix = format!(".{:x}", nanos.unsigned_abs());
+    let bounded = crate::rotation::bounded_name("", regarding, NAME_LIMIT - suffix.len());
+    // (A valid name's cut never ends in `-` or `.`; anything else is kept valid too.)
+    let prefix = bounded.trim_end_matches(|c: char| !c.is_ascii_alphanumeric());
     let prefix = if prefix.is_empty() { "event" } else { prefix };
     format!("{prefix}{suffix}")
 }
@@ -40,7 +42,12 @@ fn cut(text: &str, max: usize) -> &str {
 /// on transitions, each Event its own note), with a name that fits.
 pub fn event_object(reporter: &Reporter, ev: &Event, regarding: &ObjectReference) -> K8sEvent {
     let now = Timestamp::now();
-    let instance = reporter.instance.as_deref().unwrap_or(&reporter.controller);
+    // An empty POD_NAME would cost every Event (the API server wants one).
+    let instance = reporter
+        .instance
+        .as_deref()
+        .filter(|i| !i.is_empty())
+        .unwrap_or(&reporter.controller);
     K8sEvent {
         action: Some(ev.action.clone()),
         reason: Some(ev.reason.clone()),
@@ -122,7 +129,15 @@ mod tests {
         let name = "n".repeat(236);
         assert_eq!(event_name(&name, nanos), format!("{name}.18ee59795b340315"));
         let cut = event_name(&"n".repeat(237), nanos);
-        assert_eq!(cut.len(), 253);
+        assert!(cut.len() <= 253, "{cut}");
+        // Two long names that share their first 236 characters: apart.
+        let (a, b) = (
+            format!("{}-a", "n".repeat(240)),
+            format!("{}-b", "n".repeat(240)),
+        );
+        assert_ne!(event_name(&a, nanos), event_name(&b, nanos));
+        // A clock before 1970 still names Events apart.
+        assert_ne!(event_name("web", -1), event_name("web", -2));
         // Not a valid name at all (the API server never returns one): still bounded.
         let odd = event_name(&"é".repeat(200), nanos);
         assert!(odd.len() <= 253, "{odd}");
@@ -130,7 +145,7 @@ mod tests {
 
     #[test]
     fn the_event_is_the_one_the_recorder_sends() {
-        let reporter = Reporter {
+        let mut reporter = Reporter {
             controller: "rotor".into(),
             instance: Some("p".repeat(300)),
         };
@@ -155,7 +170,10 @@ mod tests {
         assert_eq!(got.note.as_deref(), Some("old"));
         assert_eq!(got.reporting_controller.as_deref(), Some("rotor"));
         assert!(got.reporting_instance.unwrap().len() <= 128);
-        assert_eq!(got.regarding, Some(regarding));
+        assert_eq!(got.regarding, Some(regarding.clone()));
         assert!(got.event_time.is_some() && got.series.is_none());
+        reporter.instance = Some(String::new());
+        let got = event_object(&reporter, &ev, &regarding);
+        assert_eq!(got.reporting_instance.as_deref(), Some("rotor"));
     }
 }

@@ -653,7 +653,7 @@ impl Run {
                     continue;
                 }
             };
-            let written = workloads.restart(&r, &tokens).await;
+            let written = workloads.restart(&r, &tokens, c.rotation).await;
             let made = match &written {
                 Ok(Found::Workload(seen) | Found::Carried(seen)) => Some(Made {
                     uid: seen.uid.clone(),

@@ -99,10 +99,16 @@ impl Workloads {
     /// restarts, without a new release).
     /// Never creates a workload: it is read first, and a gone one is `Missing`; written
     /// only if unchanged since (else a conflict, and it is retried).
-    pub async fn restart(&self, w: &WorkloadRef, tokens: &str) -> Result<Found, kube::Error> {
+    /// `rotation`: the number of the rotation that writes (for the tests' pause point).
+    pub async fn restart(
+        &self,
+        w: &WorkloadRef,
+        tokens: &str,
+        rotation: u64,
+    ) -> Result<Found, kube::Error> {
         let mut attempt = 1;
         loop {
-            match self.restart_once(w, tokens).await {
+            match self.restart_once(w, tokens, rotation).await {
                 // Changed between the read and the write (its controller's status, a
                 // rollback): read again, a few times, before the next look.
                 Err(kube::Error::Api(s)) if s.code == 409 && attempt < CONFLICT_ATTEMPTS => {
@@ -113,7 +119,12 @@ impl Workloads {
         }
     }
 
-    async fn restart_once(&self, w: &WorkloadRef, tokens: &str) -> Result<Found, kube::Error> {
+    async fn restart_once(
+        &self,
+        w: &WorkloadRef,
+        tokens: &str,
+        rotation: u64,
+    ) -> Result<Found, kube::Error> {
         let existing = match self.fetch(w).await? {
             Ok(obj) => obj,
             Err(absent) => return Ok(absent),
@@ -162,14 +173,8 @@ impl Workloads {
                 "spec": {"template": {"metadata": {"annotations": {RESTARTED_AT_ANNOTATION: &value}}}},
             })
         };
-        // (Tests: a pause between the read and the write, to change the workload
-        // there; the rotation is the first token's number.)
-        let sequence = tokens
-            .split(['-', ','])
-            .next()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0);
-        crate::controller::failpoint::reached("before_restart_write", sequence).await;
+        // (Tests: a pause between the read and the write, to change the workload there.)
+        crate::controller::failpoint::reached("before_restart_write", rotation).await;
         let params = PatchParams::apply(crate::api::FIELD_MANAGER).force();
         let written = self
             .dynamic(w.kind)
