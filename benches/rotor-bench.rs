@@ -2186,9 +2186,6 @@ async fn burst_phase(
     let client = &bench.client;
     let ns = namespace(client, "bench-burst").await;
     let created = create_rotations(bench, &ns, "b", b).await;
-    // (Before rotor starts: compacting under a running rotor could fail a paged LIST
-    // of its in flight.)
-    settle(client).await;
     let start = bench.mark(None).await;
     let started = Instant::now();
     let conc = bench.concurrency.to_string();
@@ -2220,7 +2217,7 @@ async fn burst_phase(
     // Every resource has rotated once, so a 10 s interval has elapsed for all by the
     // chosen minute: each is due exactly at that rotateAtUtc. The minute is far enough
     // ahead for the schedule patches (they cost about what the creates did) to land.
-    let margin = created * 2 + Duration::from_secs(20);
+    let margin = created * 2 + Duration::from_secs(30);
     let earliest = Utc::now() + chrono::Duration::from_std(margin).unwrap();
     let due = chrono::DateTime::from_timestamp((earliest.timestamp() / 60 + 1) * 60, 0).unwrap();
     let api: Api<SecretRotation> = Api::namespaced(client.clone(), &ns);
@@ -2242,6 +2239,10 @@ async fn burst_phase(
             }
         })
         .await;
+    // Settled for the minute, not for the set-up before it. rotor is at rest by now
+    // (its first rotations done, the patches' reconciles a status write each): no
+    // paged LIST of its is in flight (those come at start and after a lost watch).
+    settle(client).await;
     let until_due = (due - Utc::now()).to_std().unwrap_or_default();
     row(
         &format!(

@@ -342,7 +342,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         concurrency: args.concurrency,
         instance: std::env::var("POD_NAME")
             .ok()
-            .or_else(|| std::env::var("HOSTNAME").ok()),
+            .filter(|n| !n.is_empty())
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .filter(|n| !n.is_empty()),
         operator_namespace: operator_namespace(),
         vault_retention: args.escrow_retention,
         sweep_interval: args.sweep_interval,

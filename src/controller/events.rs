@@ -2,7 +2,8 @@
 //! `Recorder` names an Event `<regarding name>.<hex nanoseconds>` whatever the length:
 //! for a SecretRotation whose name has more than 236 of the 253 characters a name may
 //! have, the API server refused every Event about it, and rotor only logged that. Here
-//! the name's prefix is cut to fit; everything else is what the Recorder sends.
+//! such a name is bounded as rotor bounds its other names (as much as fits, `-` and a
+//! hash of the whole name); everything else is what the Recorder sends.
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::Event as K8sEvent;
