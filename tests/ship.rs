@@ -408,7 +408,7 @@ const EXPECTED_CLUSTER_RULES: &[(&str, &str, &[&str])] = &[
         "secrets",
         &["get", "list", "watch", "create", "patch", "delete"],
     ),
-    ("events.k8s.io", "events", &["create", "patch"]),
+    ("events.k8s.io", "events", &["create"]),
     ("apps", "deployments", &["get", "list", "patch"]),
     ("apps", "statefulsets", &["get", "list", "patch"]),
     ("apps", "daemonsets", &["get", "list", "patch"]),

@@ -60,7 +60,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
-  verbs: ["create", "patch"]
+  # create only: rotor never updates an Event (each is its own, no series).
+  verbs: ["create"]
 # spec.consumers: find the workloads that read a Secret, restart them (one pod-template
 # annotation, server-side apply) and follow their rollout.
 - apiGroups: ["apps"]
