@@ -91,6 +91,25 @@ async fn restarted(client: &Client, ns: &str, name: &str) {
     .await;
 }
 
+/// Waits (bounded by `secs`) until rotor says every consumer of `name`'s rotation rolled
+/// out; its status then.
+async fn consumers_rolled_out(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    secs: u64,
+    what: &str,
+) -> rotor::api::SecretRotationStatus {
+    wait_status(client, ns, name, secs, what, |s| {
+        s.consumers
+            .as_ref()
+            .is_some_and(|c| c.phase == ConsumerPhase::RolledOut)
+    })
+    .await
+    .status
+    .unwrap()
+}
+
 /// The `rotor.dev/restartedAt` value on a Deployment's pod template.
 async fn restarted_at(client: &Client, ns: &str, name: &str) -> Option<String> {
     Api::<Deployment>::namespaced(client.clone(), ns)
@@ -202,12 +221,7 @@ async fn first_rotation_rolled_out_env(
     let first = rotated(client, ns, NAME, 1).await;
     restarted(client, ns, NAME).await;
     roll_out(client, ns, "web").await;
-    wait_status(client, ns, NAME, 60, "first rollout followed", |s| {
-        s.consumers
-            .as_ref()
-            .is_some_and(|c| c.phase == ConsumerPhase::RolledOut)
-    })
-    .await;
+    consumers_rolled_out(client, ns, NAME, 60, "first rollout followed").await;
     (op, first)
 }
 
@@ -552,14 +566,7 @@ async fn a_restart_written_over_a_change_since_its_read_keeps_the_change() {
     hold.arm();
     let second = rotate(&client, &ns, NAME, "r2", 2).await;
     let token2 = second.consumers.as_ref().unwrap().token.clone();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !op.logs().contains("failpoint paused") {
-        assert!(
-            Instant::now() < deadline,
-            "rotor did not pause between its read of web and its write within 60s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_log(&op, "failpoint paused", "before_restart_write@2").await;
     // Another rotation's restart lands in between.
     let other = "7-0a1b2c3d";
     roll_back(&client, &ns, "web", &format!("{token1},{other}")).await;
@@ -572,16 +579,10 @@ async fn a_restart_written_over_a_change_since_its_read_keeps_the_change() {
         "the token written in between is kept"
     );
     roll_out(&client, &ns, "web").await;
-    let c = wait_status(&client, &ns, NAME, 60, "rolled out", |s| {
-        s.consumers
-            .as_ref()
-            .is_some_and(|c| c.phase == ConsumerPhase::RolledOut)
-    })
-    .await
-    .status
-    .unwrap()
-    .consumers
-    .unwrap();
+    let c = consumers_rolled_out(&client, &ns, NAME, 60, "rolled out")
+        .await
+        .consumers
+        .unwrap();
     assert_eq!(
         c.workloads[0].restarts, 1,
         "a refused write is not a restart"
@@ -657,14 +658,7 @@ async fn a_restart_that_cannot_be_written_is_stuck_at_max_wait_and_still_retried
         .unwrap();
     carries_within(&client, &ns, &token, 60).await;
     roll_out(&client, &ns, "web").await;
-    let s = wait_status(&client, &ns, NAME, 60, "rolled out", |s| {
-        s.consumers
-            .as_ref()
-            .is_some_and(|c| c.phase == ConsumerPhase::RolledOut)
-    })
-    .await
-    .status
-    .unwrap();
+    let s = consumers_rolled_out(&client, &ns, NAME, 60, "rolled out").await;
     assert_eq!(s.consumers.unwrap().workloads[0].restarts, 1);
 }
 
@@ -687,12 +681,7 @@ async fn two_rotations_of_one_workload_in_the_same_second_cause_one_rollout() {
     }
     roll_out(&client, &ns, "web").await;
     for name in ["a", "b"] {
-        wait_status(&client, &ns, name, 60, "rolled out", |s| {
-            s.consumers
-                .as_ref()
-                .is_some_and(|c| c.phase == ConsumerPhase::RolledOut)
-        })
-        .await;
+        consumers_rolled_out(&client, &ns, name, 60, "rolled out").await;
     }
     let before = replica_sets(&client, &ns, "web").await;
     // Both rotated in the same second.
@@ -1097,14 +1086,7 @@ async fn an_argo_rollout_is_restarted_through_restart_at_and_skipped_when_not_in
     apply_yaml(&client, &ns, yaml).await.unwrap();
     rotated(&client, &ns, "token", 1).await;
     // Argo Rollouts is not installed: skipped, and the status says so.
-    let s = wait_status(&client, &ns, "token", 30, "skipped", |s| {
-        s.consumers
-            .as_ref()
-            .is_some_and(|c| c.phase == ConsumerPhase::RolledOut)
-    })
-    .await
-    .status
-    .unwrap();
+    let s = consumers_rolled_out(&client, &ns, "token", 30, "skipped").await;
     let w = &s.consumers.unwrap().workloads[0];
     assert!(w.message.contains("not installed"), "{}", w.message);
 
@@ -1160,12 +1142,7 @@ async fn an_argo_rollout_is_restarted_through_restart_at_and_skipped_when_not_in
     )
     .await
     .unwrap();
-    wait_status(&client, &ns, "token", 30, "rolled out", |s| {
-        s.consumers
-            .as_ref()
-            .is_some_and(|c| c.phase == ConsumerPhase::RolledOut)
-    })
-    .await;
+    consumers_rolled_out(&client, &ns, "token", 30, "rolled out").await;
 }
 
 #[tokio::test]
