@@ -165,7 +165,25 @@ fn previous_id(s: &rotor::api::SecretRotationStatus) -> String {
         .clone()
 }
 
+/// How many ReplicaSets Deployment `app` has, once its controller has seen its latest
+/// template: it creates a restart's ReplicaSet before it reports that generation
+/// observed, so a count taken earlier could miss a restart rotor already wrote.
 async fn replica_sets(client: &Client, ns: &str, app: &str) -> usize {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let d = api.get(app).await.unwrap();
+        let seen = d.status.as_ref().and_then(|s| s.observed_generation);
+        if seen >= d.metadata.generation {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{ns}/{app}: generation {:?} not observed within 30s (observed {seen:?})",
+            d.metadata.generation
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     Api::<ReplicaSet>::namespaced(client.clone(), ns)
         .list(&ListParams::default().labels(&format!("app={app}")))
         .await
@@ -427,6 +445,12 @@ async fn an_operator_restart_mid_rollout_neither_restarts_again_nor_revokes_twic
         replica_sets(&client, &ns, "web").await,
         sets,
         "no second restart"
+    );
+    let s = status_of(&client, &ns, NAME).await;
+    let web = &s.consumers.as_ref().unwrap().workloads[0];
+    assert_eq!(
+        web.restarts, 1,
+        "one restart written for rotation 2: {web:?}"
     );
     roll_out(&client, &ns, "web").await;
     wait_for_event(&client, &ns, NAME, "PreviousRevoked", "", 60).await;
