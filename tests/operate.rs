@@ -666,3 +666,67 @@ async fn a_rotation_costs_five_writes_one_read_and_no_second_reconcile() {
     };
     assert_eq!(restored.data, before.data, "restored with the same values");
 }
+
+/// A target Secret deleted while a starting operator has not listed the Secrets yet:
+/// rotor neither reconciles nor reports ready before that list (a reconcile before it
+/// would see the Secret, and the list would hold no Delete for it), then restores it.
+#[tokio::test]
+async fn a_target_deleted_before_the_secrets_are_listed_is_restored() {
+    use k8s_openapi::api::core::v1::Secret;
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "listed").await;
+    let op = Operator::start(&ns);
+    apply_yaml(&client, &ns, &sample("random.yaml"))
+        .await
+        .unwrap();
+    rotated(&client, &ns, "session-key", 1).await;
+    let key = support::scenario::value(&client, &ns, "app-session-key", "SESSION_SECRET").await;
+    op.stop().await;
+
+    let hold = support::scenario::Hold::new(&ns);
+    hold.arm();
+    let op = Operator::start_env(
+        &ns,
+        &[],
+        &[
+            ("ROTOR_TEST_PAUSE_AT", "secrets_watch@0"),
+            ("ROTOR_TEST_HOLD", hold.path()),
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !op.logs().contains("failpoint paused") {
+        assert!(
+            Instant::now() < deadline,
+            "no pause within 60s: {}",
+            op.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Long enough for a reconcile of the one resource (tens of milliseconds).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        http_get(&format!("{}/readyz", op.admin_url)).await.0,
+        503,
+        "not ready before the Secrets are listed"
+    );
+    Api::<Secret>::namespaced(client.clone(), &ns)
+        .delete("app-session-key", &Default::default())
+        .await
+        .unwrap();
+    hold.release();
+    wait_for_event(
+        &client,
+        &ns,
+        "session-key",
+        "Restored",
+        "written again from the escrow",
+        60,
+    )
+    .await;
+    assert_eq!(
+        support::scenario::value(&client, &ns, "app-session-key", "SESSION_SECRET").await,
+        key,
+        "the same key, back"
+    );
+    assert_eq!(http_get(&format!("{}/readyz", op.admin_url)).await.0, 200);
+}

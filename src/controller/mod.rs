@@ -457,7 +457,16 @@ pub async fn run(
         // the first one tells what is current (see `Context::listed`).
         let sizes = reader.clone();
         let cached = reader.clone();
-        let main_watch = watcher(api(scope), watcher::Config::default())
+        // The SecretRotation watch starts once the Secrets watch (below) has listed, as
+        // controller-runtime waits for every informer: a reconcile run before that list
+        // could find a target that is then deleted before the list, and nothing would
+        // wake its resource (a list holds no Delete; the next look may be hours away).
+        // Its reconciles, and readiness, wait for both; an owner the list wakes is
+        // still one reconcile (the scheduler holds one request per resource).
+        let (secrets_listed, on_secrets_listed) = futures::channel::oneshot::channel::<()>();
+        let rotations = api(scope);
+        let main_watch = futures::stream::once(on_secrets_listed)
+            .flat_map(move |_| watcher(rotations.clone(), watcher::Config::default()))
             .default_backoff()
             // A new version keeps the allocation size of the one it replaces, when it
             // fits there (see Guarded::keep_size).
@@ -535,8 +544,18 @@ pub async fn run(
         // through `late`.
         let echoes = ctx.own_writes.clone();
         let (late, late_events) = futures::channel::mpsc::unbounded();
-        let owned = watcher(secrets, own_secrets)
+        let mut secrets_listed = Some(secrets_listed);
+        // (A test's pause point may hold the Secrets watch before it lists.)
+        let owned = futures::stream::once(failpoint::reached("secrets_watch", 0))
+            .flat_map(move |()| watcher(secrets.clone(), own_secrets.clone()))
             .default_backoff()
+            .inspect(move |event| {
+                if let Ok(watcher::Event::InitDone) = event
+                    && let Some(listed) = secrets_listed.take()
+                {
+                    let _ = listed.send(());
+                }
+            })
             .touched_objects()
             .try_filter(move |s| {
                 let controlled = s
