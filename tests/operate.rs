@@ -730,3 +730,66 @@ async fn a_target_deleted_before_the_secrets_are_listed_is_restored() {
     );
     assert_eq!(http_get(&format!("{}/readyz", op.admin_url)).await.0, 200);
 }
+
+/// A target Secret deleted while the Secrets watch is down (it ends, and lists again
+/// as after a 410): the new list holds no Delete for it, and rotor still restores it
+/// (not at the next resync, hours away).
+#[tokio::test]
+async fn a_target_deleted_while_the_secrets_watch_is_down_is_restored() {
+    use k8s_openapi::api::core::v1::Secret;
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "relist").await;
+    let hold = support::scenario::Hold::new(&ns);
+    hold.arm();
+    let relist = format!("{}.relist", hold.path());
+    let op = Operator::start_env(
+        &ns,
+        &[],
+        &[
+            ("ROTOR_TEST_PAUSE_AT", "secrets_watch@1"),
+            ("ROTOR_TEST_HOLD", hold.path()),
+            ("ROTOR_TEST_RELIST", &relist),
+        ],
+    );
+    apply_yaml(&client, &ns, &sample("random.yaml"))
+        .await
+        .unwrap();
+    rotated(&client, &ns, "session-key", 1).await;
+    let key = support::scenario::value(&client, &ns, "app-session-key", "SESSION_SECRET").await;
+    assert!(key.is_some());
+
+    // The watch ends; the next one waits at the pause point, before its list.
+    std::fs::write(&relist, b"").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !op.logs().contains("failpoint paused") {
+        assert!(
+            Instant::now() < deadline,
+            "no pause within 60s: {}",
+            op.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Api::<Secret>::namespaced(client.clone(), &ns)
+        .delete("app-session-key", &Default::default())
+        .await
+        .unwrap();
+    hold.release();
+    wait_for_event(
+        &client,
+        &ns,
+        "session-key",
+        "Restored",
+        "written again from the escrow",
+        60,
+    )
+    .await;
+    assert_eq!(
+        support::scenario::value(&client, &ns, "app-session-key", "SESSION_SECRET").await,
+        key,
+        "the same key, back"
+    );
+    assert!(
+        op.logs().contains("without their target Secrets"),
+        "the relist woke it"
+    );
+}

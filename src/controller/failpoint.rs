@@ -60,6 +60,19 @@ pub async fn reached(point: &str, sequence: u64) {
     }
 }
 
+/// Test-only: with `ROTOR_TEST_RELIST=<file>`, resolves once `<file>` exists (and
+/// removes it): the Secrets watch then ends and lists again, as after a 410. Unset
+/// (always, outside tests), never.
+pub async fn relist_requested() {
+    let Some(file) = std::env::var_os("ROTOR_TEST_RELIST") else {
+        return std::future::pending().await;
+    };
+    while std::fs::remove_file(&file).is_err() {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    tracing::warn!("relisting the Secrets, as asked");
+}
+
 /// The crash points inside the provider calls, told by the rotation core as its steps
 /// happen: after the target slot's old credential is revoked, and after the new one
 /// passed its test. (The others stand between the controller's steps.)

@@ -186,17 +186,28 @@ impl Looks {
             };
             inner.due.remove(&key);
             let (namespace, name) = key.split_once('/').unwrap_or_default();
-            let to = inner
-                .controllers
-                .iter()
-                .find(|(scope, _)| scope.as_deref() == Some(namespace))
-                .or_else(|| inner.controllers.iter().find(|(scope, _)| scope.is_none()));
-            if let Some((_, to)) = to {
-                // A controller that stopped (shutdown) takes nothing more.
-                let _ = to.unbounded_send(ObjectRef::new(name).within(namespace));
-            }
+            hand_over(&inner, namespace, name);
         }
         inner.queue.first().map(|(at, _)| *at)
+    }
+
+    /// Looks at `namespace/name` now, as a watch event would (one it missed); its
+    /// reconcile decides the next look.
+    pub fn now(&self, namespace: &str, name: &str) {
+        hand_over(&self.lock(), namespace, name);
+    }
+}
+
+/// Sends `namespace/name` to the controller that watches its namespace.
+fn hand_over(inner: &Inner, namespace: &str, name: &str) {
+    let to = inner
+        .controllers
+        .iter()
+        .find(|(scope, _)| scope.as_deref() == Some(namespace))
+        .or_else(|| inner.controllers.iter().find(|(scope, _)| scope.is_none()));
+    if let Some((_, to)) = to {
+        // A controller that stopped (shutdown) takes nothing more.
+        let _ = to.unbounded_send(ObjectRef::new(name).within(namespace));
     }
 }
 

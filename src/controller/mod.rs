@@ -545,17 +545,47 @@ pub async fn run(
         let echoes = ctx.own_writes.clone();
         let (late, late_events) = futures::channel::mpsc::unbounded();
         let mut secrets_listed = Some(secrets_listed);
-        // (A test's pause point may hold the Secrets watch before it lists.)
-        let owned = futures::stream::once(failpoint::reached("secrets_watch", 0))
-            .flat_map(move |()| watcher(secrets.clone(), own_secrets.clone()))
-            .default_backoff()
-            .inspect(move |event| {
-                if let Ok(watcher::Event::InitDone) = event
-                    && let Some(listed) = secrets_listed.take()
-                {
+        let mut secrets_relist = Relist::default();
+        let (targets, wake) = (reader.clone(), ctx.clone());
+        // Test hooks, inert otherwise: a pause point may hold the watch before each
+        // list, and a test may end it so that it lists again, as after a 410.
+        let owned = futures::stream::unfold(0, move |n| {
+            let (secrets, config) = (secrets.clone(), own_secrets.clone());
+            async move {
+                failpoint::reached("secrets_watch", n).await;
+                let watch = watcher(secrets, config).take_until(failpoint::relist_requested());
+                Some((watch, n + 1))
+            }
+        })
+        .flatten()
+        .default_backoff()
+        .inspect(move |event| match event {
+            Ok(watcher::Event::InitDone) if secrets_listed.is_some() => {
+                if let Some(listed) = secrets_listed.take() {
                     let _ = listed.send(());
                 }
-            })
+            }
+            // Listed again (after a 410, say): a target deleted or relabelled while
+            // the watch was down got no Delete event. Each resource whose Secret the
+            // list does not hold gets a look now (the first list needs none: nothing
+            // was reconciled before it).
+            Ok(event) if secrets_listed.is_none() => {
+                if let Some(listed) = secrets_relist.observe(event) {
+                    let mut woken = 0;
+                    for (namespace, name) in targets_unlisted(&listed, targets.state()) {
+                        wake.looks.now(&namespace, &name);
+                        woken += 1;
+                    }
+                    if woken > 0 {
+                        tracing::info!(
+                            woken,
+                            "the Secrets watch listed again without their target Secrets: looking at them"
+                        );
+                    }
+                }
+            }
+            _ => {}
+        })
             .touched_objects()
             .try_filter(move |s| {
                 let controlled = s
@@ -616,6 +646,28 @@ pub async fn run(
 #[derive(Default)]
 struct Relist {
     listed: Option<std::collections::HashSet<crate::metrics::ResourceLabels>>,
+}
+
+/// Of `cached` resources, those whose target Secret (the one rotor wrote, per its
+/// status) is not among `listed`: `(namespace, name)`.
+fn targets_unlisted(
+    listed: &std::collections::HashSet<crate::metrics::ResourceLabels>,
+    cached: Vec<Arc<Guarded>>,
+) -> Vec<(String, String)> {
+    cached
+        .iter()
+        .filter_map(|g| {
+            let sr = g.object().ok()?;
+            let target = crate::metrics::ResourceLabels {
+                namespace: sr.metadata.namespace.clone()?,
+                name: sr.status.as_ref()?.target_secret.clone()?,
+            };
+            if listed.contains(&target) {
+                return None;
+            }
+            Some((target.namespace, sr.metadata.name.clone()?))
+        })
+        .collect()
 }
 
 impl Relist {
@@ -703,6 +755,40 @@ mod relist_tests {
             gone,
             ["gone", "kept"],
             "a/gone, and c/kept: only a/kept was listed"
+        );
+    }
+
+    fn rotation(ns: &str, name: &str, target: Option<&str>) -> std::sync::Arc<super::Guarded> {
+        let mut v = serde_json::json!({
+            "apiVersion": "rotor.dev/v1alpha1", "kind": "SecretRotation",
+            "metadata": {"namespace": ns, "name": name, "uid": "u", "resourceVersion": "1"},
+            "spec": {"provider": {"random": {"length": 24}}, "secretsMapping": {"value": "V"},
+                     "target": {"name": "spec-name"}},
+        });
+        if let Some(t) = target {
+            v["status"] = serde_json::json!({"targetSecret": t});
+        }
+        std::sync::Arc::new(serde_json::from_value(v).unwrap())
+    }
+
+    #[test]
+    fn a_relist_wakes_the_resources_whose_written_target_it_lacks() {
+        let mut relist = Relist::default();
+        relist.observe(&Event::<ConfigMap>::Init);
+        relist.observe(&Event::InitApply(object("a", "present")));
+        relist.observe(&Event::InitApply(object("b", "deleted")));
+        let listed = relist.observe(&Event::InitDone::<ConfigMap>).unwrap();
+        let cached = vec![
+            rotation("a", "kept", Some("present")),
+            // Same Secret name in another namespace: listed there, not here.
+            rotation("a", "lost", Some("deleted")),
+            rotation("b", "other", Some("deleted")),
+            // Never wrote a target: nothing to miss.
+            rotation("a", "new", None),
+        ];
+        assert_eq!(
+            super::targets_unlisted(&listed, cached),
+            [("a".to_string(), "lost".to_string())]
         );
     }
 }
