@@ -693,15 +693,7 @@ async fn a_target_deleted_before_the_secrets_are_listed_is_restored() {
             ("ROTOR_TEST_HOLD", hold.path()),
         ],
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !op.logs().contains("failpoint paused") {
-        assert!(
-            Instant::now() < deadline,
-            "no pause within 60s: {}",
-            op.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_log(&op, "failpoint paused", "held before the Secrets list").await;
     // Long enough for a reconcile of the one resource (tens of milliseconds).
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
@@ -760,15 +752,12 @@ async fn a_target_deleted_while_the_secrets_watch_is_down_is_restored() {
 
     // The watch ends; the next one waits at the pause point, before its list.
     std::fs::write(&relist, b"").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !op.logs().contains("failpoint paused") {
-        assert!(
-            Instant::now() < deadline,
-            "no pause within 60s: {}",
-            op.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_log(
+        &op,
+        "failpoint paused",
+        "held before the second Secrets list",
+    )
+    .await;
     Api::<Secret>::namespaced(client.clone(), &ns)
         .delete("app-session-key", &Default::default())
         .await

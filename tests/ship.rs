@@ -416,6 +416,57 @@ const EXPECTED_CLUSTER_RULES: &[(&str, &str, &[&str])] = &[
     ("", "namespaces", &["get"]),
 ];
 
+/// A Role that may read and write Secrets but not list them: rotor would wait for
+/// its Secrets watch for ever, reconciling nothing. It stops at once and says why.
+#[tokio::test]
+async fn a_role_that_cannot_list_secrets_stops_rotor_at_start_and_says_so() {
+    let client = control_plane().client().await;
+    let ns = namespace(&client, "rbac-nolist").await;
+    let role = r#"apiVersion: v1
+kind: ServiceAccount
+metadata: {name: narrow}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: narrow}
+rules:
+- apiGroups: [rotor.dev]
+  resources: [secretrotations]
+  verbs: [get, list, watch, patch]
+- apiGroups: [rotor.dev]
+  resources: [secretrotations/status]
+  verbs: [patch]
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get, create, patch, delete]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: narrow}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: narrow}
+subjects:
+- {kind: ServiceAccount, name: narrow}
+"#;
+    apply_yaml(&client, &ns, role).await.unwrap();
+    let kubeconfig = service_account_kubeconfig(&client, &ns, "narrow").await;
+    let op = Operator::start_env(&ns, &[], &[("KUBECONFIG", kubeconfig.as_str())]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !op.exited() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "rotor still runs 60s after start without list on secrets:\n{}",
+            op.logs()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let logs = op.logs();
+    assert!(
+        logs.contains(&format!("cannot list Secrets in {ns}"))
+            && logs.contains("rotor needs get, list and watch on secrets"),
+        "{logs}"
+    );
+}
+
 #[tokio::test]
 async fn rbac_is_least_privilege_proven_by_a_run_with_the_chart_token() {
     let client = control_plane().client().await;

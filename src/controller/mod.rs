@@ -210,6 +210,10 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("the SecretRotation CRD is not served ({0}); install it with `kubectl apply -f crds/`")]
     CrdMissing(#[source] kube::Error),
+    #[error(
+        "cannot list Secrets in {0} ({1}): rotor needs get, list and watch on secrets there (see config/rbac/)"
+    )]
+    SecretsForbidden(String, String),
     #[error("SecretRotation has no namespace")]
     NoNamespace,
     #[error("the SecretRotation changed while it was reconciled")]
@@ -230,6 +234,7 @@ impl Error {
         match self {
             Self::Kube(_) => "kube",
             Self::CrdMissing(_) => "crd_missing",
+            Self::SecretsForbidden(..) => "secrets_forbidden",
             Self::NoNamespace => "no_namespace",
             Self::Stale => "stale",
             Self::Vault(_) => "escrow",
@@ -373,6 +378,22 @@ pub async fn run(
             .list(&ListParams::default().limit(1))
             .await
             .map_err(Error::CrdMissing)?;
+        // No reconcile before the Secrets watch has listed (see below): a Role that
+        // cannot list them would hold every rotation, silently. Refused is said at
+        // once; any other error is retried by the watch.
+        let secrets: Api<Secret> = scope.as_ref().map_or_else(
+            || Api::all(client.clone()),
+            |ns| Api::namespaced(client.clone(), ns),
+        );
+        if let Err(kube::Error::Api(status)) =
+            secrets.list_metadata(&ListParams::default().limit(1)).await
+            && status.is_forbidden()
+        {
+            return Err(Error::SecretsForbidden(
+                scope.clone().unwrap_or_else(|| "all namespaces".into()),
+                status.message.clone(),
+            ));
+        }
     }
     // The KEKs and the fingerprint key, before the first reconcile compares a
     // fingerprint (a failure here is retried by every vault use).
@@ -465,7 +486,10 @@ pub async fn run(
         // still one reconcile (the scheduler holds one request per resource).
         let (secrets_listed, on_secrets_listed) = futures::channel::oneshot::channel::<()>();
         let rotations = api(scope);
-        let main_watch = futures::stream::once(on_secrets_listed)
+        let main_watch = futures::stream::once(first_secrets_list(
+            on_secrets_listed,
+            scope.clone().unwrap_or_else(|| "<all>".into()),
+        ))
             .flat_map(move |_| watcher(rotations.clone(), watcher::Config::default()))
             .default_backoff()
             // A new version keeps the allocation size of the one it replaces, when it
@@ -566,35 +590,36 @@ pub async fn run(
                 }
             }
             // Listed again (after a 410, say): a target deleted or relabelled while
-            // the watch was down got no Delete event. Each resource whose Secret the
-            // list does not hold gets a look now (the first list needs none: nothing
-            // was reconciled before it).
+            // the watch was down got no Delete event. Each resource whose target the
+            // list does not hold (as a Secret a SecretRotation controls) gets a look
+            // now. The first list needs none: nothing was reconciled before it.
             Ok(event) if secrets_listed.is_none() => {
-                if let Some(listed) = secrets_relist.observe(event) {
-                    let mut woken = 0;
-                    for (namespace, name) in targets_unlisted(&listed, targets.state()) {
-                        wake.looks.now(&namespace, &name);
-                        woken += 1;
-                    }
-                    if woken > 0 {
-                        tracing::info!(
-                            woken,
-                            "the Secrets watch listed again without their target Secrets: looking at them"
-                        );
-                    }
+                let counted = match event {
+                    watcher::Event::InitApply(s) => controlled_by_a_rotation(&s.metadata),
+                    _ => true,
+                };
+                if counted && let Some(listed) = secrets_relist.observe(event) {
+                    // Off the controllers' task: every cached resource is parsed.
+                    let (cached, wake) = (targets.state(), wake.clone());
+                    tokio::task::spawn_blocking(move || {
+                        let unlisted = targets_unlisted(&listed, cached);
+                        for (namespace, name) in &unlisted {
+                            wake.looks.now(namespace, name);
+                        }
+                        if !unlisted.is_empty() {
+                            tracing::info!(
+                                woken = unlisted.len(),
+                                "the Secrets watch listed again without their target Secrets: looking at them"
+                            );
+                        }
+                    });
                 }
             }
             _ => {}
         })
             .touched_objects()
             .try_filter(move |s| {
-                let controlled = s
-                    .metadata
-                    .owner_references
-                    .iter()
-                    .flatten()
-                    .any(|r| r.controller == Some(true));
-                let wakes = controlled
+                let wakes = controlled(&s.metadata)
                     && echoes.wakes(
                         s.metadata.namespace.as_deref().unwrap_or_default(),
                         s.metadata.name.as_deref().unwrap_or_default(),
@@ -640,6 +665,23 @@ pub async fn run(
     Ok(())
 }
 
+/// How often rotor says that a Secrets watch has not listed yet.
+const SECRETS_LIST_WARN: Duration = Duration::from_secs(30);
+
+/// Waits for the first list of the Secrets watch of `scope`; says so meanwhile, every
+/// [`SECRETS_LIST_WARN`]: until then nothing in the scope is reconciled.
+async fn first_secrets_list(mut listed: futures::channel::oneshot::Receiver<()>, scope: String) {
+    while tokio::time::timeout(SECRETS_LIST_WARN, &mut listed)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            namespaces = %scope,
+            "the Secrets watch has not listed yet: nothing here is reconciled until it has (can rotor list and watch Secrets? is the API server answering?)"
+        );
+    }
+}
+
 /// The resources one (re-)list of a watch found, gathered from its Init, InitApply and
 /// InitDone events. A resource deleted while the watch was down gets no Delete event:
 /// only its absence from the next list tells.
@@ -648,8 +690,26 @@ struct Relist {
     listed: Option<std::collections::HashSet<crate::metrics::ResourceLabels>>,
 }
 
-/// Of `cached` resources, those whose target Secret (the one rotor wrote, per its
-/// status) is not among `listed`: `(namespace, name)`.
+/// Whether a controller (any) is among the object's owners.
+fn controlled(meta: &ObjectMeta) -> bool {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .any(|r| r.controller == Some(true))
+}
+
+/// Whether a SecretRotation is the object's controller.
+fn controlled_by_a_rotation(meta: &ObjectMeta) -> bool {
+    meta.owner_references.iter().flatten().any(|r| {
+        r.controller == Some(true)
+            && r.kind == "SecretRotation"
+            && r.api_version.starts_with("rotor.dev/")
+    })
+}
+
+/// Of `cached` resources, those whose target Secret (the one its status names: set
+/// once it has been reconciled, whether or not rotor could write it) is not among
+/// `listed`: `(namespace, name)`.
 fn targets_unlisted(
     listed: &std::collections::HashSet<crate::metrics::ResourceLabels>,
     cached: Vec<Arc<Guarded>>,
@@ -783,7 +843,7 @@ mod relist_tests {
             // Same Secret name in another namespace: listed there, not here.
             rotation("a", "lost", Some("deleted")),
             rotation("b", "other", Some("deleted")),
-            // Never wrote a target: nothing to miss.
+            // Not reconciled yet: no target named in its status.
             rotation("a", "new", None),
         ];
         assert_eq!(

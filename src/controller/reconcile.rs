@@ -148,7 +148,7 @@ pub(super) struct Run {
 impl Run {
     /// The next look at this resource: at the earliest of `times`, and within
     /// `--resync-interval` in any case — the safety net for a change no watch event
-    /// told of (a target Secret deleted while a watch was re-listing).
+    /// told of.
     pub(super) fn next_look(
         &self,
         times: impl IntoIterator<Item = Option<DateTime<Utc>>>,
