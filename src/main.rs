@@ -368,9 +368,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             "--allow-private-endpoints: provider endpoints may reach loopback and private addresses"
         );
     }
-    // Before the Lease (which lives there too): a missing namespace is a setup error
-    // with a clear fix, not something to retry.
-    rotor::controller::check_operator_namespace(&client, &settings.operator_namespace).await?;
+    // Before the Lease (which lives in the operator namespace): setup errors with a
+    // clear fix (that namespace missing, the CRD not served, Secrets not to be listed
+    // or watched), not something to retry; a standby fails as early as a leader.
+    rotor::controller::preflight(&client, &settings).await?;
     if !args.leader_elect {
         rotor::controller::run(client, settings, health).await?;
         return Ok(());

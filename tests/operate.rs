@@ -777,8 +777,5 @@ async fn a_target_deleted_while_the_secrets_watch_is_down_is_restored() {
         key,
         "the same key, back"
     );
-    assert!(
-        op.logs().contains("without their target Secrets"),
-        "the relist woke it"
-    );
+    wait_log(&op, "without their target Secrets", "the relist woke it").await;
 }

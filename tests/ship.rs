@@ -416,19 +416,30 @@ const EXPECTED_CLUSTER_RULES: &[(&str, &str, &[&str])] = &[
     ("", "namespaces", &["get"]),
 ];
 
-/// A Role that may read and write Secrets but not list them: rotor would wait for
-/// its Secrets watch for ever, reconciling nothing. It stops at once and says why.
+/// A Role that may read and write Secrets but not list them, or not watch them: rotor
+/// would wait for its Secrets watch for ever, reconciling nothing. It stops at once
+/// and says why — with `--leader-elect` too, before it asks for the lease (this Role
+/// grants no Leases: asking would fail with another message).
 #[tokio::test]
-async fn a_role_that_cannot_list_secrets_stops_rotor_at_start_and_says_so() {
+async fn a_role_that_cannot_list_or_watch_secrets_stops_rotor_at_start_and_says_so() {
     let client = control_plane().client().await;
-    let ns = namespace(&client, "rbac-nolist").await;
-    let role = r#"apiVersion: v1
+    for (missing, verbs, flags) in [
+        ("list", "get, watch, create, patch, delete", &[][..]),
+        (
+            "watch",
+            "get, list, create, patch, delete",
+            &["--leader-elect", "--lease-name", "narrow"][..],
+        ),
+    ] {
+        let ns = namespace(&client, &format!("rbac-no{missing}")).await;
+        let role = format!(
+            r#"apiVersion: v1
 kind: ServiceAccount
-metadata: {name: narrow}
+metadata: {{name: narrow}}
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: Role
-metadata: {name: narrow}
+metadata: {{name: narrow}}
 rules:
 - apiGroups: [rotor.dev]
   resources: [secretrotations]
@@ -438,33 +449,46 @@ rules:
   verbs: [patch]
 - apiGroups: [""]
   resources: [secrets]
-  verbs: [get, create, patch, delete]
+  verbs: [{verbs}]
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: RoleBinding
-metadata: {name: narrow}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: narrow}
+metadata: {{name: narrow}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: narrow}}
 subjects:
-- {kind: ServiceAccount, name: narrow}
-"#;
-    apply_yaml(&client, &ns, role).await.unwrap();
-    let kubeconfig = service_account_kubeconfig(&client, &ns, "narrow").await;
-    let op = Operator::start_env(&ns, &[], &[("KUBECONFIG", kubeconfig.as_str())]);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !op.exited() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "rotor still runs 60s after start without list on secrets:\n{}",
-            op.logs()
+- {{kind: ServiceAccount, name: narrow}}
+"#
         );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        apply_yaml(&client, &ns, &role).await.unwrap();
+        // The authorizer has the binding (what it grants) before rotor starts.
+        let user = format!("system:serviceaccount:{ns}:narrow");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !allowed(&client, &user, "list", "rotor.dev", "secretrotations", &ns).await {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the Role was not in force within 30s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert!(!allowed(&client, &user, missing, "", "secrets", &ns).await);
+        let kubeconfig = service_account_kubeconfig(&client, &ns, "narrow").await;
+        let op = Operator::start_env(&ns, flags, &[("KUBECONFIG", kubeconfig.as_str())]);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !op.exited() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "rotor still runs 60s after start without {missing} on secrets:\n{}",
+                op.logs()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let logs = op.logs();
+        assert!(
+            logs.contains(&format!("cannot {missing} Secrets in {ns}"))
+                && logs.contains("rotor needs get, list and watch on secrets"),
+            "{logs}"
+        );
     }
-    let logs = op.logs();
-    assert!(
-        logs.contains(&format!("cannot list Secrets in {ns}"))
-            && logs.contains("rotor needs get, list and watch on secrets"),
-        "{logs}"
-    );
 }
 
 #[tokio::test]

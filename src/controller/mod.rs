@@ -211,9 +211,9 @@ pub enum Error {
     #[error("the SecretRotation CRD is not served ({0}); install it with `kubectl apply -f crds/`")]
     CrdMissing(#[source] kube::Error),
     #[error(
-        "cannot list Secrets in {0} ({1}): rotor needs get, list and watch on secrets there (see config/rbac/)"
+        "cannot {0} Secrets in {1} ({2}): rotor needs get, list and watch on secrets there (see config/rbac/)"
     )]
-    SecretsForbidden(String, String),
+    SecretsForbidden(&'static str, String, String),
     #[error("SecretRotation has no namespace")]
     NoNamespace,
     #[error("the SecretRotation changed while it was reconciled")]
@@ -352,49 +352,94 @@ pub async fn check_operator_namespace(client: &Client, ns: &str) -> Result<(), E
 
 use kube::runtime::controller::Action;
 
-/// Runs the controller until SIGINT or SIGTERM: one watch per namespace in
-/// `settings.namespaces` (all namespaces when empty). `health` turns ready once every
-/// watch has listed its objects, and carries the metrics.
+/// The watch scopes of `settings`: each namespace, or `None` for all.
+fn scopes(settings: &Settings) -> Vec<Option<String>> {
+    if settings.namespaces.is_empty() {
+        vec![None]
+    } else {
+        settings.namespaces.iter().cloned().map(Some).collect()
+    }
+}
+
+/// The Secrets rotor's Secrets watch follows: its own, but the escrows (and those from
+/// before the escrow), which wake nothing: the API server does not even send their
+/// changes.
+fn own_secrets_selector() -> String {
+    format!(
+        "{MANAGED_BY_LABEL}={MANAGED_BY_VALUE},!{},!{}",
+        crate::vault::VAULT_LABEL,
+        crate::vault::LEGACY_LABEL
+    )
+}
+
+/// What `run` needs and cannot wait out, checked before any lease is taken (so a
+/// standby with the same setup fails as early): the operator namespace, the CRD
+/// served in every scope, and the Secrets watch allowed — no reconcile starts before
+/// that watch has listed (see `run`), so a Role that may not list or watch Secrets
+/// would hold every rotation, silently. A refusal (403) fails here, with its fix;
+/// any other error is retried by the watches.
+pub async fn preflight(client: &Client, settings: &Settings) -> Result<(), Error> {
+    check_operator_namespace(client, &settings.operator_namespace).await?;
+    for scope in scopes(settings) {
+        let (rotations, secrets): (Api<Guarded>, Api<Secret>) = match &scope {
+            None => (Api::all(client.clone()), Api::all(client.clone())),
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+            ),
+        };
+        rotations
+            .list(&ListParams::default().limit(1))
+            .await
+            .map_err(Error::CrdMissing)?;
+        // The watch's own requests (its label selector too, for an authorizer that
+        // looks at it); the watch ends after a second.
+        let selector = own_secrets_selector();
+        let forbidden = |verb: &'static str, status: &kube::core::Status| {
+            Error::SecretsForbidden(
+                verb,
+                scope.clone().unwrap_or_else(|| "all namespaces".into()),
+                status.message.chars().take(300).collect(),
+            )
+        };
+        let version = match secrets
+            .list_metadata(&ListParams::default().labels(&selector).limit(1))
+            .await
+        {
+            Ok(list) => list.metadata.resource_version.unwrap_or_default(),
+            Err(kube::Error::Api(status)) if status.is_forbidden() => {
+                return Err(forbidden("list", &status));
+            }
+            Err(_) => continue,
+        };
+        let watch = kube::api::WatchParams::default()
+            .labels(&selector)
+            .timeout(1);
+        if let Err(kube::Error::Api(status)) = secrets.watch_metadata(&watch, &version).await
+            && status.is_forbidden()
+        {
+            return Err(forbidden("watch", &status));
+        }
+    }
+    Ok(())
+}
+
+/// Runs the controller until SIGINT or SIGTERM (after [`preflight`]): one watch per
+/// namespace in `settings.namespaces` (all namespaces when empty). `health` turns
+/// ready once every watch has listed its objects, and carries the metrics.
 pub async fn run(
     client: Client,
     settings: Settings,
     health: crate::admin::Health,
 ) -> Result<(), Error> {
-    let scopes: Vec<Option<String>> = if settings.namespaces.is_empty() {
-        vec![None]
-    } else {
-        settings.namespaces.iter().cloned().map(Some).collect()
-    };
-    check_operator_namespace(&client, &settings.operator_namespace).await?;
-    // Guarded: the probe and the watches read objects whose spec no longer parses.
+    let scopes = scopes(&settings);
+    // Guarded: the watches read objects whose spec no longer parses.
     let api = |ns: &Option<String>| -> Api<Guarded> {
         ns.as_ref().map_or_else(
             || Api::all(client.clone()),
             |ns| Api::namespaced(client.clone(), ns),
         )
     };
-    for scope in &scopes {
-        api(scope)
-            .list(&ListParams::default().limit(1))
-            .await
-            .map_err(Error::CrdMissing)?;
-        // No reconcile before the Secrets watch has listed (see below): a Role that
-        // cannot list them would hold every rotation, silently. Refused is said at
-        // once; any other error is retried by the watch.
-        let secrets: Api<Secret> = scope.as_ref().map_or_else(
-            || Api::all(client.clone()),
-            |ns| Api::namespaced(client.clone(), ns),
-        );
-        if let Err(kube::Error::Api(status)) =
-            secrets.list_metadata(&ListParams::default().limit(1)).await
-            && status.is_forbidden()
-        {
-            return Err(Error::SecretsForbidden(
-                scope.clone().unwrap_or_else(|| "all namespaces".into()),
-                status.message.clone(),
-            ));
-        }
-    }
     // The KEKs and the fingerprint key, before the first reconcile compares a
     // fingerprint (a failure here is retried by every vault use).
     let loaded = crate::vault::load_keyring(&client, &settings.operator_namespace).await;
@@ -454,13 +499,7 @@ pub async fn run(
             || Api::all(client.clone()),
             |ns| Api::namespaced(client.clone(), ns),
         );
-        // rotor's Secrets but its escrows (and those from before the escrow), which
-        // wake nothing (see below): the API server does not even send their changes.
-        let own_secrets = watcher::Config::default().labels(&format!(
-            "{MANAGED_BY_LABEL}={MANAGED_BY_VALUE},!{},!{}",
-            crate::vault::VAULT_LABEL,
-            crate::vault::LEGACY_LABEL
-        ));
+        let own_secrets = watcher::Config::default().labels(&own_secrets_selector());
         // Ready once every SecretRotation watch has listed everything. Watching the
         // watcher's own InitDone, because Store::wait_until_ready wakes only one
         // waiter and the controller's runner is already waiting on it.
@@ -829,6 +868,33 @@ mod relist_tests {
             v["status"] = serde_json::json!({"targetSecret": t});
         }
         std::sync::Arc::new(serde_json::from_value(v).unwrap())
+    }
+
+    #[test]
+    fn only_a_controlling_secret_rotation_counts_as_the_owner() {
+        let meta = |owners: serde_json::Value| -> super::ObjectMeta {
+            serde_json::from_value(serde_json::json!({ "ownerReferences": owners })).unwrap()
+        };
+        let owner = |api: &str, kind: &str, controller: bool| {
+            serde_json::json!({"apiVersion": api, "kind": kind, "name": "x", "uid": "u",
+                               "controller": controller})
+        };
+        let rotation = owner("rotor.dev/v1alpha1", "SecretRotation", true);
+        assert!(super::controlled_by_a_rotation(&meta(serde_json::json!([
+            rotation
+        ]))));
+        for other in [
+            owner("rotor.dev/v1alpha1", "SecretRotation", false),
+            owner("example.com/v1", "SecretRotation", true),
+            owner("apps/v1", "Deployment", true),
+        ] {
+            assert!(!super::controlled_by_a_rotation(&meta(serde_json::json!(
+                [other]
+            ))));
+        }
+        assert!(!super::controlled_by_a_rotation(
+            &super::ObjectMeta::default()
+        ));
     }
 
     #[test]
