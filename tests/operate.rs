@@ -667,12 +667,40 @@ async fn a_rotation_costs_five_writes_one_read_and_no_second_reconcile() {
     assert_eq!(restored.data, before.data, "restored with the same values");
 }
 
+/// Deletes the random sample's target Secret while rotor is held at `hold`, lets it
+/// go on, and waits (bounded) for its Restored Event and `key` back in the Secret.
+async fn deleted_then_restored(
+    client: &kube::Client,
+    ns: &str,
+    hold: &support::scenario::Hold,
+    key: Option<String>,
+) {
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), ns)
+        .delete("app-session-key", &Default::default())
+        .await
+        .unwrap();
+    hold.release();
+    wait_for_event(
+        client,
+        ns,
+        "session-key",
+        "Restored",
+        "written again from the escrow",
+        60,
+    )
+    .await;
+    assert_eq!(
+        support::scenario::value(client, ns, "app-session-key", "SESSION_SECRET").await,
+        key,
+        "the same key, back"
+    );
+}
+
 /// A target Secret deleted while a starting operator has not listed the Secrets yet:
 /// rotor neither reconciles nor reports ready before that list (a reconcile before it
 /// would see the Secret, and the list would hold no Delete for it), then restores it.
 #[tokio::test]
 async fn a_target_deleted_before_the_secrets_are_listed_is_restored() {
-    use k8s_openapi::api::core::v1::Secret;
     let client = control_plane().client().await;
     let ns = namespace(&client, "listed").await;
     let op = Operator::start(&ns);
@@ -701,25 +729,7 @@ async fn a_target_deleted_before_the_secrets_are_listed_is_restored() {
         503,
         "not ready before the Secrets are listed"
     );
-    Api::<Secret>::namespaced(client.clone(), &ns)
-        .delete("app-session-key", &Default::default())
-        .await
-        .unwrap();
-    hold.release();
-    wait_for_event(
-        &client,
-        &ns,
-        "session-key",
-        "Restored",
-        "written again from the escrow",
-        60,
-    )
-    .await;
-    assert_eq!(
-        support::scenario::value(&client, &ns, "app-session-key", "SESSION_SECRET").await,
-        key,
-        "the same key, back"
-    );
+    deleted_then_restored(&client, &ns, &hold, key).await;
     assert_eq!(http_get(&format!("{}/readyz", op.admin_url)).await.0, 200);
 }
 
@@ -728,7 +738,6 @@ async fn a_target_deleted_before_the_secrets_are_listed_is_restored() {
 /// (not at the next resync, hours away).
 #[tokio::test]
 async fn a_target_deleted_while_the_secrets_watch_is_down_is_restored() {
-    use k8s_openapi::api::core::v1::Secret;
     let client = control_plane().client().await;
     let ns = namespace(&client, "relist").await;
     let hold = support::scenario::Hold::new(&ns);
@@ -758,24 +767,6 @@ async fn a_target_deleted_while_the_secrets_watch_is_down_is_restored() {
         "held before the second Secrets list",
     )
     .await;
-    Api::<Secret>::namespaced(client.clone(), &ns)
-        .delete("app-session-key", &Default::default())
-        .await
-        .unwrap();
-    hold.release();
-    wait_for_event(
-        &client,
-        &ns,
-        "session-key",
-        "Restored",
-        "written again from the escrow",
-        60,
-    )
-    .await;
-    assert_eq!(
-        support::scenario::value(&client, &ns, "app-session-key", "SESSION_SECRET").await,
-        key,
-        "the same key, back"
-    );
+    deleted_then_restored(&client, &ns, &hold, key).await;
     wait_log(&op, "without their target Secrets", "the relist woke it").await;
 }
