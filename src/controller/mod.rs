@@ -721,14 +721,6 @@ async fn first_secrets_list(mut listed: futures::channel::oneshot::Receiver<()>,
     }
 }
 
-/// The resources one (re-)list of a watch found, gathered from its Init, InitApply and
-/// InitDone events. A resource deleted while the watch was down gets no Delete event:
-/// only its absence from the next list tells.
-#[derive(Default)]
-struct Relist {
-    listed: Option<std::collections::HashSet<crate::metrics::ResourceLabels>>,
-}
-
 /// Whether a controller (any) is among the object's owners.
 fn controlled(meta: &ObjectMeta) -> bool {
     meta.owner_references
@@ -767,6 +759,14 @@ fn targets_unlisted(
             Some((target.namespace, sr.metadata.name.clone()?))
         })
         .collect()
+}
+
+/// The resources one (re-)list of a watch found, gathered from its Init, InitApply and
+/// InitDone events. A resource deleted while the watch was down gets no Delete event:
+/// only its absence from the next list tells.
+#[derive(Default)]
+struct Relist {
+    listed: Option<std::collections::HashSet<crate::metrics::ResourceLabels>>,
 }
 
 impl Relist {
