@@ -693,8 +693,17 @@ pub async fn run(
             .shutdown_on_signal()
             .run(reconcile, error_policy, ctx.clone())
             .for_each(|result| async move {
-                if let Err(e) = result {
-                    tracing::debug!(error = %e, "controller event");
+                match result {
+                    // A watch that cannot list or start (refused, the API server
+                    // failing): retried with backoff, but said, since until it works
+                    // rotor is blind to what it watches. (A 410 is a relist, and a
+                    // dropped connection a resume: routine.)
+                    Err(controller::Error::QueueError(e)) if watch_failed(&e) => {
+                        tracing::warn!(error = %e, "a watch failed; retrying with backoff");
+                    }
+                    // Reconcile errors were said by the reconcile (status, Event).
+                    Err(e) => tracing::debug!(error = %e, "controller event"),
+                    Ok(_) => {}
                 }
             })
     });
@@ -718,6 +727,18 @@ async fn first_secrets_list(mut listed: futures::channel::oneshot::Receiver<()>,
             namespaces = %scope,
             "the Secrets watch has not listed yet: nothing here is reconciled until it has (can rotor list and watch Secrets? is the API server answering?)"
         );
+    }
+}
+
+/// Whether a watch error means the watch is not working (rather than the routine
+/// ends of a watch: its resourceVersion expired, 410, or its connection dropped).
+fn watch_failed(e: &watcher::Error) -> bool {
+    let expired = |e: &kube::Error| matches!(e, kube::Error::Api(s) if s.code == 410);
+    match e {
+        watcher::Error::InitialListFailed(_) | watcher::Error::NoResourceVersion => true,
+        watcher::Error::WatchStartFailed(e) => !expired(e),
+        watcher::Error::WatchError(s) => s.code != 410,
+        watcher::Error::WatchFailed(_) => false,
     }
 }
 
@@ -868,6 +889,31 @@ mod relist_tests {
             v["status"] = serde_json::json!({"targetSecret": t});
         }
         std::sync::Arc::new(serde_json::from_value(v).unwrap())
+    }
+
+    #[test]
+    fn a_failing_watch_is_told_from_its_routine_ends() {
+        use kube::runtime::watcher::Error;
+        let status = |code: u16| -> Box<kube::core::Status> {
+            Box::new(serde_json::from_value(serde_json::json!({"code": code})).unwrap())
+        };
+        let api = |code: u16| kube::Error::Api(status(code));
+        for failed in [
+            Error::InitialListFailed(api(403)),
+            Error::InitialListFailed(api(500)),
+            Error::WatchStartFailed(api(403)),
+            Error::WatchError(status(500)),
+            Error::NoResourceVersion,
+        ] {
+            assert!(super::watch_failed(&failed), "{failed}");
+        }
+        for routine in [
+            Error::WatchStartFailed(api(410)),
+            Error::WatchError(status(410)),
+            Error::WatchFailed(kube::Error::LinesCodecMaxLineLengthExceeded),
+        ] {
+            assert!(!super::watch_failed(&routine), "{routine}");
+        }
     }
 
     #[test]
