@@ -419,19 +419,30 @@ const EXPECTED_CLUSTER_RULES: &[(&str, &str, &[&str])] = &[
 /// A Role that may read and write Secrets but not list them, or not watch them: rotor
 /// would wait for its Secrets watch for ever, reconciling nothing. It stops at once
 /// and says why — with `--leader-elect` too, before it asks for the lease (this Role
-/// grants no Leases: asking would fail with another message).
+/// grants no Leases: asking would fail with another message). The same for a Role
+/// that may not watch SecretRotations.
 #[tokio::test]
 async fn a_role_that_cannot_list_or_watch_secrets_stops_rotor_at_start_and_says_so() {
     let client = control_plane().client().await;
-    for (missing, verbs, flags) in [
-        ("list", "get, watch, create, patch, delete", &[][..]),
+    const ALL: &str = "get, list, watch, create, patch, delete";
+    for (missing, resource, rotations, secrets, flags) in [
+        (
+            "list",
+            "secrets",
+            "get, list, watch, patch",
+            "get, watch, create, patch, delete",
+            &[][..],
+        ),
         (
             "watch",
+            "secrets",
+            "get, list, watch, patch",
             "get, list, create, patch, delete",
             &["--leader-elect", "--lease-name", "narrow"][..],
         ),
+        ("watch", "secretrotations", "get, list, patch", ALL, &[][..]),
     ] {
-        let ns = namespace(&client, &format!("rbac-no{missing}")).await;
+        let ns = namespace(&client, &format!("rbac-no{missing}-{resource}")).await;
         let role = format!(
             r#"apiVersion: v1
 kind: ServiceAccount
@@ -443,13 +454,13 @@ metadata: {{name: narrow}}
 rules:
 - apiGroups: [rotor.dev]
   resources: [secretrotations]
-  verbs: [get, list, watch, patch]
+  verbs: [{rotations}]
 - apiGroups: [rotor.dev]
   resources: [secretrotations/status]
   verbs: [patch]
 - apiGroups: [""]
   resources: [secrets]
-  verbs: [{verbs}]
+  verbs: [{secrets}]
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: RoleBinding
@@ -470,22 +481,27 @@ subjects:
             );
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
-        assert!(!allowed(&client, &user, missing, "", "secrets", &ns).await);
+        let group = if resource == "secrets" {
+            ""
+        } else {
+            "rotor.dev"
+        };
+        assert!(!allowed(&client, &user, missing, group, resource, &ns).await);
         let kubeconfig = service_account_kubeconfig(&client, &ns, "narrow").await;
         let op = Operator::start_env(&ns, flags, &[("KUBECONFIG", kubeconfig.as_str())]);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         while !op.exited() {
             assert!(
                 std::time::Instant::now() < deadline,
-                "rotor still runs 60s after start without {missing} on secrets:\n{}",
+                "rotor still runs 60s after start without {missing} on {resource}:\n{}",
                 op.logs()
             );
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
         let logs = op.logs();
         assert!(
-            logs.contains(&format!("cannot {missing} Secrets in {ns}"))
-                && logs.contains("rotor needs get, list and watch on secrets"),
+            logs.contains(&format!("cannot {missing} {resource} in {ns}"))
+                && logs.contains(&format!("rotor needs get, list and watch on {resource}")),
             "{logs}"
         );
     }

@@ -211,9 +211,14 @@ pub enum Error {
     #[error("the SecretRotation CRD is not served ({0}); install it with `kubectl apply -f crds/`")]
     CrdMissing(#[source] kube::Error),
     #[error(
-        "cannot {0} Secrets in {1} ({2}): rotor needs get, list and watch on secrets there (see config/rbac/)"
+        "cannot {verb} {resource} in {scope} ({message}): rotor needs get, list and watch on {resource} there (see config/rbac/)"
     )]
-    SecretsForbidden(&'static str, String, String),
+    Forbidden {
+        verb: &'static str,
+        resource: &'static str,
+        scope: String,
+        message: String,
+    },
     #[error("SecretRotation has no namespace")]
     NoNamespace,
     #[error("the SecretRotation changed while it was reconciled")]
@@ -234,7 +239,7 @@ impl Error {
         match self {
             Self::Kube(_) => "kube",
             Self::CrdMissing(_) => "crd_missing",
-            Self::SecretsForbidden(..) => "secrets_forbidden",
+            Self::Forbidden { .. } => "forbidden",
             Self::NoNamespace => "no_namespace",
             Self::Stale => "stale",
             Self::Vault(_) => "escrow",
@@ -374,10 +379,10 @@ fn own_secrets_selector() -> String {
 
 /// What `run` needs and cannot wait out, checked before any lease is taken (so a
 /// standby with the same setup fails as early): the operator namespace, the CRD
-/// served in every scope, and the Secrets watch allowed — no reconcile starts before
-/// that watch has listed (see `run`), so a Role that may not list or watch Secrets
+/// served in every scope, and both watches allowed — no reconcile starts before the
+/// Secrets watch has listed (see `run`), so a Role that may not list or watch Secrets
 /// would hold every rotation, silently. A refusal (403) fails here, with its fix;
-/// any other error is retried by the watches.
+/// any other error of the Secrets requests is retried by the watches.
 pub async fn preflight(client: &Client, settings: &Settings) -> Result<(), Error> {
     check_operator_namespace(client, &settings.operator_namespace).await?;
     for scope in scopes(settings) {
@@ -388,37 +393,46 @@ pub async fn preflight(client: &Client, settings: &Settings) -> Result<(), Error
                 Api::namespaced(client.clone(), ns),
             ),
         };
-        rotations
-            .list(&ListParams::default().limit(1))
-            .await
-            .map_err(Error::CrdMissing)?;
-        // The watch's own requests (its label selector too, for an authorizer that
-        // looks at it); the watch ends after a second.
-        let selector = own_secrets_selector();
-        let forbidden = |verb: &'static str, status: &kube::core::Status| {
-            Error::SecretsForbidden(
-                verb,
-                scope.clone().unwrap_or_else(|| "all namespaces".into()),
-                status.message.chars().take(300).collect(),
-            )
+        let forbidden =
+            |verb: &'static str, resource: &'static str, status: &kube::core::Status| {
+                Error::Forbidden {
+                    verb,
+                    resource,
+                    scope: scope.clone().unwrap_or_else(|| "all namespaces".into()),
+                    message: status.message.chars().take(300).collect(),
+                }
+            };
+        // Each watch's own requests (the Secrets watch's label selector too, for an
+        // authorizer that looks at it); a watch ends after a second.
+        let watch = kube::api::WatchParams::default().timeout(1);
+        let version = match rotations.list(&ListParams::default().limit(1)).await {
+            Ok(list) => list.metadata.resource_version.unwrap_or_default(),
+            Err(kube::Error::Api(status)) if status.is_forbidden() => {
+                return Err(forbidden("list", "secretrotations", &status));
+            }
+            Err(e) => return Err(Error::CrdMissing(e)),
         };
+        if let Err(kube::Error::Api(status)) = rotations.watch(&watch, &version).await
+            && status.is_forbidden()
+        {
+            return Err(forbidden("watch", "secretrotations", &status));
+        }
+        let selector = own_secrets_selector();
         let version = match secrets
             .list_metadata(&ListParams::default().labels(&selector).limit(1))
             .await
         {
             Ok(list) => list.metadata.resource_version.unwrap_or_default(),
             Err(kube::Error::Api(status)) if status.is_forbidden() => {
-                return Err(forbidden("list", &status));
+                return Err(forbidden("list", "secrets", &status));
             }
             Err(_) => continue,
         };
-        let watch = kube::api::WatchParams::default()
-            .labels(&selector)
-            .timeout(1);
+        let watch = watch.labels(&selector);
         if let Err(kube::Error::Api(status)) = secrets.watch_metadata(&watch, &version).await
             && status.is_forbidden()
         {
-            return Err(forbidden("watch", &status));
+            return Err(forbidden("watch", "secrets", &status));
         }
     }
     Ok(())
