@@ -399,7 +399,7 @@ pub async fn preflight(client: &Client, settings: &Settings) -> Result<(), Error
                     verb,
                     resource,
                     scope: scope.clone().unwrap_or_else(|| "all namespaces".into()),
-                    message: status.message.chars().take(300).collect(),
+                    message: printable(&status.message),
                 }
             };
         // Each watch's own requests (the Secrets watch's label selector too, for an
@@ -410,7 +410,11 @@ pub async fn preflight(client: &Client, settings: &Settings) -> Result<(), Error
             Err(kube::Error::Api(status)) if status.is_forbidden() => {
                 return Err(forbidden("list", "secretrotations", &status));
             }
-            Err(e) => return Err(Error::CrdMissing(e)),
+            Err(kube::Error::Api(status)) if status.code == 404 => {
+                return Err(Error::CrdMissing(kube::Error::Api(status)));
+            }
+            // The API server failing, say: the watch retries (and says so).
+            Err(_) => continue,
         };
         if let Err(kube::Error::Api(status)) = rotations.watch(&watch, &version).await
             && status.is_forbidden()
@@ -706,18 +710,27 @@ pub async fn run(
             .with_config(controller::Config::default().concurrency(settings.concurrency))
             .shutdown_on_signal()
             .run(reconcile, error_policy, ctx.clone())
-            .for_each(|result| async move {
-                match result {
-                    // A watch that cannot list or start (refused, the API server
-                    // failing): retried with backoff, but said, since until it works
-                    // rotor is blind to what it watches. (A 410 is a relist, and a
-                    // dropped connection a resume: routine.)
-                    Err(controller::Error::QueueError(e)) if watch_failed(&e) => {
-                        tracing::warn!(error = %e, "a watch failed; retrying with backoff");
+            .for_each({
+                let mut failures = WatchFailures::default();
+                move |result| {
+                    match result {
+                        // A watch that fails (refused, the API server failing): retried
+                        // with backoff, but said, since until it works rotor is blind to
+                        // what it watches. (A 410 is a relist: routine.)
+                        Err(controller::Error::QueueError(e)) if watch_failed(&e) => {
+                            if let Some(skipped) = failures.say(std::time::Instant::now()) {
+                                tracing::warn!(
+                                    error = %printable(&e.to_string()),
+                                    skipped,
+                                    "a watch failed; retrying with backoff"
+                                );
+                            }
+                        }
+                        // Reconcile errors were said by the reconcile (status, Event).
+                        Err(e) => tracing::debug!(error = %e, "controller event"),
+                        Ok(_) => {}
                     }
-                    // Reconcile errors were said by the reconcile (status, Event).
-                    Err(e) => tracing::debug!(error = %e, "controller event"),
-                    Ok(_) => {}
+                    std::future::ready(())
                 }
             })
     });
@@ -747,13 +760,45 @@ async fn first_secrets_list(mut listed: futures::channel::oneshot::Receiver<()>,
 /// Whether a watch error means the watch is not working (rather than the routine
 /// ends of a watch: its resourceVersion expired, 410, or its connection dropped).
 fn watch_failed(e: &watcher::Error) -> bool {
-    let expired = |e: &kube::Error| matches!(e, kube::Error::Api(s) if s.code == 410);
-    match e {
-        watcher::Error::InitialListFailed(_) | watcher::Error::NoResourceVersion => true,
-        watcher::Error::WatchStartFailed(e) => !expired(e),
-        watcher::Error::WatchError(s) => s.code != 410,
-        watcher::Error::WatchFailed(_) => false,
+    !matches!(e, watcher::Error::WatchError(s) if s.code == 410)
+}
+
+/// How often at most a controller says that a watch failed: a list that keeps failing
+/// is retried about every second (kube-runtime's backoff starts over at each attempt).
+const WATCH_FAILURE_EVERY: Duration = Duration::from_secs(60);
+
+/// When a controller last said that a watch failed, and how many failures it has not
+/// said since.
+#[derive(Default)]
+struct WatchFailures {
+    said: Option<std::time::Instant>,
+    skipped: u64,
+}
+
+impl WatchFailures {
+    /// A failure at `now`: `Some(failures not said since the last one)` when this one is
+    /// to be said (the first, and then at most one per [`WATCH_FAILURE_EVERY`]).
+    fn say(&mut self, now: std::time::Instant) -> Option<u64> {
+        match self.said {
+            Some(at) if now.saturating_duration_since(at) < WATCH_FAILURE_EVERY => {
+                self.skipped += 1;
+                None
+            }
+            _ => {
+                self.said = Some(now);
+                Some(std::mem::take(&mut self.skipped))
+            }
+        }
     }
+}
+
+/// An error's text as it may go into a log line: at most 300 characters, control
+/// characters (a webhook's or a proxy's HTML page) as spaces.
+fn printable(text: &str) -> String {
+    text.chars()
+        .take(300)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 /// Whether a controller (any) is among the object's owners.
@@ -916,18 +961,43 @@ mod relist_tests {
             Error::InitialListFailed(api(403)),
             Error::InitialListFailed(api(500)),
             Error::WatchStartFailed(api(403)),
+            // A start refused as expired keeps its resourceVersion: stuck, not routine.
+            Error::WatchStartFailed(api(410)),
             Error::WatchError(status(500)),
+            Error::WatchFailed(kube::Error::LinesCodecMaxLineLengthExceeded),
             Error::NoResourceVersion,
         ] {
             assert!(super::watch_failed(&failed), "{failed}");
         }
-        for routine in [
-            Error::WatchStartFailed(api(410)),
-            Error::WatchError(status(410)),
-            Error::WatchFailed(kube::Error::LinesCodecMaxLineLengthExceeded),
-        ] {
-            assert!(!super::watch_failed(&routine), "{routine}");
+        // An expired watch: the watcher lists again.
+        assert!(!super::watch_failed(&Error::WatchError(status(410))));
+    }
+
+    #[test]
+    fn a_failing_watch_is_said_at_once_then_once_a_minute_with_what_was_not() {
+        let start = std::time::Instant::now();
+        let at = |secs: u64| start + std::time::Duration::from_secs(secs);
+        let mut failures = super::WatchFailures::default();
+        assert_eq!(failures.say(at(0)), Some(0), "the first at once");
+        for s in 1..60 {
+            assert_eq!(failures.say(at(s)), None, "{s} s later");
         }
+        assert_eq!(
+            failures.say(at(60)),
+            Some(59),
+            "a minute later, with the 59 not said"
+        );
+        assert_eq!(failures.say(at(61)), None);
+        assert_eq!(failures.say(at(200)), Some(1));
+    }
+
+    #[test]
+    fn an_error_goes_into_a_log_line_short_and_on_one_line() {
+        let page = format!("<html>\n<body>{}</body>\r\n", "x".repeat(1000));
+        let line = super::printable(&page);
+        assert_eq!(line.chars().count(), 300);
+        assert!(!line.chars().any(char::is_control), "{line}");
+        assert!(line.starts_with("<html> <body>xxx"));
     }
 
     #[test]
