@@ -357,6 +357,18 @@ pub async fn check_operator_namespace(client: &Client, ns: &str) -> Result<(), E
 
 use kube::runtime::controller::Action;
 
+/// `K` in `scope`: one namespace, or `None` for every namespace.
+fn scoped<K>(client: &Client, scope: &Option<String>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    scope.as_ref().map_or_else(
+        || Api::all(client.clone()),
+        |ns| Api::namespaced(client.clone(), ns),
+    )
+}
+
 /// The watch scopes of `settings`: each namespace, or `None` for all.
 fn scopes(settings: &Settings) -> Vec<Option<String>> {
     if settings.namespaces.is_empty() {
@@ -386,13 +398,10 @@ fn own_secrets_selector() -> String {
 pub async fn preflight(client: &Client, settings: &Settings) -> Result<(), Error> {
     check_operator_namespace(client, &settings.operator_namespace).await?;
     for scope in scopes(settings) {
-        let (rotations, secrets): (Api<Guarded>, Api<Secret>) = match &scope {
-            None => (Api::all(client.clone()), Api::all(client.clone())),
-            Some(ns) => (
-                Api::namespaced(client.clone(), ns),
-                Api::namespaced(client.clone(), ns),
-            ),
-        };
+        let (rotations, secrets) = (
+            scoped::<Guarded>(client, &scope),
+            scoped::<Secret>(client, &scope),
+        );
         let forbidden =
             |verb: &'static str, resource: &'static str, status: &kube::core::Status| {
                 Error::Forbidden {
@@ -451,13 +460,6 @@ pub async fn run(
     health: crate::admin::Health,
 ) -> Result<(), Error> {
     let scopes = scopes(&settings);
-    // Guarded: the watches read objects whose spec no longer parses.
-    let api = |ns: &Option<String>| -> Api<Guarded> {
-        ns.as_ref().map_or_else(
-            || Api::all(client.clone()),
-            |ns| Api::namespaced(client.clone(), ns),
-        )
-    };
     // The KEKs and the fingerprint key, before the first reconcile compares a
     // fingerprint (a failure here is retried by every vault use).
     let loaded = crate::vault::load_keyring(&client, &settings.operator_namespace).await;
@@ -513,10 +515,7 @@ pub async fn run(
     tracing::info!(namespaces = ?scope_names, "rotor controller starting");
     let unsynced = Arc::new(std::sync::atomic::AtomicUsize::new(scopes.len()));
     let controllers = scopes.iter().map(|scope| {
-        let secrets: Api<kube::core::PartialObjectMeta<Secret>> = scope.as_ref().map_or_else(
-            || Api::all(client.clone()),
-            |ns| Api::namespaced(client.clone(), ns),
-        );
+        let secrets = scoped::<kube::core::PartialObjectMeta<Secret>>(&client, scope);
         let own_secrets = watcher::Config::default().labels(&own_secrets_selector());
         // Ready once every SecretRotation watch has listed everything. Watching the
         // watcher's own InitDone, because Store::wait_until_ready wakes only one
@@ -542,7 +541,8 @@ pub async fn run(
         // Its reconciles, and readiness, wait for both; an owner the list wakes is
         // still one reconcile (the scheduler holds one request per resource).
         let (secrets_listed, on_secrets_listed) = futures::channel::oneshot::channel::<()>();
-        let rotations = api(scope);
+        // Guarded: the watch reads objects whose spec no longer parses.
+        let rotations = scoped::<Guarded>(&client, scope);
         let main_watch = futures::stream::once(first_secrets_list(
             on_secrets_listed,
             scope.clone().unwrap_or_else(|| "<all>".into()),
