@@ -10,7 +10,8 @@
 //!    a controller's two watches, and with the steady state's trigger before them;
 //! 2. **cold start** — N random-provider SecretRotations exist, rotor starts: time
 //!    until every one has rotated once, as rotations/s and as % of the 5-write floor
-//!    (followed in rotor's log, checked by a LIST: see `Progress`);
+//!    (followed in rotor's log, checked by a LIST: see `Progress`), and right after it
+//!    its like: a bare client doing the cold start's work (`LIKE_RUN`);
 //! 3. **requests per rotation** by verb and resource for every phase, from rotor's
 //!    `rotor_kube_requests_total` and, side by side, from the API server's own
 //!    `apiserver_request_total` minus the bench's own requests;
@@ -496,6 +497,76 @@ async fn settle(client: &Client) {
         started.elapsed().as_secs_f64(),
         said.join(", ")
     );
+}
+
+/// [`Sample`]: one SecretRotation (`r0`, in a namespace of its own) rotated once by
+/// rotor as its ServiceAccount, its status seen through a watch as each write left
+/// it. None, said, if that does not happen within a minute.
+async fn sample_rotation(bench: &Bench, identity: &[(&str, &str); 2]) -> Option<Sample> {
+    let client = &bench.client;
+    let ns = namespace(client, "bench-sample").await;
+    let api: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        &ns,
+        &kube::api::ApiResource::erase::<SecretRotation>(&()),
+    );
+    let mut events = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    // Listed (nothing yet) before the resource exists: its every write is then seen.
+    let listed = async {
+        while let Some(event) = events.next().await {
+            if let Ok(watcher::Event::InitDone) = event {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(60), listed).await;
+    create_rotations(bench, &ns, "r", 1).await;
+    let op = Operator::start_env(
+        &ns,
+        &["--concurrency", "1"],
+        &[("ROTOR_LOG", "info"), identity[0], identity[1]],
+    );
+    let statuses = async {
+        let mut intent = None;
+        while let Some(event) = events.next().await {
+            let (Ok(watcher::Event::Apply(o)) | Ok(watcher::Event::InitApply(o))) = event else {
+                continue;
+            };
+            let Some(status) = o.data.get("status") else {
+                continue;
+            };
+            if status.get("inFlight").is_some() {
+                intent.get_or_insert_with(|| status.clone());
+            } else if status.get("rotationCount").and_then(Value::as_u64) == Some(1) {
+                return intent.map(|intent| (intent, status.clone()));
+            }
+        }
+        None
+    };
+    let statuses = tokio::time::timeout(Duration::from_secs(60), statuses).await;
+    op.stop().await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let listed = secrets.list(&ListParams::default()).await.ok();
+    let secret = |escrow: bool| {
+        listed.as_ref()?.items.iter().find(|s| {
+            s.labels().contains_key(rotor::vault::VAULT_LABEL) == escrow
+                && (escrow || s.name_any() == "r0-secret")
+        })
+    };
+    match (statuses, secret(true), secret(false)) {
+        (Ok(Some((intent, result))), Some(escrow), Some(target)) => Some(Sample {
+            intent,
+            result,
+            escrow: escrow.clone(),
+            target: target.clone(),
+        }),
+        _ => {
+            println!("    rotor did not rotate {ns}/r0 once within a minute: no cold start's like");
+            None
+        }
+    }
 }
 
 /// With `ROTOR_BENCH_PPROF=<dir>`: the SecretRotation `ns/name` as the API server
@@ -1287,6 +1358,9 @@ struct FloorRun {
     /// First the merge patch that asks for a rotation, as the steady state's bench
     /// sends (a write to the resource itself, which every watcher is sent).
     trigger: bool,
+    /// The cold start's like: the read of the absent target first, rotor's own bodies
+    /// (a [`Sample`]).
+    like: bool,
     watched: Watched,
     tag: &'static str,
     what: &'static str,
@@ -1300,13 +1374,16 @@ struct FloorRun {
 /// better of the two is the floor — the most the API server takes — and the last,
 /// adjacent in time to rotor's phases, is reported beside it. The run as rotor's
 /// ServiceAccount says what an installed controller's identity costs (token,
-/// RBAC, priority and fairness) against the bench's exempt admin.
-const FLOOR_RUNS: [FloorRun; 6] = [
+/// RBAC, priority and fairness) against the bench's exempt admin. The cold start's
+/// like does what rotor does for each resource at its cold start, with rotor's
+/// identity, under those watches, with rotor's own bodies ([`sample_rotation`]).
+const FLOOR_RUNS: [FloorRun; 7] = [
     FloorRun {
         five: true,
         as_rotor: false,
         watched: Watched::Nobody,
         trigger: false,
+        like: false,
         tag: "f5",
         what: "5 writes: status, escrow, target, status, Event",
         key: "writes_5",
@@ -1316,6 +1393,7 @@ const FLOOR_RUNS: [FloorRun; 6] = [
         as_rotor: true,
         watched: Watched::Nobody,
         trigger: false,
+        like: false,
         tag: "f5r",
         what: "5 writes as rotor's ServiceAccount (workload-low)",
         key: "writes_5_as_rotor_service_account",
@@ -1325,6 +1403,7 @@ const FLOOR_RUNS: [FloorRun; 6] = [
         as_rotor: false,
         watched: Watched::Nobody,
         trigger: false,
+        like: false,
         tag: "f3",
         what: "3 writes: target, status, Event",
         key: "writes_3",
@@ -1334,6 +1413,7 @@ const FLOOR_RUNS: [FloorRun; 6] = [
         as_rotor: false,
         watched: Watched::Controller,
         trigger: false,
+        like: false,
         tag: "f5c",
         what: "5 writes under a controller's two watches",
         key: "writes_5_under_controller_watches",
@@ -1342,6 +1422,7 @@ const FLOOR_RUNS: [FloorRun; 6] = [
         five: true,
         as_rotor: false,
         trigger: true,
+        like: false,
         watched: Watched::Controller,
         tag: "f6c",
         what: "a second rotation: the trigger (annotation) and 5 writes to existing objects, those watches",
@@ -1349,9 +1430,20 @@ const FLOOR_RUNS: [FloorRun; 6] = [
     },
     FloorRun {
         five: true,
+        as_rotor: true,
+        watched: Watched::Controller,
+        trigger: false,
+        like: true,
+        tag: "f5l",
+        what: "the cold start's like: rotor's ServiceAccount, those watches, the read of the absent target, 5 writes of rotor's bodies",
+        key: "writes_5_cold_start_like",
+    },
+    FloorRun {
+        five: true,
         as_rotor: false,
         watched: Watched::Nobody,
         trigger: false,
+        like: false,
         tag: "f5b",
         what: "5 writes again, nobody watching (the better of the two is the floor)",
         key: "writes_5_again",
@@ -1397,18 +1489,70 @@ fn drain<K: Send + 'static>(
     })
 }
 
-/// One floor rotation: what a crash-safe rotation must write, by a bare client.
-/// `five`: status intent, vault Secret, target Secret, status result, Event; else
-/// target Secret, status result, Event. `trigger`: a second rotation, as the steady
-/// state's are — first its `rotor.dev/rotate` merge patch, then the same writes to
-/// the objects a first rotation (this function without `trigger`, before the clock)
-/// left: the vault updated by a merge patch, the target Secret applied over itself.
-/// `tag` names its Secrets (a run's vaults are created: each run its own tag).
+/// What one floor rotation does.
+#[derive(Clone, Default)]
+struct Shape {
+    /// Status intent, vault Secret, target Secret, status result, Event; else target
+    /// Secret, status result, Event.
+    five: bool,
+    /// A second rotation, as the steady state's are: first its `rotor.dev/rotate`
+    /// merge patch, then the same writes to the objects a first rotation (this
+    /// function without `trigger`, before the clock) left: the vault updated by a
+    /// merge patch, the target Secret applied over itself.
+    trigger: bool,
+    /// The cold start's like: first the read of the target Secret (absent), as rotor
+    /// reads it before a first rotation, then the 5 writes with rotor's own bodies.
+    like: Option<Arc<Sample>>,
+}
+
+/// What rotor writes at one first rotation, as the API server holds it: the intent
+/// and the result status (each as its write left it, seen through a watch), the
+/// escrow and the target Secret.
+struct Sample {
+    intent: Value,
+    result: Value,
+    escrow: Secret,
+    target: Secret,
+}
+
+impl Sample {
+    /// `written` (the sample's escrow or target Secret) as `name`'s: its labels,
+    /// annotations, owner references (their uid the sample's: the API server does not
+    /// check it, and no garbage collector runs here) and type, the same keys with
+    /// random values of the same lengths.
+    fn secret_like(written: &Secret, name: String) -> Secret {
+        let meta = &written.metadata;
+        Secret {
+            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                name: Some(name),
+                labels: meta.labels.clone(),
+                annotations: meta.annotations.clone(),
+                owner_references: meta.owner_references.clone(),
+                ..Default::default()
+            },
+            type_: written.type_.clone(),
+            data: written.data.as_ref().map(|data| {
+                data.iter()
+                    .map(|(k, v)| (k.clone(), random_bytes(v.0.len())))
+                    .collect()
+            }),
+            ..Default::default()
+        }
+    }
+}
+
+/// One floor rotation: what a crash-safe rotation must write, by a bare client, in
+/// the `shape` given. `tag` names its Secrets (a run's vaults are created: each run
+/// its own tag).
 async fn floor_rotation(
     client: Client,
     ns: String,
     i: usize,
-    (five, trigger): (bool, bool),
+    Shape {
+        five,
+        trigger,
+        like,
+    }: Shape,
     tag: &'static str,
 ) -> kube::Result<()> {
     let name = format!("f{i}");
@@ -1424,6 +1568,11 @@ async fn floor_rotation(
             .patch(&name, &PatchParams::default(), &Patch::Merge(&ask))
             .await?;
     }
+    if like.is_some() {
+        secrets.get_opt(&format!("{tag}-{i}-secret")).await?;
+    }
+    let escrow = format!("rotor-escrow-{tag}-{i}");
+    let target_name = format!("{tag}-{i}-secret");
     let condition = |kind: &str, value: &str, reason: &str| {
         json!({"type": kind, "status": value, "reason": reason, "message": format!("{reason} (bench)"),
                "lastTransitionTime": now, "observedGeneration": 1})
@@ -1444,7 +1593,9 @@ async fn floor_rotation(
                                condition("Progressing", "True", "Rotating")],
             })
         };
-        let intent = if trigger {
+        let intent = if let Some(sample) = &like {
+            status(sample.intent.clone())
+        } else if trigger {
             // A second rotation's intent keeps what the first left (rotor applies its
             // whole status each time).
             let mut second = intent(1, 0, "True");
@@ -1458,67 +1609,79 @@ async fn floor_rotation(
             .patch_status(&name, &apply, &Patch::Apply(&intent))
             .await?;
         // The escrow: ~1.8 KB like rotor's (two sealed entries and the audit trail).
-        let vault = Secret {
-            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
-                name: Some(format!("rotor-escrow-{tag}-{i}")),
-                labels: Some(
+        let vault = if let Some(sample) = &like {
+            Sample::secret_like(&sample.escrow, escrow.clone())
+        } else {
+            Secret {
+                metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                    name: Some(escrow.clone()),
+                    labels: Some(
+                        [
+                            (MANAGED_BY_LABEL.to_string(), MANAGED_BY_VALUE.to_string()),
+                            (rotor::vault::VAULT_LABEL.to_string(), "true".to_string()),
+                        ]
+                        .into(),
+                    ),
+                    ..Default::default()
+                },
+                data: Some(
                     [
-                        (MANAGED_BY_LABEL.to_string(), MANAGED_BY_VALUE.to_string()),
-                        (rotor::vault::VAULT_LABEL.to_string(), "true".to_string()),
+                        ("e0".to_string(), random_bytes(700)),
+                        ("e1".to_string(), random_bytes(700)),
+                        ("audit".to_string(), random_bytes(400)),
                     ]
                     .into(),
                 ),
                 ..Default::default()
-            },
-            data: Some(
-                [
-                    ("e0".to_string(), random_bytes(700)),
-                    ("e1".to_string(), random_bytes(700)),
-                    ("audit".to_string(), random_bytes(400)),
-                ]
-                .into(),
-            ),
-            ..Default::default()
+            }
         };
         if trigger {
             let data = json!({"data": vault.data});
             secrets
-                .patch(
-                    &format!("rotor-escrow-{tag}-{i}"),
-                    &PatchParams::default(),
-                    &Patch::Merge(&data),
-                )
+                .patch(&escrow, &PatchParams::default(), &Patch::Merge(&data))
                 .await?;
         } else {
             secrets.create(&PostParams::default(), &vault).await?;
         }
     }
-    let target = json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": format!("{tag}-{i}-secret"), "labels": {MANAGED_BY_LABEL: MANAGED_BY_VALUE}},
-        "type": "Opaque",
-        "data": {"TOKEN": random_token(), "TOKEN_PREVIOUS": random_token()},
-    });
+    let target = match &like {
+        // (k8s-openapi writes apiVersion and kind.)
+        Some(sample) => {
+            serde_json::to_value(Sample::secret_like(&sample.target, target_name.clone()))
+                .unwrap_or_default()
+        }
+        None => json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": target_name, "labels": {MANAGED_BY_LABEL: MANAGED_BY_VALUE}},
+            "type": "Opaque",
+            "data": {"TOKEN": random_token(), "TOKEN_PREVIOUS": random_token()},
+        }),
+    };
     secrets
-        .patch(&format!("{tag}-{i}-secret"), &apply, &Patch::Apply(&target))
+        .patch(&target_name, &apply, &Patch::Apply(&target))
         .await?;
     let (active, count, slots) = if trigger {
         (0, 2, vec![slot(0, "active"), slot(1, "previous")])
     } else {
         (1, 1, vec![slot(1, "active")])
     };
-    let result = status(json!({
-        "rotationStatus": "Success", "provider": "random", "strategy": "dualPhase",
-        "activeIndex": active, "rotationCount": count, "failedAttempts": 0,
-        "lastRotatedAt": now, "lastRotationAttemptedAt": now,
-        "lastRotationMessage": "rotated", "nextRotationAt": now,
-        "slots": slots,
-        "escrow": {"entries": count}, "targetSecret": format!("{tag}-{i}-secret"),
-        "observedGeneration": 1,
-        "conditions": [condition("Ready", "True", "Rotated"),
-                       condition("Progressing", "False", "Idle"),
-                       condition("Degraded", "False", "Healthy")],
-    }));
+    let result = like.map_or_else(
+        || {
+            status(json!({
+                "rotationStatus": "Success", "provider": "random", "strategy": "dualPhase",
+                "activeIndex": active, "rotationCount": count, "failedAttempts": 0,
+                "lastRotatedAt": now, "lastRotationAttemptedAt": now,
+                "lastRotationMessage": "rotated", "nextRotationAt": now,
+                "slots": slots,
+                "escrow": {"entries": count}, "targetSecret": format!("{tag}-{i}-secret"),
+                "observedGeneration": 1,
+                "conditions": [condition("Ready", "True", "Rotated"),
+                               condition("Progressing", "False", "Idle"),
+                               condition("Degraded", "False", "Healthy")],
+            }))
+        },
+        |sample| status(sample.result.clone()),
+    );
     rotations
         .patch_status(&name, &apply, &Patch::Apply(&result))
         .await?;
@@ -1541,6 +1704,96 @@ async fn floor_rotation(
 
 // ---------------------------------------------------------------------------------
 // The run
+
+/// [`controller_like_watches`] on `ns`, once both have listed (or `deadline(n)` has
+/// passed, said).
+async fn open_controller_watches(
+    client: &Client,
+    ns: &str,
+    n: usize,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let (tx, mut listed) = tokio::sync::mpsc::unbounded_channel();
+    let watches = controller_like_watches(client, ns, &tx);
+    let both = async {
+        // Each watch's first list (a re-list says so again).
+        let mut seen = [false; 2];
+        while seen != [true; 2] {
+            match listed.recv().await {
+                Some(i) => seen[i] = true,
+                None => break,
+            }
+        }
+    };
+    if tokio::time::timeout(deadline(n), both).await.is_err() {
+        println!(
+            "    the controller's watches did not list within {:?}",
+            deadline(n)
+        );
+    }
+    watches
+}
+
+/// One timed floor run of `n` rotations in `ns` (SecretRotations `f0`… there, the
+/// watches `run` names open) by `who`, on a settled control plane: its rate, printed
+/// as a row, and its results entry.
+async fn measure_floor(
+    bench: &Bench,
+    who: &Client,
+    ns: &str,
+    n: usize,
+    run: &FloorRun,
+    like: Option<Arc<Sample>>,
+) -> (f64, Value) {
+    let client = &bench.client;
+    let shape = Shape {
+        five: run.five,
+        trigger: run.trigger,
+        like,
+    };
+    let writes = match (run.five, run.trigger) {
+        (true, true) => 6,
+        (true, false) => 5,
+        _ => 3,
+    };
+    settle(client).await;
+    let plane_before = control_plane_cpu();
+    let server_before = apiserver_counts(&apiserver_metrics(client).await);
+    let profile = pprof(client, run.tag, Duration::from_secs(2), 6);
+    let (took, failed) = bench
+        .run_all(
+            &format!("{writes}-write floor"),
+            n,
+            bench.concurrency,
+            deadline(n),
+            |i| floor_rotation(who.clone(), ns.to_string(), i, shape.clone(), run.tag),
+        )
+        .await;
+    let rate = (n - failed) as f64 / took.as_secs_f64();
+    let plane_ms = 1e3 * (control_plane_cpu() - plane_before) / n as f64;
+    let server_after = apiserver_counts(&apiserver_metrics(client).await);
+    // (After the run's numbers: a profile outlasting a short run adds nothing to
+    // them; the next run starts once it is over.)
+    if let Some(profile) = profile {
+        let _ = profile.await;
+    }
+    row(
+        run.what,
+        format!(
+            "{:.1} s, {rate:.0} rotations/s ({:.0} writes/s), API server + etcd {plane_ms:.1} ms CPU each{}",
+            took.as_secs_f64(),
+            rate * writes as f64,
+            if failed > 0 {
+                format!(", {failed} failed")
+            } else {
+                String::new()
+            }
+        ),
+    );
+    let measured = json!({"seconds": round(took.as_secs_f64(), 2), "rotations_per_s": round(rate, 1),
+               "failed": failed, "apiserver_and_etcd_cpu_ms_per_rotation": round(plane_ms, 2),
+               "apiserver_profile": apiserver_profile(&server_before, &server_after, n as f64)});
+    (rate, measured)
+}
 
 async fn operator_at_scale(results: &mut Map<String, Value>) {
     let n = env_usize("ROTOR_BENCH_RESOURCES", 2000);
@@ -1660,42 +1913,30 @@ async fn operator_at_scale(results: &mut Map<String, Value>) {
     // The second-rotation floor (the trigger and 5 writes to existing objects) under a
     // controller's watches: the steady state's like.
     let mut floor6 = 0.0;
+    // The cold start's like: rotor's own bodies, from one rotation of its.
+    let mut floor_like = 0.0;
+    let sample = if floors.is_empty() {
+        None
+    } else {
+        sample_rotation(&bench, &identity).await.map(Arc::new)
+    };
     let mut controller_watches = Vec::new();
     let rotor_client = counted_client_of(&kubeconfig, bench.own.clone()).await;
-    for &FloorRun {
-        five,
-        as_rotor,
-        trigger,
-        watched,
-        tag,
-        what,
-        key,
-    } in floors
-    {
+    for run in floors {
+        let like = if run.like {
+            match &sample {
+                Some(sample) => Some(sample.clone()),
+                None => continue,
+            }
+        } else {
+            None
+        };
         // Each run on SecretRotations just created, as the cold start's are.
         create_rotations(&bench, &floor_ns, "f", n).await;
-        match watched {
-            // (Started once: the runs under them come last and share them. Their
-            // first lists are in before the clock starts.)
+        match run.watched {
+            // (Started once: the runs under them come last and share them.)
             Watched::Controller if controller_watches.is_empty() => {
-                let (tx, mut listed) = tokio::sync::mpsc::unbounded_channel();
-                controller_watches = controller_like_watches(&client, &floor_ns, &tx);
-                let both = async {
-                    // Each watch's first list (a re-list says so again).
-                    let mut seen = [false; 2];
-                    while seen != [true; 2] {
-                        match listed.recv().await {
-                            Some(i) => seen[i] = true,
-                            None => break,
-                        }
-                    }
-                };
-                if tokio::time::timeout(deadline(n), both).await.is_err() {
-                    println!(
-                        "    the controller's watches did not list within {:?}",
-                        deadline(n)
-                    );
-                }
+                controller_watches = open_controller_watches(&client, &floor_ns, n).await;
             }
             Watched::Controller => {}
             Watched::Nobody => {
@@ -1704,76 +1945,36 @@ async fn operator_at_scale(results: &mut Map<String, Value>) {
                 }
             }
         }
-        let writes = match (five, trigger) {
-            (true, true) => 6,
-            (true, false) => 5,
-            _ => 3,
-        };
-        if trigger {
+        if run.trigger {
             // The first rotation, before the clock: the timed one is the second.
+            let first = Shape {
+                five: run.five,
+                ..Shape::default()
+            };
             let (_, failed) = bench
                 .run_all("first rotation", n, concurrency, deadline(n), |i| {
-                    floor_rotation(client.clone(), floor_ns.clone(), i, (five, false), tag)
+                    floor_rotation(client.clone(), floor_ns.clone(), i, first.clone(), run.tag)
                 })
                 .await;
             if failed > 0 {
                 println!("    {failed} first rotations failed");
             }
         }
-        settle(&client).await;
-        let plane_before = control_plane_cpu();
-        let server_before = apiserver_counts(&apiserver_metrics(&client).await);
-        let profile = pprof(&client, tag, Duration::from_secs(2), 6);
-        let (took, failed) = bench
-            .run_all(
-                &format!("{writes}-write floor"),
-                n,
-                concurrency,
-                deadline(n),
-                |i| {
-                    let who = if as_rotor { &rotor_client } else { &client };
-                    floor_rotation(who.clone(), floor_ns.clone(), i, (five, trigger), tag)
-                },
-            )
-            .await;
-        let rate = (n - failed) as f64 / took.as_secs_f64();
-        let plane_ms = 1e3 * (control_plane_cpu() - plane_before) / n as f64;
-        let server_after = apiserver_counts(&apiserver_metrics(&client).await);
-        // (After the run's numbers: a profile outlasting a short run adds nothing to
-        // them; the next run starts once it is over.)
-        if let Some(profile) = profile {
-            let _ = profile.await;
-        }
-        match (five, trigger) {
-            (true, false) if !as_rotor => {
-                let best = &mut floor5[watched as usize];
+        let who = if run.as_rotor { &rotor_client } else { &client };
+        let (rate, measured) = measure_floor(&bench, who, &floor_ns, n, run, like).await;
+        match (run.five, run.trigger) {
+            (true, false) if run.like => floor_like = rate,
+            (true, false) if !run.as_rotor => {
+                let best = &mut floor5[run.watched as usize];
                 *best = best.max(rate);
-                if matches!(watched, Watched::Nobody) {
+                if matches!(run.watched, Watched::Nobody) {
                     last_bare = rate;
                 }
             }
             (true, true) => floor6 = rate,
             _ => {}
         }
-        row(
-            what,
-            format!(
-                "{:.1} s, {rate:.0} rotations/s ({:.0} writes/s), API server + etcd {plane_ms:.1} ms CPU each{}",
-                took.as_secs_f64(),
-                rate * writes as f64,
-                if failed > 0 {
-                    format!(", {failed} failed")
-                } else {
-                    String::new()
-                }
-            ),
-        );
-        floor.insert(
-            key.to_string(),
-            json!({"seconds": round(took.as_secs_f64(), 2), "rotations_per_s": round(rate, 1),
-                   "failed": failed, "apiserver_and_etcd_cpu_ms_per_rotation": round(plane_ms, 2),
-                   "apiserver_profile": apiserver_profile(&server_before, &server_after, n as f64)}),
-        );
+        floor.insert(run.key.to_string(), measured);
         // What the run wrote goes before the next run: otherwise every later run, and
         // rotor's phases, would be measured on an API server that the floor itself
         // has made slower (see `clear`).
@@ -1842,6 +2043,16 @@ async fn operator_at_scale(results: &mut Map<String, Value>) {
         cold,
         ratio,
     );
+    if let (Some(took), true) = (cold, floor_like > 0.0) {
+        let like = 100.0 * n as f64 / took.as_secs_f64() / floor_like;
+        row(
+            "cold start against its like",
+            format!(
+                "{like:.0} % of a bare client doing the cold start's work with rotor's bodies, identity and watches"
+            ),
+        );
+        phase.insert("ratio_to_like_floor_percent".into(), json!(round(like, 1)));
+    }
     phase.insert(
         "requests".into(),
         report("cold start", &before, &after_cold, n as f64, "rotation"),
