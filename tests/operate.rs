@@ -816,6 +816,11 @@ async fn starting_beside_many_foreign_secrets_reads_them_in_pages_not_one_by_one
         .await;
     assert_eq!(made, FOREIGN);
     let before = etcd_secret_lists(&client).await;
+    // (The series of kube-apiserver 1.20, the harness's: counted, it is there.)
+    assert!(
+        before > 0.0,
+        "no etcd lists of Secrets counted: the metric is not there"
+    );
     let op = Operator::start(&ns);
     let deadline = Instant::now() + Duration::from_secs(60);
     while http_get(&format!("{}/readyz", op.admin_url)).await.0 != 200 {
@@ -823,9 +828,10 @@ async fn starting_beside_many_foreign_secrets_reads_them_in_pages_not_one_by_one
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let lists = etcd_secret_lists(&client).await - before;
-    // Its watch's first list: one page of 500 (other tests' starts add a few).
+    // Its watch's first list: one page of 500 (other tests' starts add a few); a read
+    // one by one makes FOREIGN.
     assert!(
-        lists < 100.0,
+        lists < (FOREIGN / 4) as f64,
         "{lists} lists of Secrets reached etcd while rotor started beside {FOREIGN} foreign Secrets"
     );
 }

@@ -416,7 +416,8 @@ pub async fn preflight(client: &Client, settings: &Settings) -> Result<(), Error
                 }
             };
         // Each watch's own requests (the Secrets watch's label selector too, for an
-        // authorizer that looks at it); a watch ends after a second.
+        // authorizer that looks at it; the Secrets list but for its name, below); a
+        // watch ends after a second.
         let watch = kube::api::WatchParams::default().timeout(1);
         let version = match rotations.list(&ListParams::default().limit(1)).await {
             Ok(list) => list.metadata.resource_version.unwrap_or_default(),
@@ -439,7 +440,10 @@ pub async fn preflight(client: &Client, settings: &Settings) -> Result<(), Error
         // API server's cache. With the label selector alone and a limit, the API
         // server read the namespace's Secrets from etcd one at a time until one
         // matched — every Secret of a namespace of foreign ones (of the cluster,
-        // watching all), 10,000 reads taking seconds, at every start.
+        // watching all), 10,000 reads taking seconds, at every start. (Authorizers
+        // see a list of the Secret named "-": RBAC allows it exactly when it allows
+        // the watch's list, unless a rule names "-". One that allows lists only of
+        // named Secrets would pass it and refuse the watch, which then says so.)
         let probe = ListParams::default()
             .labels(&selector)
             .fields(&format!("metadata.name={NO_SUCH_NAME}"))
