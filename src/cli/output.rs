@@ -2,6 +2,8 @@
 //! borders, columns three spaces apart) or as a JSON/YAML list of camelCase objects.
 
 use super::Error;
+/// (Shared with the controller's log lines.)
+pub use crate::rotation::one_line;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -59,30 +61,6 @@ pub fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut text = table.trim_fmt();
     text.push('\n');
     text
-}
-
-/// A cell on one line, with no control characters (a vendor's message could hold a
-/// newline or a terminal escape) and no invisible format characters (bidi overrides
-/// and isolates, zero-width marks: text that would reorder a row on screen): each
-/// becomes a space.
-pub fn one_line(cell: &str) -> String {
-    cell.chars()
-        .map(|c| {
-            if c.is_control() || invisible(c) {
-                ' '
-            } else {
-                c
-            }
-        })
-        .collect()
-}
-
-/// The format characters that change how a line is shown without being seen.
-fn invisible(c: char) -> bool {
-    matches!(
-        c,
-        '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}'
-    )
 }
 
 /// `text` cut to at most `max` characters, the cut marked with "...".

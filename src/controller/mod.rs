@@ -806,13 +806,10 @@ impl WatchFailures {
     }
 }
 
-/// An error's text as it may go into a log line: at most 300 characters, control
-/// characters (a webhook's or a proxy's HTML page) as spaces.
+/// An error's text as it may go into a log line: at most 300 characters, on one line
+/// (a webhook's or a proxy's HTML page: its control characters as spaces).
 fn printable(text: &str) -> String {
-    text.chars()
-        .take(300)
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
+    crate::rotation::one_line(text).chars().take(300).collect()
 }
 
 /// Whether a controller (any) is among the object's owners.

@@ -14,7 +14,8 @@ pub use engine::{Observer, RotationError, Silent, Step, execute};
 pub use naming::{
     CREDENTIAL_PREFIX, FINGERPRINT_PREFIX, LEGACY_FINGERPRINT_PREFIX, MAX_LABEL_VALUE, MAX_NAME,
     bounded_name, clipped, credential_name, fingerprint, fingerprint_matches, has_fingerprint_key,
-    hmac_sha256, keyed_fingerprint, label_value, legacy_fingerprint, own_name, set_fingerprint_key,
+    hmac_sha256, keyed_fingerprint, label_value, legacy_fingerprint, one_line, own_name,
+    set_fingerprint_key,
 };
 pub use provider::{
     Credential, IssueRequest, NameParts, NoStash, Provider, ProviderError, Revocation, Stash,

@@ -139,6 +139,30 @@ pub fn clipped(text: &str, max: usize) -> String {
     format!("{}{ellipsis}", &text[..end])
 }
 
+/// A text (a table's cell, an error in a log line) on one line, with no control characters (a vendor's message could hold a
+/// newline or a terminal escape) and no invisible format characters (bidi overrides
+/// and isolates, zero-width marks: text that would reorder a row on screen): each
+/// becomes a space.
+pub fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() || invisible(c) {
+                ' '
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+/// The format characters that change how a line is shown without being seen.
+fn invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}'
+    )
+}
+
 /// `value` as a label value: itself when it has at most 63 bytes, else bounded with a
 /// hash ([`bounded_name`]).
 pub fn label_value(value: &str) -> String {
