@@ -2043,16 +2043,13 @@ async fn operator_at_scale(results: &mut Map<String, Value>) {
         cold,
         ratio,
     );
-    if let (Some(took), true) = (cold, floor_like > 0.0) {
-        let like = 100.0 * n as f64 / took.as_secs_f64() / floor_like;
-        row(
-            "cold start against its like",
-            format!(
-                "{like:.0} % of a bare client doing the cold start's work with rotor's bodies, identity and watches"
-            ),
-        );
-        phase.insert("ratio_to_like_floor_percent".into(), json!(round(like, 1)));
-    }
+    against_like(
+        &mut phase,
+        (n, cold, floor_like),
+        "cold start against its like",
+        "a bare client doing the cold start's work with rotor's bodies, identity and watches",
+        "ratio_to_like_floor_percent",
+    );
     phase.insert(
         "requests".into(),
         report("cold start", &before, &after_cold, n as f64, "rotation"),
@@ -2158,19 +2155,13 @@ async fn operator_at_scale(results: &mut Map<String, Value>) {
         steady,
         ratio,
     );
-    if let (Some(took), true) = (steady, floor6 > 0.0) {
-        let like = 100.0 * n as f64 / took.as_secs_f64() / floor6;
-        row(
-            "steady state against its like",
-            format!(
-                "{like:.0} % of a bare client's second rotation (the trigger and 5 writes to existing objects) under a controller's watches"
-            ),
-        );
-        phase.insert(
-            "ratio_to_trigger_floor_percent".into(),
-            json!(round(like, 1)),
-        );
-    }
+    against_like(
+        &mut phase,
+        (n, steady, floor6),
+        "steady state against its like",
+        "a bare client's second rotation (the trigger and 5 writes to existing objects) under a controller's watches",
+        "ratio_to_trigger_floor_percent",
+    );
     phase.insert(
         "annotate_seconds".into(),
         json!(round(requested.as_secs_f64(), 2)),
@@ -2291,6 +2282,24 @@ async fn operator_at_scale(results: &mut Map<String, Value>) {
         );
     }
     results.insert("priority_and_fairness".into(), Value::Object(flow));
+}
+
+/// A phase's rate (`n` rotations in `took`) against its like's (`like`: a bare client
+/// doing the phase's own work), printed as `what` ("N % of `of`") and kept in `phase`
+/// under `key`; nothing when the phase did not complete or the like was not run.
+fn against_like(
+    phase: &mut Map<String, Value>,
+    (n, took, like): (usize, Option<Duration>, f64),
+    what: &str,
+    of: &str,
+    key: &str,
+) {
+    let (Some(took), true) = (took, like > 0.0) else {
+        return;
+    };
+    let percent = 100.0 * n as f64 / took.as_secs_f64() / like;
+    row(what, format!("{percent:.0} % of {of}"));
+    phase.insert(key.into(), json!(round(percent, 1)));
 }
 
 /// Time and rate of a phase that rotated `n` resources, printed; the start of its
